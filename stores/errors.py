@@ -1,0 +1,107 @@
+"""Every error the stores package raises.
+
+Each error names *what* went wrong and *where* (a path, an offset, a field), because
+the user reading it at 3 a.m. must be able to tell a torn file from a locked one
+without reading our source.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error raised by ``stores``."""
+
+
+class StoreLockedError(StoreError):
+    """Another live owner holds the auth location (a second runtime on one folder)."""
+
+    def __init__(self, location: str, owner: str) -> None:
+        self.location = location
+        self.owner = owner
+        super().__init__(f"{location} is locked by {owner}")
+
+
+class WrongBackendError(StoreError):
+    """The location holds another backend's data (e.g. Baileys JSON opened as native)."""
+
+    def __init__(self, location: str, expected: str, found: str) -> None:
+        self.location = location
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{location} holds {found} data, not {expected}")
+
+
+class UnsupportedFormatError(StoreError):
+    """The data declares a format version this build cannot read."""
+
+    def __init__(self, location: str, version: object, supported: object) -> None:
+        self.location = location
+        self.version = version
+        self.supported = supported
+        super().__init__(
+            f"{location}: format version {version!r} is not supported (supported: {supported!r})"
+        )
+
+
+class CorruptStateError(StoreError):
+    """Durable data failed a checksum, a parse or a validation.
+
+    Never treated as "no creds": the caller must decide (restore, migrate, re-pair).
+    """
+
+    def __init__(self, location: str, reason: str, offset: int | None = None) -> None:
+        self.location = location
+        self.reason = reason
+        self.offset = offset
+        where = location if offset is None else f"{location} at offset {offset}"
+        super().__init__(f"{where}: {reason}")
+
+
+class InvalidValueError(StoreError, ValueError):
+    """A value handed to the store (creds field, key id, key value) is malformed."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")
+
+
+class DurabilityError(StoreError):
+    """A write, fsync or rename failed; the store refuses further writes from now on.
+
+    A failed fsync is never retried: the page cache may already have dropped the data.
+    """
+
+    def __init__(self, location: str, operation: str, cause: BaseException | None = None) -> None:
+        self.location = location
+        self.operation = operation
+        self.cause = cause
+        detail = f": {cause}" if cause is not None else ""
+        super().__init__(f"{location}: {operation} failed{detail}; the store is now read-only")
+
+
+class StoreReadOnlyError(StoreError):
+    """A write was refused because an earlier durability failure made the store read-only."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"{location} is read-only since {reason}")
+
+
+class StoreClosedError(StoreError):
+    """The store was used after it was closed."""
+
+
+class TransactionConflict(StoreError):
+    """A transaction read data that another transaction changed before it committed."""
+
+    def __init__(self, key: str, conflicts: list[tuple[str, str]]) -> None:
+        self.key = key
+        self.conflicts = conflicts
+        shown = ", ".join(f"{t}/{i}" for t, i in conflicts[:5])
+        super().__init__(f"transaction {key!r} conflicts on {shown}")
+
+
+class MigrationError(StoreError):
+    """A migration was refused or its verification failed; the source is untouched."""
