@@ -1,0 +1,36 @@
+"""Errors of the sans-IO protocol core, split by side as h11 does.
+
+A *local* protocol error means our own code misused a state machine (called
+``send`` in the wrong state, for instance): a bug on this side. A *remote* one
+means the peer sent bytes that break the protocol; it carries
+``error_status_hint``, the disconnect reason the connection actor should
+report when it closes because of it (Baileys' ``DisconnectReason`` codes).
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+#: Baileys answers a bad handshake (bad certificate, bad ciphertext) with status 400.
+BAD_HANDSHAKE = 400
+#: Baileys' ``DisconnectReason.badSession``: the session cannot continue as is.
+BAD_SESSION = 500
+
+
+class ProtocolError(Exception):
+    """Base of every error raised by the protocol core."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We used a protocol state machine wrongly (a bug on our side, not the peer's)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol; ``error_status_hint`` says how to close.
+
+    The message names what was wrong and where (state, frame, field).
+    """
+
+    def __init__(self, message: str, *, error_status_hint: int = BAD_HANDSHAKE) -> None:
+        super().__init__(message)
+        self.error_status_hint = error_status_hint
