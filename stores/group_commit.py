@@ -1,0 +1,200 @@
+"""Group commit: many concurrent commits, one durable write.
+
+Every ``await committer.commit(item)`` joins a queue. The first caller to find no
+write in flight becomes the *leader*: it takes every queued item, hands them to the
+backend's ``write_group`` (run in ``trio.to_thread``; one write, one fsync), then runs
+``apply`` in the Trio thread (the backend makes the items visible) and wakes every
+waiter of the group with its durable sequence number. Items queued while a write is
+in flight form the next group; its leader is the first of them, woken by the
+previous leader, so no task is stuck leading forever under continuous load.
+
+Failure: if ``write_group`` raises, every waiter of that group gets a
+``DurabilityError`` (the same one), every queued waiter gets ``StoreReadOnlyError``,
+and so does every later ``commit``: a failed fsync is never retried, because the page
+cache may have dropped the data and a retry could report success for lost bytes.
+
+Cancellation: a waiter cancelled *before* its item was taken into a group is removed
+from the queue and its item is never written. Once taken, the write runs to the end
+(shielded: a half-finished fsync cannot be abandoned), so **a cancelled ``commit``
+may still have committed its item**. The layer above must treat a cancelled commit
+as "outcome unknown" (as after a crash), never as "rolled back".
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import trio
+
+from stores.errors import DurabilityError, StoreReadOnlyError
+
+T = TypeVar("T")
+
+WriteGroup = Callable[[Sequence[T]], Sequence[int]]
+"""Blocking: make the items durable (one fsync), return each item's sequence number."""
+
+ApplyGroup = Callable[[Sequence[T], Sequence[int]], None]
+"""Trio thread: make durable items visible (update the in-memory index)."""
+
+
+class _State(enum.Enum):
+    QUEUED = "queued"
+    IN_FLIGHT = "in flight"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class GroupCommitStatistics:
+    """Counters since the committer was made."""
+
+    commits: int
+    groups: int
+    largest_group: int
+    queued: int
+    read_only: bool
+
+
+class _Waiter(Generic[T]):
+    __slots__ = ("error", "event", "item", "lead", "seq", "state")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.event = trio.Event()
+        self.state = _State.QUEUED
+        self.lead = False
+        self.seq = -1
+        self.error: BaseException | None = None
+
+
+class GroupCommitter(Generic[T]):
+    """Turns concurrent ``commit(item)`` calls into grouped durable writes."""
+
+    def __init__(
+        self,
+        write_group: WriteGroup[T],
+        *,
+        location: str,
+        apply: ApplyGroup[T] | None = None,
+        max_group: int = 1024,
+    ) -> None:
+        self._write_group = write_group
+        self._apply = apply
+        self._location = location
+        self._max_group = max_group
+        self._queue: list[_Waiter[T]] = []
+        self._leading = False
+        self._failure: DurabilityError | None = None
+        self._commits = 0
+        self._groups = 0
+        self._largest = 0
+
+    @property
+    def read_only(self) -> bool:
+        return self._failure is not None
+
+    def check_writable(self) -> None:
+        """Raise ``StoreReadOnlyError`` if an earlier durable write failed."""
+        if self._failure is not None:
+            raise StoreReadOnlyError(self._location, f"an earlier {self._failure.operation} failed")
+
+    def fail(self, error: DurabilityError) -> None:
+        """Turn read-only because of a failure found outside ``write_group``."""
+        if self._failure is None:
+            self._failure = error
+
+    def statistics(self) -> GroupCommitStatistics:
+        return GroupCommitStatistics(
+            commits=self._commits,
+            groups=self._groups,
+            largest_group=self._largest,
+            queued=len(self._queue),
+            read_only=self.read_only,
+        )
+
+    async def commit(self, item: T) -> int:
+        """Make ``item`` durable (grouped with concurrent ones); return its sequence number."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self.check_writable()
+        waiter = _Waiter(item)
+        self._queue.append(waiter)
+        if not self._leading:
+            self._leading = True
+            waiter.lead = True
+        if not waiter.lead:
+            try:
+                await waiter.event.wait()
+            except trio.Cancelled:
+                if waiter.state is _State.QUEUED:
+                    # Not taken yet: withdraw it, it will never be written.
+                    self._queue.remove(waiter)
+                raise
+        if waiter.lead and waiter.state is _State.QUEUED:
+            # No checkpoint between here and the shielded write: leadership cannot be lost.
+            await self._lead()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.seq
+
+    async def _lead(self) -> None:
+        group = self._queue[: self._max_group]
+        del self._queue[: self._max_group]
+        for waiter in group:
+            waiter.state = _State.IN_FLIGHT
+        try:
+            with trio.CancelScope(shield=True):
+                await self._write(group)
+        finally:
+            self._leading = False
+            self._hand_over()
+
+    async def _write(self, group: list[_Waiter[T]]) -> None:
+        items = [w.item for w in group]
+        try:
+            seqs = await trio.to_thread.run_sync(self._write_group, items)
+            if len(seqs) != len(items):
+                raise RuntimeError("write_group returned a wrong number of sequence numbers")
+            if self._apply is not None:
+                self._apply(items, seqs)
+        except BaseException as exc:
+            error = (
+                exc
+                if isinstance(exc, DurabilityError)
+                else DurabilityError(self._location, "commit", exc)
+            )
+            self.fail(error)
+            for waiter in group:
+                waiter.error = error
+            self._finish(group)
+            self._reject_queue()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for waiter, seq in zip(group, seqs, strict=True):
+            waiter.seq = seq
+        self._commits += len(group)
+        self._groups += 1
+        self._largest = max(self._largest, len(group))
+        self._finish(group)
+
+    def _finish(self, group: list[_Waiter[T]]) -> None:
+        for waiter in group:
+            waiter.state = _State.DONE
+            waiter.event.set()
+
+    def _reject_queue(self) -> None:
+        queued, self._queue = self._queue, []
+        for waiter in queued:
+            waiter.error = StoreReadOnlyError(self._location, "a group commit failed")
+        self._finish(queued)
+
+    def _hand_over(self) -> None:
+        if self._queue and not self._leading:
+            nxt = self._queue[0]
+            self._leading = True
+            nxt.lead = True
+            nxt.event.set()
