@@ -1,0 +1,515 @@
+"""The SQLite backend: many accounts in one database file, like whatsmeow.
+
+Format: ``PRAGMA user_version`` is the schema version (forward migrations in
+``stores.sqlite_schema``); every row carries its ``account``; key values and creds are
+CBOR blobs of plain data with a CRC32 over row identity and blob; the creds row
+before the newest is kept (slot 1) so a damaged newest copy can be recovered.
+
+Guarantees: WAL with ``synchronous=FULL``, so a commit returns only after SQLite has
+fsynced it; one ``commit`` is one SQLite transaction (keys and creds together), and
+commits that arrive while another is being written are grouped into the next single
+transaction. One connection per backend, used by one worker thread at a time
+(``trio.to_thread`` under a threading lock). A per-account lock file beside the database
+(``<db>.<account>.lock``) keeps a second runtime off the same account.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
+
+import trio
+
+from stores import sqlite_codec as codec
+from stores.creds import AuthCreds
+from stores.errors import (
+    CorruptStateError,
+    DurabilityError,
+    InvalidValueError,
+    StoreClosedError,
+    StoreLockedError,
+)
+from stores.fsio import REAL_FS, ensure_private_dir, sync_dir
+from stores.group_commit import GroupCommitter
+from stores.lock import LockHandle, acquire_lock
+from stores.sqlite_schema import MIGRATIONS, Migration, check_header, prepare
+from stores.types import Batch, StoreSnapshot, Value
+
+__all__ = ["SqliteBackend", "SqliteStatistics", "open_sqlite_backend"]
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT_MS = 10_000
+_MAX_ACCOUNT_LEN = 200
+_CURRENT, _PREVIOUS = 0, 1
+
+
+@dataclass(frozen=True)
+class SqliteStatistics:
+    """What the backend did since it was opened (``statistics()``)."""
+
+    batches: int
+    """Batches acknowledged by ``commit``."""
+    transactions: int
+    """SQLite transactions committed: one fsync each (group commit makes it < batches)."""
+    creds_writes: int
+    """Creds rows written (a group with many creds snapshots writes only the newest)."""
+    seq: int
+    """The account's durable sequence number."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A batch encoded in the committing task: ``(crc, blob)`` per key, None deletes."""
+
+    keys: dict[tuple[str, str], tuple[int, bytes] | None]
+    creds: tuple[int, bytes] | None
+
+
+class SqliteBackend:
+    """One account of a SQLite store; implements ``stores.Persistence``.
+
+    Open it with ``open_sqlite_backend``; use ``async with`` or ``aclose()``.
+    """
+
+    backend_name: ClassVar[str] = "sqlite"
+
+    def __init__(
+        self, db_path: Path, account: str, conn: sqlite3.Connection, lock: LockHandle, seq: int
+    ) -> None:
+        self._db_path = db_path
+        self._account = account
+        self._conn = conn
+        self._lock = lock
+        self._seq = seq
+        # The one connection is shared by trio's worker threads, one call at a time.
+        self._conn_lock = threading.Lock()
+        self._closed = False
+        self._committer: GroupCommitter[_Pending] = GroupCommitter(
+            self._write_group, location=str(db_path), apply=self._applied
+        )
+        self._creds_writes = 0
+
+    def __repr__(self) -> str:
+        return f"SqliteBackend({str(self._db_path)!r}, account={self._account!r})"
+
+    # -- identity ---------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        """The database file's path."""
+        return str(self._db_path)
+
+    @property
+    def db_path(self) -> Path:
+        return self._db_path
+
+    @property
+    def account(self) -> str:
+        return self._account
+
+    @property
+    def read_only(self) -> bool:
+        """True once a failed write made the backend refuse further writes."""
+        return self._committer.read_only
+
+    def statistics(self) -> SqliteStatistics:
+        group_stats = self._committer.statistics()
+        return SqliteStatistics(
+            batches=group_stats.commits,
+            transactions=group_stats.groups,
+            creds_writes=self._creds_writes,
+            seq=self._seq,
+        )
+
+    def _where(self, table: str, key: str = "") -> str:
+        row = f" row ({key})" if key else ""
+        return f"{self._db_path} table {table} account {self._account!r}{row}"
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def read_creds(self) -> AuthCreds | None:
+        """The newest creds of this account, or None when it has none (a new device)."""
+        return await self._read_creds_slot(_CURRENT)
+
+    async def read_previous_creds(self) -> AuthCreds | None:
+        """The creds copy before the newest, kept to recover from a damaged newest copy."""
+        return await self._read_creds_slot(_PREVIOUS)
+
+    async def _read_creds_slot(self, slot: int) -> AuthCreds | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT crc, blob FROM creds WHERE account = ? AND slot = ?",
+                (self._account, slot),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return self._decode_creds(slot, row[0], row[1])
+
+    def _decode_creds(self, slot: int, crc: int, blob: bytes) -> AuthCreds:
+        name = "newest" if slot == _CURRENT else "previous"
+        where = self._where("creds", f"slot {slot}, {name}")
+        plain = codec.decode(blob, crc, _creds_identity(self._account), where)
+        if not isinstance(plain, dict):
+            raise CorruptStateError(where, f"creds are a {type(plain).__name__}, not a map")
+        try:
+            return AuthCreds.from_plain(plain, where)
+        except InvalidValueError as exc:
+            raise CorruptStateError(where, f"invalid creds: {exc}") from exc
+
+    async def read_keys(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
+        """The values of the present ``ids`` of ``type``; absent ids are left out."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        rows = await self._run(lambda c: self._select_keys(c, type, wanted))
+        out: dict[str, Value] = {}
+        for key_id, crc, blob in rows:
+            out[key_id] = self._decode_key(type, key_id, crc, blob)
+        return out
+
+    def _select_keys(
+        self, conn: sqlite3.Connection, type: str, ids: list[str]
+    ) -> list[tuple[str, int, bytes]]:
+        rows: list[tuple[str, int, bytes]] = []
+        # SQLite limits bound parameters (32766 since 3.32); stay far below it.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows.extend(
+                conn.execute(
+                    "SELECT id, crc, value FROM keys WHERE account = ? AND type = ?"
+                    f" AND id IN ({marks})",
+                    (self._account, type, *chunk),
+                ).fetchall()
+            )
+        return rows
+
+    def _decode_key(self, type: str, key_id: str, crc: int, blob: bytes) -> Value:
+        where = self._where("keys", f"type {type!r}, id {key_id!r}")
+        return codec.decode(blob, crc, _key_identity(self._account, type, key_id), where)
+
+    async def snapshot(self) -> StoreSnapshot:
+        """Creds and every key of this account, read in one SQLite read transaction."""
+
+        def read(c: sqlite3.Connection) -> tuple[Any, list[Any]]:
+            c.execute("BEGIN")
+            try:
+                creds = c.execute(
+                    "SELECT crc, blob FROM creds WHERE account = ? AND slot = ?",
+                    (self._account, _CURRENT),
+                ).fetchone()
+                keys = c.execute(
+                    "SELECT type, id, crc, value FROM keys WHERE account = ?", (self._account,)
+                ).fetchall()
+            finally:
+                c.execute("COMMIT")
+            return creds, keys
+
+        creds_row, key_rows = await self._run(read)
+        creds = None if creds_row is None else self._decode_creds(_CURRENT, *creds_row)
+        keys: dict[str, dict[str, Value]] = {}
+        for type, key_id, crc, blob in key_rows:
+            keys.setdefault(type, {})[key_id] = self._decode_key(type, key_id, crc, blob)
+        return StoreSnapshot(creds=creds, keys=keys)
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def commit(self, batch: Batch) -> int:
+        """Make ``batch`` durable in one SQLite transaction; return its sequence number.
+
+        Commits arriving while another is written are grouped into the next one.
+        Raises ``DurabilityError`` (and the backend turns read-only) when SQLite fails.
+        """
+        self._check_open()
+        self._committer.check_writable()
+        pending = self._encode(batch)
+        if pending is None:
+            await trio.lowlevel.checkpoint()
+            return self._seq
+        return await self._committer.commit(pending)
+
+    def _encode(self, batch: Batch) -> _Pending | None:
+        keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
+        for type, writes in batch.keys.items():
+            if not isinstance(type, str) or not type:
+                raise InvalidValueError("key type", f"{type!r} is not a non-empty str")
+            for key_id, value in writes.items():
+                if not isinstance(key_id, str) or not key_id:
+                    raise InvalidValueError(f"{type} id", f"{key_id!r} is not a non-empty str")
+                if value is None:
+                    keys[(type, key_id)] = None
+                    continue
+                codec.check_plain(value, f"{type}/{key_id}")
+                blob = codec.encode(value)
+                keys[(type, key_id)] = (
+                    codec.row_crc(_key_identity(self._account, type, key_id), blob),
+                    blob,
+                )
+        creds = None
+        if batch.creds is not None:
+            plain = batch.creds.to_plain()
+            codec.check_plain(plain, "creds")
+            try:
+                # Refuse creds that could not be read back: they would brick the account.
+                AuthCreds.from_plain(plain, "creds")
+            except CorruptStateError as exc:
+                raise InvalidValueError("creds", exc.reason) from exc
+            creds_blob = codec.encode(plain)
+            creds = (codec.row_crc(_creds_identity(self._account), creds_blob), creds_blob)
+        if not keys and creds is None:
+            return None
+        return _Pending(keys=keys, creds=creds)
+
+    def _applied(self, group: Sequence[_Pending], seqs: Sequence[int]) -> None:
+        self._seq = seqs[-1]
+        if any(p.creds is not None for p in group):
+            self._creds_writes += 1
+
+    def _write_group(self, group: Sequence[_Pending]) -> list[int]:
+        """One SQLite transaction for the whole group; return each batch's seq (blocking)."""
+        with self._conn_lock:
+            if self._closed:
+                raise DurabilityError(self.location, "commit", StoreClosedError("closed"))
+            first = self._write_group_locked(self._conn, group)
+        return list(range(first, first + len(group)))
+
+    def _write_group_locked(self, conn: sqlite3.Connection, group: Sequence[_Pending]) -> int:
+        keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
+        creds: tuple[int, bytes] | None = None
+        for pending in group:
+            keys.update(pending.keys)
+            creds = pending.creds or creds
+        upserts = [(self._account, t, i, *v) for (t, i), v in keys.items() if v is not None]
+        deletes = [(self._account, t, i) for (t, i), v in keys.items() if v is None]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT seq FROM accounts WHERE account = ?", (self._account,)
+                ).fetchone()
+                first = (row[0] if row else 0) + 1
+                if upserts:
+                    conn.executemany(
+                        "INSERT INTO keys (account, type, id, crc, value) VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT (account, type, id)"
+                        " DO UPDATE SET crc = excluded.crc, value = excluded.value",
+                        upserts,
+                    )
+                if deletes:
+                    conn.executemany(
+                        "DELETE FROM keys WHERE account = ? AND type = ? AND id = ?", deletes
+                    )
+                if creds is not None:
+                    self._write_creds(conn, first + len(group) - 1, creds)
+                conn.execute(
+                    "INSERT INTO accounts (account, seq) VALUES (?, ?)"
+                    " ON CONFLICT (account) DO UPDATE SET seq = excluded.seq",
+                    (self._account, first + len(group) - 1),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback_quietly(conn)
+                raise
+        except sqlite3.Error as exc:
+            raise DurabilityError(self.location, "sqlite commit", exc) from exc
+        return int(first)
+
+    def _write_creds(self, conn: sqlite3.Connection, seq: int, creds: tuple[int, bytes]) -> None:
+        account = self._account
+        old = conn.execute(
+            "SELECT crc, blob FROM creds WHERE account = ? AND slot = ?", (account, _CURRENT)
+        ).fetchone()
+        if old is not None and codec.row_crc(_creds_identity(account), old[1]) == old[0]:
+            # The newest copy becomes the previous one; a damaged newest copy is dropped
+            # instead, so it never replaces a good previous copy.
+            conn.execute("DELETE FROM creds WHERE account = ? AND slot = ?", (account, _PREVIOUS))
+            conn.execute(
+                "UPDATE creds SET slot = ? WHERE account = ? AND slot = ?",
+                (_PREVIOUS, account, _CURRENT),
+            )
+        else:
+            conn.execute("DELETE FROM creds WHERE account = ? AND slot = ?", (account, _CURRENT))
+        conn.execute(
+            "INSERT INTO creds (account, slot, seq, crc, blob) VALUES (?, ?, ?, ?, ?)",
+            (account, _CURRENT, seq, *creds),
+        )
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the connection and release the account lock; idempotent."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._close_blocking)
+
+    def _close_blocking(self) -> None:
+        # Waits for a write in flight: the connection closes between transactions.
+        with self._conn_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._conn.close()
+            finally:
+                self._lock.release()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self._db_path} account {self._account!r} is closed")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a worker thread, one connection user at a time."""
+        self._check_open()
+        try:
+            return await trio.to_thread.run_sync(self._call_locked, fn)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_IOERR"):
+                error = DurabilityError(self.location, "sqlite read", exc)
+                self._committer.fail(error)
+                raise error from exc
+            raise CorruptStateError(self.location, f"database error: {exc}") from exc
+
+    def _call_locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._conn_lock:
+            self._check_open()
+            return fn(self._conn)
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone either way; the caller reports the first error
+
+
+def _key_identity(account: str, type: str, key_id: str) -> str:
+    return f"key\0{account}\0{type}\0{key_id}"
+
+
+def _creds_identity(account: str) -> str:
+    return f"creds\0{account}"
+
+
+def _check_account(account: str) -> None:
+    if not isinstance(account, str) or not account:
+        raise InvalidValueError("account", f"{account!r} is not a non-empty str")
+    if len(account) > _MAX_ACCOUNT_LEN or "\0" in account:
+        raise InvalidValueError("account", f"longer than {_MAX_ACCOUNT_LEN} or holds NUL")
+
+
+def lock_name(db_path: Path, account: str) -> str:
+    """The lock file name of one account of a database: ``<db>.<account>.lock``."""
+    return f"{db_path.name}.{urllib.parse.quote(account, safe='@.+-_')}.lock"
+
+
+async def open_sqlite_backend(
+    db_path: str | os.PathLike[str],
+    *,
+    account: str = "default",
+    connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> SqliteBackend:
+    """Open (creating if absent) one account of a SQLite auth database.
+
+    Raises ``StoreLockedError`` when another live owner holds the account,
+    ``WrongBackendError`` for a file that is not ours, ``UnsupportedFormatError`` for a
+    newer schema, ``CorruptStateError`` when the integrity check fails.
+    ``connection_factory`` and ``migrations`` are seams for fault-injection and schema
+    tests; leave them alone otherwise.
+    """
+    _check_account(account)
+    path, conn, lock, seq = await trio.to_thread.run_sync(
+        _open_blocking, db_path, account, connection_factory, migrations
+    )
+    return SqliteBackend(path, account, conn, lock, seq)
+
+
+def _open_blocking(
+    db_path: str | os.PathLike[str],
+    account: str,
+    factory: type[sqlite3.Connection],
+    migrations: Sequence[Migration],
+) -> tuple[Path, sqlite3.Connection, LockHandle, int]:
+    path = Path(os.path.abspath(db_path))
+    exists = check_header(path)
+    _ensure_parent(path)
+    try:
+        lock = acquire_lock(path.parent, lock_name(path, account))
+    except StoreLockedError as exc:
+        raise StoreLockedError(f"{path} account {account!r}", exc.owner) from None
+    try:
+        conn = _connect(path, exists, factory, migrations)
+        try:
+            seq = _read_seq(conn, account)
+        except BaseException:
+            conn.close()
+            raise
+    except BaseException:
+        lock.release()
+        raise
+    return path, conn, lock, seq
+
+
+def _ensure_parent(path: Path) -> None:
+    # Only a directory we create is made 0700: an existing one is not ours to chmod.
+    if not path.parent.exists():
+        ensure_private_dir(path.parent)
+
+
+def _connect(
+    path: Path,
+    exists: bool,
+    factory: type[sqlite3.Connection],
+    migrations: Sequence[Migration],
+) -> sqlite3.Connection:
+    location = str(path)
+    if not exists:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(path, 0o600)
+            sync_dir(REAL_FS, path.parent)
+        except OSError as exc:
+            raise DurabilityError(location, "creating the database file", exc) from exc
+    conn = sqlite3.connect(
+        location,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,  # used from trio's worker threads, one call at a time
+        factory=factory,
+        timeout=_BUSY_TIMEOUT_MS / 1000,
+    )
+    try:
+        conn.execute("PRAGMA cell_size_check = ON")
+        conn.execute("PRAGMA trusted_schema = OFF")
+        try:
+            prepare(conn, location, migrations)
+        except sqlite3.OperationalError as exc:
+            raise StoreLockedError(
+                location, f"another connection holding the database write lock ({exc})"
+            ) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _read_seq(conn: sqlite3.Connection, account: str) -> int:
+    row = conn.execute("SELECT seq FROM accounts WHERE account = ?", (account,)).fetchone()
+    return 0 if row is None else int(row[0])
