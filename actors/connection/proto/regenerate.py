@@ -1,0 +1,45 @@
+"""Regenerate ``wa_pb2.py`` and ``wa_pb2.pyi`` from ``wa.proto``.
+
+The exact command (run from the repository root)::
+
+    .venv/bin/python -m actors.connection.proto.regenerate
+
+which runs ``python -m grpc_tools.protoc -I <this folder> --python_out=<out>
+--pyi_out=<out> wa.proto``. The generated files are committed;
+``tests/protocol/test_proto.py`` regenerates into a temporary folder and checks
+the bytes are identical, so an edited ``.proto`` without a regeneration fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+PROTO_DIR = Path(__file__).resolve().parent
+PROTO_FILE = "wa.proto"
+GENERATED = ("wa_pb2.py", "wa_pb2.pyi")
+
+
+def protoc_command(out_dir: Path) -> list[str]:
+    """The protoc invocation that writes the generated module into ``out_dir``."""
+    return [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTO_DIR}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        PROTO_FILE,
+    ]
+
+
+def regenerate(out_dir: Path = PROTO_DIR) -> list[Path]:
+    """Run protoc into ``out_dir`` (default: in place); return the generated paths."""
+    subprocess.run(protoc_command(out_dir), check=True, timeout=120, cwd=PROTO_DIR)
+    return [out_dir / name for name in GENERATED]
+
+
+if __name__ == "__main__":
+    for path in regenerate():
+        print(path)
