@@ -89,6 +89,7 @@ class GroupCommitter(Generic[T]):
         self._queue: list[_Waiter[T]] = []
         self._leading = False
         self._failure: DurabilityError | None = None
+        self._idle: trio.Event | None = None
         self._commits = 0
         self._groups = 0
         self._largest = 0
@@ -106,6 +107,19 @@ class GroupCommitter(Generic[T]):
         """Turn read-only because of a failure found outside ``write_group``."""
         if self._failure is None:
             self._failure = error
+
+    @property
+    def busy(self) -> bool:
+        """True while a group is being written or commits are queued."""
+        return self._leading or bool(self._queue)
+
+    async def wait_idle(self) -> None:
+        """Wait until no write is in flight and nothing is queued (for a clean close)."""
+        while self.busy:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
+        await trio.lowlevel.checkpoint()
 
     def statistics(self) -> GroupCommitStatistics:
         return GroupCommitStatistics(
@@ -198,3 +212,6 @@ class GroupCommitter(Generic[T]):
             self._leading = True
             nxt.lead = True
             nxt.event.set()
+        elif not self.busy and self._idle is not None:
+            self._idle.set()
+            self._idle = None
