@@ -106,9 +106,11 @@ class _Reader:
         if depth > self.max_depth:
             raise self.fail(f"nodes nested deeper than {self.max_depth} levels")
         size = self.list_size(self.byte())
+        if size == 0:
+            raise self.fail("invalid node: an empty list", start)
         tag = self.string(self.byte(), 0)
-        if size == 0 or not tag:
-            raise self.fail("invalid node: empty list or empty tag", start)
+        if not tag:
+            raise self.fail("invalid node: an empty tag", start)
         attrs: dict[str, str] = {}
         for _ in range((size - 1) >> 1):
             key = self.string(self.byte(), 0)
