@@ -1,0 +1,71 @@
+"""The contract between a supervisor and one running incarnation of a child.
+
+Both actors and supervisors implement ``run_child(control, task_status)``: report
+ready through ``task_status.started()``, run until done or asked to stop (via
+``control.on_stop``), and return the ``ExitReason`` (or raise, which is a crash).
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from runtime.exit import ExitReason
+from runtime.log import Logger
+from runtime.mailbox import Slot
+
+if TYPE_CHECKING:
+    from runtime.registry import Registry
+
+
+@dataclass
+class ChildControl:
+    """What a parent hands to one incarnation of a child, and how it asks it to stop."""
+
+    path: str
+    registry: Registry
+    log: Logger
+    slot: Slot | None = None
+    mailbox_size: int = 64
+    stop_requested: bool = False
+    _on_stop: Callable[[], None] | None = field(default=None, repr=False)
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when a stop is requested (at once if it already was)."""
+        self._on_stop = callback
+        if self.stop_requested:
+            callback()
+
+    def request_stop(self) -> None:
+        """Ask the child to stop gracefully; idempotent."""
+        if self.stop_requested:
+            return
+        self.stop_requested = True
+        if self._on_stop is not None:
+            self._on_stop()
+
+
+class Supervisable(Protocol):
+    """Anything a supervisor can run as a child."""
+
+    async def run_child(
+        self, control: ChildControl, task_status: trio.TaskStatus[None]
+    ) -> ExitReason: ...
+
+
+class ReadyTracker:
+    """A ``TaskStatus`` that remembers whether ``started`` was called."""
+
+    def __init__(self) -> None:
+        self.is_started = False
+        self.on_started: Callable[[], None] | None = None
+
+    def started(self, value: Any = None) -> None:
+        self.is_started = True
+        if self.on_started is not None:
+            self.on_started()

@@ -1,0 +1,74 @@
+"""structlog loggers for the runtime: built here, passed down, never global.
+
+``make_logger`` wraps a stream with its own processor chain (no ``structlog.configure``),
+so an embedding application keeps control of global logging. Console rendering on a
+TTY, one JSON object per line otherwise.
+
+Lifecycle events the supervisors emit (one per change), each bound with
+``supervisor`` (the supervisor path), ``child`` (the child id) and ``path``:
+
+==================== =====================================================
+event                fields
+==================== =====================================================
+child_started        kind, incarnation, restarts
+child_start_failed   kind, reason, exc_info
+child_crashed        reason, exc_info (the traceback)
+child_exited         reason (normal or shutdown exit, not restarted)
+child_restarting     restart_count (in window), max_restarts, delay, total_restarts
+child_stopped        reason, killed (stopped by its supervisor)
+supervisor_gave_up   max_restarts, max_seconds, child, reason
+supervisor_started   children (top-level supervisors only)
+supervisor_stopped   reason (top-level supervisors only)
+==================== =====================================================
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Literal, Protocol, TextIO
+
+import structlog
+
+LogFormat = Literal["console", "json", "auto"]
+
+
+class Logger(Protocol):
+    """The slice of a structlog bound logger the runtime uses."""
+
+    def bind(self, **new_values: Any) -> Logger: ...
+    def debug(self, event: str, **kw: Any) -> Any: ...
+    def info(self, event: str, **kw: Any) -> Any: ...
+    def warning(self, event: str, **kw: Any) -> Any: ...
+    def error(self, event: str, **kw: Any) -> Any: ...
+
+
+def make_logger(fmt: LogFormat = "auto", stream: TextIO | None = None) -> Logger:
+    """A logger writing to ``stream`` (default stdout) as console text or JSON lines."""
+    out = sys.stdout if stream is None else stream
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    processors: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_console:
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    else:
+        processors += [
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(default=repr),
+        ]
+    logger: Logger = structlog.wrap_logger(
+        structlog.PrintLogger(file=out),
+        processors=processors,
+        wrapper_class=structlog.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    return logger
+
+
+def default_logger() -> Logger:
+    """What supervisors use when given no logger: structlog's lazily configured one."""
+    logger: Logger = structlog.get_logger("runtime")
+    return logger
