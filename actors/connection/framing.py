@@ -165,10 +165,18 @@ class FrameSplitter:
         return frame
 
     def frames(self) -> list[bytes]:
-        """Every complete frame buffered so far, in order."""
+        """Every complete frame buffered so far, in order.
+
+        When a bad length follows good frames, the good frames are returned and
+        the error is raised by the next call, so no frame is lost to it.
+        """
         out: list[bytes] = []
-        while (frame := self.next_frame()) is not None:
-            out.append(frame)
+        try:
+            while (frame := self.next_frame()) is not None:
+                out.append(frame)
+        except RemoteProtocolError:
+            if not out:
+                raise
         return out
 
     def take_buffer(self) -> bytes:

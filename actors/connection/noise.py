@@ -342,10 +342,17 @@ class NoiseTransport:
         return Frame(self.decrypt(ciphertext))
 
     def events(self) -> list[Frame]:
-        """Every frame complete so far, decrypted, in order."""
+        """Every frame complete so far, decrypted, in order.
+
+        An error after good frames is raised by the next call, after they are returned.
+        """
         out: list[Frame] = []
-        while isinstance(event := self.next_event(), Frame):
-            out.append(event)
+        try:
+            while isinstance(event := self.next_event(), Frame):
+                out.append(event)
+        except RemoteProtocolError:
+            if not out:
+                raise
         return out
 
     def statistics(self) -> TransportStatistics:
