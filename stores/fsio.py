@@ -59,6 +59,9 @@ class FileSystem:
     def unlink(self, path: StrPath) -> None:
         os.unlink(path)
 
+    def link(self, src: StrPath, dst: StrPath) -> None:
+        os.link(src, dst)
+
     def mkdir(self, path: StrPath, mode: int = PRIVATE_DIR_MODE) -> None:
         os.mkdir(path, mode)
 
@@ -321,6 +324,11 @@ class FaultyFileSystem(FileSystem):
         if fault := self._check("unlink", str(path)):
             self._raise(fault, str(path))
         super().unlink(path)
+
+    def link(self, src: StrPath, dst: StrPath) -> None:
+        if fault := self._check("link", str(dst)):
+            self._raise(fault, str(dst))
+        super().link(src, dst)
 
     def mkdir(self, path: StrPath, mode: int = PRIVATE_DIR_MODE) -> None:
         if fault := self._check("mkdir", str(path)):

@@ -518,7 +518,7 @@ def _salvage(
     log = path / log_name(state.generation)
     kept = path / damaged_name(log.name, int(time.time()))
     try:
-        os.link(log, kept)
+        fs.link(log, kept)
     except OSError as exc:
         raise DurabilityError(str(kept), "keep damaged log (hard link)", exc) from exc
     sync_dir(fs, path)
