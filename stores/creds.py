@@ -215,12 +215,14 @@ def creds_to_baileys_json(creds: AuthCreds) -> dict[str, Plain]:
     """The creds object as Baileys holds it: camelCase, bytes as bytes.
 
     ``stores.buffer_json.dumps`` of the result is Baileys' ``creds.json``. Fields
-    that are ``None`` are left out, as Baileys' ``undefined`` fields are.
+    that are ``None`` are left out, as Baileys' ``undefined`` fields are, and so is an
+    empty ``signal_identities`` (undefined in Baileys until pairing adds one).
     """
     out: dict[str, Plain] = {}
     for name, camel in _CAMEL.items():
         value = getattr(creds, name)
-        if value is None:
+        if value is None or (name == "signal_identities" and not value):
+            # Baileys leaves signalIdentities undefined until pairing adds one.
             continue
         if isinstance(value, KeyPair):
             value = {"private": value.private, "public": value.public}
