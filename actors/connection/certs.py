@@ -16,7 +16,8 @@ whatsmeow's ``verifyServerCert``):
 7. when the caller passes ``now`` (unix seconds), it lies within each
    certificate's ``notBefore``..``notAfter`` (a bound of 0 means "unset").
 
-Signatures are XEdDSA over Curve25519 keys, as libsignal makes them. Since 0.1.0.
+Signatures are XEdDSA over Curve25519 keys, as libsignal makes them
+(``stores.keys.sign`` / ``verify``). Since 0.1.0.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
-import xeddsa
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from actors.connection.errors import BAD_HANDSHAKE, RemoteProtocolError
 from actors.connection.proto import wa_pb2
+from stores.keys import public_from_private, sign, verify
 
 #: The real WhatsApp root public key (issuer ``WhatsAppLongTerm1``, serial 0).
 WHATSAPP_ROOT_PUBLIC_KEY = bytes.fromhex(
@@ -73,28 +74,6 @@ class VerifiedCertChain:
     leaf: CertificateDetails
 
 
-def xeddsa_sign(private_key: bytes, message: bytes) -> bytes:
-    """An XEdDSA signature of ``message`` by a Curve25519 private key (libsignal-compatible)."""
-    # Force the Ed25519 sign bit to 0 so the signature verifies under the
-    # Montgomery public key alone, as XEdDSA specifies.
-    return bytes(xeddsa.ed25519_priv_sign(xeddsa.priv_force_sign(private_key, False), message))
-
-
-def xeddsa_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` is a valid XEdDSA signature of ``message`` under ``public_key``."""
-    if len(public_key) != _KEY_SIZE or len(signature) != _SIGNATURE_SIZE:
-        return False
-    # libsignal's curve25519 verify takes the Ed25519 sign bit from the
-    # signature's top bit (older signers stored it there), then clears it.
-    sign_bit = bool(signature[63] & 0x80)
-    clean = signature[:63] + bytes([signature[63] & 0x7F])
-    try:
-        ed_public = xeddsa.curve25519_pub_to_ed25519_pub(public_key, sign_bit)
-        return bool(xeddsa.ed25519_verify(clean, ed_public, message))
-    except xeddsa.XEdDSAException:
-        return False
-
-
 def verify_cert_chain(
     payload: bytes,
     *,
@@ -106,7 +85,7 @@ def verify_cert_chain(
     chain = _parse(wa_pb2.CertChain, payload, "cert chain")
     intermediate_cert = _certificate(chain, "intermediate")
     leaf_cert = _certificate(chain, "leaf")
-    if not xeddsa_verify(root.public_key, intermediate_cert.details, intermediate_cert.signature):
+    if not verify(root.public_key, intermediate_cert.details, intermediate_cert.signature):
         raise _fail("intermediate certificate signature does not verify under the root key")
     intermediate = _details(intermediate_cert.details, "intermediate")
     if intermediate.issuer_serial != root.serial:
@@ -114,7 +93,7 @@ def verify_cert_chain(
             f"intermediate issuerSerial is {intermediate.issuer_serial},"
             f" the root's serial is {root.serial}"
         )
-    if not xeddsa_verify(intermediate.key, leaf_cert.details, leaf_cert.signature):
+    if not verify(intermediate.key, leaf_cert.details, leaf_cert.signature):
         raise _fail("leaf certificate signature does not verify under the intermediate key")
     leaf = _details(leaf_cert.details, "leaf")
     if leaf.issuer_serial != intermediate.serial:
@@ -148,7 +127,7 @@ def make_cert_chain(
     intermediate = _encode_details(
         serial=intermediate_serial,
         issuer_serial=root_serial,
-        key=bytes(xeddsa.priv_to_curve25519_pub(intermediate_private_key)),
+        key=public_from_private(intermediate_private_key),
         not_before=not_before,
         not_after=not_after,
     )
@@ -161,10 +140,10 @@ def make_cert_chain(
     )
     chain = wa_pb2.CertChain(
         intermediate=wa_pb2.CertChain.NoiseCertificate(
-            details=intermediate, signature=xeddsa_sign(root_private_key, intermediate)
+            details=intermediate, signature=sign(root_private_key, intermediate)
         ),
         leaf=wa_pb2.CertChain.NoiseCertificate(
-            details=leaf, signature=xeddsa_sign(intermediate_private_key, leaf)
+            details=leaf, signature=sign(intermediate_private_key, leaf)
         ),
     )
     return bytes(chain.SerializeToString())

@@ -37,8 +37,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -60,6 +59,8 @@ from actors.connection.framing import (
 )
 from actors.connection.proto import wa_pb2
 from stores.creds import KeyPair
+from stores.errors import InvalidValueError
+from stores.keys import generate_key_pair, shared_secret
 
 #: The Noise protocol name, padded to exactly 32 bytes (so it is used unhashed).
 NOISE_MODE = b"Noise_XX_25519_AESGCM_SHA256\x00\x00\x00\x00"
@@ -172,29 +173,12 @@ AWAITING = {_S.AWAIT_CLIENT_HELLO, _S.AWAIT_SERVER_HELLO, _S.AWAIT_CLIENT_FINISH
 # --- Primitives ----------------------------------------------------------------
 
 
-def generate_key_pair() -> KeyPair:
-    """A fresh Curve25519 key pair (raw 32-byte private and public keys)."""
-    private = X25519PrivateKey.generate()
-    return KeyPair(
-        private=private.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        ),
-        public=private.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        ),
-    )
-
-
 def _dh(private: bytes, public: bytes, what: str) -> bytes:
     if len(public) != _KEY_SIZE:
         raise RemoteProtocolError(f"{what}: public key is {len(public)} bytes, expected 32")
     try:
-        return X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(public)
-        )
-    except ValueError as exc:  # a low-order point gives an all-zero secret
+        return shared_secret(private, public)
+    except InvalidValueError as exc:  # a low-order point gives no shared secret
         raise RemoteProtocolError(f"{what}: unusable public key ({exc})") from exc
 
 

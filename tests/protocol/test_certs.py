@@ -13,13 +13,12 @@ from actors.connection.certs import (
     RootKey,
     make_cert_chain,
     verify_cert_chain,
-    xeddsa_sign,
-    xeddsa_verify,
 )
 from actors.connection.errors import BAD_HANDSHAKE, RemoteProtocolError
 from actors.connection.noise import generate_key_pair
 from actors.connection.proto import wa_pb2
 from stores.creds import KeyPair
+from stores.keys import sign, verify
 from tests.baileys_peer import BaileysPeer
 
 Cert = wa_pb2.CertChain.NoiseCertificate
@@ -92,7 +91,7 @@ def test_leaf_issuer_serial_must_be_the_intermediates_serial() -> None:
         serial=2, issuerSerial=9, key=static.public
     ).SerializeToString()
     chain = wa_pb2.CertChain.FromString(_chain(root, intermediate, static))
-    chain.leaf.CopyFrom(Cert(details=leaf, signature=xeddsa_sign(intermediate.private, leaf)))
+    chain.leaf.CopyFrom(Cert(details=leaf, signature=sign(intermediate.private, leaf)))
     with pytest.raises(RemoteProtocolError, match="leaf issuerSerial is 9"):
         verify_cert_chain(
             chain.SerializeToString(), server_static=static.public, root=RootKey(root.public)
@@ -114,7 +113,7 @@ def test_leaf_signed_by_another_key_is_rejected() -> None:
     """The leaf must be signed by the intermediate's key, not any key."""
     root, intermediate, static = _keys()
     chain = wa_pb2.CertChain.FromString(_chain(root, intermediate, static))
-    chain.leaf.signature = xeddsa_sign(generate_key_pair().private, chain.leaf.details)
+    chain.leaf.signature = sign(generate_key_pair().private, chain.leaf.details)
     with pytest.raises(RemoteProtocolError, match="leaf certificate signature"):
         verify_cert_chain(
             chain.SerializeToString(), server_static=static.public, root=RootKey(root.public)
@@ -179,14 +178,14 @@ def test_validity_window_is_checked_when_time_is_given() -> None:
     verify_cert_chain(undated, server_static=static.public, root=anchor, now=10**10)
 
 
-def test_xeddsa_signatures_verify_only_for_the_signer_and_message() -> None:
+def test_signatures_verify_only_for_the_signer_and_message() -> None:
     """Our XEdDSA signature verifies under the signer's key and nothing else."""
     signer, other = generate_key_pair(), generate_key_pair()
-    signature = xeddsa_sign(signer.private, b"details")
-    assert xeddsa_verify(signer.public, b"details", signature)
-    assert not xeddsa_verify(other.public, b"details", signature)
-    assert not xeddsa_verify(signer.public, b"detailz", signature)
-    assert not xeddsa_verify(signer.public, b"details", signature[:63])
+    signature = sign(signer.private, b"details")
+    assert verify(signer.public, b"details", signature)
+    assert not verify(other.public, b"details", signature)
+    assert not verify(signer.public, b"detailz", signature)
+    assert not verify(signer.public, b"details", signature[:63])
 
 
 def test_signatures_cross_with_libsignal(baileys_peer: BaileysPeer) -> None:
@@ -223,5 +222,5 @@ console.log(JSON.stringify({
     assert result["oursTampered"] is False
     theirs = result["theirs"]
     key, message, signature = (bytes.fromhex(theirs[k]) for k in ("key", "message", "signature"))
-    assert xeddsa_verify(key, message, signature)
-    assert not xeddsa_verify(key, message + b"!", signature)
+    assert verify(key, message, signature)
+    assert not verify(key, message + b"!", signature)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -134,7 +135,7 @@ class Outcome(enum.Enum):
 def _run_with_flip(identity: ServerIdentity, message: int, index: int, bit: int) -> Outcome:
     """A handshake where message ``message`` (0, 1, 2) has one bit flipped at ``index``."""
     client, server, _ = make_pair(identity)
-    steps = [
+    steps: list[tuple[Callable[[], bytes], NoiseInitiator | NoiseResponder]] = [
         (lambda: client.send(Hello()), server),
         (lambda: server.send(Hello()), client),
         (lambda: client.send(Finish(PAYLOAD)), server),
