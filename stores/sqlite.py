@@ -32,6 +32,7 @@ from stores.errors import (
     CorruptStateError,
     DurabilityError,
     InvalidValueError,
+    MigrationError,
     StoreClosedError,
     StoreLockedError,
 )
@@ -202,23 +203,32 @@ class SqliteBackend:
         def read(c: sqlite3.Connection) -> tuple[Any, list[Any]]:
             c.execute("BEGIN")
             try:
-                creds = c.execute(
-                    "SELECT crc, blob FROM creds WHERE account = ? AND slot = ?",
-                    (self._account, _CURRENT),
-                ).fetchone()
-                keys = c.execute(
-                    "SELECT type, id, crc, value FROM keys WHERE account = ?", (self._account,)
-                ).fetchall()
+                return self._read_snapshot_rows(c)
             finally:
                 c.execute("COMMIT")
-            return creds, keys
 
-        creds_row, key_rows = await self._run(read)
+        return self._decode_snapshot(*await self._run(read))
+
+    def _read_snapshot_rows(self, c: sqlite3.Connection) -> tuple[Any, list[Any]]:
+        creds = c.execute(
+            "SELECT crc, blob FROM creds WHERE account = ? AND slot = ?",
+            (self._account, _CURRENT),
+        ).fetchone()
+        keys = c.execute(
+            "SELECT type, id, crc, value FROM keys WHERE account = ?", (self._account,)
+        ).fetchall()
+        return creds, keys
+
+    def _decode_snapshot(self, creds_row: Any, key_rows: list[Any]) -> StoreSnapshot:
         creds = None if creds_row is None else self._decode_creds(_CURRENT, *creds_row)
         keys: dict[str, dict[str, Value]] = {}
         for type, key_id, crc, blob in key_rows:
             keys.setdefault(type, {})[key_id] = self._decode_key(type, key_id, crc, blob)
         return StoreSnapshot(creds=creds, keys=keys)
+
+    async def is_empty(self) -> bool:
+        """True when this account has no rows at all (a new device)."""
+        return await self._run(lambda c: not _account_has_rows(c, self._account))
 
     # -- writes -----------------------------------------------------------------------
 
@@ -282,6 +292,20 @@ class SqliteBackend:
         return list(range(first, first + len(group)))
 
     def _write_group_locked(self, conn: sqlite3.Connection, group: Sequence[_Pending]) -> int:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                first = self._write_rows(conn, group)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback_quietly(conn)
+                raise
+        except sqlite3.Error as exc:
+            raise DurabilityError(self.location, "sqlite commit", exc) from exc
+        return first
+
+    def _write_rows(self, conn: sqlite3.Connection, group: Sequence[_Pending]) -> int:
+        """The writes of a group inside an open transaction; return the first seq."""
         keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
         creds: tuple[int, bytes] | None = None
         for pending in group:
@@ -289,38 +313,28 @@ class SqliteBackend:
             creds = pending.creds or creds
         upserts = [(self._account, t, i, *v) for (t, i), v in keys.items() if v is not None]
         deletes = [(self._account, t, i) for (t, i), v in keys.items() if v is None]
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute(
-                    "SELECT seq FROM accounts WHERE account = ?", (self._account,)
-                ).fetchone()
-                first = (row[0] if row else 0) + 1
-                if upserts:
-                    conn.executemany(
-                        "INSERT INTO keys (account, type, id, crc, value) VALUES (?, ?, ?, ?, ?)"
-                        " ON CONFLICT (account, type, id)"
-                        " DO UPDATE SET crc = excluded.crc, value = excluded.value",
-                        upserts,
-                    )
-                if deletes:
-                    conn.executemany(
-                        "DELETE FROM keys WHERE account = ? AND type = ? AND id = ?", deletes
-                    )
-                if creds is not None:
-                    self._write_creds(conn, first + len(group) - 1, creds)
-                conn.execute(
-                    "INSERT INTO accounts (account, seq) VALUES (?, ?)"
-                    " ON CONFLICT (account) DO UPDATE SET seq = excluded.seq",
-                    (self._account, first + len(group) - 1),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback_quietly(conn)
-                raise
-        except sqlite3.Error as exc:
-            raise DurabilityError(self.location, "sqlite commit", exc) from exc
-        return int(first)
+        row = conn.execute(
+            "SELECT seq FROM accounts WHERE account = ?", (self._account,)
+        ).fetchone()
+        first = int(row[0] if row else 0) + 1
+        last = first + len(group) - 1
+        if upserts:
+            conn.executemany(
+                "INSERT INTO keys (account, type, id, crc, value) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (account, type, id)"
+                " DO UPDATE SET crc = excluded.crc, value = excluded.value",
+                upserts,
+            )
+        if deletes:
+            conn.executemany("DELETE FROM keys WHERE account = ? AND type = ? AND id = ?", deletes)
+        if creds is not None:
+            self._write_creds(conn, last, creds)
+        conn.execute(
+            "INSERT INTO accounts (account, seq) VALUES (?, ?)"
+            " ON CONFLICT (account) DO UPDATE SET seq = excluded.seq",
+            (self._account, last),
+        )
+        return first
 
     def _write_creds(self, conn: sqlite3.Connection, seq: int, creds: tuple[int, bytes]) -> None:
         account = self._account
@@ -341,6 +355,42 @@ class SqliteBackend:
             "INSERT INTO creds (account, slot, seq, crc, blob) VALUES (?, ?, ?, ?, ?)",
             (account, _CURRENT, seq, *creds),
         )
+
+    async def import_snapshot(
+        self, snapshot: StoreSnapshot, verify: Callable[[StoreSnapshot], None]
+    ) -> int:
+        """Write ``snapshot`` into this (empty) account and verify it in one transaction.
+
+        Everything is written, read back and handed to ``verify`` before COMMIT; if the
+        account is not empty or ``verify`` raises, the transaction rolls back and the
+        account stays empty. For migration into an existing database file.
+        """
+        self._check_open()
+        self._committer.check_writable()
+        pending = self._encode(Batch(keys=snapshot.keys, creds=snapshot.creds))
+        if pending is None:
+            raise InvalidValueError("snapshot", "holds neither creds nor keys")
+
+        def run(conn: sqlite3.Connection) -> int:
+            if _account_has_rows(conn, self._account):
+                raise MigrationError(f"{self._where('accounts')} already holds data")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    first = self._write_rows(conn, [pending])
+                    verify(self._decode_snapshot(*self._read_snapshot_rows(conn)))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback_quietly(conn)
+                    raise
+            except sqlite3.Error as exc:
+                raise DurabilityError(self.location, "sqlite import", exc) from exc
+            return first
+
+        with trio.CancelScope(shield=True):
+            seq = await self._run(run)
+        self._seq = seq
+        return seq
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -397,6 +447,14 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # the transaction is gone either way; the caller reports the first error
+
+
+def _account_has_rows(conn: sqlite3.Connection, account: str) -> bool:
+    for table in ("accounts", "creds", "keys"):
+        sql = f"SELECT 1 FROM {table} WHERE account = ? LIMIT 1"
+        if conn.execute(sql, (account,)).fetchone() is not None:
+            return True
+    return False
 
 
 def _key_identity(account: str, type: str, key_id: str) -> str:

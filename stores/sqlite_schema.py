@@ -98,13 +98,15 @@ def prepare(
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = _check_ownership(conn, location, latest)
+            found = version = _check_ownership(conn, location, latest)
             for migration in migrations:
                 if migration.version > version:
                     for statement in migration.statements:
                         conn.execute(statement)
                     version = migration.version
-            conn.execute(f"PRAGMA user_version = {int(version)}")
+            if version != found:
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+            # Nothing written when no migration ran: opening to read changes no byte.
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
