@@ -40,7 +40,7 @@ from stores.fsio import REAL_FS, ensure_private_dir, sync_dir
 from stores.group_commit import GroupCommitter
 from stores.lock import LockHandle, acquire_lock
 from stores.sqlite_schema import MIGRATIONS, Migration, check_header, prepare
-from stores.types import Batch, StoreSnapshot, Value
+from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value
 
 __all__ = ["SqliteBackend", "SqliteStatistics", "open_sqlite_backend"]
 
@@ -249,8 +249,8 @@ class SqliteBackend:
     def _encode(self, batch: Batch) -> _Pending | None:
         keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
         for type, writes in batch.keys.items():
-            if not isinstance(type, str) or not type:
-                raise InvalidValueError("key type", f"{type!r} is not a non-empty str")
+            if type not in KEY_TYPES:
+                raise InvalidValueError("key type", f"{type!r} is not one of {list(KEY_TYPES)}")
             for key_id, value in writes.items():
                 if not isinstance(key_id, str) or not key_id:
                     raise InvalidValueError(f"{type} id", f"{key_id!r} is not a non-empty str")

@@ -345,7 +345,7 @@ async def test_damaged_database_pages_are_corrupt_state(tmp_path: Path) -> None:
 
 
 async def test_invalid_values_are_refused_before_writing(tmp_path: Path) -> None:
-    """Non-plain values and empty ids raise InvalidValueError; nothing is written."""
+    """Non-plain values, empty ids, unknown types raise InvalidValueError; nothing is written."""
     async with await open_sqlite_backend(tmp_path / "auth.db") as backend:
         with pytest.raises(InvalidValueError):
             await backend.commit(Batch(keys={"session": {"a": {1: b"x"}}}))
@@ -353,6 +353,8 @@ async def test_invalid_values_are_refused_before_writing(tmp_path: Path) -> None
             await backend.commit(Batch(keys={"session": {"": b"x"}}))
         with pytest.raises(InvalidValueError):
             await backend.commit(Batch(keys={"session": {"a": {3, 4}}}))
+        with pytest.raises(InvalidValueError, match="no-such-type"):
+            await backend.commit(Batch(keys={"no-such-type": {"a": b"x"}}))
         assert (await backend.snapshot()).keys == {}
         assert backend.statistics().seq == 0
 
