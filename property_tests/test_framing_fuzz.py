@@ -17,7 +17,9 @@ from actors.connection.errors import RemoteProtocolError
 from actors.connection.framing import FrameSplitter, encode_frame
 from actors.connection.noise import (
     NEED_DATA,
+    ClientFinish,
     ClientHello,
+    Finish,
     Hello,
     NoiseInitiator,
     NoiseResponder,
@@ -132,3 +134,39 @@ def test_random_transport_bytes_are_typed(data: bytes) -> None:
         return
     # A forged frame cannot authenticate, so at best the transport waits for more.
     assert event is NEED_DATA
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    frames=st.lists(st.binary(max_size=200), max_size=5),
+    cuts=st.lists(st.integers(min_value=0), max_size=30),
+)
+def test_any_chunking_of_a_real_session_gives_the_same_events(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    """The client's whole byte stream, cut anywhere, yields the handshake then every frame."""
+    client, server, noise_key = make_pair(IDENTITY, routing_info=b"\x08\x02")
+    # The hellos go across whole; everything the client writes after them
+    # (ClientFinish, then transport frames) reaches the server in random chunks.
+    hello = client.send(Hello())
+    server.receive_data(hello)
+    assert isinstance(server.next_event(), ClientHello)
+    client.receive_data(server.send(Hello()))
+    client.next_event()
+    rest = client.send(Finish(b"payload")) + b"".join(client.transport.send(f) for f in frames)
+
+    got: list[bytes] = []
+    finish: ClientFinish | None = None
+    for chunk in chunks(rest, cuts):
+        if finish is None:
+            server.receive_data(chunk)
+            event = server.next_event()
+            if event is NEED_DATA:
+                continue
+            assert isinstance(event, ClientFinish)
+            finish = event
+        else:
+            server.transport.receive_data(chunk)
+        got += [frame.payload for frame in server.transport.events()]
+    assert finish is not None and finish.static_key == noise_key.public
+    assert got == frames
