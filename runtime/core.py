@@ -488,10 +488,12 @@ class SupervisorBase:
         child.running = None
         running.stopping = True
         if not running.done.is_set():
-            running.control.request_stop()
             kind = child.kind if child.kind is not None else ChildKind.WORKER
-            with trio.move_on_after(child.spec.shutdown_for(kind)):
-                await running.done.wait()
+            timeout = child.spec.shutdown_for(kind)
+            if timeout > 0:  # 0 is OTP's brutal_kill: no request, no terminate
+                running.control.request_stop()
+                with trio.move_on_after(timeout):
+                    await running.done.wait()
             if not running.done.is_set():
                 running.cancel_scope.cancel()
                 await running.done.wait()
@@ -568,10 +570,13 @@ async def supervise(sup: S) -> AsyncIterator[S]:
     shutdown timeout, shielded from the cancellation so the order holds. If the
     supervisor gives up meanwhile, the block is cancelled and ``SupervisorGaveUp``
     is raised from the ``async with``.
+
+    Embedding with ``nursery.start(sup.run)`` instead gives no such guarantee:
+    cancelling that nursery cancels the whole tree at once; call ``aclose()`` first.
     """
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(sup.run)
+            await nursery.start(_run_shielded_once_ready, sup)
             try:
                 yield sup
             finally:
@@ -582,3 +587,23 @@ async def supervise(sup: S) -> AsyncIterator[S]:
         if leaf is group:
             raise
         raise leaf from None
+
+
+async def _run_shielded_once_ready(
+    sup: SupervisorBase, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``sup``; once ready, outside cancellation no longer reaches it.
+
+    Stopping is then ``supervise``'s job (an ordered ``aclose``), bounded by the
+    children's shutdown timeouts. Before ready it stays cancellable, so a start that
+    hangs can still be abandoned.
+    """
+    with trio.CancelScope() as scope:
+        ready = ReadyTracker()
+
+        def on_ready() -> None:
+            scope.shield = True
+            task_status.started()
+
+        ready.on_started = on_ready
+        await sup.run(task_status=ready)
