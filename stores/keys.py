@@ -59,8 +59,8 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from stores.creds import KeyPair, SignedKeyPair
-from stores.errors import InvalidValueError
+from stores.creds import AuthCreds, KeyPair, SignedKeyPair
+from stores.errors import CorruptStateError, InvalidValueError
 from stores.types import Value
 
 KEY_BUNDLE_TYPE = b"\x05"
@@ -178,6 +178,31 @@ def key_pair_from_plain(value: Value, what: str = "key pair") -> KeyPair:
             raise InvalidValueError(f"{what}.{name}", f"expected 32 bytes, got {_kind(part)}")
         _check_len(f"{what}.{name}", part, 32)
     return KeyPair(private=bytes(value["private"]), public=bytes(value["public"]))
+
+
+def check_creds_keys(creds: AuthCreds, location: str) -> None:
+    """Check the creds' key material is self-consistent, or raise ``CorruptStateError``.
+
+    Every key pair's public key must be the one its private key gives, and the
+    signed pre-key's signature must verify under the identity key. Baileys JSON has
+    no checksum: this is what turns a flipped bit in key material into an error
+    instead of a device that silently fails to log in.
+    """
+    pairs = {
+        "noise_key": creds.noise_key,
+        "pairing_ephemeral_key_pair": creds.pairing_ephemeral_key_pair,
+        "signed_identity_key": creds.signed_identity_key,
+        "signed_pre_key.key_pair": creds.signed_pre_key.key_pair,
+    }
+    for name, pair in pairs.items():
+        if public_from_private(pair.private) != pair.public:
+            raise CorruptStateError(
+                location, f"creds.{name}: public key does not match private key"
+            )
+    if not verify_signed_key_pair(creds.signed_identity_key.public, creds.signed_pre_key):
+        raise CorruptStateError(
+            location, "creds.signed_pre_key.signature: does not verify under signed_identity_key"
+        )
 
 
 def _raw_public(public: bytes) -> bytes:

@@ -23,6 +23,9 @@ What it adds, invisible to Baileys (dotfiles it never reads):
   field), never "no creds"; ``restore_last_good_creds(path)`` puts the last good
   copy back explicitly (an automatic fallback could silently run on stale creds).
   A missing ``creds.json`` beside a last-good copy is an error too.
+* Creds are checked for self-consistency on read and write (every public key is
+  its private key's, the signed pre-key signature verifies): Baileys JSON has no
+  checksum, so this is what catches a flipped bit in key material.
 * A failed write or fsync raises ``DurabilityError`` and the backend turns read-only.
 
 Opening: an absent or empty path is a new device (``read_creds()`` is ``None``).
@@ -59,6 +62,7 @@ from stores.errors import (
 )
 from stores.fsio import REAL_FS, FileSystem, StrPath, atomic_write, ensure_private_dir, is_temp_name
 from stores.group_commit import GroupCommitStatistics, GroupCommitter
+from stores.keys import check_creds_keys
 from stores.lock import LockHandle, acquire_lock
 from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value
 
@@ -271,6 +275,7 @@ def _prepare(batch: Batch) -> _Prepared:
         # Validate as the reader will: never write creds we could not read back.
         try:
             creds_from_baileys_json(buffer_json.loads(creds_bytes, "creds"), "creds")
+            check_creds_keys(creds, "creds")
         except CorruptStateError as exc:
             raise InvalidValueError("creds", exc.reason) from exc
         ops[layout.CREDS_FILE] = creds_bytes
@@ -412,7 +417,9 @@ _RESTORE_HINT = " (stores.multi_file.restore_last_good_creds restores it)"
 def _parse_creds(raw: bytes, location: str) -> AuthCreds:
     if not raw:
         raise CorruptStateError(location, "empty file (a torn write?)", 0)
-    return creds_from_baileys_json(buffer_json.loads(raw, location), location)
+    creds = creds_from_baileys_json(buffer_json.loads(raw, location), location)
+    check_creds_keys(creds, location)
+    return creds
 
 
 def _refresh_last_good(directory: Path, fs: FileSystem) -> None:
