@@ -78,6 +78,7 @@ Since 0.1.0.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -435,6 +436,7 @@ def _open_locked(
     _remove_quietly(fs, path, listing.temps)
     if listing.layout is not Layout.NATIVE:
         return _create(path, fs, lock, compact_min_bytes), None
+    _tighten_modes(fs, path, [*listing.logs.values(), *listing.snapshots.values()])
     state = load_state(path, listing, fs, salvage=recover)
     creds_fallback, creds_error, pending = _check_creds(state, recover)
     recovery = NativeRecovery(
@@ -576,6 +578,17 @@ def _remove_quietly(fs: FileSystem, directory: Path, names: Sequence[str]) -> No
             fs.fsync_dir(directory)
         except OSError:
             pass
+
+
+def _tighten_modes(fs: FileSystem, directory: Path, names: Sequence[str]) -> None:
+    """Secrets stay 0600 even if someone loosened a file's mode by hand."""
+    for name in names:
+        file = directory / name
+        try:
+            if stat.S_IMODE(fs.stat(file).st_mode) & 0o077:
+                fs.chmod(file, 0o600)
+        except OSError as exc:
+            raise DurabilityError(str(file), "chmod 0600", exc) from exc
 
 
 def _encode_creds(creds: AuthCreds, location: str) -> bytes:

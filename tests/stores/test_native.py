@@ -288,3 +288,13 @@ def test_creds_round_trip_through_plain() -> None:
     """Sanity of the creds API the backend relies on: to_plain/from_plain round-trips."""
     creds = init_auth_creds()
     assert AuthCreds.from_plain(creds.to_plain(), "x").to_plain() == creds.to_plain()
+
+
+async def test_open_tightens_loose_file_modes(tmp_path: Path) -> None:
+    """A log file loosened to 0644 by hand is made 0600 again on open."""
+    async with await open_native_backend(tmp_path) as backend:
+        await backend.commit(Batch(keys={"pre-key": {"1": pre_key(1)}}))
+    os.chmod(tmp_path / LOG0, 0o644)
+    async with await reopen(tmp_path):
+        pass
+    assert stat.S_IMODE((tmp_path / LOG0).stat().st_mode) == 0o600
