@@ -182,7 +182,9 @@ class GroupCommitter(Generic[T]):
             )
             self.fail(error)
             for waiter in group:
-                waiter.error = error
+                # One exception object per task: a shared one would collect every
+                # waiter's traceback (and appear N times in one ExceptionGroup).
+                waiter.error = DurabilityError(error.location, error.operation, error.cause)
             self._finish(group)
             self._reject_queue()
             if not isinstance(exc, Exception):

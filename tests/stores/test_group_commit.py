@@ -161,5 +161,6 @@ async def test_leadership_passes_to_a_queued_waiter() -> None:
             nursery.start_soon(one, f"q{i}")
         await trio.testing.wait_all_tasks_blocked()
         log.gate.set()
-    assert log.groups == [["first"], ["q0", "q1", "q2"]]
+    # Trio may start the three in any order; they form one group either way.
+    assert [sorted(g) for g in log.groups] == [["first"], ["q0", "q1", "q2"]]
     assert sorted(done) == ["first", "q0", "q1", "q2"]
