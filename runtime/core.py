@@ -229,6 +229,10 @@ class SupervisorBase:
         else:
             await trio.lowlevel.checkpoint()
 
+    async def wait_stopped(self) -> None:
+        """Wait until this supervisor has stopped or failed (returns at once if it has)."""
+        await self._done.wait()
+
     def ref(self, child_id: str) -> ActorRef:
         """A ref to the worker child ``child_id`` (its name: spec.name or its path)."""
         child = self._children.get(child_id)
@@ -379,7 +383,7 @@ class SupervisorBase:
             max_restarts=self._max_restarts,
             max_seconds=self._max_seconds,
             delay=round(delay, 6),
-            total_restarts=child.restarts,
+            child_restarts=child.restarts,
         )
         if delay > 0:
             with trio.move_on_after(delay):

@@ -10,11 +10,12 @@ Lifecycle events the supervisors emit (one per change), each bound with
 ==================== =====================================================
 event                fields
 ==================== =====================================================
-child_started        kind, incarnation, restarts
+child_started        kind, restarts, incarnation (workers: 1, 2, ...)
 child_start_failed   kind, reason, exc_info
 child_crashed        reason, exc_info (the traceback)
-child_exited         reason (normal or shutdown exit, not restarted)
-child_restarting     restart_count (in window), max_restarts, delay, total_restarts
+child_exited         reason (a normal or shutdown exit; a restart may follow)
+child_restarting     restart_count (in the window), max_restarts, max_seconds,
+                     delay (s), child_restarts (this child's total)
 child_stopped        reason, killed (stopped by its supervisor)
 supervisor_gave_up   max_restarts, max_seconds, child, reason
 supervisor_started   children (top-level supervisors only)

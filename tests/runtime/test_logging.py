@@ -1,0 +1,88 @@
+"""Lifecycle logging: one structlog event per change, bound with the actor's path."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import trio
+import trio.testing
+
+from runtime import ExitKind, Restart, SupervisorGaveUp, make_logger, open_supervisor
+from tests.runtime.helpers import Boom, Journal, capture_logger, probe_spec
+
+
+async def test_lifecycle_events_in_order(autojump_clock: trio.testing.MockClock) -> None:
+    """start, crash (with traceback), restart (count, delay), give-up and stops are logged."""
+    log, entries = capture_logger()
+    with pytest.raises(SupervisorGaveUp):
+        async with open_supervisor(
+            [probe_spec("a", Journal()), probe_spec("b", Journal())], max_restarts=1, log=log
+        ) as sup:
+            for _ in range(2):
+                sup.ref("b").cast_nowait(("exit", ExitKind.CRASH))
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep_forever()
+    assert [(e["event"], e.get("child")) for e in entries] == [
+        ("child_started", "a"),
+        ("child_started", "b"),
+        ("supervisor_started", None),
+        ("child_crashed", "b"),
+        ("child_restarting", "b"),
+        ("child_started", "b"),
+        ("child_crashed", "b"),
+        ("supervisor_gave_up", "b"),
+        ("child_stopped", "a"),
+    ]
+    crash = entries[3]
+    assert crash["path"] == "root/b" and crash["supervisor"] == "root"
+    assert crash["log_level"] == "error" and isinstance(crash["exc_info"], Boom)
+    restart = entries[4]
+    assert (restart["restart_count"], restart["delay"], restart["child_restarts"]) == (1, 0.0, 1)
+    assert entries[5]["incarnation"] == 2
+    assert entries[7]["max_restarts"] == 1 and entries[7]["max_seconds"] == 5.0
+
+
+async def test_normal_exit_is_logged_as_exit_not_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A transient child ending normally logs child_exited at info level."""
+    log, entries = capture_logger()
+    async with open_supervisor([probe_spec("t", Journal(), Restart.TRANSIENT)], log=log) as sup:
+        sup.ref("t").cast_nowait(("exit", ExitKind.NORMAL))
+        await trio.testing.wait_all_tasks_blocked()
+    exited = [e for e in entries if e["event"] == "child_exited"]
+    assert len(exited) == 1 and exited[0]["reason"] == "normal"
+    assert exited[0]["log_level"] == "info"
+    assert not [e for e in entries if e["event"] == "child_crashed"]
+
+
+async def test_json_lines_with_traceback(autojump_clock: trio.testing.MockClock) -> None:
+    """make_logger('json') writes one JSON object per event, crashes with a traceback."""
+    stream = io.StringIO()
+    log = make_logger("json", stream)
+    async with open_supervisor([probe_spec("w", Journal())], log=log) as sup:
+        sup.ref("w").cast_nowait(("exit", ExitKind.CRASH))
+        await trio.testing.wait_all_tasks_blocked()
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    crash = next(r for r in records if r["event"] == "child_crashed")
+    assert crash["path"] == "root/w" and crash["level"] == "error"
+    assert "Boom" in json.dumps(crash["exception"])
+    assert {r["event"] for r in records} >= {"child_started", "child_restarting", "child_stopped"}
+
+
+def test_console_format_is_human_readable() -> None:
+    """make_logger('console') renders the event name and fields as text, not JSON."""
+    stream = io.StringIO()
+    make_logger("console", stream).bind(path="root/w").info("child_started", incarnation=1)
+    text = stream.getvalue()
+    assert "child_started" in text and "path=root/w" in text
+    assert not text.lstrip().startswith("{")
+
+
+def test_auto_format_picks_json_off_a_tty() -> None:
+    """Without a TTY, 'auto' writes JSON."""
+    stream = io.StringIO()
+    make_logger("auto", stream).info("hello", n=1)
+    assert json.loads(stream.getvalue())["n"] == 1
