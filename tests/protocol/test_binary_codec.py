@@ -330,6 +330,20 @@ def test_inflated_size_is_bounded() -> None:
         decode_node(compressed, max_size=50_000)
     exact = len(encode_node(node)) - 1
     assert decode_node(compressed, max_size=exact) == node
+    with pytest.raises(DecodeError, match="beyond"):
+        decode_node(compressed, max_size=exact - 1)
+    with pytest.raises(DecodeError, match="beyond 0 bytes"):
+        decode_node(compressed, max_size=0)
+
+
+def test_plain_frame_size_is_bounded_too() -> None:
+    """An uncompressed node larger than max_size is refused as well."""
+    data = encode_node(N("iq", {}, b"\x00" * 1000))
+    assert decode_node(data, max_size=len(data) - 1) == N("iq", {}, b"\x00" * 1000)
+    with pytest.raises(DecodeError, match="exceeds the 1000 allowed"):
+        decode_node(data, max_size=1000)
+    with pytest.raises(ValueError, match="max_size"):
+        decode_node(data, max_size=-1)
 
 
 def test_nesting_depth_is_bounded() -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 from typing import Any
 
 import pytest
 
 from actors.connection.binary import BinaryNode, DecodeError, decode_node, encode_node
+from actors.connection.binary.tokens import TOKEN_INDEX
 from tests.baileys_peer import BaileysPeer
 
 pytestmark = pytest.mark.peer
@@ -457,3 +459,94 @@ def test_handcrafted_corpus_covers_both_outcomes(handcrafted_result: dict[str, A
     assert outcomes["invalid utf-8"] is False and outcomes["trailing bytes"] is False
     assert outcomes["truncated"] is True and outcomes["bad nibble"] is True
     assert outcomes["jid pair with empty server"] is True
+
+
+# -- seeded random nodes: hundreds of shapes in one node process -------------------------
+
+TOKEN_POOL = sorted(TOKEN_INDEX)
+PROTOTYPE_NAMES = {"constructor", "toString", "__proto__", "valueOf", "hasOwnProperty"}
+
+
+def random_jid(rng: random.Random, *, agents: bool) -> str:
+    user = rng.choice(["", "5511999998888", "98765432101234", "120363025246125486", "abc.def"])
+    server = rng.choice(["s.whatsapp.net", "lid", "hosted", "hosted.lid", "g.us", "c.us", "bot"])
+    if rng.random() < 0.5:
+        return f"{user}@{server}"
+    device = rng.randint(1, 255)
+    if agents and rng.random() < 0.3:
+        return f"{user}_{rng.choice([2, 5, 99, 127, 130, 255])}:{device}@s.whatsapp.net"
+    return f"{user}:{device}@{rng.choice(['s.whatsapp.net', 'lid', 'hosted', 'hosted.lid'])}"
+
+
+def random_string(rng: random.Random, *, canonical: bool) -> str:
+    """A string from every branch of the writer; ``canonical``: only JIDs Baileys keeps."""
+    kind = rng.randrange(8)
+    if kind == 0:
+        return rng.choice(TOKEN_POOL)
+    if kind == 1:
+        return "".join(rng.choice("0123456789-.") for _ in range(rng.randint(1, 130)))
+    if kind == 2:
+        return "".join(rng.choice("0123456789ABCDEF") for _ in range(rng.randint(1, 130)))
+    if kind == 3:
+        return random_jid(rng, agents=canonical)
+    if kind == 4:
+        return "".join(rng.choice("abcXYZ é✓👋 ") for _ in range(rng.randint(0, 20)))
+    if kind == 5:
+        return "y" * rng.choice([255, 256, 300, 70_000])
+    if canonical:
+        return rng.choice(["", "0", "plain", "a-b_c"])
+    return rng.choice([*ALTERED_BY_BAILEYS, *PROTOTYPE_NAMES, "a@b@c", "x@y:1"])
+
+
+def js_reorders(key: str) -> bool:
+    """JavaScript objects list integer-like keys first: such keys would change attribute order."""
+    return key.isascii() and key.isdigit() and (key == "0" or key[0] != "0")
+
+
+def random_node(rng: random.Random, depth: int, *, canonical: bool) -> BinaryNode:
+    def text() -> str:
+        return random_string(rng, canonical=canonical)
+
+    tag = text() or "t"
+    keys = [text() for _ in range(rng.randint(0, 4))]
+    attrs = {k: text() for k in keys if not js_reorders(k) and k != "__proto__"}
+    kind = rng.randrange(4) if depth < 4 else rng.randrange(3)
+    content: Any
+    if kind == 0:
+        content = None
+    elif kind == 1:
+        content = rng.randbytes(rng.choice([0, 1, 32, 255, 256, 1000]))
+    elif kind == 2:
+        content = text()
+    else:
+        content = [
+            random_node(rng, depth + 1, canonical=canonical) for _ in range(rng.randint(0, 4))
+        ]
+    return BinaryNode(tag, attrs, content)
+
+
+def test_random_nodes_encode_to_baileys_bytes(baileys_peer: BaileysPeer) -> None:
+    """300 seeded random nodes (JIDs Baileys keeps) encode to the same bytes in both."""
+    rng = random.Random(20261127)
+    nodes = [random_node(rng, 0, canonical=True) for _ in range(300)]
+    result = run_peer(baileys_peer, nodes, [])
+    mismatched = [
+        i
+        for i, (node, theirs) in enumerate(zip(nodes, result["encoded"], strict=True))
+        if encode_node(node) != base64.b64decode(theirs)
+    ]
+    assert mismatched == []
+
+
+def test_baileys_reads_any_of_our_frames_as_we_do(baileys_peer: BaileysPeer) -> None:
+    """300 seeded random nodes with any strings: Baileys decodes our bytes to what we decode."""
+    rng = random.Random(4)
+    nodes = [random_node(rng, 0, canonical=False) for _ in range(300)]
+    frames = [encode_node(n) for n in nodes]
+    result = run_peer(baileys_peer, [], frames)
+    mismatched = [
+        i
+        for i, (data, theirs) in enumerate(zip(frames, result["decoded"], strict=True))
+        if "error" in theirs or from_json(theirs) != decode_node(data)
+    ]
+    assert mismatched == []

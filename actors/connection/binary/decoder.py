@@ -41,10 +41,13 @@ def decode_node(
 ) -> BinaryNode:
     """Decode one frame: a flags byte, then the node, zlib-compressed if flag 0x02 is set.
 
-    ``max_size`` bounds the inflated size of a compressed frame; ``max_depth``
-    bounds the nesting of nodes. Raises :class:`DecodeError` for anything else
-    than a well-formed frame.
+    ``max_size`` bounds the size of the node after the flags byte (for a compressed
+    frame, its inflated size, checked while inflating); ``max_depth`` bounds the
+    nesting of nodes. Raises :class:`DecodeError` for anything but a well-formed
+    frame within those bounds (and ValueError for a negative ``max_size``).
     """
+    if max_size < 0:
+        raise ValueError(f"max_size must be >= 0, not {max_size}")
     if not isinstance(data, bytes):
         data = bytes(data)
     if not data:
@@ -52,17 +55,20 @@ def decode_node(
     if data[0] & FLAG_COMPRESSED:
         body = _inflate(data, max_size)
         return _Reader(body, 0, max_depth, " (in the inflated payload)").node(1)
+    if len(data) - 1 > max_size:
+        raise DecodeError(1, f"node of {len(data) - 1} bytes exceeds the {max_size} allowed")
     return _Reader(data, 1, max_depth, "").node(1)
 
 
 def _inflate(data: bytes, max_size: int) -> bytes:
     inflater = zlib.decompressobj()
     try:
-        body = inflater.decompress(data[1:], max_size)
-        if not inflater.eof and inflater.decompress(inflater.unconsumed_tail, 1):
-            raise DecodeError(1, f"compressed payload inflates beyond {max_size} bytes")
+        # One byte more than allowed tells "too big" apart from "exactly max_size".
+        body = inflater.decompress(data[1:], max_size + 1)
     except zlib.error as exc:
         raise DecodeError(1, f"bad zlib stream: {exc}") from None
+    if len(body) > max_size:
+        raise DecodeError(1, f"compressed payload inflates beyond {max_size} bytes")
     if not inflater.eof:
         raise DecodeError(len(data), "frame ends before its zlib stream does")
     return body
