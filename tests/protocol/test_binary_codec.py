@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zlib
 
 import pytest
@@ -356,6 +357,23 @@ def test_nesting_depth_is_bounded() -> None:
         node = N("x", {}, [node])
     with pytest.raises(DecodeError, match="deeper than 5"):
         decode_node(encode_node(node), max_depth=5)
+    assert decode_node(encode_node(node), max_depth=10) == node
+    with pytest.raises(ValueError, match="max_depth"):
+        decode_node(encode_node(node), max_depth=0)
+
+
+def test_deep_input_never_touches_the_python_stack() -> None:
+    """Even with a huge max_depth and a nearly full call stack, depth gives DecodeError only."""
+    deep = b"\x00" + frame(LIST_8, 2, raw("x"), LIST_8, 1)[1:] * 50_000
+
+    def at_stack_depth(levels: int) -> None:
+        if levels:
+            at_stack_depth(levels - 1)
+            return
+        with pytest.raises(DecodeError, match="unexpected end"):
+            decode_node(deep, max_depth=1_000_000)
+
+    at_stack_depth(sys.getrecursionlimit() - 120)
 
 
 def test_string_nesting_is_bounded() -> None:

@@ -17,6 +17,7 @@ Since 0.1.0.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 from actors.connection.binary.encoder import MAX_DEPTH
 from actors.connection.binary.errors import DecodeError
@@ -44,20 +45,23 @@ def decode_node(
     ``max_size`` bounds the size of the node after the flags byte (for a compressed
     frame, its inflated size, checked while inflating); ``max_depth`` bounds the
     nesting of nodes. Raises :class:`DecodeError` for anything but a well-formed
-    frame within those bounds (and ValueError for a negative ``max_size``).
+    frame within those bounds (ValueError for ``max_size`` < 0 or ``max_depth`` < 1:
+    those are our own mistakes, not the peer's).
     """
     if max_size < 0:
         raise ValueError(f"max_size must be >= 0, not {max_size}")
+    if max_depth < 1:
+        raise ValueError(f"max_depth must be >= 1, not {max_depth}")
     if not isinstance(data, bytes):
         data = bytes(data)
     if not data:
         raise DecodeError(0, "empty frame: no flags byte")
     if data[0] & FLAG_COMPRESSED:
         body = _inflate(data, max_size)
-        return _Reader(body, 0, max_depth, " (in the inflated payload)").node(1)
+        return _Reader(body, 0, max_depth, " (in the inflated payload)").root()
     if len(data) - 1 > max_size:
         raise DecodeError(1, f"node of {len(data) - 1} bytes exceeds the {max_size} allowed")
-    return _Reader(data, 1, max_depth, "").node(1)
+    return _Reader(data, 1, max_depth, "").root()
 
 
 def _inflate(data: bytes, max_size: int) -> bytes:
@@ -72,6 +76,16 @@ def _inflate(data: bytes, max_size: int) -> bytes:
     if not inflater.eof:
         raise DecodeError(len(data), "frame ends before its zlib stream does")
     return body
+
+
+@dataclass(slots=True)
+class _OpenList:
+    """A node whose children are being read."""
+
+    tag: str
+    attrs: dict[str, str]
+    children: list[BinaryNode]
+    count: int
 
 
 class _Reader:
@@ -107,10 +121,42 @@ class _Reader:
     def uint(self, n: int) -> int:
         return int.from_bytes(self.take(n), "big")
 
-    def node(self, depth: int) -> BinaryNode:
+    def root(self) -> BinaryNode:
+        """Read the root node and all below it.
+
+        A loop over an explicit stack of open lists rather than recursion, so the
+        depth of the input never touches Python's stack, whoever calls us.
+        """
+        open_lists: list[_OpenList] = []
+        while True:
+            tag, attrs, has_content = self.head()
+            content: Content = None
+            if has_content:
+                content_tag = self.byte()
+                if content_tag in _LIST_TAGS:
+                    count = self.list_size(content_tag)
+                    if count:
+                        if len(open_lists) + 2 > self.max_depth:
+                            raise self.fail(f"nodes nested deeper than {self.max_depth} levels")
+                        open_lists.append(_OpenList(tag, attrs, [], count))
+                        continue
+                    content = []
+                else:
+                    content = self.scalar(content_tag)
+            node = BinaryNode(tag, attrs, content)
+            while open_lists:
+                parent = open_lists[-1]
+                parent.children.append(node)
+                if len(parent.children) < parent.count:
+                    break
+                open_lists.pop()
+                node = BinaryNode(parent.tag, parent.attrs, parent.children)
+            else:
+                return node
+
+    def head(self) -> tuple[str, dict[str, str], bool]:
+        """A node's list size, tag and attributes; whether content follows."""
         start = self.pos
-        if depth > self.max_depth:
-            raise self.fail(f"nodes nested deeper than {self.max_depth} levels")
         size = self.list_size(self.byte())
         if size == 0:
             raise self.fail("invalid node: an empty list", start)
@@ -121,15 +167,10 @@ class _Reader:
         for _ in range((size - 1) >> 1):
             key = self.string(self.byte(), 0)
             attrs[key] = self.string(self.byte(), 0)
-        content: Content = None
-        if size % 2 == 0:
-            content = self.content(depth)
-        return BinaryNode(tag, attrs, content)
+        return tag, attrs, size % 2 == 0
 
-    def content(self, depth: int) -> Content:
-        tag = self.byte()
-        if tag in _LIST_TAGS:
-            return [self.node(depth + 1) for _ in range(self.list_size(tag))]
+    def scalar(self, tag: int) -> bytes | str:
+        """Content that is not a list: bytes when written as binary, else a string."""
         if tag == Tag.BINARY_8:
             return self.take(self.byte())
         if tag == Tag.BINARY_20:
