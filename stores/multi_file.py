@@ -29,8 +29,9 @@ What it adds, invisible to Baileys (dotfiles it never reads):
 * A failed write or fsync raises ``DurabilityError`` and the backend turns read-only.
 
 Opening: an absent or empty path is a new device (``read_creds()`` is ``None``).
-A path that is a file, or a directory without Baileys data that holds SQLite or
-native-backend files, raises ``WrongBackendError``. Unknown files are left alone.
+A path that is a file, or a directory without Baileys data holding a file that
+starts with the SQLite or the native backend's magic, raises ``WrongBackendError``
+(only the first 64 unknown files are probed). Unknown files are left alone.
 
 Reads (``read_keys``) go to the files each time; a corrupt key file raises
 ``CorruptStateError`` where Baileys would silently return nothing. Sequence
@@ -64,11 +65,11 @@ from stores.fsio import REAL_FS, FileSystem, StrPath, atomic_write, ensure_priva
 from stores.group_commit import GroupCommitStatistics, GroupCommitter
 from stores.keys import check_creds_keys
 from stores.lock import LockHandle, acquire_lock
+from stores.native_format import MAGIC as NATIVE_MAGIC
 from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value
 
 BACKEND_NAME = "multi-file"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_NATIVE_MARKER = b"native"
 _PROBE_FILES = 64
 
 
@@ -342,7 +343,7 @@ def _refuse_foreign(directory: Path, fs: FileSystem) -> None:
         head = _head(directory / name, fs)
         if head.startswith(_SQLITE_MAGIC):
             raise WrongBackendError(str(directory), BACKEND_NAME, f"sqlite ({name})")
-        if _NATIVE_MARKER in head:
+        if head.startswith(NATIVE_MAGIC):
             raise WrongBackendError(str(directory), BACKEND_NAME, f"native ({name})")
 
 

@@ -36,6 +36,7 @@ from stores.multi_file import (
     open_multi_file_backend,
     restore_last_good_creds,
 )
+from stores.native_format import MAGIC as NATIVE_MAGIC
 from stores.types import Batch, Persistence
 
 PRE_KEY = {"private": bytes(range(32)), "public": bytes(range(32, 64))}
@@ -329,14 +330,14 @@ async def test_other_backends_data_is_refused(tmp_path: Path) -> None:
         await open_multi_file_backend(folder)
     native = tmp_path / "native-dir"
     native.mkdir()
-    (native / "snapshot").write_bytes(b"\xa3\x65magic\x42BT\x67backend\x66native")
+    (native / "log-0000000000000001").write_bytes(NATIVE_MAGIC + bytes(40))
     with pytest.raises(WrongBackendError):
         await open_multi_file_backend(native)
     plain_file = tmp_path / "file"
     plain_file.write_text("hello")
     with pytest.raises(WrongBackendError):
         await open_multi_file_backend(plain_file)
-    assert sorted(os.listdir(native)) == ["snapshot"]
+    assert sorted(os.listdir(native)) == ["log-0000000000000001"]
 
 
 async def test_unknown_files_are_left_alone(tmp_path: Path) -> None:
@@ -518,3 +519,17 @@ def test_backend_satisfies_the_persistence_protocol() -> None:
     for name in ("location", "read_creds", "read_keys", "commit", "snapshot", "aclose"):
         assert hasattr(MultiFileBackend, name)
     assert MultiFileBackend.backend_name == "multi-file"
+
+
+async def test_a_real_native_store_is_refused(tmp_path: Path) -> None:
+    """A directory the native backend wrote is WrongBackendError here, and stays untouched."""
+    from stores.native import open_native_backend
+
+    native = await open_native_backend(tmp_path / "native")
+    await native.commit(Batch(creds=init_auth_creds()))
+    await native.aclose()
+    before = sorted(os.listdir(tmp_path / "native"))
+    with pytest.raises(WrongBackendError) as info:
+        await open_multi_file_backend(tmp_path / "native")
+    assert info.value.found.startswith("native")
+    assert sorted(os.listdir(tmp_path / "native")) == before
