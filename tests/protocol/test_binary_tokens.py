@@ -1,4 +1,9 @@
-"""Dictionary v3 is Baileys v7's token tables, kept as a data file with their source."""
+"""Dictionary v3 is Baileys v7's token tables, kept as a data file with their source.
+
+To regenerate ``tokens_v3.json`` (after a Baileys upgrade, with a new ``source``),
+write ``render(header, exported)`` with ``exported`` from ``EXPORT_SCRIPT``; the
+drift test below fails until the file matches the installed Baileys again.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,19 @@ console.log(JSON.stringify({
   single_byte: C.SINGLE_BYTE_TOKENS, double_byte: C.DOUBLE_BYTE_TOKENS, tags: C.TAGS,
 }));
 """
+
+
+HEADER_KEYS = ("source", "dictionary", "layout")
+
+
+def render(header: dict[str, str], exported: dict[str, object]) -> str:
+    """The exact text of the data file for a header and Baileys' exported tables."""
+    data = {
+        **{key: header[key] for key in HEADER_KEYS},
+        "single_byte": exported["single_byte"],
+        "double_byte": exported["double_byte"],
+    }
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
 
 
 def test_data_file_names_its_source() -> None:
@@ -58,3 +76,5 @@ def test_data_file_equals_what_baileys_exports(baileys_peer: BaileysPeer) -> Non
     assert data["double_byte"] == exported["double_byte"]
     ours = {tag.name: int(tag) for tag in Tag} | {"PACKED_MAX": PACKED_MAX}
     assert ours == exported["tags"]
+    # The file is exactly what ``render`` writes, so regenerating it is one call.
+    assert DATA_FILE.read_text("utf-8") == render(data, exported)
