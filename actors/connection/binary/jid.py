@@ -39,13 +39,13 @@ class Domain(enum.IntEnum):
     HOSTED_LID = 129
 
 
-_SERVER_OF_DOMAIN = {
-    Domain.WHATSAPP: S_WHATSAPP_NET,
-    Domain.LID: LID,
-    Domain.HOSTED: HOSTED,
-    Domain.HOSTED_LID: HOSTED_LID,
+_SERVER_OF_DOMAIN: dict[int, str] = {
+    int(Domain.WHATSAPP): S_WHATSAPP_NET,
+    int(Domain.LID): LID,
+    int(Domain.HOSTED): HOSTED,
+    int(Domain.HOSTED_LID): HOSTED_LID,
 }
-_DOMAIN_OF_SERVER = {server: domain for domain, server in _SERVER_OF_DOMAIN.items()}
+_DOMAIN_OF_SERVER: dict[str, int] = {server: dt for dt, server in _SERVER_OF_DOMAIN.items()}
 _KNOWN = frozenset(int(d) for d in Domain)
 
 
@@ -85,10 +85,8 @@ class Jid:
     @property
     def domain_type(self) -> int:
         """The AD_JID domain byte Baileys derives: from the server, else the agent, else 0."""
-        domain = _DOMAIN_OF_SERVER.get(self.server)
-        if domain is not None and domain != Domain.WHATSAPP:
-            return int(domain)
-        return self.agent or 0
+        domain = _DOMAIN_OF_SERVER.get(self.server, 0)
+        return domain or self.agent or 0
 
     @property
     def is_lid(self) -> bool:
@@ -142,7 +140,7 @@ def format_ad_jid(domain_type: int, device: int, user: str) -> str:
     ``s.whatsapp.net`` JID (Baileys drops it; keeping it lets the text be written
     back to the same bytes). A device of 0 is left out, as Baileys does.
     """
-    server = _SERVER_OF_DOMAIN.get(domain_type)  # type: ignore[call-overload]  # IntEnum keys hash as ints
+    server = _SERVER_OF_DOMAIN.get(domain_type)
     if server is not None:
         return str(Jid(user, server, device))
     return str(Jid(user, S_WHATSAPP_NET, device, domain_type))
@@ -172,7 +170,7 @@ def wire_form(text: str) -> JidPair | AdJid | None:
             return None
         return AdJid(agent, device, user)
     domain = _DOMAIN_OF_SERVER.get(server)
-    return None if domain is None else AdJid(int(domain), device, user)
+    return None if domain is None else AdJid(domain, device, user)
 
 
 def _byte(digits: str) -> int | None:
