@@ -31,6 +31,8 @@ CREDS_FILE = "creds.json"
 LAST_GOOD_CREDS_FILE = ".creds.json.last-good"
 """A copy of the newest creds we validated or wrote; Baileys never reads dotfiles."""
 JOURNAL_FILE = ".baileys-trio-journal"
+EPOCH_FILE = ".baileys-trio-epoch"
+"""How many times the directory was opened by us: sequence numbers are epoch << 32 | n."""
 LOCK_FILE = ".baileys-trio.lock"
 NAME_MAX = 255
 

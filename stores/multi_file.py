@@ -35,7 +35,8 @@ starts with the SQLite or the native backend's magic, raises ``WrongBackendError
 
 Reads (``read_keys``) go to the files each time; a corrupt key file raises
 ``CorruptStateError`` where Baileys would silently return nothing. Sequence
-numbers returned by ``commit`` are per open backend (they restart at 1).
+numbers returned by ``commit`` grow across reopens: each open durably bumps an
+epoch in ``.baileys-trio-epoch`` and commits count ``epoch << 32 | n`` from there.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class MultiFileBackend:
         lock: LockHandle,
         creds: AuthCreds | None,
         fs: FileSystem,
+        epoch: int = 0,
     ) -> None:
         self._dir = directory
         self._lock = lock
@@ -100,7 +102,7 @@ class MultiFileBackend:
         self._fs = fs
         self._io = threading.Lock()  # groups and reads never interleave
         self._overlay: dict[str, bytes | None] = {}
-        self._seq = 0
+        self._seq = epoch << 32
         self._closed = False
         self._active = 0
         self._idle = trio.Event()
@@ -294,11 +296,11 @@ async def open_multi_file_backend(path: StrPath, *, fs: FileSystem = REAL_FS) ->
     or ``DurabilityError`` (a journal replay or permission fix could not be written).
     """
     directory = Path(path)
-    lock, creds = await trio.to_thread.run_sync(_open_sync, directory, fs)
-    return MultiFileBackend(directory, lock, creds, fs)
+    lock, creds, epoch = await trio.to_thread.run_sync(_open_sync, directory, fs)
+    return MultiFileBackend(directory, lock, creds, fs, epoch)
 
 
-def _open_sync(directory: Path, fs: FileSystem) -> tuple[LockHandle, AuthCreds | None]:
+def _open_sync(directory: Path, fs: FileSystem) -> tuple[LockHandle, AuthCreds | None, int]:
     _refuse_foreign(directory, fs)
     ensure_private_dir(directory, fs=fs)
     lock = acquire_lock(directory, name=layout.LOCK_FILE)
@@ -310,10 +312,24 @@ def _open_sync(directory: Path, fs: FileSystem) -> tuple[LockHandle, AuthCreds |
         creds = _load_creds(directory, fs)
         if creds is not None:
             _refresh_last_good(directory, fs)
+        epoch = _next_epoch(directory, fs)
     except BaseException:
         lock.release()
         raise
-    return lock, creds
+    return lock, creds, epoch
+
+
+def _next_epoch(directory: Path, fs: FileSystem) -> int:
+    path = directory / layout.EPOCH_FILE
+    try:
+        text = fs.read_bytes(path).decode("ascii", "replace")
+    except FileNotFoundError:
+        text = "0"
+    if not text.isdigit() or len(text) > 12:
+        raise CorruptStateError(str(path), f"expected a decimal open counter, got {text[:20]!r}", 0)
+    epoch = int(text) + 1
+    atomic_write(path, str(epoch).encode("ascii"), fs=fs)
+    return epoch
 
 
 def _refuse_foreign(directory: Path, fs: FileSystem) -> None:

@@ -15,6 +15,7 @@ import trio
 from stores import buffer_json
 from stores._multi_file_journal import encode_journal
 from stores._multi_file_layout import (
+    EPOCH_FILE,
     JOURNAL_FILE,
     LAST_GOOD_CREDS_FILE,
     fix_file_name,
@@ -78,7 +79,7 @@ async def test_commit_writes_baileys_files_0600_and_reads_back(tmp_path: Path) -
                 creds=creds,
             )
         )
-        assert seq == 1
+        assert seq == (1 << 32) + 1  # first open: epoch 1, first commit
         assert await backend.read_creds() == creds
         assert await backend.read_keys("pre-key", ["1", "2"]) == {"1": PRE_KEY}
     names = sorted(n for n in os.listdir(tmp_path) if not n.startswith("."))
@@ -99,6 +100,19 @@ async def test_commit_writes_baileys_files_0600_and_reads_back(tmp_path: Path) -
         assert await backend.read_keys("sender-key", ["g@g.us::4455::0"]) == {
             "g@g.us::4455::0": b"{}"
         }
+
+
+async def test_sequence_numbers_grow_across_reopens(tmp_path: Path) -> None:
+    """Every open starts a higher epoch, so sequence numbers never go back after a reopen."""
+    seen = []
+    for _ in range(3):
+        async with await open_multi_file_backend(tmp_path) as backend:
+            seen.append(await backend.commit(Batch(keys={"pre-key": {"1": PRE_KEY}})))
+            seen.append(await backend.commit(Batch()))
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)
+    (tmp_path / EPOCH_FILE).write_text("garbage")
+    with pytest.raises(CorruptStateError):
+        await open_multi_file_backend(tmp_path)
 
 
 async def test_read_creds_returns_a_copy(tmp_path: Path) -> None:
@@ -477,7 +491,7 @@ async def test_concurrent_commits_are_grouped(tmp_path: Path) -> None:
         assert stats.groups < 40
         got = await backend.read_keys("session", [f"{i}.0" for i in range(40)])
         assert got == {f"{i}.0": {"n": i} for i in range(40)}
-    assert sorted(seqs) == list(range(1, 41))
+    assert sorted(seqs) == [(1 << 32) + i for i in range(1, 41)]
 
 
 async def test_later_write_in_a_group_wins(tmp_path: Path) -> None:
