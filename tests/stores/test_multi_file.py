@@ -5,7 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
+import selectors
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,7 @@ from stores.errors import (
     StoreReadOnlyError,
     WrongBackendError,
 )
-from stores.fsio import Fault, FaultyFileSystem
+from stores.fsio import REAL_FS, Fault, FaultyFileSystem, FileSystem, StrPath
 from stores.multi_file import (
     MultiFileBackend,
     open_multi_file_backend,
@@ -547,3 +553,166 @@ async def test_a_real_native_store_is_refused(tmp_path: Path) -> None:
         await open_multi_file_backend(tmp_path / "native")
     assert info.value.found.startswith("native")
     assert sorted(os.listdir(tmp_path / "native")) == before
+
+
+# --- SIGKILL at random moments ----------------------------------------------------------
+
+CRASH_KILLS = int(os.environ.get("MULTI_FILE_KILLS", "20"))
+CRASH_KEYS = 4
+CRASH_MAX_COMMITS = 3000
+CRASH_MAX_SECONDS = 20.0
+
+
+def crash_value(n: int, j: int) -> dict[str, Any]:
+    return {"n": n, "j": j, "blob": bytes([n % 251]) * 40}
+
+
+class _DyingFileSystem(FileSystem):
+    """Kills its own process at the ``crash_at``-th change to the disk (a write is torn)."""
+
+    def __init__(self, crash_at: int) -> None:
+        self.left = crash_at
+
+    def _step(self) -> bool:
+        self.left -= 1
+        return self.left == 0
+
+    def _die(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        if self._step():
+            os.write(fd, bytes(data[: len(data) // 2]))
+            self._die()
+        return super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if self._step():
+            self._die()
+        super().fsync(fd)
+
+    def rename(self, src: StrPath, dst: StrPath) -> None:
+        if self._step():
+            self._die()
+        super().rename(src, dst)
+
+    def unlink(self, path: StrPath) -> None:
+        if self._step():
+            self._die()
+        super().unlink(path)
+
+    def fsync_dir(self, path: StrPath) -> None:
+        if self._step():
+            self._die()
+        super().fsync_dir(path)
+
+
+def crash_child(path: str, first: int, crash_at: int) -> None:
+    """Child body: 4 workers commit and print ``ACK <n> <seq>`` after each, until killed.
+
+    With ``crash_at > 0`` the child kills itself at that disk operation (every crash
+    point of open, replay and commit is reachable); otherwise the parent kills it.
+    """
+    deadline = time.monotonic() + CRASH_MAX_SECONDS
+    fs = _DyingFileSystem(crash_at) if crash_at > 0 else REAL_FS
+
+    async def main() -> None:
+        backend = await open_multi_file_backend(path, fs=fs)
+        print("OPEN", flush=True)
+        template = init_auth_creds()
+        numbers = iter(range(first, first + CRASH_MAX_COMMITS))
+
+        async def worker() -> None:
+            for n in numbers:
+                if time.monotonic() > deadline:
+                    return
+                keys_ = {"session": {f"c{n}-{j}": crash_value(n, j) for j in range(CRASH_KEYS)}}
+                creds = None
+                if n % 5 == 0:
+                    creds = template.copy()
+                    creds.next_pre_key_id = n
+                seq = await backend.commit(Batch(keys=keys_, creds=creds))
+                print(f"ACK {n} {seq}", flush=True)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(worker)
+        await backend.aclose()
+
+    trio.run(main)
+
+
+def _run_and_kill(path: Path, first: int, acks_before_kill: int, crash_at: int = 0) -> list[str]:
+    """Start a child, SIGKILL it right after it acknowledged ``acks_before_kill`` commits
+    (or let it kill itself at disk operation ``crash_at``); return its complete lines."""
+    code = "import sys; from tests.stores.test_multi_file import crash_child; "
+    code += "crash_child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), str(first), str(crash_at)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+        bufsize=0,
+    )
+    assert child.stdout is not None
+    seen: list[bytes] = []
+    acks = -1  # the OPEN line counts as the zeroth acknowledgement
+    with selectors.DefaultSelector() as selector:
+        selector.register(child.stdout, selectors.EVENT_READ)
+        while acks < acks_before_kill and selector.select(timeout=30):
+            line = child.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            acks += 1
+    child.kill()
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == -9, f"child ended by itself: {err.decode()[-2000:]}"
+    # A line cut by the kill (no newline yet) was never fully acknowledged.
+    return (b"".join(seen) + out).decode().split("\n")[:-1]
+
+
+async def _check_after_crash(path: Path, acked: dict[int, int], top: int, where: str) -> None:
+    async with await open_multi_file_backend(path) as backend:
+        ids = [f"c{n}-{j}" for n in range(1, top) for j in range(CRASH_KEYS)]
+        got = await backend.read_keys("session", ids)
+        for n in range(1, top):
+            present = [j for j in range(CRASH_KEYS) if f"c{n}-{j}" in got]
+            assert len(present) in (0, CRASH_KEYS), f"commit {n} is partial {where}"
+            assert present or n not in acked, f"acknowledged commit {n} is missing {where}"
+            for j in present:
+                assert got[f"c{n}-{j}"] == crash_value(n, j), f"commit {n} has wrong data {where}"
+        creds = await backend.read_creds()
+        acked_creds = [n for n in acked if n % 5 == 0]
+        if acked_creds:
+            assert creds is not None, f"acknowledged creds lost {where}"
+            holder = creds.next_pre_key_id
+            assert holder % 5 == 0 and f"c{holder}-0" in got, f"creds from no commit {where}"
+            newest = max(acked_creds, key=lambda n: acked[n])
+            if holder in acked:
+                assert acked[holder] >= acked[newest], f"stale creds {where}"
+    assert not (path / JOURNAL_FILE).exists()
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_loses_an_ack(tmp_path: Path) -> None:
+    """SIGKILLs mid-commit: every reopen holds every acknowledged commit and no partial one."""
+    # Real time is unavoidable here: the child is a separate process we kill.
+    seed = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    path = tmp_path / "auth"
+    acked: dict[int, int] = {}
+    first = 1
+    for cycle in range(CRASH_KILLS):
+        # Half the kills come from outside after some acks, half from inside at a random
+        # disk operation (mid-journal, mid-apply, mid-replay, torn writes).
+        crash_at = rng.randrange(1, 700) if cycle % 2 else 0
+        acks = rng.randrange(0, 25) if crash_at == 0 else 1_000_000
+        for line in _run_and_kill(path, first, acks, crash_at):
+            kind, *rest = line.split()
+            if kind == "ACK":
+                acked[int(rest[0])] = int(rest[1])
+        # Fresh numbers each run, past any commit that was durable but not acknowledged.
+        first = max(first, max(acked, default=0) + 1) + 100
+        trio.run(_check_after_crash, path, acked, first, f"(seed {seed}, cycle {cycle})")
+    assert len(acked) > CRASH_KILLS, f"too few commits to mean anything (seed {seed})"
