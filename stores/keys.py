@@ -22,7 +22,9 @@ after reading a multi-file directory (``JSON.parse`` with ``BufferJSON.reviver``
     nested dicts of str/int/bool/None with base64 *strings* inside. Opaque: stored and
     returned exactly. (Baileys' type says Uint8Array; the value it stores is this object.)
 ``sender-key``
-    ``bytes``: the UTF-8 JSON of libsignal's ``SenderKeyRecord.serialize()``.
+    ``bytes``: the UTF-8 JSON of libsignal's ``SenderKeyRecord.serialize()``. Baileys
+    v6 stored the serialised list itself (``[{"senderKeyId": ..., ...}]``); such values
+    load as that list, unchanged.
 ``sender-key-memory``
     ``{jid: bool}``: which devices already hold our sender key for a group.
 ``app-state-sync-key``

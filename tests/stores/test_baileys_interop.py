@@ -8,10 +8,15 @@ what this package reads and writes.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from stores import buffer_json, keys
 from stores._multi_file_layout import app_state_key_to_proto_json
@@ -246,3 +251,92 @@ async def test_fresh_baileys_creds_load_and_verify(
         creds_to_baileys_json(creds)
     )
     assert keys.verify_signed_key_pair(creds.signed_identity_key.public, creds.signed_pre_key)
+
+
+# --- Baileys v6 (6.17.16), installed on demand beside the v7 peer -------------------------
+
+V6_ROOT = Path(__file__).resolve().parents[2] / ".cache" / "baileys-v6"
+V6_TYPES = (
+    "pre-key",
+    "session",
+    "sender-key",
+    "sender-key-memory",
+    "app-state-sync-key",
+    "app-state-sync-version",
+)
+
+
+@pytest.fixture(scope="module")
+def baileys_v6_peer() -> BaileysPeer:
+    """Real Baileys v6.17.16 under node; skipped, saying why, when it cannot be installed."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm not found on PATH: Baileys v6 interop tests need Node.js 20+")
+    package = FIXTURES / "baileys-v6-package.json"
+    digest = hashlib.sha256(package.read_bytes()).hexdigest()[:16]
+    stamp = V6_ROOT / ".installed"
+    installed = stamp.exists() and stamp.read_text() == digest
+    if not (installed and (V6_ROOT / "node_modules" / "baileys").is_dir()):
+        V6_ROOT.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(package, V6_ROOT / "package.json")
+        proc = subprocess.run(
+            ["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=V6_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"could not install baileys@6.17.16: {proc.stderr[-800:]}")
+        stamp.write_text(digest)
+    return BaileysPeer(V6_ROOT)
+
+
+def _present(keys_seen: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {t: {i: v for i, v in ids.items() if v is not None} for t, ids in keys_seen.items()}
+
+
+async def test_directory_written_by_baileys_v6_loads_with_equal_content(
+    baileys_v6_peer: BaileysPeer, tmp_path: Path
+) -> None:
+    """A directory real Baileys v6 wrote (paired creds, every v6 key type) loads unchanged."""
+    directory = tmp_path / "v6"
+    prelude = _script("v6_prelude.mjs")
+    seen = baileys_v6_peer.run_json(
+        prelude + _script("v6_write_every_key_type.mjs"), stdin={"dir": str(directory)}
+    )
+    assert set(seen["ids"]) == set(V6_TYPES)
+    async with await open_multi_file_backend(directory) as backend:
+        creds = await backend.read_creds()
+        assert creds is not None
+        assert creds_json(creds) == seen["creds"]
+        for type, wanted in seen["ids"].items():
+            got = await backend.read_keys(type, wanted)
+            expected = _present(seen["keys"])[type]
+            assert {id: as_baileys_json(type, v) for id, v in got.items()} == expected, type
+        snapshot = await backend.snapshot()
+    assert {t: set(v) for t, v in snapshot.keys.items()} == {
+        t: set(v) for t, v in _present(seen["keys"]).items()
+    }
+
+
+async def test_baileys_v6_loads_a_directory_written_here(
+    baileys_v6_peer: BaileysPeer, tmp_path: Path
+) -> None:
+    """Our rewrite of a v6 directory is byte-identical and v6 reads back the same content."""
+    prelude = _script("v6_prelude.mjs")
+    source = tmp_path / "v6"
+    made = baileys_v6_peer.run_json(
+        prelude + _script("v6_write_every_key_type.mjs"), stdin={"dir": str(source)}
+    )
+    async with await open_multi_file_backend(source) as backend:
+        snapshot = await backend.snapshot()
+    target = tmp_path / "ours"
+    async with await open_multi_file_backend(target) as backend:
+        await backend.commit(Batch(keys=snapshot.keys, creds=snapshot.creds))
+    for name in sorted(n for n in os.listdir(source) if not n.startswith(".")):
+        assert (target / name).read_bytes() == (source / name).read_bytes(), name
+    seen = baileys_v6_peer.run_json(
+        prelude + _script("v6_load.mjs"), stdin={"dir": str(target), "ids": made["ids"]}
+    )
+    assert seen["creds"] == made["creds"]
+    assert _present(seen["keys"]) == _present(made["keys"])
