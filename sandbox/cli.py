@@ -1,0 +1,139 @@
+"""The ``sandbox`` and ``phone scan`` commands of ``baileys-trio``.
+
+Each command is a pair ``configure(parser)`` / ``run(args, log) -> exit code``,
+the shape of ``runtime.cli.Command``; heavy imports happen inside ``run``.
+
+- ``baileys-trio sandbox [--host H] [--port P] [--root-key HEX]`` prints the
+  websocket URL on its first line and the root public key (hex) on its second,
+  flushed, then serves until SIGINT/SIGTERM (exit 0).
+- ``baileys-trio phone scan "<qr>" --sandbox URL [--user N] [--timeout S]`` has
+  the sandbox's phone scan the QR through the control channel; it prints the
+  linked device's JID and exits 0 once the sandbox paired it, 1 when the sandbox
+  refused or the link failed (one line on stderr saying why).
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import TextIO
+
+SANDBOX_HELP = "serve a loopback WhatsApp-protocol server with a simulated phone"
+SANDBOX_DESCRIPTION = (
+    "Serve the sandbox: a WhatsApp-protocol websocket server on loopback with its own "
+    "certificate root and a simulated phone. Prints its websocket URL and its root public "
+    "key (hex) on the first two lines, then serves until interrupted."
+)
+SANDBOX_EXAMPLES = ("baileys-trio sandbox", "baileys-trio sandbox --port 8765")
+PHONE_HELP = "act as the sandbox's phone: scan a pairing QR string"
+PHONE_DESCRIPTION = (
+    "Hand a pairing QR string to the sandbox's simulated phone, as a person would show "
+    "it to their phone. Exits 0 once the sandbox linked the device."
+)
+PHONE_EXAMPLES = (
+    'baileys-trio phone scan "https://wa.me/settings/linked_devices#..." '
+    "--sandbox ws://127.0.0.1:8765/ws/chat",
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def configure_sandbox(parser: argparse.ArgumentParser) -> None:
+    """Add the ``sandbox`` command's arguments."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind (default: any free)")
+    parser.add_argument(
+        "--root-key",
+        metavar="HEX",
+        default=None,
+        help="the root private key as 64 hex digits (default: a fresh one per run)",
+    )
+
+
+def run_sandbox(args: argparse.Namespace, log: object = None, *, out: TextIO | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; print URL and root key first."""
+    import trio
+
+    from sandbox.identity import ServerIdentity
+    from sandbox.server import open_sandbox
+    from stores.creds import KeyPair
+    from stores.keys import public_from_private
+
+    stream = out if out is not None else sys.stdout
+    identity = None
+    if args.root_key is not None:
+        try:
+            private = bytes.fromhex(args.root_key)
+            root = KeyPair(private=private, public=public_from_private(private))
+        except ValueError as exc:
+            print(f"baileys-trio sandbox: --root-key: {exc}", file=sys.stderr)
+            return 2
+        identity = ServerIdentity.generate(root_key=root)
+
+    async def serve() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with open_sandbox(args.host, args.port, identity=identity) as sb:
+                print(sb.url, file=stream)
+                print(sb.root_public_key.hex(), file=stream, flush=True)
+                async for _ in signals:
+                    return
+
+    trio.run(serve)
+    return EXIT_OK
+
+
+def configure_phone(parser: argparse.ArgumentParser) -> None:
+    """Add the ``phone`` command's arguments (``phone scan QR --sandbox URL``)."""
+    parser.add_argument("action", choices=["scan"], help="what the phone does")
+    parser.add_argument("qr", help="the pairing QR string the client showed")
+    parser.add_argument("--sandbox", required=True, metavar="URL", help="the sandbox's URL")
+    parser.add_argument("--user", default=None, help="the account (phone number) that scans")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (30)")
+
+
+def run_phone(args: argparse.Namespace, log: object = None, *, out: TextIO | None = None) -> int:
+    """Scan through the control channel; 0 once linked, 1 with a reason otherwise."""
+    import trio
+
+    from sandbox.control import scan_via_control
+    from sandbox.errors import SandboxError
+    from sandbox.phone import LinkedDevice
+
+    stream = out if out is not None else sys.stdout
+
+    async def scan() -> LinkedDevice:
+        with trio.fail_after(args.timeout + 10):
+            return await scan_via_control(
+                args.sandbox, args.qr, user=args.user, link_timeout=args.timeout
+            )
+
+    try:
+        linked = trio.run(scan)
+    except (SandboxError, trio.TooSlowError) as exc:
+        print(f"baileys-trio phone scan: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(linked.jid, file=stream, flush=True)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the two commands without the rest of the CLI (``python -m sandbox.cli``)."""
+    parser = argparse.ArgumentParser(prog="sandbox.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sandbox_parser = sub.add_parser("sandbox", help=SANDBOX_HELP)
+    configure_sandbox(sandbox_parser)
+    sandbox_parser.set_defaults(run=run_sandbox)
+    phone_parser = sub.add_parser("phone", help=PHONE_HELP)
+    configure_phone(phone_parser)
+    phone_parser.set_defaults(run=run_phone)
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+// A real Baileys v7 client for the sandbox tests. Run with `node --input-type=module -e`
+// from the reference peer's folder (so 'baileys' and 'pino' resolve), configured by env:
+//   SB_URL         the sandbox websocket URL (waWebSocketUrl)
+//   SB_AUTH        the useMultiFileAuthState folder
+//   SB_RECONNECTS  how many non-515 closes to reconnect after (default 0)
+//   SB_TIMEOUT_MS  hard bound on the whole run (default 40000)
+//   SB_HOLD_MS     how long to stay connected after the last open before exiting
+//                  (default 0: exit right after open; -1: until SB_RECONNECTS are used up)
+// Prints one JSON object per line: every connection.update (qr, connection, statusCode of
+// lastDisconnect), then {"event":"exit",...}. Exit code 0 on a planned end, 3 on timeout,
+// 4 on an unplanned close.
+import makeWASocket, { useMultiFileAuthState, DisconnectReason } from 'baileys';
+import pino from 'pino';
+
+const url = process.env.SB_URL;
+const dir = process.env.SB_AUTH;
+let reconnects = Number(process.env.SB_RECONNECTS || 0);
+const hold = Number(process.env.SB_HOLD_MS || 0);
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+const finish = (code, why) => {
+    out({ event: 'exit', code, why });
+    process.exit(code);
+};
+setTimeout(() => finish(3, 'timeout'), Number(process.env.SB_TIMEOUT_MS || 40000)).unref();
+
+let socketNo = 0;
+async function start() {
+    const { state, saveCreds } = await useMultiFileAuthState(dir);
+    socketNo += 1;
+    const mine = socketNo;
+    const sock = makeWASocket({
+        waWebSocketUrl: url,
+        auth: state,
+        logger: pino({ level: 'silent' }),
+        markOnlineOnConnect: false,
+        syncFullHistory: false,
+        connectTimeoutMs: 10000
+    });
+    sock.ev.on('creds.update', saveCreds);
+    sock.ev.on('connection.update', async (u) => {
+        const e = { event: 'connection.update', socket: mine };
+        if (u.connection) e.connection = u.connection;
+        if (u.qr) e.qr = u.qr;
+        if (u.isNewLogin) e.isNewLogin = true;
+        if (u.lastDisconnect) {
+            const err = u.lastDisconnect.error;
+            e.statusCode = err?.output?.statusCode;
+            e.message = err?.message;
+        }
+        out(e);
+        if (u.connection === 'open') {
+            await saveCreds();
+            out({
+                event: 'open',
+                me: state.creds.me,
+                registered: state.creds.registered,
+                hasRoutingInfo: Boolean(state.creds.routingInfo),
+                nextPreKeyId: state.creds.nextPreKeyId
+            });
+            if (hold === 0) {
+                sock.end(undefined);
+                finish(0, 'open');
+            } else if (hold > 0) {
+                setTimeout(() => { sock.end(undefined); finish(0, 'held'); }, hold);
+            }
+        }
+        if (u.connection === 'close') {
+            const code = e.statusCode;
+            if (code === DisconnectReason.restartRequired) {
+                void start();
+            } else if (reconnects > 0) {
+                reconnects -= 1;
+                void start();
+            } else if (hold === -1) {
+                finish(0, 'closed');
+            } else {
+                finish(4, `unplanned close ${code}`);
+            }
+        }
+    });
+}
+void start();
