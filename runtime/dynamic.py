@@ -3,6 +3,11 @@
 Same restart rules as ``Supervisor`` with the one_for_one strategy (see the table in
 ``runtime.supervisor``), plus:
 
+- ``children`` given to the constructor start first, in order, like a static
+  supervisor's. A restarted DynamicSupervisor is a fresh object from its spec's
+  factory, so children added at run time are gone after a restart (as in OTP);
+  a factory that lists the wanted children (e.g. every configured account) brings
+  them back.
 - ``start_child(spec)`` starts a child now and returns once it is ready (or raises
   ``ChildStartError``, ``DuplicateChild``, ``MaxChildren``); a failed start is not
   retried and leaves nothing behind.
@@ -17,7 +22,7 @@ Since 0.1.0.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -42,6 +47,7 @@ class DynamicSupervisor(SupervisorBase):
 
     def __init__(
         self,
+        children: Sequence[ChildSpec] = (),
         *,
         max_children: int | None = None,
         max_restarts: int = DEFAULT_MAX_RESTARTS,
@@ -68,6 +74,15 @@ class DynamicSupervisor(SupervisorBase):
                 f"must be an int >= 0 or None, got {max_children!r}",
             )
         self._max_children = max_children
+        where = f"DynamicSupervisor({name!r})"
+        for spec in children:
+            if not isinstance(spec, ChildSpec):
+                raise InvalidSpec(where, "children", f"expected ChildSpec, got {spec!r}")
+            if spec.id in self._children:
+                raise InvalidSpec(where, "children", f"duplicate child id {spec.id!r}")
+            self._children[spec.id] = _Child(spec)
+        if max_children is not None and len(self._children) > max_children:
+            raise InvalidSpec(where, "children", f"more than max_children={max_children}")
 
     @property
     def max_children(self) -> int | None:
@@ -107,6 +122,7 @@ class DynamicSupervisor(SupervisorBase):
 
 @asynccontextmanager
 async def open_dynamic_supervisor(
+    children: Sequence[ChildSpec] = (),
     *,
     max_children: int | None = None,
     max_restarts: int = DEFAULT_MAX_RESTARTS,
@@ -118,6 +134,7 @@ async def open_dynamic_supervisor(
 ) -> AsyncIterator[DynamicSupervisor]:
     """Run a ``DynamicSupervisor`` for the block; stops its children on exit."""
     sup = DynamicSupervisor(
+        children,
         max_children=max_children,
         max_restarts=max_restarts,
         max_seconds=max_seconds,

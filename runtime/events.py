@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from runtime.errors import BusClosed
+from runtime.exit import unwrap_group
 from runtime.log import Logger, default_logger
 
 Event = dict[str, Any]
@@ -169,9 +170,21 @@ class EventBus:
 async def open_event_bus(
     *, log: Logger | None = None, max_backlog: int = DEFAULT_MAX_BACKLOG
 ) -> AsyncIterator[EventBus]:
-    """An event bus delivering for the duration of the block."""
+    """An event bus delivering for the duration of the block.
+
+    Leaving the block stops delivery at once; ``await bus.wait_idle()`` first to let
+    every queued event through. An exception from the block propagates unchanged.
+    """
     bus = EventBus(log=log, max_backlog=max_backlog)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run)
-        yield bus
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bus.run)
+            try:
+                yield bus
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        leaf = unwrap_group(group)
+        if leaf is group:
+            raise
+        raise leaf from None

@@ -19,6 +19,7 @@ from runtime import (
     MailboxFull,
     Registry,
     Restart,
+    StopActor,
     UnexpectedMessage,
     open_supervisor,
 )
@@ -300,3 +301,39 @@ def test_exit_reason_abnormal_only_for_crash_and_kill() -> None:
     assert math.isinf(
         ChildSpec("s", Probe).shutdown_for(__import__("runtime").ChildKind.SUPERVISOR)
     )
+
+
+async def test_cast_during_restart_waits_and_is_delivered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """cast issued between incarnations is delivered to the next one."""
+    spec = ChildSpec("p", lambda: Probe(Journal(), init_delay=1.0))
+    async with open_supervisor([spec]) as sup:
+        ref = sup.ref("p")
+        ref.cast_nowait(("exit", ExitKind.CRASH))
+        await trio.sleep(0.5)
+        await ref.cast(("add", 7))
+        assert trio.current_time() == pytest.approx(1.0 + 1.0)
+        assert await ref.call("get") == 7
+
+
+async def test_stop_actor_from_a_background_task_is_a_normal_exit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """StopActor raised in ctx.nursery ends the actor normally (a transient stays down)."""
+    journal = Journal()
+
+    class Finisher(Probe):
+        async def init(self) -> None:
+            await super().init()
+            self.ctx.nursery.start_soon(self.finish)
+
+        async def finish(self) -> None:
+            await trio.sleep(1.0)
+            raise StopActor()
+
+    spec = ChildSpec("f", lambda: Finisher(journal), restart=Restart.TRANSIENT)
+    async with open_supervisor([spec]) as sup:
+        await trio.sleep(2.0)
+        assert not sup.which_children()[0].running
+    assert journal.terminates() == [("root/f", "normal")]

@@ -184,3 +184,25 @@ async def test_session_tree_shape(autojump_clock: trio.testing.MockClock) -> Non
             "root/sessions/alice/connection",
         ]
         assert await root.registry.ref("root/sessions/bob/connection").call("incarnation") == 1
+
+
+async def test_initial_children_come_back_after_a_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Children listed in the factory are started again when the dynamic supervisor restarts."""
+    journal = Journal()
+
+    def sessions() -> DynamicSupervisor:
+        return DynamicSupervisor([probe_spec("alice", journal)], max_restarts=0, name="sessions")
+
+    async with open_dynamic_supervisor([ChildSpec("sessions", sessions)], name="root") as root:
+        dyn = root.which_children()[0].supervisor
+        assert isinstance(dyn, DynamicSupervisor)
+        await dyn.start_child(probe_spec("bob", journal))
+        journal.clear()
+        root.registry.ref("root/sessions/alice").cast_nowait(("exit", ExitKind.CRASH))
+        await trio.testing.wait_all_tasks_blocked()
+        assert journal.starts() == ["root/sessions/alice"]  # bob was added at run time
+        fresh = root.which_children()[0].supervisor
+        assert isinstance(fresh, DynamicSupervisor) and fresh is not dyn
+        assert [i.id for i in fresh.which_children()] == ["alice"]

@@ -134,3 +134,12 @@ async def test_closed_bus_refuses_use(autojump_clock: trio.testing.MockClock) ->
         bus.emit({"x": 1})
     with pytest.raises(BusClosed):
         bus.subscribe_raw(print)
+
+
+async def test_exception_in_the_block_propagates_unchanged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """open_event_bus re-raises the body's exception itself, not wrapped in a group."""
+    with pytest.raises(Boom):
+        async with open_event_bus():
+            raise Boom("user code failed")
