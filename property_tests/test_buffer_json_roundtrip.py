@@ -27,6 +27,7 @@ from stores.creds import (
     creds_from_baileys_json,
     creds_to_baileys_json,
 )
+from stores.errors import CorruptStateError
 
 # Keys that no reviver rule can mistake for a Buffer: they start with a letter and
 # are not the tag names the rules look at.
@@ -284,3 +285,71 @@ def test_creds_round_trip_through_plain_and_baileys_forms(creds: AuthCreds) -> N
     text = buffer_json.dumps(creds_to_baileys_json(creds))
     assert creds_from_baileys_json(buffer_json.loads(text, "creds.json"), "creds.json") == creds
     keys.check_creds_keys(creds, "creds.json")
+
+
+# --- fuzz: the Baileys JSON readers raise only typed errors -----------------------------
+
+_SAMPLE_CREDS = buffer_json.dump_bytes(
+    {
+        "noiseKey": {"private": bytes(32), "public": bytes(range(32))},
+        "signedPreKey": {
+            "keyPair": {"private": bytes(32), "public": bytes(32)},
+            "signature": bytes(64),
+            "keyId": 1,
+        },
+        "registrationId": 7,
+        "advSecretKey": base64.b64encode(bytes(32)).decode(),
+        "account": {"details": "AQID"},
+        "me": {"id": "1@s.whatsapp.net"},
+        "signalIdentities": [
+            {"identifier": {"name": "x", "deviceId": 0}, "identifierKey": bytes(33)}
+        ],
+        "processedHistoryMessages": [],
+        "accountSettings": {"unarchiveChats": False},
+        "x": {"0": 1, "1": 2},
+        "y": {"buffer": True, "value": [1, 2]},
+    }
+)
+
+
+_JUNK = [b"{", b"}", b"[", b'"', b",", b"0", b"null", b"\xff", b'{"0":1}', b"1e999"]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: bytes) -> bytes:
+    data = bytearray(base)
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "flip" and data:
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "cut":
+            del data[at:]
+        elif kind == "insert":
+            data[at:at] = draw(
+                st.sampled_from([b"{", b"}", b"[", b'"', b",", b"0", b"null", b"\xff"])
+            )
+        elif data:
+            del data[at]
+    return bytes(data)
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=300) | mutated(_SAMPLE_CREDS))
+def test_creds_reader_raises_only_typed_errors(data: bytes) -> None:
+    """Any bytes as creds.json: creds, or CorruptStateError naming the file (nothing else)."""
+    try:
+        value = buffer_json.loads(data, "creds.json")
+        creds_from_baileys_json(value, "creds.json")
+    except CorruptStateError as exc:
+        assert exc.location == "creds.json"
+
+
+@settings(deadline=None)
+@given(st.sampled_from(sorted(KEY_VALUES)), st.binary(max_size=200) | mutated(_SAMPLE_CREDS))
+def test_key_file_reader_raises_only_typed_errors(type: str, data: bytes) -> None:
+    """Any bytes as a key file: a value, or CorruptStateError naming the file (nothing else)."""
+    try:
+        decode_key(type, data, "k.json")
+    except CorruptStateError as exc:
+        assert exc.location == "k.json"
