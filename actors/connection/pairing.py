@@ -176,7 +176,7 @@ class PairingCredsUpdate:
 
 
 @dataclass(frozen=True, repr=False)
-class PairSuccess:
+class VerifiedPairing:
     """A verified pair-success: the creds change and the reply to send once it is durable."""
 
     iq_id: str
@@ -186,10 +186,10 @@ class PairSuccess:
     server_time: int | None = None
 
     def __repr__(self) -> str:
-        return f"PairSuccess(iq_id={self.iq_id!r}, update={self.update!r})"
+        return f"VerifiedPairing(iq_id={self.iq_id!r}, update={self.update!r})"
 
 
-def verify_pair_success(stanza: BinaryNode, creds: AuthCreds) -> PairSuccess:
+def verify_pair_success(stanza: BinaryNode, creds: AuthCreds) -> VerifiedPairing:
     """Check a ``pair-success`` iq against our creds and build the creds change and the reply.
 
     Raises RemoteProtocolError (hint 500) naming what is wrong: missing nodes or
@@ -253,7 +253,7 @@ def verify_pair_success(stanza: BinaryNode, creds: AuthCreds) -> PairSuccess:
         platform=_platform(success),
     )
     t = stanza.attrs.get("t")
-    return PairSuccess(
+    return VerifiedPairing(
         iq_id=iq_id,
         update=update,
         key_index=key_index,
@@ -344,8 +344,8 @@ __all__ = [
     "HOSTED_ACCOUNT_SIGNATURE_PREFIX",
     "HOSTED_DEVICE_SIGNATURE_PREFIX",
     "PairDevice",
-    "PairSuccess",
     "PairingCredsUpdate",
+    "VerifiedPairing",
     "account_signature_message",
     "adv_hmac",
     "decode_adv_secret",

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from actors.connection.binary import BinaryNode, decode_node, encode_node
-from actors.connection.pairing import PairSuccess, verify_pair_success
+from actors.connection.pairing import VerifiedPairing, verify_pair_success
 from actors.connection.payload import (
     Browser,
     ClientIdentity,
@@ -358,7 +358,7 @@ def test_qr_string_equals_baileys(run: Run) -> None:
         assert parsed.identity_public == creds.signed_identity_key.public
 
 
-def _ours_as_baileys(result: PairSuccess) -> dict[str, Any]:
+def _ours_as_baileys(result: VerifiedPairing) -> dict[str, Any]:
     update = result.update
     return {
         "me": update.me,
