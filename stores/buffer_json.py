@@ -17,6 +17,7 @@ Base64 payloads must be standard or URL-safe base64, padding optional; anything
 else is a ``CorruptStateError`` (Node would silently drop the bad characters; a
 store must not guess). Malformed JSON raises ``CorruptStateError`` naming the
 location and the byte offset of the error.
+
 Since 0.1.0.
 """
 

@@ -23,6 +23,7 @@ Fields Baileys writes that this model does not name (older versions wrote e.g.
 ``deviceId``, ``phoneId``, ``identityId``, ``backupToken``) are kept, revived, in
 ``extra`` (camelCase keys) and written back unchanged, so a Baileys → us → Baileys
 round trip loses nothing.
+
 Since 0.1.0.
 """
 

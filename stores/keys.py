@@ -45,6 +45,7 @@ after reading a multi-file directory (``JSON.parse`` with ``BufferJSON.reviver``
     optional); the sentinel id Baileys uses for its index holds other plain data.
 ``identity-key``
     ``bytes``: the 33-byte ``05 || public`` identity key of a remote address.
+
 Since 0.1.0.
 """
 

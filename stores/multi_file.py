@@ -37,6 +37,7 @@ Reads (``read_keys``) go to the files each time; a corrupt key file raises
 ``CorruptStateError`` where Baileys would silently return nothing. Sequence
 numbers returned by ``commit`` grow across reopens: each open durably bumps an
 epoch in ``.baileys-trio-epoch`` and commits count ``epoch << 32 | n`` from there.
+
 Since 0.1.0.
 """
 
