@@ -134,6 +134,7 @@ from stores.native_load import (
 from stores.types import Batch, StoreSnapshot, Value
 
 DEFAULT_COMPACT_MIN_BYTES = 16 << 20
+MIN_COMPACT_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -404,6 +405,9 @@ async def open_native_backend(
     ``UnsupportedFormatError``). ``recover=True`` salvages a damaged store as the
     module docstring describes.
     """
+    if compact_min_bytes < MIN_COMPACT_BYTES:
+        # Smaller would rewrite the whole store on almost every commit.
+        raise ValueError(f"compact_min_bytes must be at least {MIN_COMPACT_BYTES}")
     opener = partial(_open_sync, Path(path), fs or REAL_FS, compact_min_bytes, recover)
     backend, pending_creds = await trio.to_thread.run_sync(opener)
     if pending_creds is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import cbor2
@@ -298,3 +300,33 @@ async def test_open_tightens_loose_file_modes(tmp_path: Path) -> None:
     async with await reopen(tmp_path):
         pass
     assert stat.S_IMODE((tmp_path / LOG0).stat().st_mode) == 0o600
+
+
+def test_store_held_by_another_process_is_locked(tmp_path: Path) -> None:
+    """A native store opened by another process is refused, naming that pid; its death frees it."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.stores.crash_child", str(tmp_path), "1", "1048576"],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith(b"OPEN")
+        with pytest.raises(StoreLockedError) as info:
+            trio.run(open_native_backend, tmp_path)
+        assert f"pid {child.pid}" in info.value.owner
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
+
+    async def reopen_after_death() -> None:
+        async with await open_native_backend(tmp_path) as backend:
+            assert backend.statistics().durable_seq >= 0
+
+    trio.run(reopen_after_death)
+
+
+async def test_tiny_compaction_threshold_is_refused(tmp_path: Path) -> None:
+    """A compaction threshold that would rewrite the store on every commit is a ValueError."""
+    with pytest.raises(ValueError):
+        await open_native_backend(tmp_path, compact_min_bytes=10)
