@@ -116,6 +116,7 @@ class _Exit:
     child: _Child
     epoch: int
     reason: ExitReason
+    start_failed: bool = False  # already logged as child_start_failed
 
 
 class _Outcome(enum.Enum):
@@ -353,7 +354,9 @@ class SupervisorBase:
         child.running = None
         reason = exit_.reason
         log = self._child_log(child)
-        if reason.abnormal:
+        if exit_.start_failed:
+            pass
+        elif reason.abnormal:
             log.error("child_crashed", reason=reason.describe(), exc_info=reason.error)
         else:
             log.info("child_exited", reason=reason.describe())
@@ -396,7 +399,7 @@ class SupervisorBase:
             failure = await self._start_child(other)
             if failure is not None:
                 # A failed restart counts as another exit of that child (as in OTP).
-                self._retry.append(_Exit(other, other.epoch, failure))
+                self._retry.append(_Exit(other, other.epoch, failure, start_failed=True))
                 break
         return None
 

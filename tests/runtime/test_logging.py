@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from runtime import ExitKind, Restart, SupervisorGaveUp, make_logger, open_supervisor
-from tests.runtime.helpers import Boom, Journal, capture_logger, probe_spec
+from runtime import ChildSpec, ExitKind, Restart, SupervisorGaveUp, make_logger, open_supervisor
+from tests.runtime.helpers import Boom, Journal, Probe, capture_logger, probe_spec
 
 
 async def test_lifecycle_events_in_order(autojump_clock: trio.testing.MockClock) -> None:
@@ -86,3 +86,29 @@ def test_auto_format_picks_json_off_a_tty() -> None:
     stream = io.StringIO()
     make_logger("auto", stream).info("hello", n=1)
     assert json.loads(stream.getvalue())["n"] == 1
+
+
+async def test_failed_restart_is_logged_once_as_start_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A restart whose init fails logs child_start_failed (not a second crash) and retries."""
+    log, entries = capture_logger()
+    attempts: list[int] = []
+
+    def factory() -> Probe:
+        attempts.append(1)
+        return Probe(Journal(), fail_init=len(attempts) == 2)
+
+    async with open_supervisor([ChildSpec("w", factory)], log=log) as sup:
+        sup.ref("w").cast_nowait(("exit", ExitKind.CRASH))
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.which_children()[0].running
+    names = [e["event"] for e in entries if e.get("child") == "w"]
+    assert names[:6] == [
+        "child_started",
+        "child_crashed",
+        "child_restarting",
+        "child_start_failed",
+        "child_restarting",
+        "child_started",
+    ]
