@@ -24,7 +24,7 @@ from stores.errors import (
     UnsupportedFormatError,
     WrongBackendError,
 )
-from stores.types import KeyWrites
+from stores.types import KEY_TYPES, KeyWrites
 
 MAGIC = b"\x89BTN\r\n\x1a\n"
 """First 8 bytes of every native file (PNG-style: catches text-mode mangling)."""
@@ -199,14 +199,14 @@ def encode_key_writes(keys: KeyWrites) -> EncodedKeys:
     """Validate and encode a batch's key writes (in the caller, so bad input fails alone)."""
     out: EncodedKeys = {}
     for type_, entries in keys.items():
-        if not isinstance(type_, str) or not type_:
-            raise InvalidValueError("key type", f"{type_!r} is not a non-empty string")
+        if type_ not in KEY_TYPES:
+            raise InvalidValueError("key type", f"{type_!r} is not one of {list(KEY_TYPES)}")
         if not isinstance(entries, Mapping):
             raise InvalidValueError(f"keys[{type_}]", "expected a mapping of id to value")
         encoded: dict[str, bytes | None] = {}
         for id_, value in entries.items():
-            if not isinstance(id_, str):
-                raise InvalidValueError(f"keys[{type_}]", f"id {id_!r} is not a string")
+            if not isinstance(id_, str) or not id_:
+                raise InvalidValueError(f"keys[{type_}]", f"id {id_!r} is not a non-empty string")
             encoded[id_] = None if value is None else encode_value(value, f"{type_}/{id_}")
         if encoded:
             out[type_] = encoded

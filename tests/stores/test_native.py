@@ -127,13 +127,15 @@ async def test_empty_batch_writes_nothing(tmp_path: Path) -> None:
 
 
 async def test_bad_values_are_refused_and_store_stays_writable(tmp_path: Path) -> None:
-    """Non-plain values, non-str ids and NaN raise InvalidValueError; the store goes on."""
+    """Non-plain values, bad ids, unknown types and NaN raise InvalidValueError; store goes on."""
     async with await open_native_backend(tmp_path) as backend:
         for bad in (
             {"session": {"x": {1: "int key"}}},
             {"session": {"x": object()}},
             {"session": {"x": float("nan")}},
             {"session": {1: b"x"}},
+            {"session": {"": b"x"}},
+            {"no-such-type": {"x": b"x"}},
         ):
             with pytest.raises(InvalidValueError):
                 await backend.commit(Batch(keys=bad))  # type: ignore[arg-type]  # bad on purpose
