@@ -454,3 +454,101 @@ def test_backend_class_is_exported() -> None:
 
     assert set(mod.__all__) == {"SqliteBackend", "SqliteStatistics", "open_sqlite_backend"}
     assert SqliteBackend.backend_name == "sqlite"
+
+
+async def test_two_accounts_commit_concurrently_in_one_file(tmp_path: Path) -> None:
+    """Two accounts committing at the same time through two connections both land fully."""
+    db = tmp_path / "auth.db"
+    async with (
+        await open_sqlite_backend(db, account="a") as a,
+        await open_sqlite_backend(db, account="b") as b,
+    ):
+
+        async def burst(backend: SqliteBackend, tag: bytes) -> None:
+            async with trio.open_nursery() as nursery:
+                for i in range(32):
+                    batch = Batch(keys={"session": {str(i): tag * 1024}})
+                    nursery.start_soon(backend.commit, batch)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(burst, a, b"a")
+            nursery.start_soon(burst, b, b"b")
+        ids = [str(i) for i in range(32)]
+        assert await a.read_keys("session", ids) == {i: b"a" * 1024 for i in ids}
+        assert await b.read_keys("session", ids) == {i: b"b" * 1024 for i in ids}
+        assert a.statistics().seq == b.statistics().seq == 32
+
+
+_CRASH_CHILD = """
+import sys, trio
+from stores.creds import init_auth_creds
+from stores.sqlite import open_sqlite_backend
+from stores.types import Batch
+
+def batch(i, creds):
+    keys = {f"k{i}-{j}": bytes([i % 256]) * 1024 for j in range(1 + i % 8)}
+    creds.next_pre_key_id = i
+    return Batch(keys={"session": keys, "pre-key": {"last": {"n": i}}}, creds=creds)
+
+async def main():
+    backend = await open_sqlite_backend(sys.argv[1])
+    creds = await backend.read_creds() or init_auth_creds()
+    found = await backend.read_keys("pre-key", ["last"])
+    i = found["last"]["n"] + 1 if found else 1
+    while True:
+        await backend.commit(batch(i, creds))
+        print(i, flush=True)
+        i += 1
+
+trio.run(main)
+"""
+
+
+def _run_child_until(db: Path, acks: int) -> int:
+    """Start a committing child, SIGKILL it after ``acks`` acknowledged commits."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASH_CHILD, str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    last = 0
+    try:
+        assert proc.stdout is not None
+        for _ in range(acks):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            last = int(line)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert last > 0, "the child acknowledged nothing"
+    return last
+
+
+async def test_sigkill_loses_no_acknowledged_commit(tmp_path: Path) -> None:
+    """After SIGKILLs mid-commit, every acknowledged batch is whole and none is half there."""
+    import random
+
+    db = tmp_path / "auth.db"
+    rng = random.Random(7)
+    for _ in range(8):
+        acked = await trio.to_thread.run_sync(_run_child_until, db, rng.randint(1, 40))
+        async with await open_sqlite_backend(db) as backend:
+            last = (await backend.read_keys("pre-key", ["last"]))["last"]["n"]
+            assert last >= acked
+            creds = await backend.read_creds()
+            assert creds is not None and creds.next_pre_key_id == last
+            for i in (last, last - 1, acked):
+                if i < 1:
+                    continue
+                ids = [f"k{i}-{j}" for j in range(1 + i % 8)]
+                assert await backend.read_keys("session", ids) == {
+                    k: bytes([i % 256]) * 1024 for k in ids
+                }
+            after = [f"k{last + 1}-{j}" for j in range(8)]
+            assert await backend.read_keys("session", after) == {}
