@@ -102,6 +102,11 @@ class Actor:
         slot = control.slot
         if slot is None:
             raise ActorRuntimeError(f"actor at {control.path!r} was started without a slot")
+        if self._ctx is not None:
+            # State from a previous incarnation must never leak into the next one.
+            raise ActorRuntimeError(
+                f"actor at {control.path!r} already ran; a ChildSpec must build a fresh one"
+            )
         slot.incarnations += 1
         send, receive = trio.open_memory_channel[Envelope](control.mailbox_size)
         incarnation = Incarnation(slot.name, slot.incarnations, send)

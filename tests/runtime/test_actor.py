@@ -20,6 +20,7 @@ from runtime import (
     Registry,
     Restart,
     StopActor,
+    SupervisorGaveUp,
     UnexpectedMessage,
     open_supervisor,
 )
@@ -337,3 +338,14 @@ async def test_stop_actor_from_a_background_task_is_a_normal_exit(
         await trio.sleep(2.0)
         assert not sup.which_children()[0].running
     assert journal.terminates() == [("root/f", "normal")]
+
+
+async def test_an_actor_object_is_never_reused(autojump_clock: trio.testing.MockClock) -> None:
+    """A factory returning the same Actor twice makes every restart fail, never reuse state."""
+    same = Probe(Journal())
+    with pytest.raises(SupervisorGaveUp) as info:
+        async with open_supervisor([ChildSpec("p", lambda: same)]) as sup:
+            with pytest.raises(ActorDown):
+                await sup.ref("p").call("crash")
+            await trio.sleep_forever()
+    assert "already ran" in str(info.value.last.error)
