@@ -16,7 +16,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from actors.connection.binary import LID, S_WHATSAPP_NET, Jid
-from sandbox.errors import UnknownTargetError
+from sandbox.errors import InvalidAccountError, UnknownTargetError
 
 #: First phone number handed out to a new account (a fictitious range).
 FIRST_PHONE_NUMBER = 15550100000
@@ -159,9 +159,9 @@ class Registry:
         """Register a phone: a fresh number (unless ``user`` is given) and LID user."""
         number = user if user is not None else str(next(self._numbers))
         if not number.isdigit():
-            raise ValueError(f"account user must be decimal digits, got {number!r}")
+            raise InvalidAccountError(f"account user must be decimal digits, got {number!r}")
         if number in self._accounts:
-            raise ValueError(f"account {number} already exists")
+            raise InvalidAccountError(f"account {number} already exists")
         account = Account(
             user=number,
             lid_user=str(next(self._lids)),

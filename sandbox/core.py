@@ -393,10 +393,15 @@ class ServerCore:
     # --- faults and direct control ----------------------------------------------
 
     def select(self, target: int | str | None = None) -> list[int]:
-        """Connection ids: all live ones (None), one id, or those logged in as a device JID."""
+        """Connection ids: one id, those logged in as a device JID, or (None) every live one.
+
+        "Live" means past its handshake and not closing: the ones a fault can speak to.
+        """
         if target is None:
             return [
-                c.conn_id for c in self._connections.values() if c.state is not ConnState.CLOSED
+                c.conn_id
+                for c in self._connections.values()
+                if c.transport is not None and self._live(c.conn_id) is not None
             ]
         if isinstance(target, int):
             if target not in self._connections:

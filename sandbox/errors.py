@@ -27,6 +27,10 @@ class PairingFailedError(SandboxError):
     """A scan was accepted but the link did not complete (bad device signature, socket gone)."""
 
 
+class InvalidAccountError(SandboxError, ValueError):
+    """An account that cannot be created (a number that is not digits, or taken)."""
+
+
 class UnknownTargetError(SandboxError):
     """A fault or query named a connection or device the sandbox does not have."""
 

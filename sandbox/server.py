@@ -59,7 +59,8 @@ CONTROL_PATH = "/sandbox/control"
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 Target = int | str | None
-"""A connection id, a device JID (its logged-in connections), or None for every live one."""
+"""A connection id, a device JID (its logged-in connections), or None: every live one
+(past its handshake, not closing)."""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ async def baileys_client(
     reconnects: int = 0,
     hold_ms: int = 0,
     timeout_ms: int = 40000,
+    qr_timeout_ms: int | None = None,
 ) -> AsyncIterator[NodeClient]:
     """Start the Baileys client; it is killed on exit from the block if still running."""
     env = dict(
@@ -70,6 +71,8 @@ async def baileys_client(
         SB_HOLD_MS=str(hold_ms),
         SB_TIMEOUT_MS=str(timeout_ms),
     )
+    if qr_timeout_ms is not None:
+        env["SB_QR_TIMEOUT_MS"] = str(qr_timeout_ms)
     process = await trio.lowlevel.open_process(
         ["node", "--input-type=module", "-e", SCRIPT.read_text()],
         stdout=subprocess.PIPE,

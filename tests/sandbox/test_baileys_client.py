@@ -114,6 +114,21 @@ async def test_baileys_reports_the_sandbox_faults_as_disconnect_reasons(
             assert await client.process.wait() == 0
 
 
+async def test_baileys_gives_up_with_408_when_the_refs_run_out(
+    baileys_peer: BaileysPeer, tmp_path: Path
+) -> None:
+    """Unscanned, Baileys shows one QR per ref (six) and then closes with 408 timedOut."""
+    async with open_sandbox() as sb:
+        async with baileys_client(
+            baileys_peer, url=sb.url, auth_dir=tmp_path, hold_ms=-1, qr_timeout_ms=150
+        ) as client:
+            await client.next_event(_closed_with(408), within=15)  # type: ignore[arg-type]
+            assert await client.process.wait() == 0
+        qrs = [e["qr"] for e in client.events if "qr" in e]
+        assert len(qrs) == 6 == len(set(qrs))
+        assert sb.statistics().links == 0
+
+
 async def _wait_logged_in(sb: Sandbox, jid: str) -> None:
     with trio.fail_after(15):
         await sb.wait_logged_in(jid)

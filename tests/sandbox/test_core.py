@@ -19,7 +19,7 @@ from sandbox.core import (
     SandboxConfig,
     ServerCore,
 )
-from sandbox.errors import ScanRejectedError
+from sandbox.errors import InvalidAccountError, ScanRejectedError
 from sandbox.phone import build_device_identity, parse_qr
 from stores.creds import KeyPair
 from stores.keys import generate_key_pair
@@ -523,3 +523,24 @@ def test_connection_info_reports_state_and_device() -> None:
     (info,) = [c for c in world.core.connections() if c.conn_id == client.conn_id]
     assert info.state is ConnState.LOGGED_IN and info.jid == device.me
     assert isinstance(world.core.registry.find(device.me or ""), Device)
+
+
+def test_a_business_account_adds_biz_to_pair_success() -> None:
+    """pair-success carries biz{name} when the phone's account is a business one."""
+    world = World()
+    key = generate_key_pair()
+    user = world.core.registry.new_account(key.public, biz_name="Corner Shop").user
+    device = FakeDevice()
+    client, refs = world.register(device)
+    world.scan(device.qr(refs[0]), user=user, key=key)
+    (iq,) = client.take()
+    assert iq.require_child("pair-success", "biz").attr("name") == "Corner Shop"
+
+
+def test_accounts_need_a_free_decimal_number() -> None:
+    """A phone number that is not digits, or already taken, is refused with a typed error."""
+    world = World()
+    with pytest.raises(InvalidAccountError, match="digits"):
+        world.core.registry.new_account(generate_key_pair().public, user="+1 555")
+    with pytest.raises(InvalidAccountError, match="exists"):
+        world.core.registry.new_account(generate_key_pair().public, user=world.user)
