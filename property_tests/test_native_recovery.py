@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stores.creds import AuthCreds, init_auth_creds
+from stores.errors import CorruptStateError
 from stores.native import open_native_backend
 from stores.types import Batch
 
@@ -139,3 +141,46 @@ def test_recovered_state_equals_model_after_last_complete_record(
     """Any cut of the live log recovers exactly the commits wholly before the cut."""
     with tempfile.TemporaryDirectory() as tmp:
         trio.run(scenario, Path(tmp) / "auth", program, compact_after, cut_fraction)
+
+
+async def flip_scenario(path: Path, program: list[Step], position: float, bit: int) -> None:
+    sizes: list[int] = []
+    async with await open_native_backend(path) as backend:
+        sizes.append(live_log(path).stat().st_size)
+        for step in program:
+            await backend.commit(Batch(keys=step.keys))
+            sizes.append(live_log(path).stat().st_size)
+    log = live_log(path)
+    data = bytearray(log.read_bytes())
+    offset = sizes[0] + min(int((sizes[-1] - sizes[0]) * position), sizes[-1] - sizes[0] - 1)
+    data[offset] ^= 1 << bit
+    log.write_bytes(bytes(data))
+    # The record holding the flipped byte: commits are sequential, one record each.
+    hit = next(k for k in range(len(program)) if offset < sizes[k + 1])
+    if hit < len(program) - 1:
+        with pytest.raises(CorruptStateError) as info:
+            await open_native_backend(path)
+        assert info.value.location == str(log)
+        assert info.value.offset == sizes[hit]
+        assert log.read_bytes() == bytes(data)
+        return
+    model = Model()
+    for index, step in enumerate(program[:hit]):
+        model.apply(index, step)
+    async with await open_native_backend(path) as backend:
+        snap = await backend.snapshot()
+        assert {t: e for t, e in snap.keys.items() if e} == model.visible()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    program=steps,
+    position=st.floats(min_value=0.0, max_value=1.0),
+    bit=st.integers(min_value=0, max_value=7),
+)
+def test_a_flipped_bit_is_refused_in_the_middle_and_cut_at_the_end(
+    program: list[Step], position: float, bit: int
+) -> None:
+    """Any flipped bit: in a middle record → CorruptStateError at it; in the last → dropped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trio.run(flip_scenario, Path(tmp) / "auth", program, position, bit)
