@@ -149,8 +149,14 @@ def atomic_write(
         try:
             write_all(fs, fd, data, location)
             sync_file(fs, fd, location)
-        finally:
+        except BaseException:
+            _close_quietly(fs, fd)
+            raise
+        try:
             fs.close(fd)
+        except OSError as exc:
+            # close(2) may report a deferred write error (NFS): the data is not safe.
+            raise DurabilityError(location, "close", exc) from exc
         try:
             fs.rename(tmp, target)
         except OSError as exc:
@@ -159,6 +165,13 @@ def atomic_write(
         _discard(fs, tmp)
         raise
     sync_dir(fs, target.parent)
+
+
+def _close_quietly(fs: FileSystem, fd: int) -> None:
+    try:
+        fs.close(fd)
+    except OSError:
+        pass
 
 
 def _discard(fs: FileSystem, path: Path) -> None:
