@@ -174,11 +174,21 @@ def _model(node: BinaryNode) -> tuple[type, int] | str | None:
     return None
 
 
+def _connection(mode: str) -> tuple[ClientConnection, ScriptedServer]:
+    if mode == "pairing":
+        client, server, _ = connect(init_auth_creds(), ScriptedServer(IDENTITY))
+        return client, server
+    return _logged_in(mode == "open")
+
+
 @FUZZ
-@given(nodes=st.lists(_NODES, min_size=1, max_size=4), open_=st.booleans())
-def test_random_nodes_follow_the_disconnect_rule(nodes: list[BinaryNode], open_: bool) -> None:
-    """Well-formed nodes of any shape: the first terminal one decides the close code by the rule."""
-    client, server = _logged_in(open_)
+@given(
+    nodes=st.lists(_NODES, min_size=1, max_size=4),
+    mode=st.sampled_from(["pairing", "logging_in", "open"]),
+)
+def test_random_nodes_follow_the_disconnect_rule(nodes: list[BinaryNode], mode: str) -> None:
+    """Well-formed nodes of any shape, in any state: terminal ones close by the rule."""
+    client, server = _connection(mode)
     for node in nodes:
         try:
             client.receive_data(server.send(node))

@@ -96,6 +96,37 @@ def test_new_device_registers_and_shows_qr_codes_until_refs_run_out() -> None:
     assert DisconnectReason.TIMED_OUT.policy.value == "reconnect"
 
 
+def test_a_new_pair_device_restarts_the_qr_series() -> None:
+    """A second pair-device is acked and its first ref shows for 60 s again, index 0."""
+    client, server, _ = connect(init_auth_creds())
+    exchange(client, server, pair_device("2@a", "2@b"))
+    assert isinstance(client.rotate_qr(), QrCode)
+    events, [ack] = exchange(client, server, pair_device("2@x", "2@y", iq_id="pd-2"))
+    assert ack.attrs["id"] == "pd-2"
+    [qr] = events
+    assert isinstance(qr, QrCode) and (qr.ref, qr.ttl, qr.index) == ("2@x", 60.0, 0)
+    assert client.statistics().qr_refs_left == 1
+
+
+def test_a_pair_device_without_refs_closes_with_408() -> None:
+    """No refs at all: nothing to show, the connection closes as timed out."""
+    client, server, _ = connect(init_auth_creds())
+    events, _ = exchange(client, server, pair_device())
+    assert events == [Closed(DisconnectReason.TIMED_OUT, "pair-device carried no refs")]
+    assert state(client) is ClientState.CLOSED
+
+
+def test_the_transition_table_ends_everywhere_and_nowhere_else() -> None:
+    """ENDED leads to CLOSED from every state but CLOSED; CLOSED has no way out."""
+    from actors.connection.client_state import TRANSITIONS, Trigger
+
+    for s in ClientState:
+        assert ((s, Trigger.ENDED) in TRANSITIONS) is (s is not ClientState.CLOSED)
+    assert not [key for key in TRANSITIONS if key[0] is ClientState.CLOSED]
+    assert TRANSITIONS[(ClientState.HANDSHAKING, Trigger.SENT_LOGIN)] is ClientState.LOGGING_IN
+    assert TRANSITIONS[(ClientState.HANDSHAKING, Trigger.SENT_REGISTRATION)] is ClientState.PAIRING
+
+
 def test_pair_success_waits_for_the_durable_commit_then_replies_and_515_restarts() -> None:
     """PairSuccess sends nothing by itself; confirm_pairing() sends the signed reply; 515 ends."""
     creds = init_auth_creds()
