@@ -34,6 +34,7 @@ from stores.errors import (
     InvalidValueError,
     MigrationError,
     StoreClosedError,
+    StoreError,
     StoreLockedError,
 )
 from stores.fsio import REAL_FS, ensure_private_dir, sync_dir
@@ -546,13 +547,16 @@ def _connect(
             sync_dir(REAL_FS, path.parent)
         except OSError as exc:
             raise DurabilityError(location, "creating the database file", exc) from exc
-    conn = sqlite3.connect(
-        location,
-        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-        check_same_thread=False,  # used from trio's worker threads, one call at a time
-        factory=factory,
-        timeout=_BUSY_TIMEOUT_MS / 1000,
-    )
+    try:
+        conn = sqlite3.connect(
+            location,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # used from trio's worker threads, one call at a time
+            factory=factory,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"{location}: cannot open the database: {exc}") from exc
     try:
         conn.execute("PRAGMA cell_size_check = ON")
         conn.execute("PRAGMA trusted_schema = OFF")

@@ -15,6 +15,7 @@ from pathlib import Path
 from stores.errors import (
     CorruptStateError,
     DurabilityError,
+    StoreError,
     UnsupportedFormatError,
     WrongBackendError,
 )
@@ -64,6 +65,8 @@ def check_header(path: Path) -> bool:
             head = f.read(len(SQLITE_HEADER))
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read the database file: {exc}") from exc
     if not head:
         return False
     if head != SQLITE_HEADER:
@@ -114,6 +117,8 @@ def prepare(
     except sqlite3.DatabaseError as exc:
         if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
             raise
+        if _is_io(exc):
+            raise DurabilityError(location, "opening the database", exc) from exc
         raise CorruptStateError(location, f"database unreadable: {exc}") from exc
     return version
 
@@ -121,6 +126,11 @@ def prepare(
 def _is_busy(exc: sqlite3.Error) -> bool:
     name = getattr(exc, "sqlite_errorname", "")
     return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def _is_io(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_READONLY"))
 
 
 def _check_integrity(conn: sqlite3.Connection, location: str) -> None:

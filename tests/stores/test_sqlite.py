@@ -552,3 +552,54 @@ async def test_sigkill_loses_no_acknowledged_commit(tmp_path: Path) -> None:
                 }
             after = [f"k{last + 1}-{j}" for j in range(8)]
             assert await backend.read_keys("session", after) == {}
+
+
+@pytest.mark.parametrize("keep", [16, 100, 4096, 6000])
+async def test_truncated_database_is_corrupt_not_new(tmp_path: Path, keep: int) -> None:
+    """A database cut short raises CorruptStateError and is never read as a new device."""
+    db = tmp_path / "auth.db"
+    async with await open_sqlite_backend(db) as backend:
+        await backend.commit(
+            Batch(
+                keys={"session": {str(i): _session(i) for i in range(20)}}, creds=init_auth_creds()
+            )
+        )
+    data = db.read_bytes()
+    assert len(data) > keep
+    db.write_bytes(data[:keep])
+    with pytest.raises(CorruptStateError) as info:
+        async with await open_sqlite_backend(db) as backend:
+            await backend.snapshot()
+    assert str(db) in info.value.location
+    assert db.read_bytes() == data[:keep]
+
+
+class _FailingRead(sqlite3.Connection):
+    """A connection whose key reads fail like a dying disk once ``armed`` is set."""
+
+    armed = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if type(self).armed and sql.startswith("SELECT id, crc, value FROM keys"):
+            exc = sqlite3.OperationalError("disk I/O error")
+            exc.sqlite_errorname = "SQLITE_IOERR_READ"
+            raise exc
+        return super().execute(sql, *args)
+
+
+async def test_read_io_error_is_durability_error_then_read_only(tmp_path: Path) -> None:
+    """An IO error while reading raises DurabilityError and stops further writes."""
+    _FailingRead.armed = False
+    async with await open_sqlite_backend(
+        tmp_path / "auth.db", connection_factory=_FailingRead
+    ) as backend:
+        await backend.commit(Batch(keys={"session": {"a": b"v"}}))
+        _FailingRead.armed = True
+        try:
+            with pytest.raises(DurabilityError):
+                await backend.read_keys("session", ["a"])
+        finally:
+            _FailingRead.armed = False
+        assert backend.read_only
+        with pytest.raises(StoreReadOnlyError):
+            await backend.commit(Batch(keys={"session": {"b": b"v"}}))
