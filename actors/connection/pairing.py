@@ -45,6 +45,7 @@ from actors.connection.errors import BAD_SESSION, RemoteProtocolError
 from actors.connection.proto import wa_pb2
 from stores.creds import AuthCreds
 from stores.keys import sign, signal_public_key, verify
+from stores.types import Batch
 
 #: Signature and HMAC prefixes (Baileys' WA_ADV_* constants).
 ACCOUNT_SIGNATURE_PREFIX = b"\x06\x00"
@@ -173,6 +174,10 @@ class PairingCredsUpdate:
         out.signal_identities = [dict(item) for item in self.signal_identities]
         out.platform = self.platform
         return out
+
+    def batch(self, creds: AuthCreds) -> Batch:
+        """The durable commit to make before ``confirm_pairing()``: the paired creds."""
+        return Batch(creds=self.apply(creds))
 
 
 @dataclass(frozen=True, repr=False)

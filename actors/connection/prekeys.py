@@ -34,7 +34,7 @@ from actors.connection.binary import SERVER_JID, BinaryNode
 from actors.connection.errors import BAD_SESSION, LocalProtocolError, RemoteProtocolError
 from stores.creds import AuthCreds, KeyPair, SignedKeyPair
 from stores.keys import KEY_BUNDLE_TYPE, MAX_KEY_ID, generate_key_pair, key_pair_to_plain
-from stores.types import Value
+from stores.types import Batch, Value
 
 #: Keys uploaded when the server has none (Baileys' INITIAL_PREKEY_COUNT).
 INITIAL_PREKEY_COUNT = 812
@@ -131,6 +131,10 @@ class UploadPlan:
         out.next_pre_key_id = self.next_pre_key_id
         out.first_unuploaded_pre_key_id = self.first_unuploaded_pre_key_id
         return out
+
+    def batch(self, creds: AuthCreds) -> Batch:
+        """The one atomic commit to make durable before the upload: new keys + moved counters."""
+        return Batch(keys=self.key_batch(), creds=self.apply(creds))
 
 
 def plan_upload(creds: AuthCreds, count: int) -> UploadPlan:

@@ -106,6 +106,8 @@ def test_pair_success_gives_the_creds_change_baileys_makes() -> None:
     paired = update.apply(creds)
     assert creds.me is None, "apply returns a copy"
     assert AuthCreds.from_plain(paired.to_plain(), "test").me == update.me
+    batch = update.batch(creds)
+    assert batch.keys == {} and batch.creds is not None and batch.creds.me == update.me
 
 
 def test_reply_carries_our_device_signature_without_the_account_key() -> None:

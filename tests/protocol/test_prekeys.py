@@ -82,6 +82,10 @@ def test_plan_gives_the_store_batch_and_the_creds_change() -> None:
     moved = plan.apply(creds)
     assert (moved.next_pre_key_id, moved.first_unuploaded_pre_key_id) == (6, 6)
     assert creds.next_pre_key_id == 1
+    commit = plan.batch(creds)
+    assert commit.keys == plan.key_batch() and commit.creds is not None
+    assert commit.creds.next_pre_key_id == 6
+    assert commit.creds.registration_id == creds.registration_id
     assert "private" not in repr(plan) and str(plan.new_keys[1].private) not in repr(plan)
 
 
