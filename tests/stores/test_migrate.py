@@ -170,13 +170,17 @@ async def test_source_locked_by_running_owner_is_refused(
     assert not (tmp_path / "dst").exists()
 
 
-async def test_locked_directory_source_is_refused(tmp_path: Path, sample: StoreSnapshot) -> None:
-    """A native directory held by a running owner raises StoreLockedError."""
-    await _write("native", tmp_path / "src", sample)
+@pytest.mark.parametrize("src_kind", ["native", "multi-file"])
+async def test_locked_directory_source_is_refused(
+    tmp_path: Path, sample: StoreSnapshot, src_kind: str
+) -> None:
+    """A directory held by a running owner raises StoreLockedError naming the owner."""
+    await _write(src_kind, tmp_path / "src", sample)
     async with AsyncExitStack() as stack:
-        await enter_backend(stack, BACKENDS["native"].open(tmp_path / "src", "default"))
-        with pytest.raises(StoreLockedError):
-            await migrate("native", tmp_path / "src", "sqlite", tmp_path / "dst.db")
+        await enter_backend(stack, BACKENDS[src_kind].open(tmp_path / "src", "default"))
+        with pytest.raises(StoreLockedError) as info:
+            await migrate(src_kind, tmp_path / "src", "sqlite", tmp_path / "dst.db")
+        assert f"pid {os.getpid()}" in info.value.owner
     assert not (tmp_path / "dst.db").exists()
 
 
