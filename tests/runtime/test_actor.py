@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import suppress
 from typing import Any
 
 import pytest
@@ -349,3 +350,36 @@ async def test_an_actor_object_is_never_reused(autojump_clock: trio.testing.Mock
                 await sup.ref("p").call("crash")
             await trio.sleep_forever()
     assert "already ran" in str(info.value.last.error)
+
+
+async def test_concurrent_callers_through_crashes_never_hang(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Many callers during repeated crashes each get a reply or ActorDown before their deadline."""
+    outcomes: dict[str, int] = {"reply": 0, "down": 0}
+    spec = ChildSpec("p", lambda: Probe(Journal(), init_delay=0.05), mailbox_size=4)
+    async with open_supervisor([spec], max_restarts=1000, max_seconds=1.0) as sup:
+        ref = sup.ref("p")
+
+        async def caller(n: int) -> None:
+            for i in range(20):
+                start = trio.current_time()
+                try:
+                    await ref.call(("sleep", 0.01 * ((n + i) % 3)), timeout=1.0)
+                    outcomes["reply"] += 1
+                except ActorDown:
+                    outcomes["down"] += 1
+                assert trio.current_time() - start <= 1.0
+
+        async def crasher() -> None:
+            for _ in range(30):
+                await trio.sleep(0.07)
+                with suppress(ActorDown, CallTimeout):
+                    await ref.call("crash", timeout=1.0)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(20):
+                nursery.start_soon(caller, n)
+            nursery.start_soon(crasher)
+    assert outcomes["reply"] + outcomes["down"] == 20 * 20
+    assert outcomes["reply"] > 0 and outcomes["down"] > 0
