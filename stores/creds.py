@@ -36,6 +36,7 @@ import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from stores.errors import CorruptStateError, InvalidValueError
@@ -208,6 +209,9 @@ _CAMEL: dict[str, str] = {
     "last_account_sync_timestamp": "lastAccountSyncTimestamp",
 }
 """Field names in the order Baileys writes them (initAuthCreds, then pairing)."""
+
+BAILEYS_FIELD_NAMES: Mapping[str, str] = MappingProxyType(_CAMEL)
+"""snake_case field name → the camelCase name Baileys gives it in ``creds.json``."""
 
 _SNAKE = {camel: snake for snake, camel in _CAMEL.items()}
 _ACCOUNT_BYTES = ("details", "accountSignatureKey", "accountSignature", "deviceSignature")

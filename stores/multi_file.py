@@ -56,7 +56,12 @@ import trio
 from stores import _multi_file_journal as journal
 from stores import _multi_file_layout as layout
 from stores import buffer_json
-from stores.creds import AuthCreds, creds_from_baileys_json, creds_to_baileys_json
+from stores.creds import (
+    BAILEYS_FIELD_NAMES,
+    AuthCreds,
+    creds_from_baileys_json,
+    creds_to_baileys_json,
+)
 from stores.errors import (
     CorruptStateError,
     DurabilityError,
@@ -436,9 +441,42 @@ _RESTORE_HINT = " (stores.multi_file.restore_last_good_creds restores it)"
 def _parse_creds(raw: bytes, location: str) -> AuthCreds:
     if not raw:
         raise CorruptStateError(location, "empty file (a torn write?)", 0)
-    creds = creds_from_baileys_json(buffer_json.loads(raw, location), location)
-    check_creds_keys(creds, location)
+    try:
+        creds = creds_from_baileys_json(buffer_json.loads(raw, location), location)
+        check_creds_keys(creds, location)
+    except CorruptStateError as exc:
+        if exc.offset is not None:
+            raise
+        raise CorruptStateError(exc.location, exc.reason, _field_offset(raw, exc.reason)) from exc
     return creds
+
+
+_NESTED_NAMES = {"key_pair": "keyPair", "key_id": "keyId", "timestamp_s": "timestampS"}
+
+
+def _field_offset(raw: bytes, reason: str) -> int | None:
+    """Byte offset in ``raw`` of the field an error names (``creds.a.b: ...`` or ``$.a.b: ...``).
+
+    Found by searching each key of the path in turn after the previous one: exact
+    for creds.json as Baileys and we write it, and never worse than "unknown".
+    """
+    parts = reason.partition(":")[0].split(".")
+    if len(parts) < 2 or parts[0] not in ("creds", "$"):
+        return None
+    names = [BAILEYS_FIELD_NAMES.get(_bare(parts[1]), _bare(parts[1]))]
+    names += [_NESTED_NAMES.get(_bare(p), _bare(p)) for p in parts[2:]]
+    found: int | None = None
+    start = 0
+    for name in names:
+        at = raw.find(b'"' + name.encode("utf-8", "replace") + b'"', start)
+        if at < 0:
+            break
+        found = start = at
+    return found
+
+
+def _bare(part: str) -> str:
+    return part.partition("[")[0]
 
 
 def _refresh_last_good(directory: Path, fs: FileSystem) -> None:

@@ -237,7 +237,7 @@ async def test_every_truncation_of_creds_is_a_typed_error(tmp_path: Path) -> Non
 
 
 async def test_flipped_bits_in_key_material_are_caught(tmp_path: Path) -> None:
-    """A flipped bit in any key or signature of creds.json is an error (or changes nothing)."""
+    """A flipped bit in any key or signature of creds.json is an error with an offset."""
     creds = init_auth_creds()
     await write_creds(tmp_path, creds)
     path = tmp_path / "creds.json"
@@ -265,6 +265,8 @@ async def test_flipped_bits_in_key_material_are_caught(tmp_path: Path) -> None:
                     backend = await open_multi_file_backend(tmp_path)
                 except CorruptStateError as exc:
                     assert exc.location == str(path)
+                    # A parse error's offset, or where the damaged field starts.
+                    assert exc.offset is not None
                     checked += 1
                     continue
                 # Only a flip that decodes to the same bytes may pass.
@@ -272,6 +274,18 @@ async def test_flipped_bits_in_key_material_are_caught(tmp_path: Path) -> None:
                 await backend.aclose()
     assert checked > 100
     path.write_bytes(full)
+
+
+async def test_invalid_creds_fields_are_reported_with_their_offset(tmp_path: Path) -> None:
+    """Well-formed JSON with a wrong field: the error names the field and where it is."""
+    obj = creds_to_baileys_json(init_auth_creds())
+    obj["registrationId"] = "12"
+    raw = buffer_json.dump_bytes(obj)
+    (tmp_path / "creds.json").write_bytes(raw)
+    with pytest.raises(CorruptStateError) as info:
+        await open_multi_file_backend(tmp_path)
+    assert "registrationId" in info.value.reason
+    assert info.value.offset == raw.index(b'"registrationId"')
 
 
 async def test_corrupt_creds_are_never_replaced_and_can_be_restored(tmp_path: Path) -> None:
