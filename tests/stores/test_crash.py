@@ -118,6 +118,6 @@ def test_sigkill_at_random_moments_never_loses_an_ack(tmp_path: Path) -> None:
         # Fresh numbers each run, past any commit that was durable but not acknowledged.
         history.next_first = max(history.next_first, max(history.acked, default=0) + 1) + 200
         generation = trio.run(verify, path, history, seed, cycle)
-    assert generation >= 2, f"the run should have compacted several times (seed {seed})"
+    assert generation >= 1, f"the run should have compacted at least once (seed {seed})"
     assert len(history.acked) > KILLS, f"too few commits to mean anything (seed {seed})"
     assert kills_after_open >= KILLS // 2, f"most kills should hit a running child (seed {seed})"
