@@ -171,6 +171,8 @@ def _model(node: BinaryNode) -> tuple[type, int] | str | None:
         return (StreamError, int(reason))
     if node.tag == "xmlstreamend":
         return (Closed, 428)
+    if node.tag == "ib" and node.child("downgrade_webclient") is not None:
+        return (Closed, 411)
     return None
 
 

@@ -425,6 +425,11 @@ class ClientConnection:
         if tag == "iq":
             return self._on_iq(node)
         if tag == "ib":
+            if node.child("downgrade_webclient") is not None:
+                # Baileys: "Multi-device beta not joined", multideviceMismatch.
+                return self._end(
+                    Closed(DisconnectReason.MULTIDEVICE_MISMATCH, "server sent downgrade_webclient")
+                )
             edge = node.child("edge_routing")
             if edge is not None:
                 info = edge.child("routing_info")

@@ -462,6 +462,17 @@ def test_xmlstreamend_closes_with_428() -> None:
     assert isinstance(events[0], Closed) and events[0].reason is DisconnectReason.CONNECTION_CLOSED
 
 
+def test_downgrade_webclient_closes_with_411() -> None:
+    """ib > downgrade_webclient ends the connection as a multi-device mismatch (stop)."""
+    client, server = open_connection(paired_creds())
+    events, _ = exchange(client, server, BinaryNode("ib", {}, [BinaryNode("downgrade_webclient")]))
+    assert events == [
+        Closed(DisconnectReason.MULTIDEVICE_MISMATCH, "server sent downgrade_webclient")
+    ]
+    assert DisconnectReason.MULTIDEVICE_MISMATCH.policy.value == "stop"
+    assert state(client) is ClientState.CLOSED
+
+
 def test_data_after_close_is_ignored() -> None:
     """Once CLOSED, more bytes give no events and no error."""
     client, server = open_connection(paired_creds())
