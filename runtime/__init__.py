@@ -7,6 +7,7 @@ Since 0.1.0.
 """
 
 from runtime.actor import Actor, ActorContext, StopActor
+from runtime.child import ChildControl
 from runtime.core import ChildInfo, SupervisorBase, SupervisorState, SupervisorStatistics, supervise
 from runtime.dynamic import DynamicSupervisor, open_dynamic_supervisor
 from runtime.errors import (
@@ -43,6 +44,7 @@ __all__ = [
     "BusClosed",
     "BusStatistics",
     "CallTimeout",
+    "ChildControl",
     "ChildInfo",
     "ChildKind",
     "ChildSpec",

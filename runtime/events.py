@@ -54,7 +54,9 @@ class _Subscription:
 class EventBus:
     """Fan-out of event maps to subscribers; run it with ``open_event_bus`` or ``run``."""
 
-    def __init__(self, *, log: Logger | None = None, max_backlog: int = DEFAULT_MAX_BACKLOG):
+    def __init__(
+        self, *, log: Logger | None = None, max_backlog: int = DEFAULT_MAX_BACKLOG
+    ) -> None:
         self._log = (log if log is not None else default_logger()).bind(component="event_bus")
         self._max_backlog = max_backlog
         self._subs: dict[int, _Subscription] = {}
