@@ -1,0 +1,265 @@
+"""User-facing entry points: open an auth location and get creds plus a signal store.
+
+``await use_native_file_auth_state(path)`` (and the multi-file, SQLite and memory
+variants) opens a backend, reads the creds, and returns a ``PersistedAuth``:
+
+* ``.state``: an ``AuthState`` (``.creds``, ``.keys``) for library use;
+* ``await .save_creds(creds)``: a durable, acknowledged commit of a creds snapshot;
+* ``.config``: an ``AuthConfig`` the runtime reads to wire its persister and
+  signal-store actors to the same backend;
+* ``.backend``, ``await .aclose()`` and ``async with`` support.
+
+Only an empty or absent location starts a new device: the backend's ``read_creds``
+returns ``None`` then, and fresh creds are committed durably before returning.
+Backends raise typed errors for anything else; as a last guard, creds are never
+created over a location that already holds keys.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from stores.creds import AuthCreds, init_auth_creds
+from stores.errors import CorruptStateError, StoreError
+from stores.memory import open_memory_backend
+from stores.transactions import (
+    DEFAULT_CACHE_SIZE,
+    CommitFn,
+    TransactionalStore,
+)
+from stores.types import Batch, Persistence, SignalStore
+
+__all__ = [
+    "AuthConfig",
+    "AuthState",
+    "PersistedAuth",
+    "open_auth_state",
+    "use_memory_auth_state",
+    "use_multi_file_auth_state",
+    "use_native_file_auth_state",
+    "use_sqlite_auth_state",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class AuthState:
+    """What a session needs: creds and the Signal key store (Baileys' ``AuthenticationState``)."""
+
+    creds: AuthCreds
+    keys: SignalStore
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The runtime overrides that wire a session to this auth location.
+
+    The runtime reads exactly these:
+
+    * ``backend``: the ``Persistence`` the persister actor owns; it is the only
+      writer of the location while the session runs;
+    * ``creds``: the creds the connection actor starts from;
+    * ``make_signal_store(commit)``: builds the signal-store actor's
+      ``TransactionalStore`` reading from ``backend`` and committing through
+      ``commit`` (a call to the persister).
+
+    Once a runtime runs on it, do not also write through ``PersistedAuth.state.keys``:
+    two transaction layers on one backend would not see each other's commits.
+    """
+
+    backend: Persistence
+    creds: AuthCreds
+    cache_size: int | None = DEFAULT_CACHE_SIZE
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.backend_name
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    def make_signal_store(self, commit: CommitFn) -> TransactionalStore:
+        """A transaction layer over this backend's reads and the given commit function."""
+        return TransactionalStore(self.backend.read_keys, commit, cache_size=self.cache_size)
+
+
+class PersistedAuth:
+    """An open auth location: creds, a transactional key store, and its backend.
+
+    Close it with ``await aclose()`` or use it as ``async with``; closing waits for
+    in-flight commits, then closes (and unlocks) the backend.
+    """
+
+    def __init__(
+        self,
+        backend: Persistence,
+        creds: AuthCreds,
+        exit_stack: AsyncExitStack,
+        *,
+        cache_size: int | None = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        self.backend = backend
+        self._store = TransactionalStore(backend.read_keys, backend.commit, cache_size=cache_size)
+        self.state = AuthState(creds=creds, keys=self._store)
+        self.config = AuthConfig(backend=backend, creds=creds, cache_size=cache_size)
+        self._exit_stack = exit_stack
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PersistedAuth({self.backend.backend_name}:{self.backend.location!r})"
+
+    @property
+    def keys(self) -> TransactionalStore:
+        """``state.keys`` with its full type (statistics, ``commit_batch``)."""
+        return self._store
+
+    async def save_creds(self, creds: AuthCreds) -> int:
+        """Make ``creds`` durable (ordered with key commits); returns the durable sequence."""
+        seq = await self._store.commit_batch(Batch(creds=creds))
+        assert seq is not None  # a batch with creds is never empty
+        self.state.creds = creds
+        return seq
+
+    async def aclose(self) -> None:
+        """Wait for in-flight commits, then close the backend. Closing twice is harmless."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        try:
+            await self._store.aclose()
+        finally:
+            await self._exit_stack.aclose()
+
+    async def __aenter__(self) -> PersistedAuth:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def enter_backend(stack: AsyncExitStack, opened: Any) -> Persistence:
+    """Enter what a backend opener returned: an async context manager or an awaitable.
+
+    Openers differ (``async def open_x() -> Backend`` or an ``asynccontextmanager``);
+    either way the backend is closed when ``stack`` closes.
+    """
+    if hasattr(opened, "__aenter__"):
+        backend = await stack.enter_async_context(opened)
+    else:
+        backend = await opened
+        stack.push_async_callback(backend.aclose)
+    if not isinstance(backend, Persistence):
+        raise StoreError(f"{backend!r} does not implement stores.Persistence")
+    return backend
+
+
+async def open_auth_state(
+    backend: Persistence,
+    *,
+    close_backend: bool = True,
+    cache_size: int | None = DEFAULT_CACHE_SIZE,
+) -> PersistedAuth:
+    """Open auth state on any backend (custom ones included).
+
+    Reads the creds; when the backend reports none (an empty or absent location),
+    commits fresh ones from ``init_auth_creds()`` durably before returning. With
+    ``close_backend`` (the default) the ``PersistedAuth`` closes the backend.
+    """
+    stack = AsyncExitStack()
+    if close_backend:
+        stack.push_async_callback(backend.aclose)
+    try:
+        return await _open_on(backend, stack, cache_size)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _open_on(
+    backend: Persistence, stack: AsyncExitStack, cache_size: int | None
+) -> PersistedAuth:
+    creds = await backend.read_creds()
+    if creds is None:
+        creds = await _start_new_device(backend)
+    return PersistedAuth(backend, creds, stack, cache_size=cache_size)
+
+
+async def _start_new_device(backend: Persistence) -> AuthCreds:
+    # A backend says "no creds" only for an empty location; refuse anyway if keys exist,
+    # because fresh creds over a live device's keys would orphan it for good.
+    held = await backend.snapshot()
+    if held.creds is not None or any(held.keys.values()):
+        raise CorruptStateError(
+            backend.location, "holds Signal keys but no creds; refusing to start a new device"
+        )
+    creds = init_auth_creds()
+    await backend.commit(Batch(creds=creds))
+    return creds
+
+
+async def _open_with(opener: Callable[[], Any], cache_size: int | None) -> PersistedAuth:
+    stack = AsyncExitStack()
+    try:
+        backend = await enter_backend(stack, opener())
+        return await _open_on(backend, stack, cache_size)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+def _backend_module(name: str) -> Any:
+    # Imported on use: each backend is optional to this module, and importing them all
+    # would make every entry point pay for every backend.
+    return importlib.import_module(f"stores.{name}")
+
+
+async def use_native_file_auth_state(
+    path: PathLike, *, cache_size: int | None = DEFAULT_CACHE_SIZE
+) -> PersistedAuth:
+    """Auth state in the native crash-safe directory format at ``path`` (the default)."""
+    module = _backend_module("native")
+    return await _open_with(lambda: module.open_native_backend(path), cache_size)
+
+
+async def use_multi_file_auth_state(
+    path: PathLike, *, cache_size: int | None = DEFAULT_CACHE_SIZE
+) -> PersistedAuth:
+    """Auth state in a Baileys-compatible multi-file JSON directory at ``path``."""
+    module = _backend_module("multi_file")
+    return await _open_with(lambda: module.open_multi_file_backend(path), cache_size)
+
+
+async def use_sqlite_auth_state(
+    db_path: PathLike,
+    account: str = "default",
+    *,
+    cache_size: int | None = DEFAULT_CACHE_SIZE,
+) -> PersistedAuth:
+    """Auth state of one ``account`` in the SQLite database at ``db_path``."""
+    module = _backend_module("sqlite")
+    return await _open_with(
+        lambda: module.open_sqlite_backend(db_path, account=account), cache_size
+    )
+
+
+async def use_memory_auth_state(
+    name: str = "memory", *, cache_size: int | None = DEFAULT_CACHE_SIZE
+) -> PersistedAuth:
+    """Auth state held in memory only: a new device every time (tests, ephemeral bots)."""
+    return await _open_with(lambda: open_memory_backend(name), cache_size)

@@ -1,0 +1,718 @@
+"""Serializable transactions over any commit function: the one transaction layer.
+
+A ``TransactionalStore`` turns two functions into a ``SignalStore``:
+
+* ``read(type, ids)`` returns the *committed* values of the ids that are present
+  (``Persistence.read_keys`` has this shape);
+* ``commit(batch)`` makes a ``Batch`` durable and returns its sequence number
+  (``Persistence.commit``, or a ``call`` to the persister actor).
+
+Used as a library, both come straight from a backend; in the session tree the
+signal-store actor hosts this class with ``commit`` calling the persister. There
+is only this one implementation of locking, read-your-writes, conflict detection
+and nesting.
+
+How isolation is achieved (optimistic concurrency, validated at commit):
+
+* The store keeps the committed view in a bounded LRU cache and a *tick* that
+  advances each time a commit becomes visible. Every read inside a transaction
+  records the tick at which its value (or its absence: phantoms count) was
+  current.
+* At commit the read set is validated: if a visible commit wrote a slot after it
+  was read, the transaction raises ``TransactionConflict``. Then it waits for any
+  *in-flight* commit that writes a slot it read or writes, so that every slot has
+  at most one commit in flight and durable order equals serial order.
+* Commits become visible strictly in validation order, and only after the commit
+  function returned (the durable ack). The serial order that explains any run is
+  the order of validation.
+
+Per-key mutual exclusion (Baileys' ``transaction(key)`` mutex) is kept on top: two
+transactions on one key never run at the same time. Locks are taken in sorted
+order; a nested transaction on a key that sorts *before* a key already held tries
+the lock without waiting and raises ``LockOrderConflict`` if it is busy (the
+callback form retries it), so no set of transactions can deadlock.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import enum
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import trio
+
+from stores.errors import InvalidValueError, StoreClosedError, StoreError, TransactionConflict
+from stores.types import KEY_TYPES, Batch, KeyWrites, Value
+
+if TYPE_CHECKING:
+    from stores.creds import AuthCreds
+
+__all__ = [
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_MAX_ATTEMPTS",
+    "CommitFn",
+    "LockOrderConflict",
+    "ReadFn",
+    "StoreTransaction",
+    "TransactionStatistics",
+    "TransactionalStore",
+    "copy_value",
+    "validate_writes",
+]
+
+T = TypeVar("T")
+
+ReadFn = Callable[[str, Sequence[str]], Awaitable[dict[str, Value]]]
+"""``read(type, ids)``: the committed values of the present ids."""
+
+CommitFn = Callable[[Batch], Awaitable[int]]
+"""``commit(batch)``: durable and atomic, returns the durable sequence number."""
+
+Slot = tuple[str, str]
+"""``(type, id)``: the unit of versioning and conflict detection."""
+
+DEFAULT_CACHE_SIZE = 16_384
+"""Committed entries (present or known-absent) kept in memory by default."""
+
+DEFAULT_MAX_ATTEMPTS = 10
+"""How many times ``run_transaction`` runs its callback before giving up (Baileys: 10)."""
+
+_CREDS_SLOT: Slot = ("creds", "")
+# Creds are write-only for this layer; the pseudo-slot orders creds commits.
+
+_MAX_READ_ROUNDS = 1_000
+# A read retries while commits race with it; each round waits for one of them.
+
+
+class _Absent(enum.Enum):
+    """Marks a slot known to hold nothing (cached or read), so phantoms are versioned too."""
+
+    ABSENT = enum.auto()
+
+
+_ABSENT = _Absent.ABSENT
+
+
+class _Outcome(enum.Enum):
+    PENDING = enum.auto()
+    ACKED = enum.auto()
+    FAILED = enum.auto()
+
+
+class _Phase(enum.Enum):
+    OPEN = enum.auto()
+    COMMITTING = enum.auto()
+    COMMITTED = enum.auto()
+    DISCARDED = enum.auto()
+
+
+class LockOrderConflict(TransactionConflict):
+    """A nested transaction wanted a key that sorts before one it holds, and it was busy.
+
+    Waiting could deadlock, so the transaction is aborted instead. The callback form
+    (``run_transaction``) retries it like any conflict; with the context-manager form,
+    open the keys up front: ``store.transaction(key_a, key_b)``.
+    """
+
+    def __init__(self, key: str, held: tuple[str, ...]) -> None:
+        self.key = key
+        self.held = held
+        self.conflicts: list[tuple[str, str]] = []
+        StoreError.__init__(
+            self,
+            f"transaction on {key!r} nested inside {list(held)!r}: {key!r} sorts before a held "
+            "key and is locked by another task; waiting could deadlock",
+        )
+
+
+@dataclass(frozen=True)
+class TransactionStatistics:
+    """A snapshot of a ``TransactionalStore``'s counters (trio's ``statistics()`` idiom)."""
+
+    commits: int
+    """Commits acknowledged durable and made visible."""
+    failed_commits: int
+    """Commits whose commit function raised (their slots were marked uncertain)."""
+    conflicts: int
+    """Transactions that failed validation (each retry counts)."""
+    retries: int
+    """Extra attempts made by ``run_transaction``."""
+    active_transactions: int
+    pending_commits: int
+    cached_entries: int
+    cache_hits: int
+    cache_misses: int
+    uncertain_slots: int
+
+
+def copy_value(value: Value, where: str = "value") -> Value:
+    """Copy plain data, refusing anything else: stored state never aliases a caller's object.
+
+    Plain data is ``bytes | str | int | float | bool | None | list | dict[str, ...]``.
+    Raises ``InvalidValueError`` naming the path of the first offending part.
+    """
+    if value is None or isinstance(value, bytes | str | int | float):
+        return value
+    if isinstance(value, list):
+        return [copy_value(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        copied: dict[str, Value] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidValueError(where, f"dict key {key!r} is not a str")
+            copied[key] = copy_value(item, f"{where}.{key}")
+        return copied
+    raise InvalidValueError(
+        where,
+        f"{type(value).__name__} is not plain data "
+        "(bytes, str, int, float, bool, None, list, dict)",
+    )
+
+
+def _check_type_and_ids(type_: str, ids: Iterable[str]) -> list[str]:
+    if type_ not in KEY_TYPES:
+        raise InvalidValueError("key type", f"{type_!r} is not one of {list(KEY_TYPES)}")
+    if isinstance(ids, str):
+        raise InvalidValueError(f"{type_} ids", "expected a sequence of ids, got one str")
+    checked: list[str] = []
+    for id_ in ids:
+        if not isinstance(id_, str) or not id_:
+            raise InvalidValueError(f"{type_} id", f"{id_!r} is not a non-empty str")
+        checked.append(id_)
+    return checked
+
+
+def validate_writes(data: KeyWrites) -> dict[Slot, Value | None]:
+    """Check and copy ``{type: {id: value | None}}`` into ``{(type, id): value | None}``."""
+    writes: dict[Slot, Value | None] = {}
+    for type_, entries in data.items():
+        ids = _check_type_and_ids(type_, entries.keys())
+        for id_ in ids:
+            value = entries[id_]
+            writes[(type_, id_)] = None if value is None else copy_value(value, f"{type_}/{id_}")
+    return writes
+
+
+def _group(writes: Mapping[Slot, Value | None]) -> dict[str, dict[str, Value | None]]:
+    grouped: dict[str, dict[str, Value | None]] = {}
+    for (type_, id_), value in writes.items():
+        grouped.setdefault(type_, {})[id_] = value
+    return grouped
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A validated commit in flight; becomes visible in validation order."""
+
+    issue: int
+    writes: dict[Slot, Value | None]
+    slots: frozenset[Slot]
+    outcome: _Outcome = _Outcome.PENDING
+    seq: int | None = None
+    applied: trio.Event = field(default_factory=trio.Event)
+
+
+class StoreTransaction:
+    """The handle inside ``store.transaction(key)``; reads see its own writes.
+
+    Nothing written here is visible outside until the outermost block exits normally
+    and the commit function acknowledged the batch. ``commit_seq`` then holds the
+    durable sequence number (``None`` for a transaction that wrote nothing).
+    """
+
+    def __init__(self, store: TransactionalStore, key: str) -> None:
+        self._store = store
+        self.key = key
+        self._held: list[str] = []
+        self._reads: dict[Slot, int] = {}
+        self._seen: dict[Slot, Value | _Absent] = {}
+        self._writes: dict[Slot, Value | None] = {}
+        self._creds: AuthCreds | None = None
+        self._phase = _Phase.OPEN
+        self.commit_seq: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreTransaction(key={self.key!r}, phase={self._phase.name.lower()}, "
+            f"reads={len(self._reads)}, writes={len(self._writes)})"
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self._phase is _Phase.OPEN
+
+    @property
+    def keys_held(self) -> tuple[str, ...]:
+        """The transaction keys whose locks this transaction holds, in acquisition order."""
+        return tuple(self._held)
+
+    def _check_open(self) -> None:
+        if self._phase is not _Phase.OPEN:
+            raise StoreError(f"transaction {self.key!r} is {self._phase.name.lower()}; not usable")
+
+    async def get(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
+        """Values of the present ids: this transaction's writes first, then committed state."""
+        self._check_open()
+        wanted = list(dict.fromkeys(_check_type_and_ids(type, ids)))
+        missing = [
+            id_
+            for id_ in wanted
+            if (type, id_) not in self._writes and (type, id_) not in self._seen
+        ]
+        if missing:
+            found, version = await self._store._read_committed(type, missing)
+            self._check_open()
+            for id_ in missing:
+                slot = (type, id_)
+                if slot not in self._seen:
+                    # Repeatable reads: the first observed value stays this transaction's view.
+                    self._seen[slot] = found.get(id_, _ABSENT)
+                    self._reads[slot] = version
+        else:
+            await trio.lowlevel.checkpoint()
+        result: dict[str, Value] = {}
+        for id_ in wanted:
+            slot = (type, id_)
+            if slot in self._writes:
+                value = self._writes[slot]
+                if value is not None:
+                    result[id_] = copy_value(value)
+            else:
+                seen = self._seen[slot]
+                if seen is not _ABSENT:
+                    result[id_] = copy_value(seen)
+        return result
+
+    async def set(self, data: KeyWrites) -> None:
+        """Stage writes (``None`` deletes); visible to this transaction only until commit."""
+        self._check_open()
+        self._writes.update(validate_writes(data))
+        await trio.lowlevel.checkpoint()
+
+    def set_creds(self, creds: AuthCreds) -> None:
+        """Commit this creds snapshot atomically with the transaction's key writes."""
+        self._check_open()
+        self._creds = copy.deepcopy(creds)
+
+    def _savepoint(self) -> tuple[dict[Slot, Value | None], AuthCreds | None]:
+        return dict(self._writes), self._creds
+
+    def _rollback(self, saved: tuple[dict[Slot, Value | None], AuthCreds | None]) -> None:
+        self._writes, self._creds = dict(saved[0]), saved[1]
+
+
+class _KeyLocks:
+    """One FIFO lock per transaction key, dropped when nobody uses it (Baileys' ref counts)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, trio.Semaphore] = {}
+        self._users: collections.Counter[str] = collections.Counter()
+
+    def _lock(self, key: str) -> trio.Semaphore:
+        self._users[key] += 1
+        # A semaphore, not trio.Lock: a child task of the transaction may release it.
+        return self._locks.setdefault(key, trio.Semaphore(1))
+
+    def _forget(self, key: str) -> None:
+        self._users[key] -= 1
+        if self._users[key] == 0:
+            del self._users[key]
+            del self._locks[key]
+
+    async def acquire(self, key: str) -> None:
+        lock = self._lock(key)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._forget(key)
+            raise
+
+    def acquire_nowait(self, key: str) -> bool:
+        lock = self._lock(key)
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            self._forget(key)
+            return False
+        return True
+
+    def release(self, key: str) -> None:
+        self._locks[key].release()
+        self._forget(key)
+
+
+class TransactionalStore:
+    """A ``SignalStore`` with serializable transactions over a read and a commit function.
+
+    ``cache_size`` bounds the committed entries kept in memory (``None``: unbounded).
+    ``max_attempts`` bounds ``run_transaction``'s automatic retries on conflict.
+
+    The commit function must be *ordered*: when it returns for a batch, every batch
+    handed to it earlier has settled (succeeded or failed for good). Backends and a
+    single persister actor are. A commit function that raises may still have made
+    its batch durable (a timed-out call): the slots it wrote become *uncertain*,
+    are never cached and always read through, until a later commit is acknowledged.
+    The commit call is shielded from cancellation so that a cancelled transaction
+    never leaves the in-memory view disagreeing with durable state.
+    """
+
+    def __init__(
+        self,
+        read: ReadFn,
+        commit: CommitFn,
+        *,
+        cache_size: int | None = DEFAULT_CACHE_SIZE,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if cache_size is not None and cache_size < 0:
+            raise ValueError("cache_size must be >= 0 or None")
+        self._read_fn = read
+        self._commit_fn = commit
+        self._cache_size = cache_size
+        self._max_attempts = max_attempts
+        self._current: ContextVar[StoreTransaction | None] = ContextVar(
+            f"stores.transaction.{id(self):x}", default=None
+        )
+        self._locks = _KeyLocks()
+        self._cache: collections.OrderedDict[Slot, Value | _Absent] = collections.OrderedDict()
+        self._tick = 0
+        self._log: collections.deque[tuple[int, frozenset[Slot]]] = collections.deque()
+        self._last_write: dict[Slot, int] = {}
+        self._pins: collections.Counter[int] = collections.Counter()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._writer_of: dict[Slot, _Pending] = {}
+        self._uncertain: dict[Slot, int] = {}
+        self._issues = itertools.count(1)
+        self._active = 0
+        self._closed = False
+        self._commits = 0
+        self._failed_commits = 0
+        self._conflicts = 0
+        self._retries = 0
+        self._hits = 0
+        self._misses = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"TransactionalStore(active={self._active}, pending={len(self._queue)}, "
+            f"cached={len(self._cache)}, closed={self._closed})"
+        )
+
+    # -- the SignalStore surface -------------------------------------------------
+
+    async def get(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
+        """Committed values of the present ids (inside a transaction: the transaction's view)."""
+        tx = self._open_transaction()
+        if tx is not None:
+            return await tx.get(type, ids)
+        self._check_open()
+        wanted = _check_type_and_ids(type, ids)
+        found, _version = await self._read_committed(type, wanted)
+        return {id_: copy_value(found[id_]) for id_ in wanted if id_ in found}
+
+    async def set(self, data: KeyWrites) -> None:
+        """Write ``{type: {id: value | None}}``; outside a transaction a one-shot commit."""
+        tx = self._open_transaction()
+        if tx is not None:
+            await tx.set(data)
+            return
+        self._check_open()
+        writes = validate_writes(data)
+        if not writes:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._commit("<set>", {}, writes, None)
+
+    async def commit_batch(self, batch: Batch) -> int | None:
+        """Commit keys and an optional creds snapshot atomically, outside any transaction.
+
+        Returns the durable sequence number (``None`` for an empty batch). This is
+        how creds are saved so that they are ordered with key commits.
+        """
+        if self._open_transaction() is not None:
+            raise StoreError("commit_batch inside a transaction: use tx.set and tx.set_creds")
+        self._check_open()
+        writes = validate_writes(batch.keys)
+        creds = None if batch.creds is None else copy.deepcopy(batch.creds)
+        if not writes and creds is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        return await self._commit("<batch>", {}, writes, creds)
+
+    def in_transaction(self) -> bool:
+        """Whether the current task runs inside an open transaction of this store."""
+        return self._open_transaction() is not None
+
+    def current_transaction(self) -> StoreTransaction | None:
+        """The open transaction of the current task, if any."""
+        return self._open_transaction()
+
+    @asynccontextmanager
+    async def transaction(self, key: str, *more_keys: str) -> AsyncIterator[StoreTransaction]:
+        """A serializable transaction holding the locks of ``key`` (and ``more_keys``).
+
+        Commits when the block exits normally; an exception discards every write.
+        Raises ``TransactionConflict`` on exit if another commit invalidated a read.
+        Nested inside an open transaction it joins it (one atomic commit at the
+        outermost exit), also locking keys not yet held; an exception leaving the
+        nested block rolls back only the writes made inside it.
+        """
+        outer = self._open_transaction()
+        if outer is not None:
+            await self._lock_more(outer, (key, *more_keys))
+            saved = outer._savepoint()
+            try:
+                yield outer
+            except BaseException:
+                outer._rollback(saved)
+                raise
+            return
+        self._check_open()
+        tx = StoreTransaction(self, key)
+        pin = self._tick
+        self._pins[pin] += 1
+        self._active += 1
+        try:
+            for lock_key in sorted({key, *more_keys}):
+                await self._locks.acquire(lock_key)
+                tx._held.append(lock_key)
+            token = self._current.set(tx)
+            try:
+                try:
+                    yield tx
+                except BaseException:
+                    tx._phase = _Phase.DISCARDED
+                    raise
+                tx._phase = _Phase.COMMITTING
+                tx.commit_seq = await self._commit(key, tx._reads, tx._writes, tx._creds)
+                tx._phase = _Phase.COMMITTED
+            finally:
+                if tx._phase is not _Phase.COMMITTED:
+                    tx._phase = _Phase.DISCARDED
+                self._current.reset(token)
+        finally:
+            for lock_key in tx._held:
+                self._locks.release(lock_key)
+            self._active -= 1
+            self._unpin(pin)
+
+    async def run_transaction(self, key: str, fn: Callable[[StoreTransaction], Awaitable[T]]) -> T:
+        """Run ``fn(tx)`` in a transaction, retrying it on conflict (bounded, then raise).
+
+        Nested inside an open transaction it joins it and runs once: the outermost
+        ``run_transaction`` owns the retries.
+        """
+        if self._open_transaction() is not None:
+            async with self.transaction(key) as tx:
+                return await fn(tx)
+        last: TransactionConflict | None = None
+        for attempt in range(self._max_attempts):
+            if attempt:
+                self._retries += 1
+            try:
+                async with self.transaction(key) as tx:
+                    result = await fn(tx)
+                return result
+            except TransactionConflict as conflict:
+                last = conflict
+                await trio.lowlevel.checkpoint()
+        assert last is not None
+        raise last
+
+    def statistics(self) -> TransactionStatistics:
+        return TransactionStatistics(
+            commits=self._commits,
+            failed_commits=self._failed_commits,
+            conflicts=self._conflicts,
+            retries=self._retries,
+            active_transactions=self._active,
+            pending_commits=len(self._queue),
+            cached_entries=len(self._cache),
+            cache_hits=self._hits,
+            cache_misses=self._misses,
+            uncertain_slots=len(self._uncertain),
+        )
+
+    async def aclose(self) -> None:
+        """Refuse new work, then wait until every in-flight commit has settled."""
+        self._closed = True
+        while self._queue:
+            await self._queue[-1].applied.wait()
+        await trio.lowlevel.checkpoint()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the transactional store is closed")
+
+    def _open_transaction(self) -> StoreTransaction | None:
+        tx = self._current.get()
+        return tx if tx is not None and tx.is_open else None
+
+    def _unpin(self, pin: int) -> None:
+        self._pins[pin] -= 1
+        if self._pins[pin] == 0:
+            del self._pins[pin]
+        self._prune()
+
+    def _prune(self) -> None:
+        # Log entries older than every pinned reader can never cause a conflict again.
+        horizon = min(self._pins) if self._pins else self._tick
+        while self._log and self._log[0][0] <= horizon:
+            tick, slots = self._log.popleft()
+            for slot in slots:
+                if self._last_write.get(slot) == tick:
+                    del self._last_write[slot]
+
+    async def _lock_more(self, tx: StoreTransaction, keys: Sequence[str]) -> None:
+        for key in sorted(set(keys) - set(tx._held)):
+            if key > max(tx._held):
+                await self._locks.acquire(key)
+            elif not self._locks.acquire_nowait(key):
+                raise LockOrderConflict(key, tuple(tx._held))
+            tx._held.append(key)
+        await trio.lowlevel.checkpoint()
+
+    def _cache_put(self, slot: Slot, value: Value | _Absent) -> None:
+        if self._cache_size == 0:
+            return
+        self._cache[slot] = value
+        self._cache.move_to_end(slot)
+        if self._cache_size is not None and len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def _read_committed(self, type_: str, ids: Sequence[str]) -> tuple[dict[str, Value], int]:
+        """Committed values of the present ids, all current at the returned tick.
+
+        Slots with a commit in flight are read after it became visible, so a backend
+        read never exposes a write before its turn.
+        """
+        fetched: dict[Slot, tuple[Value | _Absent, int]] = {}
+        for _round in range(_MAX_READ_ROUNDS):
+            found: dict[str, Value] = {}
+            needed: list[str] = []
+            for id_ in ids:
+                slot = (type_, id_)
+                value: Value | _Absent
+                if slot in self._cache and slot not in self._uncertain:
+                    self._cache.move_to_end(slot)
+                    self._hits += 1
+                    value = self._cache[slot]
+                elif slot in fetched and self._still_current(slot, fetched[slot][1]):
+                    value = fetched[slot][0]
+                else:
+                    needed.append(id_)
+                    continue
+                if value is not _ABSENT:
+                    found[id_] = value
+            if not needed:
+                if not fetched:
+                    await trio.lowlevel.checkpoint()
+                return found, self._tick
+            blocker = next(
+                (p for id_ in needed if (p := self._writer_of.get((type_, id_))) is not None),
+                None,
+            )
+            if blocker is not None:
+                await blocker.applied.wait()
+                continue
+            self._misses += len(needed)
+            start = self._tick
+            self._pins[start] += 1
+            try:
+                values = await self._read_fn(type_, needed)
+            finally:
+                self._unpin(start)
+            for id_ in needed:
+                slot = (type_, id_)
+                value = values.get(id_, _ABSENT)
+                fetched[slot] = (value, start)
+                if self._still_current(slot, start) and slot not in self._uncertain:
+                    self._cache_put(slot, value)
+        raise TransactionConflict("<read>", [(type_, id_) for id_ in ids])
+
+    def _still_current(self, slot: Slot, since: int) -> bool:
+        return self._last_write.get(slot, 0) <= since and slot not in self._writer_of
+
+    async def _commit(
+        self,
+        key: str,
+        reads: Mapping[Slot, int],
+        writes: dict[Slot, Value | None],
+        creds: AuthCreds | None,
+    ) -> int | None:
+        slots = frozenset(writes) | ({_CREDS_SLOT} if creds is not None else frozenset())
+        while True:
+            self._check_open()
+            conflicts = [
+                slot for slot, seen in reads.items() if self._last_write.get(slot, 0) > seen
+            ]
+            if conflicts:
+                self._conflicts += 1
+                raise TransactionConflict(key, sorted(conflicts))
+            if not slots:
+                # Read-only: its reads are all current now, so it serializes right here.
+                return None
+            blocker = next(
+                (
+                    p
+                    for slot in itertools.chain(reads, slots)
+                    if (p := self._writer_of.get(slot)) is not None
+                ),
+                None,
+            )
+            if blocker is None:
+                break
+            await blocker.applied.wait()
+        pending = _Pending(issue=next(self._issues), writes=writes, slots=slots)
+        self._queue.append(pending)
+        for slot in slots:
+            self._writer_of[slot] = pending
+        batch = Batch(keys=_group(writes), creds=creds)
+        try:
+            with trio.CancelScope(shield=True):
+                seq = await self._commit_fn(batch)
+        except BaseException:
+            pending.outcome = _Outcome.FAILED
+            self._drain()
+            raise
+        pending.outcome = _Outcome.ACKED
+        pending.seq = seq
+        self._drain()
+        await pending.applied.wait()
+        return seq
+
+    def _drain(self) -> None:
+        """Make settled commits visible, strictly in validation order."""
+        while self._queue and self._queue[0].outcome is not _Outcome.PENDING:
+            pending = self._queue.popleft()
+            self._tick += 1
+            for slot in pending.slots:
+                if self._writer_of.get(slot) is pending:
+                    del self._writer_of[slot]
+                self._last_write[slot] = self._tick
+            self._log.append((self._tick, pending.slots))
+            if pending.outcome is _Outcome.ACKED:
+                self._commits += 1
+                # An ordered commit function has settled every earlier batch by now.
+                self._uncertain = {
+                    slot: issue for slot, issue in self._uncertain.items() if issue > pending.issue
+                }
+                for slot, value in pending.writes.items():
+                    self._cache_put(slot, _ABSENT if value is None else value)
+            else:
+                self._failed_commits += 1
+                for slot in pending.writes:
+                    self._cache.pop(slot, None)
+                    self._uncertain[slot] = pending.issue
+            pending.applied.set()
+        self._prune()

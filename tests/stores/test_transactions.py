@@ -1,0 +1,627 @@
+"""The transaction layer: semantics of ``TransactionalStore`` over a recording commit function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from stores.errors import (
+    DurabilityError,
+    InvalidValueError,
+    StoreClosedError,
+    StoreError,
+    TransactionConflict,
+)
+from stores.memory import MemoryBackend
+from stores.transactions import (
+    DEFAULT_CACHE_SIZE,
+    LockOrderConflict,
+    StoreTransaction,
+    TransactionalStore,
+)
+from stores.types import Batch, SignalStore, Value
+from tests.stores.contract import make_creds
+
+
+class Recorder:
+    """A memory backend behind read/commit functions that record calls and can be gated."""
+
+    def __init__(self) -> None:
+        self.backend = MemoryBackend()
+        self.batches: list[Batch] = []
+        self.reads: list[tuple[str, list[str]]] = []
+        self.gate: trio.Event | None = None
+        self.land_before_gate = False
+        self.fail_with: BaseException | None = None
+
+    async def read(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
+        self.reads.append((type, list(ids)))
+        return await self.backend.read_keys(type, ids)
+
+    async def commit(self, batch: Batch) -> int:
+        self.batches.append(batch)
+        seq = 0
+        if self.land_before_gate:
+            seq = await self.backend.commit(batch)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        if not self.land_before_gate:
+            seq = await self.backend.commit(batch)
+        return seq
+
+    def store(
+        self, *, cache_size: int | None = DEFAULT_CACHE_SIZE, max_attempts: int = 10
+    ) -> TransactionalStore:
+        return TransactionalStore(
+            self.read, self.commit, cache_size=cache_size, max_attempts=max_attempts
+        )
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def store(rec: Recorder) -> TransactionalStore:
+    return rec.store()
+
+
+async def test_store_is_a_signal_store(store: TransactionalStore) -> None:
+    """TransactionalStore satisfies the SignalStore protocol."""
+    assert isinstance(store, SignalStore)
+
+
+async def test_get_returns_only_present_ids(store: TransactionalStore) -> None:
+    """get leaves absent ids out of the result instead of mapping them to None."""
+    await store.set({"pre-key": {"1": {"private": b"a" * 32, "public": b"b" * 32}}})
+    assert await store.get("pre-key", ["1", "2"]) == {
+        "1": {"private": b"a" * 32, "public": b"b" * 32}
+    }
+
+
+async def test_none_deletes_and_deleting_absent_pre_key_is_noop(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """set with None deletes an id; deleting a pre-key that does not exist changes nothing."""
+    await store.set({"pre-key": {"1": {"private": b"a" * 32, "public": b"b" * 32}}})
+    await store.set({"pre-key": {"1": None, "9": None}})
+    assert await store.get("pre-key", ["1", "9"]) == {}
+    assert (await rec.backend.snapshot()).keys == {}
+
+
+async def test_plain_set_is_a_one_shot_commit(store: TransactionalStore, rec: Recorder) -> None:
+    """A set outside any transaction is committed atomically as one batch."""
+    await store.set({"session": {"a": b"1", "b": b"2"}, "sender-key": {"g": b"3"}})
+    assert len(rec.batches) == 1
+    assert rec.batches[0].keys == {"session": {"a": b"1", "b": b"2"}, "sender-key": {"g": b"3"}}
+
+
+async def test_read_your_writes_inside_a_transaction(store: TransactionalStore) -> None:
+    """Reads through the handle see the transaction's own writes and deletes."""
+    await store.set({"session": {"a": b"old", "b": b"keep"}})
+    async with store.transaction("k") as tx:
+        await tx.set({"session": {"a": b"new", "b": None}})
+        assert await tx.get("session", ["a", "b"]) == {"a": b"new"}
+
+
+async def test_nothing_is_visible_before_commit(store: TransactionalStore) -> None:
+    """Another task reads the committed value while a transaction is open, the new one after."""
+    await store.set({"session": {"a": b"old"}})
+    opened = trio.Event()
+    release = trio.Event()
+    seen: list[dict[str, Value]] = []
+
+    async def writer() -> None:
+        async with store.transaction("k") as tx:
+            await tx.set({"session": {"a": b"new"}})
+            opened.set()
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await opened.wait()
+        seen.append(await store.get("session", ["a"]))
+        release.set()
+    seen.append(await store.get("session", ["a"]))
+    assert seen == [{"a": b"old"}, {"a": b"new"}]
+
+
+async def test_exception_discards_every_write(store: TransactionalStore, rec: Recorder) -> None:
+    """An exception leaving the block discards the writes and reaches the caller."""
+    with pytest.raises(RuntimeError, match="boom"):
+        async with store.transaction("k") as tx:
+            await tx.set({"session": {"a": b"x"}})
+            raise RuntimeError("boom")
+    assert await store.get("session", ["a"]) == {}
+    assert rec.batches == []
+
+
+async def test_transaction_commits_once_atomically(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """All writes of a transaction reach the commit function as one batch, on exit only."""
+    async with store.transaction("k") as tx:
+        await tx.set({"session": {"a": b"1"}})
+        await tx.set({"pre-key": {"5": {"private": b"p" * 32, "public": b"q" * 32}}})
+        assert rec.batches == []
+    assert len(rec.batches) == 1
+    assert set(rec.batches[0].keys) == {"session", "pre-key"}
+    assert tx.commit_seq == rec.backend.seq
+
+
+async def test_in_transaction_reports_the_current_task(store: TransactionalStore) -> None:
+    """in_transaction is true inside the block only, and false in unrelated tasks."""
+    assert not store.in_transaction()
+    elsewhere: list[bool] = []
+    inside = trio.Event()
+    done = trio.Event()
+
+    async def other() -> None:
+        await inside.wait()
+        elsewhere.append(store.in_transaction())
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        async with store.transaction("k"):
+            assert store.in_transaction()
+            inside.set()
+            await done.wait()
+    assert not store.in_transaction()
+    assert elsewhere == [False]
+
+
+async def test_store_get_and_set_inside_transaction_go_through_it(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """Inside a transaction, store.get/set act on the transaction, as in Baileys."""
+    async with store.transaction("k"):
+        await store.set({"session": {"a": b"1"}})
+        assert await store.get("session", ["a"]) == {"a": b"1"}
+        assert rec.batches == []
+    assert len(rec.batches) == 1
+
+
+async def test_run_transaction_returns_the_callback_result(store: TransactionalStore) -> None:
+    """run_transaction commits the callback's writes and returns its value."""
+
+    async def work(tx: StoreTransaction) -> str:
+        await tx.set({"session": {"a": b"1"}})
+        return "done"
+
+    assert await store.run_transaction("k", work) == "done"
+    assert await store.get("session", ["a"]) == {"a": b"1"}
+
+
+async def _increment(tx: StoreTransaction, slot: str) -> int:
+    current = (await tx.get("sender-key-memory", [slot])).get(slot, {"n": 0})["n"]
+    await trio.lowlevel.checkpoint()
+    await tx.set({"sender-key-memory": {slot: {"n": current + 1}}})
+    return int(current)
+
+
+async def test_lost_update_raises_conflict_in_context_form(store: TransactionalStore) -> None:
+    """A transaction whose read a concurrent commit overwrote raises TransactionConflict."""
+    results: list[str] = []
+    first_read = trio.Event()
+    second_done = trio.Event()
+
+    async def slow() -> None:
+        try:
+            async with store.transaction("a") as tx:
+                await _increment(tx, "c")
+                first_read.set()
+                await second_done.wait()
+            results.append("slow committed")
+        except TransactionConflict as conflict:
+            results.append(f"slow conflict {conflict.conflicts}")
+
+    async def fast() -> None:
+        await first_read.wait()
+        async with store.transaction("b") as tx:
+            await _increment(tx, "c")
+        second_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow)
+        nursery.start_soon(fast)
+    assert results == ["slow conflict [('sender-key-memory', 'c')]"]
+    assert await store.get("sender-key-memory", ["c"]) == {"c": {"n": 1}}
+    assert store.statistics().conflicts == 1
+
+
+async def test_run_transaction_retries_conflicts(store: TransactionalStore) -> None:
+    """Concurrent read-modify-write callbacks on different keys all land (no lost update)."""
+
+    async def bump(tx: StoreTransaction) -> int:
+        return await _increment(tx, "c")
+
+    async with trio.open_nursery() as nursery:
+        for i in range(8):
+            nursery.start_soon(store.run_transaction, f"key{i}", bump)
+    assert await store.get("sender-key-memory", ["c"]) == {"c": {"n": 8}}
+    assert store.statistics().retries >= 1
+
+
+async def test_phantom_read_conflicts(store: TransactionalStore) -> None:
+    """Reading an absent id, then seeing it created by another commit, is a conflict."""
+    read_done = trio.Event()
+    created = trio.Event()
+    outcome: list[str] = []
+
+    async def reader() -> None:
+        try:
+            async with store.transaction("a") as tx:
+                assert await tx.get("pre-key", ["7"]) == {}
+                read_done.set()
+                await created.wait()
+                await tx.set({"session": {"saw-no-prekey": b"1"}})
+            outcome.append("committed")
+        except TransactionConflict:
+            outcome.append("conflict")
+
+    async def creator() -> None:
+        await read_done.wait()
+        await store.set({"pre-key": {"7": {"private": b"a" * 32, "public": b"b" * 32}}})
+        created.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(creator)
+    assert outcome == ["conflict"]
+    assert await store.get("session", ["saw-no-prekey"]) == {}
+
+
+async def test_write_skew_is_prevented(store: TransactionalStore) -> None:
+    """Two transactions reading both slots and writing one each cannot both commit."""
+    await store.set({"session": {"x": b"0", "y": b"0"}})
+    both_read = trio.Semaphore(0)
+    outcomes: list[str] = []
+
+    async def one(mine: str) -> None:
+        try:
+            async with store.transaction(mine) as tx:
+                await tx.get("session", ["x", "y"])
+                both_read.release()
+                await trio.testing.wait_all_tasks_blocked()
+                await tx.set({"session": {mine: b"1"}})
+            outcomes.append("committed")
+        except TransactionConflict:
+            outcomes.append("conflict")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "x")
+        nursery.start_soon(one, "y")
+    assert sorted(outcomes) == ["committed", "conflict"]
+
+
+async def test_run_transaction_gives_up_after_bounded_attempts(rec: Recorder) -> None:
+    """A callback that conflicts on every attempt raises TransactionConflict after max_attempts."""
+    store = rec.store(max_attempts=3)
+    requests: trio.MemorySendChannel[trio.Event]
+    requests, incoming = trio.open_memory_channel[trio.Event](0)
+    attempts = 0
+
+    async def meddler() -> None:
+        async for done in incoming:
+            await store.set({"session": {"hot": str(attempts).encode()}})
+            done.set()
+
+    async def work(tx: StoreTransaction) -> None:
+        nonlocal attempts
+        attempts += 1
+        await tx.get("session", ["hot"])
+        done = trio.Event()
+        await requests.send(done)
+        await done.wait()
+        await tx.set({"session": {"cold": b"x"}})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(meddler)
+        with pytest.raises(TransactionConflict):
+            await store.run_transaction("k", work)
+        await requests.aclose()
+    assert attempts == 3
+    assert await store.get("session", ["cold"]) == {}
+
+
+async def test_same_key_mutual_exclusion(store: TransactionalStore) -> None:
+    """Two transactions on one key never overlap."""
+    trace: list[str] = []
+
+    async def worker(name: str) -> None:
+        async with store.transaction("k"):
+            trace.append(f"{name} in")
+            await trio.testing.wait_all_tasks_blocked()
+            trace.append(f"{name} out")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker, "a")
+        nursery.start_soon(worker, "b")
+    assert trace in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+async def test_nested_same_key_joins_the_outer_transaction(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """A nested transaction on the held key joins: one commit, at the outer exit."""
+    async with store.transaction("k") as outer:
+        async with store.transaction("k") as inner:
+            assert inner is outer
+            await inner.set({"session": {"a": b"1"}})
+        assert rec.batches == []
+        assert await outer.get("session", ["a"]) == {"a": b"1"}
+    assert len(rec.batches) == 1
+
+
+async def test_nested_other_key_locks_it_until_outer_ends(store: TransactionalStore) -> None:
+    """A nested transaction on another key holds that key's lock until the outer commit."""
+    trace: list[str] = []
+    inner_locked = trio.Event()
+
+    async def outer() -> None:
+        async with store.transaction("a") as tx:
+            async with store.transaction("b"):
+                assert tx.keys_held == ("a", "b")
+                inner_locked.set()
+            await trio.testing.wait_all_tasks_blocked()
+            trace.append("outer done")
+
+    async def contender() -> None:
+        await inner_locked.wait()
+        async with store.transaction("b"):
+            trace.append("contender in b")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outer)
+        nursery.start_soon(contender)
+    assert trace == ["outer done", "contender in b"]
+
+
+async def test_out_of_order_nested_lock_raises_instead_of_deadlocking(
+    store: TransactionalStore,
+) -> None:
+    """Nesting a busy key that sorts before a held one raises LockOrderConflict at once."""
+    holder_in = trio.Event()
+    release = trio.Event()
+
+    async def holder() -> None:
+        async with store.transaction("a"):
+            holder_in.set()
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(holder)
+        await holder_in.wait()
+        with pytest.raises(LockOrderConflict, match="'a'"):
+            async with store.transaction("b"), store.transaction("a"):
+                pass  # pragma: no cover - never entered
+        release.set()
+
+
+async def test_run_transaction_retries_lock_order_conflicts(store: TransactionalStore) -> None:
+    """Two tasks nesting keys in opposite orders both finish under run_transaction."""
+
+    async def nest(first: str, second: str) -> None:
+        async def inner(tx: StoreTransaction) -> None:
+            await _increment(tx, "c")
+
+        async def outer(tx: StoreTransaction) -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            await store.run_transaction(second, inner)
+
+        await store.run_transaction(first, outer)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(nest, "a", "b")
+        nursery.start_soon(nest, "b", "a")
+    assert await store.get("sender-key-memory", ["c"]) == {"c": {"n": 2}}
+
+
+async def test_exception_in_nested_block_rolls_back_only_its_writes(
+    store: TransactionalStore,
+) -> None:
+    """A nested block that raises loses its own writes; the outer block's writes commit."""
+    async with store.transaction("k") as tx:
+        await tx.set({"session": {"outer": b"1"}})
+        with pytest.raises(ValueError):
+            async with store.transaction("k"):
+                await tx.set({"session": {"inner": b"2"}})
+                raise ValueError("inner fails")
+    assert await store.get("session", ["outer", "inner"]) == {"outer": b"1"}
+
+
+async def test_writes_visible_only_after_commit_returns(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """Even once the backend holds the batch, readers see it only after the commit returned."""
+    rec.gate = trio.Event()
+    rec.land_before_gate = True
+    store = rec.store(cache_size=0)
+    seen: list[dict[str, Value]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.set, {"session": {"a": b"new"}})
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await rec.backend.read_keys("session", ["a"])) == {"a": b"new"}
+
+        async def reader() -> None:
+            seen.append(await store.get("session", ["a"]))
+
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == []  # the reader waits for the in-flight commit to settle
+        rec.gate.set()
+    assert seen == [{"a": b"new"}]
+
+
+async def test_commits_become_visible_in_validation_order(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """A later commit acknowledged first stays invisible until the earlier one settles."""
+    gates = {"first": trio.Event(), "second": trio.Event()}
+
+    async def gated_commit(batch: Batch) -> int:
+        (name,) = batch.keys["session"]
+        await gates[name].wait()
+        return await rec.backend.commit(batch)
+
+    ordered = TransactionalStore(rec.backend.read_keys, gated_commit)
+    assert await ordered.get("session", ["first", "second"]) == {}  # cached: known absent
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ordered.set, {"session": {"first": b"1"}})
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ordered.set, {"session": {"second": b"2"}})
+        await trio.testing.wait_all_tasks_blocked()
+        gates["second"].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert await ordered.get("session", ["first", "second"]) == {}
+        gates["first"].set()
+    assert await ordered.get("session", ["first", "second"]) == {"first": b"1", "second": b"2"}
+
+
+async def test_failed_commit_shows_nothing_and_propagates(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """A commit function raising DurabilityError makes nothing visible and reaches the caller."""
+    await store.set({"session": {"a": b"old"}})
+    rec.fail_with = DurabilityError("memory:test", "fsync")
+    with pytest.raises(DurabilityError):
+        async with store.transaction("k") as tx:
+            await tx.set({"session": {"a": b"new"}})
+    assert await store.get("session", ["a"]) == {"a": b"old"}
+    assert store.statistics().failed_commits == 1
+
+
+async def test_commit_that_failed_but_landed_is_read_back_from_the_backend(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """A commit raising after its batch landed leaves its slots uncertain: read from the backend."""
+    await store.set({"session": {"a": b"old"}})
+    assert await store.get("session", ["a"]) == {"a": b"old"}
+    rec.land_before_gate = True
+    rec.fail_with = trio.TooSlowError()
+    with pytest.raises(trio.TooSlowError):
+        await store.set({"session": {"a": b"landed"}})
+    assert await store.get("session", ["a"]) == {"a": b"landed"}
+    assert store.statistics().uncertain_slots == 1
+    rec.land_before_gate = False
+    rec.fail_with = None
+    await store.set({"session": {"b": b"later"}})
+    assert store.statistics().uncertain_slots == 0
+
+
+async def test_cancel_during_commit_keeps_view_and_durable_state_equal(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """Cancelling a transaction whose commit is in flight leaves the view equal to the backend."""
+    gate = rec.gate = trio.Event()
+    scope = trio.CancelScope()
+
+    async def cancel_then_release() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(rec.batches) == 1  # the commit is in flight
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cancel_then_release)
+        with scope:
+            async with store.transaction("k") as tx:
+                await tx.set({"session": {"a": b"1"}})
+    durable = await rec.backend.read_keys("session", ["a"])
+    assert durable == {"a": b"1"}  # the commit call is shielded: it finished durably
+    assert await store.get("session", ["a"]) == durable
+
+
+async def test_creds_and_keys_commit_in_one_batch(store: TransactionalStore, rec: Recorder) -> None:
+    """tx.set_creds puts the creds snapshot in the same atomic batch as the key writes."""
+    creds = make_creds()
+    async with store.transaction("upload") as tx:
+        await tx.set({"pre-key": {"1": {"private": b"a" * 32, "public": b"b" * 32}}})
+        creds.next_pre_key_id = 2
+        tx.set_creds(creds)
+        creds.next_pre_key_id = 99  # the snapshot was taken at set_creds
+    (batch,) = rec.batches
+    assert batch.creds is not None and batch.creds.next_pre_key_id == 2
+    assert "pre-key" in batch.keys
+    assert (await rec.backend.read_creds()) == batch.creds
+
+
+async def test_commit_batch_outside_and_inside_transactions(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """commit_batch commits creds with keys; inside a transaction it is refused."""
+    seq = await store.commit_batch(Batch(keys={"session": {"a": b"1"}}, creds=make_creds()))
+    assert seq == rec.backend.seq
+    assert await store.commit_batch(Batch()) is None
+    async with store.transaction("k"):
+        with pytest.raises(StoreError, match="inside a transaction"):
+            await store.commit_batch(Batch(creds=make_creds()))
+
+
+async def test_cache_serves_repeated_reads(store: TransactionalStore, rec: Recorder) -> None:
+    """Committed values and known absences are served from memory after the first read."""
+    await store.set({"session": {"a": b"1"}})
+    await store.get("session", ["a", "missing"])
+    await store.get("session", ["a", "missing"])
+    assert rec.reads == [("session", ["missing"])]
+    assert store.statistics().cache_hits >= 3
+
+
+async def test_bounded_cache_stays_bounded_and_correct(rec: Recorder) -> None:
+    """With a small cache, entries stay within the bound and reads still return the truth."""
+    store = rec.store(cache_size=2)
+    await store.set({"session": {str(i): str(i).encode() for i in range(10)}})
+    got = await store.get("session", [str(i) for i in range(10)])
+    assert got == {str(i): str(i).encode() for i in range(10)}
+    assert store.statistics().cached_entries <= 2
+
+
+async def test_values_do_not_alias_the_callers_objects(store: TransactionalStore) -> None:
+    """Mutating a value after set, or a value returned by get, never changes stored state."""
+    value: dict[str, Value] = {"nested": {"list": [1, 2]}}
+    await store.set({"session": {"a": value}})
+    value["nested"]["list"].append(3)
+    got = await store.get("session", ["a"])
+    got["a"]["nested"]["list"].append(4)
+    assert await store.get("session", ["a"]) == {"a": {"nested": {"list": [1, 2]}}}
+
+
+async def test_bad_input_raises_typed_errors(store: TransactionalStore, rec: Recorder) -> None:
+    """Unknown key types, bad ids and non-plain values raise InvalidValueError; nothing written."""
+    with pytest.raises(InvalidValueError, match="no-such-type"):
+        await store.set({"no-such-type": {"a": b"1"}})
+    with pytest.raises(InvalidValueError, match=r"session/a\.x"):
+        await store.set({"session": {"a": {"x": object()}}})
+    with pytest.raises(InvalidValueError):
+        await store.get("session", "abc")
+    with pytest.raises(InvalidValueError):
+        await store.set({"session": {"": b"1"}})
+    assert rec.batches == []
+
+
+async def test_closed_store_refuses_work(store: TransactionalStore) -> None:
+    """After aclose, reads, writes and transactions raise StoreClosedError."""
+    await store.aclose()
+    with pytest.raises(StoreClosedError):
+        await store.get("session", ["a"])
+    with pytest.raises(StoreClosedError):
+        await store.set({"session": {"a": b"1"}})
+    with pytest.raises(StoreClosedError):
+        async with store.transaction("k"):
+            pass  # pragma: no cover - never entered
+
+
+async def test_finished_transaction_handle_is_unusable(store: TransactionalStore) -> None:
+    """A handle kept past its block refuses reads and writes."""
+    async with store.transaction("k") as tx:
+        pass
+    with pytest.raises(StoreError, match="committed"):
+        await tx.set({"session": {"a": b"1"}})
