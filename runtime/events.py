@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from runtime.errors import BusClosed
+from runtime.errors import BusClosed, InvalidSpec
 from runtime.exit import unwrap_group
 from runtime.log import Logger, default_logger
 
@@ -57,6 +57,10 @@ class EventBus:
     def __init__(
         self, *, log: Logger | None = None, max_backlog: int = DEFAULT_MAX_BACKLOG
     ) -> None:
+        if isinstance(max_backlog, bool) or not isinstance(max_backlog, int) or max_backlog < 1:
+            raise InvalidSpec(
+                "EventBus", "max_backlog", f"must be an int >= 1, got {max_backlog!r}"
+            )
         self._log = (log if log is not None else default_logger()).bind(component="event_bus")
         self._max_backlog = max_backlog
         self._subs: dict[int, _Subscription] = {}

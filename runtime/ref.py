@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from runtime.errors import ActorDown, CallTimeout, MailboxFull
+from runtime.errors import ActorDown, CallTimeout, InvalidSpec, MailboxFull
 from runtime.mailbox import Call, Cast, Reply, Slot
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ class ActorRef:
         for a restart or for mailbox room counts against it), ``ActorDown`` when the
         actor is gone for good or dies before answering. Never hangs past the deadline.
         """
+        if not timeout >= 0:  # also refuses NaN
+            raise InvalidSpec(
+                f"ActorRef({self.name!r}).call", "timeout", f"must be >= 0, got {timeout}"
+            )
         with trio.move_on_after(timeout):
             while True:
                 incarnation = await self._slot().incarnation()

@@ -17,6 +17,7 @@ from runtime import (
     ChildSpec,
     ExitKind,
     ExitReason,
+    InvalidSpec,
     MailboxFull,
     Registry,
     Restart,
@@ -383,3 +384,11 @@ async def test_concurrent_callers_through_crashes_never_hang(
             nursery.start_soon(crasher)
     assert outcomes["reply"] + outcomes["down"] == 20 * 20
     assert outcomes["reply"] > 0 and outcomes["down"] > 0
+
+
+async def test_bad_call_timeout_is_a_typed_error(autojump_clock: trio.testing.MockClock) -> None:
+    """A negative or NaN timeout raises InvalidSpec naming the field."""
+    async with open_supervisor([probe_spec("p", Journal())]) as sup:
+        for bad in (-1.0, math.nan):
+            with pytest.raises(InvalidSpec, match="timeout"):
+                await sup.ref("p").call("get", timeout=bad)

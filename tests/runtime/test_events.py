@@ -8,7 +8,16 @@ import pytest
 import trio
 import trio.testing
 
-from runtime import Actor, BusClosed, ChildSpec, EventBus, ExitKind, open_event_bus, open_supervisor
+from runtime import (
+    Actor,
+    BusClosed,
+    ChildSpec,
+    EventBus,
+    ExitKind,
+    InvalidSpec,
+    open_event_bus,
+    open_supervisor,
+)
 from tests.runtime.helpers import Boom, capture_logger, events
 
 
@@ -143,3 +152,9 @@ async def test_exception_in_the_block_propagates_unchanged(
     with pytest.raises(Boom):
         async with open_event_bus():
             raise Boom("user code failed")
+
+
+def test_bad_backlog_is_a_typed_error() -> None:
+    """max_backlog must be a positive int."""
+    with pytest.raises(InvalidSpec, match="max_backlog"):
+        EventBus(max_backlog=0)
