@@ -12,6 +12,8 @@ ordinary stanza comes out unchanged as NodeReceived.
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -213,3 +215,32 @@ def test_random_nodes_follow_the_disconnect_rule(nodes: list[BinaryNode], mode: 
         assert expected is None, (node, events)
         if node.tag in ("message", "receipt", "notification"):
             assert events == [NodeReceived(node)] or node.tag == "ib"
+
+
+_STREAM = [
+    BinaryNode("success", {"t": "5", "lid": "9@lid"}),
+    BinaryNode("ib", {}, [BinaryNode("edge_routing", {}, [BinaryNode("routing_info", {}, b"r")])]),
+    BinaryNode("message", {"id": "m"}, [BinaryNode("enc", {}, bytes(range(256)))]),
+    BinaryNode("iq", {"type": "get", "xmlns": "urn:xmpp:ping", "id": "p"}),
+    BinaryNode("stream:error", {"code": "503"}),
+]
+
+
+@FUZZ
+@given(cuts=st.lists(st.integers(0, 2000), max_size=12))
+def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
+    """However the server's bytes are cut into reads, the client sees the same events."""
+    whole_client, whole_server = _logged_in(False)
+    data = b"".join(whole_server.send(node) for node in _STREAM)
+    whole_client.receive_data(data)
+    expected = whole_client.events()
+
+    client, server = _logged_in(False)
+    data = b"".join(server.send(node) for node in _STREAM)
+    bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    events: list[ClientEvent] = []
+    for start, end in itertools.pairwise(bounds):
+        client.receive_data(data[start:end])
+        events += client.events()
+    assert len(expected) == len(_STREAM)
+    assert events == expected
