@@ -4,6 +4,7 @@
 //   SB_AUTH        the useMultiFileAuthState folder
 //   SB_RECONNECTS  how many non-515 closes to reconnect after (default 0)
 //   SB_TIMEOUT_MS  hard bound on the whole run (default 40000)
+//   SB_KEEPALIVE_MS   Baileys' keepAliveIntervalMs (default 30000)
 //   SB_QR_TIMEOUT_MS  Baileys' qrTimeout: how long each QR lives (default: Baileys' 60 s/20 s)
 //   SB_HOLD_MS     how long to stay connected after the last open before exiting
 //                  (default 0: exit right after open; -1: until SB_RECONNECTS are used up)
@@ -36,6 +37,7 @@ async function start() {
         markOnlineOnConnect: false,
         syncFullHistory: false,
         connectTimeoutMs: 10000,
+        keepAliveIntervalMs: Number(process.env.SB_KEEPALIVE_MS || 30000),
         ...(process.env.SB_QR_TIMEOUT_MS ? { qrTimeout: Number(process.env.SB_QR_TIMEOUT_MS) } : {})
     });
     sock.ev.on('creds.update', saveCreds);

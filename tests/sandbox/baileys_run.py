@@ -61,6 +61,7 @@ async def baileys_client(
     hold_ms: int = 0,
     timeout_ms: int = 40000,
     qr_timeout_ms: int | None = None,
+    keepalive_ms: int = 30000,
 ) -> AsyncIterator[NodeClient]:
     """Start the Baileys client; it is killed on exit from the block if still running."""
     env = dict(
@@ -70,6 +71,7 @@ async def baileys_client(
         SB_RECONNECTS=str(reconnects),
         SB_HOLD_MS=str(hold_ms),
         SB_TIMEOUT_MS=str(timeout_ms),
+        SB_KEEPALIVE_MS=str(keepalive_ms),
     )
     if qr_timeout_ms is not None:
         env["SB_QR_TIMEOUT_MS"] = str(qr_timeout_ms)

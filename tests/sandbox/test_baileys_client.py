@@ -5,7 +5,9 @@ Real time here (node is a real process); every wait is bounded.
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,17 +20,14 @@ from tests.sandbox.baileys_run import Event, NodeClient, baileys_client
 pytestmark = pytest.mark.peer
 
 
-def _is(connection: str) -> object:
-    return lambda e: e.get("connection") == connection
-
-
-def _closed_with(code: int) -> object:
+def _closed_with(code: int) -> Callable[[Event], bool]:
     return lambda e: e.get("connection") == "close" and e.get("statusCode") == code
 
 
-async def _pair(client: NodeClient, scan: object) -> Event:
+async def _pair(client: NodeClient, scan: Callable[[str], Awaitable[None]]) -> Event:
+    """Wait for the first QR, have ``scan`` scan it, and wait for Baileys' open."""
     qr = await client.next_event(lambda e: "qr" in e, within=15)
-    await scan(qr["qr"])  # type: ignore[operator]  # an async callable
+    await scan(qr["qr"])
     return await client.next_event(lambda e: e.get("event") == "open", within=20)
 
 
@@ -54,7 +53,7 @@ async def test_baileys_pairs_by_qr_restarts_on_515_logs_in_and_reopens_without_q
         device = sb.core.registry.find(linked[0])
         # Baileys found 0 pre-keys on the server and uploaded its 812 (INITIAL_PREKEY_COUNT).
         assert device.pre_key_count == 812
-        assert device.noise_key.hex() == _creds(auth)["noiseKey"]["public"]
+        assert device.noise_key == _creds_noise_public(auth)
         first = sb.statistics()
         assert (first.links, first.logins, first.pre_key_uploads) == (1, 1, 1)
 
@@ -102,15 +101,16 @@ async def test_baileys_reports_the_sandbox_faults_as_disconnect_reasons(
 
             await _pair(client, scan)
             jid = linked[0]
-            for fault, code in (
+            faults: list[tuple[Callable[[], int], int]] = [
                 (lambda: sb.faults.stream_error(440, jid), 440),
                 (lambda: sb.faults.failure(401, jid), 401),
                 (lambda: sb.faults.drop(jid), 428),
                 (lambda: sb.faults.stream_error(500, jid), 500),
-            ):
+            ]
+            for fault, code in faults:
                 await _wait_logged_in(sb, jid)
                 assert fault() == 1
-                await client.next_event(_closed_with(code), within=10)  # type: ignore[arg-type]
+                await client.next_event(_closed_with(code), within=10)
             assert await client.process.wait() == 0
 
 
@@ -122,7 +122,7 @@ async def test_baileys_gives_up_with_408_when_the_refs_run_out(
         async with baileys_client(
             baileys_peer, url=sb.url, auth_dir=tmp_path, hold_ms=-1, qr_timeout_ms=150
         ) as client:
-            await client.next_event(_closed_with(408), within=15)  # type: ignore[arg-type]
+            await client.next_event(_closed_with(408), within=15)
             assert await client.process.wait() == 0
         qrs = [e["qr"] for e in client.events if "qr" in e]
         assert len(qrs) == 6 == len(set(qrs))
@@ -134,10 +134,50 @@ async def _wait_logged_in(sb: Sandbox, jid: str) -> None:
         await sb.wait_logged_in(jid)
 
 
-def _creds(auth: Path) -> dict[str, object]:
+def _creds_noise_public(auth: Path) -> bytes:
+    """The noise public key Baileys saved in creds.json (a Buffer-tagged base64 value)."""
     data = json.loads((auth / "creds.json").read_text())
-    noise = data["noiseKey"]["public"]
-    import base64
+    return base64.b64decode(data["noiseKey"]["public"]["data"])
 
-    data["noiseKey"]["public"] = base64.b64decode(noise["data"]).hex()
-    return data  # type: ignore[no-any-return]
+
+@pytest.mark.parametrize("fault", ["stall", "oversize_frame"])
+async def test_a_stalled_connection_is_lost_to_baileys_keepalive(
+    baileys_peer: BaileysPeer, tmp_path: Path, fault: str
+) -> None:
+    """A stall, or a frame that never completes: Baileys closes with 408 connectionLost."""
+    async with open_sandbox() as sb:
+        async with baileys_client(
+            baileys_peer, url=sb.url, auth_dir=tmp_path, hold_ms=-1, keepalive_ms=500
+        ) as client:
+            linked: list[str] = []
+
+            async def scan(qr: str) -> None:
+                linked.append((await sb.phone.scan(qr)).jid)
+
+            await _pair(client, scan)
+            assert getattr(sb.faults, fault)(linked[0]) == 1
+            closed = await client.next_event(
+                lambda e: e.get("connection") == "close" and e["socket"] == 2, within=15
+            )
+            assert closed["statusCode"] == 408
+            assert await client.process.wait() == 0
+
+
+@pytest.mark.parametrize("fault", ["malformed_frame", "undecryptable_frame"])
+async def test_a_bad_frame_crashes_the_baileys_process(
+    baileys_peer: BaileysPeer, tmp_path: Path, fault: str
+) -> None:
+    """Baileys v7 fact: a frame that fails to decrypt or decode is uncaught; node exits 1."""
+    async with open_sandbox() as sb:
+        async with baileys_client(
+            baileys_peer, url=sb.url, auth_dir=tmp_path, hold_ms=-1
+        ) as client:
+            linked: list[str] = []
+
+            async def scan(qr: str) -> None:
+                linked.append((await sb.phone.scan(qr)).jid)
+
+            await _pair(client, scan)
+            assert getattr(sb.faults, fault)(linked[0]) == 1
+            with trio.fail_after(10):
+                assert await client.process.wait() == 1

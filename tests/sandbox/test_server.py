@@ -123,7 +123,8 @@ async def test_drop_cuts_the_connection_without_a_close_frame() -> None:
                 with pytest.raises(ConnectionClosed) as info:
                     while True:
                         await client.receive()
-                assert info.value.reason.code == 1006
+                reason = info.value.reason
+                assert reason is not None and reason.code == 1006
 
 
 async def test_delayed_replies_arrive_after_the_delay() -> None:
