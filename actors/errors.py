@@ -1,0 +1,82 @@
+"""Errors of the session tree (persister, signal store, connection actor, config).
+
+Each names what went wrong and where. Store failures keep their own types
+(``stores.errors``): a ``DurabilityError`` reaches the caller as itself.
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+
+class SessionError(Exception):
+    """Base class of every error raised by the ``actors`` package (outside the protocol core)."""
+
+
+class ConfigError(SessionError, ValueError):
+    """A ``runtime.Config`` field is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"Config.{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class ReceiptAbandoned(SessionError):
+    """The actor that owed this answer ended before giving it.
+
+    The request may or may not have taken effect (a commit may be durable): treat
+    the outcome as unknown and re-read the durable state.
+    """
+
+    def __init__(self, actor: str, what: str) -> None:
+        super().__init__(f"{actor} ended before answering {what}; the outcome is unknown")
+        self.actor = actor
+        self.what = what
+
+
+class ReceiptTimeout(SessionError, TimeoutError):
+    """No answer on a receipt within its deadline (the outcome is unknown)."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(f"no answer to {what} within {timeout:g} s; the outcome is unknown")
+        self.what = what
+        self.timeout = timeout
+
+
+class SessionEnded(SessionError):
+    """The session stopped for good (logged out, replaced, stopped) while it was awaited."""
+
+    def __init__(self, account: str, reason: str) -> None:
+        super().__init__(f"session {account!r} ended: {reason}")
+        self.account = account
+        self.reason = reason
+
+
+class ConnectTimeout(SessionError, TimeoutError):
+    """``wait_connected`` saw no open connection within its timeout."""
+
+    def __init__(self, account: str, timeout: float, state: str) -> None:
+        super().__init__(f"session {account!r} not connected within {timeout:g} s (state: {state})")
+        self.account = account
+        self.timeout = timeout
+        self.state = state
+
+
+class TransportClosed(SessionError):
+    """The transport's connection ended (network error, peer close); ``detail`` says how."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"transport closed: {detail}")
+        self.detail = detail
+
+
+__all__ = [
+    "ConfigError",
+    "ConnectTimeout",
+    "ReceiptAbandoned",
+    "ReceiptTimeout",
+    "SessionEnded",
+    "SessionError",
+    "TransportClosed",
+]

@@ -1,0 +1,582 @@
+"""The entry points: ``Config``, ``run(config)`` and ``open_runtime(config)``.
+
+This is the one runtime module (besides the CLI) that knows about ``actors`` and
+``stores``: it wires session trees under a ``DynamicSupervisor``::
+
+    open_runtime / run
+    ├── EventBus                 (subscribers live here, outside every actor)
+    └── sessions (DynamicSupervisor, one_for_one)
+        └── <account> (SessionSupervisor, rest_for_one): persister → signal_store → connection
+
+``run(config)`` blocks (``trio.run`` inside) until the session ends for good
+(logged out, replaced, refused) or stops (``SIGINT``/``SIGTERM``: an orderly
+stop, the persister writing what is pending), and returns the ``EndReason``.
+A session tree that gives up raises ``SessionFailed``.
+
+``async with open_runtime(config) as rt`` runs the same inside a trio program.
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from actors.connection.actor import (
+    DEFAULT_URL,
+    ConnectionSettings,
+    QrCallback,
+    default_reconnect,
+)
+from actors.connection.certs import WHATSAPP_ROOT, RootKey
+from actors.connection.client_state import ClientState
+from actors.connection.payload import DEFAULT_VERSION, Browser, ClientIdentity
+from actors.connection.transport import Transport, WebSocketTransport
+from actors.errors import ConfigError, ConnectTimeout, SessionEnded, SessionError
+from actors.messages import (
+    CredsState,
+    EndReason,
+    LoadCreds,
+    PersisterStatistics,
+    PersisterStats,
+    SessionStatus,
+    call_durable,
+)
+from actors.persister import DEFAULT_COALESCE_DELAY
+from actors.session import (
+    ReopeningBackend,
+    SessionPlan,
+    SharedBackend,
+    session_refs,
+    session_spec,
+)
+from actors.signal_store import DEFAULT_STORE_TIMEOUT, SignalStoreFactory
+from runtime.core import DEFAULT_MAX_RESTARTS, DEFAULT_MAX_SECONDS
+from runtime.dynamic import DynamicSupervisor, open_dynamic_supervisor
+from runtime.errors import ChildStartError
+from runtime.events import Event, EventBus, Handler, Unsubscribe, open_event_bus
+from runtime.exit import unwrap_group
+from runtime.log import Logger, default_logger
+from runtime.ref import ActorRef
+from runtime.registry import Registry
+from runtime.spec import Backoff
+from stores.auth import (
+    PersistedAuth,
+    use_multi_file_auth_state,
+    use_native_file_auth_state,
+    use_sqlite_auth_state,
+)
+from stores.creds import AuthCreds
+from stores.transactions import DEFAULT_CACHE_SIZE
+
+BACKENDS = ("native", "multi-file", "sqlite")
+
+
+class SessionFailed(SessionError):
+    """The session tree could not start or gave up (restart intensity); ``cause`` says why."""
+
+    def __init__(self, account: str, cause: BaseException | None) -> None:
+        super().__init__(f"session {account!r} failed: {cause!r}")
+        self.account = account
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class AuthLocation:
+    """An auth location by path: ``backend`` is native, multi-file or sqlite.
+
+    For sqlite, ``path`` is the database file and ``account`` the account in it.
+    """
+
+    path: str | os.PathLike[str]
+    backend: str = "native"
+    account: str = "default"
+
+    def __post_init__(self) -> None:
+        if not str(self.path):
+            raise ConfigError("auth.path", "must not be empty")
+        if self.backend not in BACKENDS:
+            raise ConfigError("auth.backend", f"must be one of {BACKENDS}, got {self.backend!r}")
+        if not isinstance(self.account, str) or not self.account:
+            raise ConfigError("auth.account", "must be a non-empty string")
+
+    async def open(self) -> PersistedAuth:
+        """Open the location (creates fresh creds only if it is empty or absent)."""
+        if self.backend == "native":
+            return await use_native_file_auth_state(self.path)
+        if self.backend == "multi-file":
+            return await use_multi_file_auth_state(self.path)
+        return await use_sqlite_auth_state(self.path, self.account)
+
+
+AuthSpec = PersistedAuth | AuthLocation
+
+
+def _positive(name: str, value: object, *, allow_inf: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(name, f"must be a number of seconds, got {value!r}")
+    if not value > 0 or (math.isinf(value) and not allow_inf) or math.isnan(value):
+        raise ConfigError(name, f"must be a finite number > 0, got {value!r}")
+
+
+def parse_root_key(value: bytes | str | RootKey | None) -> RootKey:
+    """The trust anchor from 32 raw bytes, 64 hex digits, a RootKey, or None (WhatsApp's)."""
+    if value is None:
+        return WHATSAPP_ROOT
+    if isinstance(value, RootKey):
+        return value
+    if isinstance(value, str):
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raise ConfigError("server_root_key", "must be 64 hex digits") from None
+    elif isinstance(value, bytes):
+        raw = value
+    else:
+        raise ConfigError("server_root_key", f"must be bytes or hex, got {type(value).__name__}")
+    if len(raw) != 32:
+        raise ConfigError("server_root_key", f"must be 32 bytes, got {len(raw)}")
+    return RootKey(raw)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a session needs; invalid values raise ``ConfigError`` naming the field.
+
+    See docs/configuration.md for every field.
+    """
+
+    auth: AuthSpec | str | os.PathLike[str]
+    backend: str | None = None
+    account: str | None = None
+    transport: Transport | None = None
+    ws_url: str = DEFAULT_URL
+    server_root_key: bytes | str | RootKey | None = None
+    on_qr: QrCallback | None = None
+    browser: Browser = field(default_factory=Browser)
+    version: tuple[int, int, int] = DEFAULT_VERSION
+    keepalive_interval: float = 30.0
+    qr_timeout: float | None = None
+    connect_timeout: float = 20.0
+    query_timeout: float = 60.0
+    reconnect: Backoff = field(default_factory=default_reconnect)
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    restart_backoff: Backoff | None = None
+    signal_store: SignalStoreFactory | None = None
+    signal_store_options: Mapping[str, Any] = field(default_factory=dict)
+    cache_size: int | None = DEFAULT_CACHE_SIZE
+    creds_coalesce_delay: float = DEFAULT_COALESCE_DELAY
+    store_timeout: float = DEFAULT_STORE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        auth = self.auth
+        if isinstance(auth, (str, os.PathLike)):
+            auth = AuthLocation(auth, self.backend or "native", self.account or "default")
+            object.__setattr__(self, "auth", auth)
+        elif isinstance(auth, (PersistedAuth, AuthLocation)):
+            if self.backend is not None:
+                raise ConfigError("backend", "only with a path in auth (the auth object has one)")
+        else:
+            raise ConfigError(
+                "auth", f"must be a PersistedAuth, AuthLocation or path, got {type(auth).__name__}"
+            )
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ConfigError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
+        if self.account is not None and (
+            not isinstance(self.account, str) or not self.account or "/" in self.account
+        ):
+            raise ConfigError("account", "must be a non-empty string without '/'")
+        if self.transport is not None and not isinstance(self.transport, Transport):
+            raise ConfigError("transport", "must have connect(url) -> async context manager")
+        if not isinstance(self.ws_url, str) or not self.ws_url.startswith(("ws://", "wss://")):
+            raise ConfigError("ws_url", f"must start with ws:// or wss://, got {self.ws_url!r}")
+        parse_root_key(self.server_root_key)
+        if self.on_qr is not None and not callable(self.on_qr):
+            raise ConfigError("on_qr", "must be callable (qr string) -> None or awaitable")
+        if not isinstance(self.browser, Browser) or not self.browser.name or not self.browser.os:
+            raise ConfigError("browser", "must be a Browser with a name and an OS")
+        try:
+            ClientIdentity(version=self.version, browser=self.browser)
+        except Exception as exc:
+            raise ConfigError("version", str(exc)) from None
+        _positive("keepalive_interval", self.keepalive_interval)
+        if self.qr_timeout is not None:
+            _positive("qr_timeout", self.qr_timeout)
+        _positive("connect_timeout", self.connect_timeout)
+        _positive("query_timeout", self.query_timeout)
+        _positive("store_timeout", self.store_timeout)
+        if not isinstance(self.reconnect, Backoff):
+            raise ConfigError("reconnect", f"must be a runtime.Backoff, got {self.reconnect!r}")
+        if (
+            isinstance(self.max_restarts, bool)
+            or not isinstance(self.max_restarts, int)
+            or self.max_restarts < 0
+        ):
+            raise ConfigError("max_restarts", f"must be an int >= 0, got {self.max_restarts!r}")
+        _positive("max_seconds", self.max_seconds)
+        if self.restart_backoff is not None and not isinstance(self.restart_backoff, Backoff):
+            raise ConfigError("restart_backoff", "must be a runtime.Backoff or None")
+        if self.signal_store is not None and not callable(self.signal_store):
+            raise ConfigError("signal_store", "must be a factory (read, commit, options) -> store")
+        if not isinstance(self.signal_store_options, Mapping):
+            raise ConfigError("signal_store_options", "must be a mapping")
+        if self.cache_size is not None and (
+            isinstance(self.cache_size, bool)
+            or not isinstance(self.cache_size, int)
+            or self.cache_size < 0
+        ):
+            raise ConfigError("cache_size", f"must be an int >= 0 or None, got {self.cache_size!r}")
+        if (
+            isinstance(self.creds_coalesce_delay, bool)
+            or not isinstance(self.creds_coalesce_delay, (int, float))
+            or not 0 <= self.creds_coalesce_delay < 10
+        ):
+            raise ConfigError("creds_coalesce_delay", "must be a number of seconds in [0, 10)")
+
+    @property
+    def account_name(self) -> str:
+        """The session's name: ``account``, else the sqlite account, else ``default``."""
+        if self.account is not None:
+            return self.account
+        if isinstance(self.auth, AuthLocation) and self.auth.backend == "sqlite":
+            return self.auth.account.replace("/", "_")
+        return "default"
+
+    def connection_settings(self) -> ConnectionSettings:
+        return ConnectionSettings(
+            url=self.ws_url,
+            root=parse_root_key(self.server_root_key),
+            identity=ClientIdentity(version=self.version, browser=self.browser),
+            transport=self.transport if self.transport is not None else WebSocketTransport(),
+            keepalive_interval=self.keepalive_interval,
+            connect_timeout=self.connect_timeout,
+            query_timeout=self.query_timeout,
+            qr_timeout=self.qr_timeout,
+            reconnect=self.reconnect,
+            store_timeout=self.store_timeout,
+            on_qr=self.on_qr,
+        )
+
+
+class Session:
+    """One account's running session tree (from ``Runtime.start_session``)."""
+
+    def __init__(
+        self,
+        account: str,
+        status: SessionStatus,
+        refs: dict[str, ActorRef],
+        source: SharedBackend | ReopeningBackend,
+        store_timeout: float,
+    ) -> None:
+        self.account = account
+        self.status = status
+        self.refs = refs
+        self.source = source
+        self._store_timeout = store_timeout
+        self.closed = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"Session({self.account!r}, state={self.status.state})"
+
+    @property
+    def connection_state(self) -> str:
+        """connecting, handshaking, pairing, logging_in, open or closed."""
+        return self.status.state
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        return self.status.end_reason
+
+    async def auth_state(self) -> AuthCreds:
+        """A deep copy of the durable creds (pending snapshots are written first)."""
+        state: CredsState = await call_durable(
+            self.refs["persister"], LoadCreds(), timeout=self._store_timeout
+        )
+        return state.creds.copy()
+
+    async def persister_statistics(self) -> PersisterStatistics:
+        stats: PersisterStatistics = await self.refs["persister"].call(
+            PersisterStats(), timeout=self._store_timeout
+        )
+        return stats
+
+    async def wait_connected(self, timeout: float = math.inf) -> None:  # noqa: ASYNC109 - issue 5 fixes this signature
+        """Return once the connection is open; ``ConnectTimeout`` or ``SessionEnded`` otherwise."""
+        with trio.move_on_after(timeout):
+            while self.status.state != ClientState.OPEN.value:
+                if self.status.ended.is_set():
+                    reason = self.status.end_reason
+                    raise SessionEnded(self.account, reason.value if reason else "ended")
+                await self.status.wait_changed()
+            return
+        raise ConnectTimeout(self.account, timeout, self.status.state)
+
+    async def wait_ended(self) -> EndReason:
+        """Wait until the session ended for good and its tree has stopped."""
+        await self.closed.wait()
+        return self.status.end_reason or EndReason.STOPPED
+
+
+class Runtime:
+    """A running runtime (from ``open_runtime``); the first session is the primary one."""
+
+    def __init__(self, bus: EventBus, sessions: DynamicSupervisor, registry: Registry, log: Logger):
+        self.bus = bus
+        self.sessions_supervisor = sessions
+        self.registry = registry
+        self.log = log
+        self.sessions: dict[str, Session] = {}
+        self._primary: Session | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+        self.stopped = trio.Event()
+
+    # --- events -------------------------------------------------------------------
+
+    def subscribe_raw(self, handler: Handler) -> Unsubscribe:
+        """Every later event map to ``handler`` (sync or async); returns unsubscribe."""
+        return self.bus.subscribe_raw(handler)
+
+    # --- the primary session -------------------------------------------------------
+
+    @property
+    def primary(self) -> Session:
+        if self._primary is None:
+            raise SessionError("no session was started")
+        return self._primary
+
+    @property
+    def connection_state(self) -> str:
+        return self.primary.connection_state
+
+    async def auth_state(self) -> AuthCreds:
+        return await self.primary.auth_state()
+
+    async def wait_connected(self, timeout: float = math.inf) -> None:  # noqa: ASYNC109 - issue 5 fixes this signature
+        await self.primary.wait_connected(timeout)
+
+    async def wait_ended(self) -> EndReason:
+        """Until the primary session ended (or the runtime stopped)."""
+        primary = self.primary
+        async with trio.open_nursery() as nursery:
+
+            async def on_stop() -> None:
+                await self.stopped.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(on_stop)
+            await primary.closed.wait()
+            nursery.cancel_scope.cancel()
+        if primary.status.end_reason is EndReason.FAILED:
+            raise SessionFailed(primary.account, primary.status.error)
+        return primary.status.end_reason or EndReason.STOPPED
+
+    # --- sessions -------------------------------------------------------------------
+
+    async def start_session(self, config: Config) -> Session:
+        """Open the auth location and start its session tree; ready when this returns.
+
+        Raises ``StoreLockedError`` at once when another owner holds the location.
+        """
+        if self._nursery is None or self._stopping:
+            raise SessionError("the runtime is not running")
+        account = config.account_name
+        if account in self.sessions:
+            raise ConfigError("account", f"a session {account!r} already runs")
+        source = await _open_source(config)
+        status = SessionStatus(account)
+        plan = SessionPlan(
+            account=account,
+            source=source,
+            connection=config.connection_settings(),
+            status=status,
+            emit=self._emitter(account),
+            signal_store=config.signal_store,
+            signal_store_options=config.signal_store_options,
+            cache_size=config.cache_size,
+            coalesce_delay=config.creds_coalesce_delay,
+            store_timeout=config.store_timeout,
+            max_restarts=config.max_restarts,
+            max_seconds=config.max_seconds,
+            restart_backoff=config.restart_backoff,
+        )
+        session = Session(
+            account, status, session_refs(plan, self.registry), source, config.store_timeout
+        )
+        try:
+            await self.sessions_supervisor.start_child(session_spec(plan, self.registry, self.log))
+        except ChildStartError as exc:
+            await source.aclose()
+            cause = exc.reason.error
+            if cause is not None:
+                raise unwrap_group(cause) from exc
+            raise SessionFailed(account, exc) from exc
+        except BaseException:
+            await source.aclose()
+            raise
+        self.sessions[account] = session
+        if self._primary is None:
+            self._primary = session
+        self._nursery.start_soon(self._watch, session)
+        return session
+
+    async def stop_session(self, account: str) -> None:
+        """Stop one session in order (connection, signal store, persister) and close its store."""
+        session = self.sessions.get(account)
+        if session is None:
+            raise SessionError(f"no session {account!r}")
+        session.status.end(EndReason.STOPPED)
+        await session.closed.wait()
+
+    async def stop(self) -> None:
+        """Stop every session in order; the runtime stays open until its block exits."""
+        self._stopping = True
+        with trio.CancelScope(shield=True):
+            for session in list(self.sessions.values()):
+                session.status.end(EndReason.STOPPED)
+            for session in list(self.sessions.values()):
+                await session.closed.wait()
+        self.stopped.set()
+
+    async def _watch(self, session: Session) -> None:
+        """Once a session ended for good, stop its tree and release its store."""
+        try:
+            await session.status.ended.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    if session.account in {c.id for c in self.sessions_supervisor.which_children()}:
+                        await self.sessions_supervisor.terminate_child(session.account)
+                except Exception as exc:
+                    self.log.warning(
+                        "session_stop_failed", account=session.account, error=repr(exc)
+                    )
+                await session.source.aclose()
+                reason = session.status.end_reason
+                self._emit_now(
+                    {
+                        "session_ended": {
+                            "account": session.account,
+                            "reason": reason.value if reason else "stopped",
+                            "error": repr(session.status.error) if session.status.error else None,
+                        }
+                    }
+                )
+                self.sessions.pop(session.account, None)
+                session.closed.set()
+
+    def _emitter(self, account: str) -> Callable[[Event], None]:
+        def emit(event: Event) -> None:
+            tagged = {
+                name: ({**payload, "account": account} if isinstance(payload, dict) else payload)
+                for name, payload in event.items()
+            }
+            self._emit_now(tagged)
+
+        return emit
+
+    def _emit_now(self, event: Event) -> None:
+        try:
+            self.bus.emit(event)
+        except Exception as exc:  # a closed bus at shutdown must not crash an actor
+            self.log.debug("event_not_emitted", error=repr(exc))
+
+
+async def _open_source(config: Config) -> SharedBackend | ReopeningBackend:
+    auth = config.auth
+    if isinstance(auth, PersistedAuth):
+        return SharedBackend(auth.config.backend)
+    assert isinstance(auth, AuthLocation)  # Config normalised it
+    first = await auth.open()
+    return ReopeningBackend(first, auth.open)
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: Config | None = None,
+    *,
+    log: Logger | None = None,
+    max_sessions: int | None = None,
+) -> AsyncIterator[Runtime]:
+    """Run the runtime for the block; with ``config``, its session is started (and primary).
+
+    Leaving the block stops every session in order.
+    """
+    logger = log if log is not None else default_logger()
+    registry = Registry()
+    async with open_event_bus(log=logger) as bus:
+        async with open_dynamic_supervisor(
+            name="sessions", registry=registry, log=logger, max_children=max_sessions
+        ) as sessions:
+            rt = Runtime(bus, sessions, registry, logger)
+            async with trio.open_nursery() as nursery:
+                rt._nursery = nursery
+                try:
+                    if config is not None:
+                        await rt.start_session(config)
+                    yield rt
+                finally:
+                    await rt.stop()
+                    nursery.cancel_scope.cancel()
+            # Let subscribers see the last events before the bus closes.
+            with trio.move_on_after(1.0):
+                await bus.wait_idle()
+
+
+def run(
+    config: Config,
+    *,
+    log: Logger | None = None,
+    subscribe: Handler | None = None,
+) -> EndReason:
+    """Run one session until it ends; blocking. Ctrl-C or SIGTERM stop it in order.
+
+    Returns why it ended (``STOPPED``, ``LOGGED_OUT``, ``REPLACED``, ``REFUSED``);
+    raises ``StoreLockedError`` (location held elsewhere), ``SessionFailed``.
+    """
+    reason: EndReason = trio.run(_run, config, log, subscribe)
+    return reason
+
+
+async def _run(config: Config, log: Logger | None, subscribe: Handler | None) -> EndReason:
+    async with open_runtime(config, log=log) as rt:
+        if subscribe is not None:
+            rt.subscribe_raw(subscribe)
+        async with trio.open_nursery() as nursery:
+            if threading.current_thread() is threading.main_thread():
+                nursery.start_soon(_stop_on_signal, rt)
+            reason = await rt.wait_ended()
+            nursery.cancel_scope.cancel()
+    return reason
+
+
+async def _stop_on_signal(rt: Runtime) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            rt.log.info("signal_received", signal=signal.Signals(signum).name)
+            await rt.stop()
+            return
+
+
+__all__ = [
+    "BACKENDS",
+    "AuthLocation",
+    "Config",
+    "Runtime",
+    "Session",
+    "SessionFailed",
+    "open_runtime",
+    "parse_root_key",
+    "run",
+]

@@ -1,0 +1,1 @@
+"""Tests of the session tree: persister, signal store, connection actor, runtime entry points."""

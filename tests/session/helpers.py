@@ -1,0 +1,65 @@
+"""Shared pieces of the session tests: an event recorder and config builders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from runtime.app import Config
+from tests.session.memory_sandbox import MemorySandbox
+
+
+class Recorder:
+    """Collects every event map the runtime emits, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._changed = trio.Event()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        """Payloads of the events named ``name``."""
+        return [event[name] for event in self.events if name in event]
+
+    def connection(self, key: str = "connection") -> list[Any]:
+        """The ``key`` values of connection_update events that carry it."""
+        return [u[key] for u in self.of("connection_update") if key in u]
+
+    def closes(self) -> list[dict[str, Any]]:
+        return [u for u in self.of("connection_update") if u.get("connection") == "close"]
+
+    async def wait_for(self, predicate: Any) -> None:
+        """Wait until ``predicate(self)`` holds."""
+        while not predicate(self):
+            await self._changed.wait()
+
+
+def sandbox_config(sb: MemorySandbox, auth: Any, **overrides: Any) -> Config:
+    """A Config that connects to ``sb`` over its memory transport."""
+    values: dict[str, Any] = {
+        "auth": auth,
+        "transport": sb.transport,
+        "ws_url": sb.url,
+        "server_root_key": sb.root_public_key,
+        "creds_coalesce_delay": 0.0,
+    }
+    values.update(overrides)
+    return Config(**values)
+
+
+def scanning_phone(sb: MemorySandbox, nursery: trio.Nursery, *, times: int = 1) -> Any:
+    """An ``on_qr`` callback whose phone scans the first ``times`` QR codes it is shown."""
+    scanned: list[str] = []
+
+    def on_qr(qr: str) -> None:
+        if len(scanned) < times:
+            scanned.append(qr)
+            nursery.start_soon(sb.phone.scan, qr)
+
+    on_qr.scanned = scanned  # type: ignore[attr-defined]  # tests read what was scanned
+    return on_qr
