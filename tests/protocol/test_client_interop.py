@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from actors.connection.binary import BinaryNode, decode_node, encode_node
+from actors.connection.client_state import RestartRequired, StreamError
 from actors.connection.pairing import VerifiedPairing, verify_pair_success
 from actors.connection.payload import (
     Browser,
@@ -41,6 +42,8 @@ from stores.creds import AuthCreds, KeyPair, init_auth_creds
 from stores.keys import generate_key_pair, verify
 from tests.baileys_peer import BaileysPeer
 from tests.protocol.phone import HOSTED, pair_success_stanza
+from tests.protocol.scripted_server import exchange
+from tests.protocol.test_client import open_connection, paired_creds
 
 pytestmark = pytest.mark.peer
 
@@ -48,7 +51,8 @@ SCRIPT = r"""
 import { readFileSync } from 'node:fs';
 import { proto, generateLoginNode, generateRegistrationNode, configureSuccessfulPairing,
          buildPairingQRData, getNextPreKeysNode, xmppPreKey, xmppSignedPreKey,
-         encodeBinaryNode, decodeBinaryNode, Curve, hmacSign } from 'baileys';
+         encodeBinaryNode, decodeBinaryNode, Curve, hmacSign,
+         getErrorCodeFromStreamError } from 'baileys';
 import * as curve from 'libsignal/src/curve.js';
 
 const input = JSON.parse(readFileSync(0, 'utf8'));
@@ -170,6 +174,12 @@ for (const pk of input.prekeyCases) {
 const k = pair(input.prekeyCases[0].stored[Object.keys(input.prekeyCases[0].stored)[0]]);
 out.xmppPreKey = hex(encodeBinaryNode(xmppPreKey(k, 70000)));
 out.xmppSignedPreKey = hex(encodeBinaryNode(xmppSignedPreKey(creds.signedPreKey)));
+out.streamErrors = [];
+for (const h of input.streamErrors) {
+  const node = await decodeBinaryNode(unhex(h));
+  out.streamErrors.push(node.tag === 'failure' ? +(node.attrs.reason || 500)
+                                               : getErrorCodeFromStreamError(node).statusCode);
+}
 console.log(JSON.stringify(out));
 """
 
@@ -215,6 +225,17 @@ PHONE_CASES: list[dict[str, Any]] = [
         "lid": "11223344:3@lid",
         "biz": "Shop",
     },
+]
+STREAM_ERRORS = [
+    BinaryNode("stream:error", {"code": code})
+    for code in ("515", "401", "440", "408", "428", "500", "503", "411", "403", "599")
+] + [
+    BinaryNode("stream:error", {}, [BinaryNode("conflict", {"type": "replaced"})]),
+    BinaryNode("stream:error", {"code": "401"}, [BinaryNode("conflict")]),
+    BinaryNode("stream:error", {}, [BinaryNode("ack", {"id": "1"})]),
+    BinaryNode("stream:error", {}),
+    BinaryNode("failure", {"reason": "401", "location": "frc"}),
+    BinaryNode("failure", {}),
 ]
 # (first unuploaded, next id, count, ids present in the store)
 PREKEY_CASES = [
@@ -302,6 +323,7 @@ class Run:
                 "reply": encode_node(self.our_result.reply).hex(),
                 "accountPublic": self.our_phone_account.public.hex(),
             },
+            "streamErrors": [encode_node(node).hex() for node in STREAM_ERRORS],
             "prekeyCases": [
                 {
                     "first": first,
@@ -448,6 +470,17 @@ def test_hosted_case_was_exercised(run: Run) -> None:
         wa_pb2.ADVSignedDeviceIdentity.FromString(container.details).details
     )
     assert identity.deviceType == HOSTED
+
+
+def test_close_codes_equal_baileys(run: Run) -> None:
+    """Our code for each stream:error / failure equals Baileys' getErrorCodeFromStreamError."""
+    ours = []
+    for node in STREAM_ERRORS:
+        client, server = open_connection(paired_creds())
+        [event] = exchange(client, server, node)[0]
+        assert isinstance(event, RestartRequired | StreamError)
+        ours.append(event.code)
+    assert ours == run.out["streamErrors"]
 
 
 def test_prekey_plan_counters_equal_baileys(run: Run) -> None:
