@@ -1,0 +1,289 @@
+"""Serializable isolation: random concurrent transaction programs equal some serial run.
+
+Hypothesis draws small programs (reads, increments, copies, puts, deletes, pauses,
+nested transactions on other keys), runs them as concurrent trio tasks over a
+``TransactionalStore`` on a memory backend, with the schedule shaped by drawn
+delays (virtual time under ``MockClock``), read and commit latencies, a cache size
+and injected commit failures. The check is written from the rules only:
+
+* the committed programs, executed one after another on a plain dict in *some*
+  order, reproduce every value each of them observed and the final state;
+* the store's view and the backend's durable state both equal that final state;
+* aborted programs (conflicts, failed commits) leave no trace.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import trio
+import trio.testing
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from stores.errors import DurabilityError, TransactionConflict
+from stores.memory import MemoryBackend
+from stores.transactions import StoreTransaction, TransactionalStore
+from stores.types import Batch, Value
+
+TYPE = "session"
+SLOTS = ("x0", "x1", "x2")
+LOCK_KEYS = ("a", "b", "c")
+TICK = 0.001  # one unit of virtual time
+
+
+class Kind(enum.Enum):
+    READ = "read"
+    INC = "inc"  # read a, write a + 1 (absent counts as 0)
+    COPY = "copy"  # read a, write its value to b (absent deletes b)
+    PUT = "put"  # write n to a, blind
+    DELETE = "delete"  # delete a, blind
+    PAUSE = "pause"  # let time pass inside the transaction
+    NEST = "nest"  # a nested transaction on lock key b doing INC a
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: Kind
+    a: str = "x0"
+    b: str = "x1"
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class Program:
+    key: str
+    ops: tuple[Op, ...]
+    callback_form: bool
+    start_delay: int
+    read_delay: int
+    commit_delay: int
+    fail_commit: bool
+
+
+Observation = tuple[str, int | None]
+
+
+@dataclass
+class Outcome:
+    committed: bool = False
+    observed: list[Observation] = field(default_factory=list)
+
+
+ops = st.one_of(
+    st.builds(Op, st.just(Kind.READ), st.sampled_from(SLOTS)),
+    st.builds(Op, st.just(Kind.INC), st.sampled_from(SLOTS)),
+    st.builds(Op, st.just(Kind.COPY), st.sampled_from(SLOTS), st.sampled_from(SLOTS)),
+    st.builds(Op, st.just(Kind.PUT), st.sampled_from(SLOTS), n=st.integers(0, 9)),
+    st.builds(Op, st.just(Kind.DELETE), st.sampled_from(SLOTS)),
+    st.builds(Op, st.just(Kind.PAUSE), n=st.integers(0, 3)),
+    st.builds(Op, st.just(Kind.NEST), st.sampled_from(SLOTS), st.sampled_from(LOCK_KEYS)),
+)
+
+programs = st.builds(
+    Program,
+    key=st.sampled_from(LOCK_KEYS),
+    ops=st.lists(ops, min_size=1, max_size=5).map(tuple),
+    callback_form=st.booleans(),
+    start_delay=st.integers(0, 4),
+    read_delay=st.integers(0, 2),
+    commit_delay=st.integers(0, 3),
+    fail_commit=st.integers(0, 9).map(lambda n: n == 0),
+)
+
+initial_states = st.fixed_dictionaries({}, optional={s: st.integers(0, 9) for s in SLOTS})
+
+
+# -- the model: one program at a time on a plain dict ---------------------------------
+
+
+def run_serially(program: Program, state: dict[str, int]) -> list[Observation]:
+    """Execute ``program`` alone on ``state`` (mutated), returning what it read."""
+    observed: list[Observation] = []
+    for op in program.ops:
+        if op.kind is Kind.READ:
+            observed.append((op.a, state.get(op.a)))
+        elif op.kind in (Kind.INC, Kind.NEST):
+            value = state.get(op.a)
+            observed.append((op.a, value))
+            state[op.a] = (value or 0) + 1
+        elif op.kind is Kind.COPY:
+            value = state.get(op.a)
+            observed.append((op.a, value))
+            if value is None:
+                state.pop(op.b, None)
+            else:
+                state[op.b] = value
+        elif op.kind is Kind.PUT:
+            state[op.a] = op.n
+        elif op.kind is Kind.DELETE:
+            state.pop(op.a, None)
+    return observed
+
+
+def find_serial_order(
+    initial: dict[str, int],
+    done: Sequence[tuple[Program, list[Observation]]],
+    final: dict[str, int],
+) -> list[int] | None:
+    """A permutation of ``done`` that reproduces every observation and ``final``, if any."""
+
+    def search(state: dict[str, int], left: frozenset[int], order: list[int]) -> list[int] | None:
+        if not left:
+            return order if state == final else None
+        for index in sorted(left):
+            program, observed = done[index]
+            after = dict(state)
+            if run_serially(program, after) == observed:
+                found = search(after, left - {index}, [*order, index])
+                if found is not None:
+                    return found
+        return None
+
+    return search(dict(initial), frozenset(range(len(done))), [])
+
+
+# -- the system under test --------------------------------------------------------------
+
+_running: contextvars.ContextVar[Program] = contextvars.ContextVar("running_program")
+
+
+class ScheduledBackend:
+    """A memory backend whose reads and commits take the running program's latencies."""
+
+    def __init__(self) -> None:
+        self.backend = MemoryBackend("isolation")
+
+    async def read(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
+        program = _running.get(None)
+        if program is not None:
+            await trio.sleep(program.read_delay * TICK)
+        return await self.backend.read_keys(type, ids)
+
+    async def commit(self, batch: Batch) -> int:
+        program = _running.get()
+        await trio.sleep(program.commit_delay * TICK)
+        if program.fail_commit:
+            raise DurabilityError(self.backend.location, "injected fsync")
+        return await self.backend.commit(batch)
+
+
+async def _get(tx: StoreTransaction, slot: str) -> int | None:
+    value = (await tx.get(TYPE, [slot])).get(slot)
+    assert value is None or isinstance(value, int)
+    return value
+
+
+async def run_ops(
+    store: TransactionalStore, tx: StoreTransaction, program: Program
+) -> list[Observation]:
+    observed: list[Observation] = []
+    for op in program.ops:
+        if op.kind is Kind.READ:
+            observed.append((op.a, await _get(tx, op.a)))
+        elif op.kind is Kind.INC:
+            value = await _get(tx, op.a)
+            observed.append((op.a, value))
+            await tx.set({TYPE: {op.a: (value or 0) + 1}})
+        elif op.kind is Kind.NEST:
+            async with store.transaction(op.b) as inner:
+                value = await _get(inner, op.a)
+                observed.append((op.a, value))
+                await inner.set({TYPE: {op.a: (value or 0) + 1}})
+        elif op.kind is Kind.COPY:
+            value = await _get(tx, op.a)
+            observed.append((op.a, value))
+            await tx.set({TYPE: {op.b: value}})
+        elif op.kind is Kind.PUT:
+            await tx.set({TYPE: {op.a: op.n}})
+        elif op.kind is Kind.DELETE:
+            await tx.set({TYPE: {op.a: None}})
+        else:
+            await trio.sleep(op.n * TICK)
+    return observed
+
+
+async def run_program(store: TransactionalStore, program: Program, outcome: Outcome) -> None:
+    _running.set(program)
+    await trio.sleep(program.start_delay * TICK)
+
+    async def body(tx: StoreTransaction) -> None:
+        outcome.observed = await run_ops(store, tx, program)
+
+    try:
+        if program.callback_form:
+            await store.run_transaction(program.key, body)
+        else:
+            async with store.transaction(program.key) as tx:
+                await body(tx)
+    except (TransactionConflict, DurabilityError):
+        return
+    outcome.committed = True
+
+
+async def run_concurrently(
+    initial: dict[str, int], progs: list[Program], cache_size: int | None
+) -> tuple[list[Outcome], dict[str, int], dict[str, int]]:
+    sched = ScheduledBackend()
+    if initial:
+        await sched.backend.commit(Batch(keys={TYPE: dict(initial)}))
+    store = TransactionalStore(sched.read, sched.commit, cache_size=cache_size, max_attempts=4)
+    outcomes = [Outcome() for _ in progs]
+    with trio.fail_after(3600):  # virtual time: only a deadlock gets anywhere near this
+        async with trio.open_nursery() as nursery:
+            for program, outcome in zip(progs, outcomes, strict=True):
+                nursery.start_soon(run_program, store, program, outcome)
+    view = await store.get(TYPE, list(SLOTS))
+    durable = (await sched.backend.snapshot()).keys.get(TYPE, {})
+    return outcomes, view, durable
+
+
+@settings(
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    initial=initial_states,
+    progs=st.lists(programs, min_size=2, max_size=6),
+    cache_size=st.sampled_from([0, 1, None]),
+)
+def test_concurrent_transactions_equal_some_serial_order(
+    initial: dict[str, int], progs: list[Program], cache_size: int | None
+) -> None:
+    """Committed programs' reads and the final state match a serial run; aborted ones vanish."""
+    outcomes, view, durable = trio.run(
+        run_concurrently,
+        initial,
+        progs,
+        cache_size,
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+    assert view == durable, "the in-memory view disagrees with the durable state"
+    done = [(p, o.observed) for p, o in zip(progs, outcomes, strict=True) if o.committed]
+    event(f"{len(progs) - len(done)} of {len(progs)} programs aborted")
+    order = find_serial_order(initial, done, durable)
+    assert order is not None, f"no serial order explains {done!r} ending in {durable!r}"
+
+
+def test_model_rejects_a_lost_update() -> None:
+    """The checker itself fails two increments that both read the same starting value."""
+    inc = Program("a", (Op(Kind.INC, "x0"),), False, 0, 0, 0, False)
+    saw_none: list[Observation] = [("x0", None)]
+    saw_one: list[Observation] = [("x0", 1)]
+    both_saw_zero = [(inc, saw_none), (inc, saw_none)]
+    assert find_serial_order({}, both_saw_zero, {"x0": 1}) is None
+    assert find_serial_order({}, [(inc, saw_none), (inc, saw_one)], {"x0": 2}) == [0, 1]
+
+
+def test_model_rejects_write_skew() -> None:
+    """The checker fails two copies that each read the other's slot before either wrote."""
+    xy = Program("a", (Op(Kind.COPY, "x0", "x1"),), False, 0, 0, 0, False)
+    yx = Program("b", (Op(Kind.COPY, "x1", "x0"),), False, 0, 0, 0, False)
+    read_x0: list[Observation] = [("x0", 1)]
+    read_x1: list[Observation] = [("x1", 2)]
+    skew = [(xy, read_x0), (yx, read_x1)]
+    assert find_serial_order({"x0": 1, "x1": 2}, skew, {"x0": 2, "x1": 1}) is None
