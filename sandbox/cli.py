@@ -19,7 +19,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from typing import TextIO, TypeVar
+
+_C = TypeVar("_C")
 
 SANDBOX_HELP = "serve a loopback WhatsApp-protocol server with a simulated phone"
 SANDBOX_DESCRIPTION = (
@@ -118,6 +121,32 @@ def run_phone(args: argparse.Namespace, log: object = None, *, out: TextIO | Non
         return EXIT_FAILED
     print(linked.jid, file=stream, flush=True)
     return EXIT_OK
+
+
+def cli_commands(command: Callable[..., _C]) -> list[_C]:
+    """The ``sandbox`` and ``phone`` commands, built with ``runtime.cli.Command``.
+
+    Taking the class as an argument keeps this module free of runtime imports;
+    ``runtime/cli.py`` does ``COMMANDS += cli_commands(Command)``.
+    """
+    return [
+        command(
+            name="sandbox",
+            help=SANDBOX_HELP,
+            description=SANDBOX_DESCRIPTION,
+            examples=SANDBOX_EXAMPLES,
+            configure=configure_sandbox,
+            run=run_sandbox,
+        ),
+        command(
+            name="phone",
+            help=PHONE_HELP,
+            description=PHONE_DESCRIPTION,
+            examples=PHONE_EXAMPLES,
+            configure=configure_phone,
+            run=run_phone,
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,7 @@ from actors.connection.binary import (
     decode_node,
     encode_node,
 )
-from actors.connection.errors import ProtocolError
+from actors.connection.errors import RemoteProtocolError
 from actors.connection.framing import DEFAULT_MAX_FRAME_SIZE, encode_frame
 from actors.connection.noise import (
     NEED_DATA,
@@ -293,7 +293,7 @@ class ServerCore:
             return []
         try:
             return self._gate(conn, self._receive(conn, data, now))
-        except ProtocolError:
+        except RemoteProtocolError:
             # Whatever the client broke (handshake, framing, ciphertext, node), the
             # server drops the connection, as the real one does.
             self._count.protocol_errors += 1

@@ -164,9 +164,11 @@ class Phone:
             adv_secret=scanned.adv_secret,
             timestamp=int(self._host.wall_time()),
         )
+        outputs = core.complete_scan(ticket, identity, self._host.now())
         outcome = self._host.expect_link(ticket.ref)
-        self._host.dispatch(core.complete_scan(ticket, identity, self._host.now()))
-        result = await outcome.receive()
+        self._host.dispatch(outputs)
+        with outcome:
+            result = await outcome.receive()
         if isinstance(result, LinkFailed):
             raise PairingFailedError(f"link of ref {result.ref!r} failed: {result.reason}")
         return LinkedDevice(jid=result.jid, lid=result.lid, ref=result.ref)

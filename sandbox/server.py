@@ -16,9 +16,10 @@ the control channel (:mod:`sandbox.control`). Since 0.1.0.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -132,10 +133,10 @@ class Faults:
         """Accept this device's logins again."""
         self._core.refuse_logins(jid, None)
 
-    def _each(self, target: Target, action: object) -> int:
+    def _each(self, target: Target, action: Callable[[int], list[Output]]) -> int:
         ids = self._core.select(target)
         for conn_id in ids:
-            self._sb.dispatch(action(conn_id))  # type: ignore[operator]  # a callable per method
+            self._sb.dispatch(action(conn_id))
         return len(ids)
 
 
@@ -220,7 +221,9 @@ class Sandbox:
             else:
                 waiter = self._links.pop(output.ref, None)
                 if waiter is not None:
-                    waiter.send_nowait(output)
+                    # The phone may have stopped waiting (cancelled): nobody to tell then.
+                    with contextlib.suppress(trio.BrokenResourceError, trio.WouldBlock):
+                        waiter.send_nowait(output)
 
     def expect_link(self, ref: str) -> trio.MemoryReceiveChannel[Linked | LinkFailed]:
         """A channel for the outcome of the link started with ``ref``."""

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from actors.connection.certs import RootKey
-from sandbox.cli import configure_phone, configure_sandbox, run_phone
+from sandbox.cli import cli_commands, configure_phone, configure_sandbox, run_phone, run_sandbox
 from sandbox.server import open_sandbox
 from stores.keys import generate_key_pair
 from tests.sandbox.fake_client import FakeDevice
@@ -114,3 +114,37 @@ async def test_sandbox_command_prints_url_and_root_then_serves_until_sigterm() -
     finally:
         if process.returncode is None:
             process.kill()
+
+
+def test_the_commands_plug_into_the_baileys_trio_cli() -> None:
+    """cli_commands(Command) gives runtime.cli's parser `sandbox` and `phone scan ... --sandbox`."""
+    from runtime.cli import COMMANDS, Command, build_parser
+
+    parser = build_parser([*COMMANDS, *cli_commands(Command)])
+    args = parser.parse_args(["sandbox", "--port", "8765"])
+    assert (args.host, args.port, args._run) == ("127.0.0.1", 8765, run_sandbox)
+    args = parser.parse_args(["phone", "scan", "QR", "--sandbox", "ws://127.0.0.1:1/ws/chat"])
+    assert (args.action, args.qr, args._run) == ("scan", "QR", run_phone)
+
+
+async def test_phone_scan_can_scan_as_another_account() -> None:
+    """--user picks which of the sandbox's phones scans; an unknown one is refused."""
+    with trio.fail_after(BOUND):
+        async with open_sandbox() as sb:
+            shop = sb.new_phone(biz_name="Shop")
+            device = FakeDevice()
+            async with ws_client(sb.url, device, sb.core.identity.root) as client:
+                await client.handshake(device.registration_payload())
+                iq = await client.receive()
+                ref = iq.require_child("pair-device").children("ref")[0].require_bytes().decode()
+                nobody = _phone_args("scan", device.qr(ref), "--sandbox", sb.url, "--user", "1")
+                code = await trio.to_thread.run_sync(lambda: run_phone(nobody, out=io.StringIO()))
+                assert code == 1
+                args = _phone_args("scan", device.qr(ref), "--sandbox", sb.url, "--user", shop.user)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        trio.to_thread.run_sync, lambda: run_phone(args, out=io.StringIO())
+                    )
+                    success = await client.receive()
+                    await client.send(device.sign_pair_success(success))
+            assert device.me is not None and device.me.startswith(shop.user + ":")

@@ -133,12 +133,12 @@ async def test_delayed_replies_arrive_after_the_delay() -> None:
         async with open_sandbox() as sb:
             device = FakeDevice()
             await _pair(sb, device)
-            sb.faults.delay_replies(0.3)
+            sb.faults.delay_replies(0.05)
             async with ws_client(sb.url, device, sb.core.identity.root) as client:
                 start = trio.current_time()
                 await client.handshake(device.login_payload())
                 await client.receive()
-                assert trio.current_time() - start >= 0.6  # ServerHello and success each waited
+                assert trio.current_time() - start >= 0.1  # ServerHello and success each waited
 
 
 async def test_stalled_new_connections_never_get_a_server_hello() -> None:
