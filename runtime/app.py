@@ -507,11 +507,14 @@ async def open_runtime(
     config: Config | None = None,
     *,
     log: Logger | None = None,
+    subscribe: Handler | None = None,
     max_sessions: int | None = None,
 ) -> AsyncIterator[Runtime]:
     """Run the runtime for the block; with ``config``, its session is started (and primary).
 
-    Leaving the block stops every session in order.
+    ``subscribe`` is subscribed before the session starts, so it sees every event
+    (``rt.subscribe_raw`` inside the block sees those after it). Leaving the block
+    stops every session in order.
     """
     logger = log if log is not None else default_logger()
     registry = Registry()
@@ -520,6 +523,8 @@ async def open_runtime(
             name="sessions", registry=registry, log=logger, max_children=max_sessions
         ) as sessions:
             rt = Runtime(bus, sessions, registry, logger)
+            if subscribe is not None:
+                rt.subscribe_raw(subscribe)
             async with trio.open_nursery() as nursery:
                 rt._nursery = nursery
                 try:
@@ -550,9 +555,7 @@ def run(
 
 
 async def _run(config: Config, log: Logger | None, subscribe: Handler | None) -> EndReason:
-    async with open_runtime(config, log=log) as rt:
-        if subscribe is not None:
-            rt.subscribe_raw(subscribe)
+    async with open_runtime(config, log=log, subscribe=subscribe) as rt:
         async with trio.open_nursery() as nursery:
             if threading.current_thread() is threading.main_thread():
                 nursery.start_soon(_stop_on_signal, rt)

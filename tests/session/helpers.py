@@ -15,10 +15,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.times: list[float] = []
         self._changed = trio.Event()
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+        self.times.append(trio.current_time())
         self._changed.set()
         self._changed = trio.Event()
 
@@ -32,6 +34,14 @@ class Recorder:
 
     def closes(self) -> list[dict[str, Any]]:
         return [u for u in self.of("connection_update") if u.get("connection") == "close"]
+
+    def opens(self) -> int:
+        return self.connection().count("open")
+
+    def time_of(self, predicate: Any, nth: int = 0) -> float:
+        """When the ``nth`` event satisfying ``predicate(event)`` was emitted."""
+        hits = [t for t, e in zip(self.times, self.events, strict=True) if predicate(e)]
+        return hits[nth]
 
     async def wait_for(self, predicate: Any) -> None:
         """Wait until ``predicate(self)`` holds."""
