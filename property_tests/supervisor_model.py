@@ -5,8 +5,9 @@ Vocabulary is plain strings so the model shares no code with the runtime:
 strategies "one_for_one" / "one_for_all" / "rest_for_one", restart types
 "permanent" / "transient" / "temporary", exit kinds "normal" / "shutdown" / "crash".
 
-The model records an observable trace: ("start", path) when a worker's init runs
-and ("terminate", path, kind) when a worker's terminate runs.
+The model records an observable trace: ("start", path) when a worker's init
+succeeds and ("terminate", path, kind) when a worker's terminate runs. A worker can
+be *poisoned*: its next n starts fail in ``init`` (no trace entry, no terminate).
 """
 
 from __future__ import annotations
@@ -63,23 +64,36 @@ class Model:
     def __init__(self, root: SupTemplate) -> None:
         self.trace: list[tuple[str, ...]] = []
         self.root_failed = False
-        self.root = self._start_sup(root, "root")
+        self.poison: dict[str, int] = {}
+        started = self._start_sup(root, "root")
+        assert started is not None, "nothing is poisoned before the root starts"
+        self.root = started
 
     # ------------------------------------------------------------ start / stop
 
-    def _start_sup(self, tpl: SupTemplate, path: str) -> MSup:
+    def _start_sup(self, tpl: SupTemplate, path: str) -> MSup | None:
+        """Start in order; on a failed child, stop the started ones in reverse: None."""
         sup = MSup(tpl, path, [MChild(c) for c in tpl.children])
         for child in sup.children:
-            self._start_child(sup, child)
+            if not self._start_child(sup, child):
+                self._stop_all(sup)
+                return None
         return sup
 
-    def _start_child(self, sup: MSup, child: MChild) -> None:
+    def _start_child(self, sup: MSup, child: MChild) -> bool:
         path = f"{sup.path}/{child.tpl.id}"
         if child.tpl.sub is None:
+            if self.poison.get(path, 0) > 0:
+                self.poison[path] -= 1
+                return False
             self.trace.append(("start", path))
         else:
-            child.sup = self._start_sup(child.tpl.sub, path)
+            started = self._start_sup(child.tpl.sub, path)
+            if started is None:
+                return False
+            child.sup = started
         child.running = True
+        return True
 
     def _stop_child(self, sup: MSup, child: MChild) -> None:
         if not child.running:
@@ -125,8 +139,10 @@ class Model:
             if other is not child and other.tpl.restart == "temporary":
                 sup.children.remove(other)
         for other in group:
-            if other in sup.children:
-                self._start_child(sup, other)
+            if other in sup.children and not self._start_child(sup, other):
+                # A failed (re)start is a new crash of that child; the rest of the
+                # group waits for that exit to be handled.
+                return self._exit(sup, other, "crash", now)
         return False
 
     def worker_exits(self, path: str, kind: str, now: float) -> None:
@@ -141,6 +157,10 @@ class Model:
             gave_up = self._exit(parent, sup_child, "crash", now)
         if gave_up:
             self.root_failed = True
+
+    def poison_worker(self, path: str, starts: int) -> None:
+        """The next ``starts`` starts of the worker at ``path`` fail in init."""
+        self.poison[path] = self.poison.get(path, 0) + starts
 
     def _chain(self, path: str) -> list[tuple[MSup, MChild]]:
         """(supervisor, child) pairs from the root down to the worker at ``path``."""
@@ -190,3 +210,15 @@ class Model:
 
         walk(self.root)
         return out
+
+
+def worker_paths(tpl: SupTemplate, path: str = "root") -> list[str]:
+    """Every worker path the template can ever run, in tree order."""
+    out: list[str] = []
+    for child in tpl.children:
+        child_path = f"{path}/{child.id}"
+        if child.sub is None:
+            out.append(child_path)
+        else:
+            out.extend(worker_paths(child.sub, child_path))
+    return out

@@ -2,7 +2,9 @@
 
 Hypothesis generates a supervision tree (all strategies and restart types, nested
 supervisors, small intensities) and a schedule of steps: a running worker exits
-(normal, shutdown or crash) or time advances. After every step the real runtime,
+(normal, shutdown or crash), time advances, or a worker is poisoned so that its
+next n starts fail in ``init`` (exercising failed restarts and failed sub-tree
+starts). After every step the real runtime,
 run on a MockClock, must match ``supervisor_model.Model`` on: the trace of worker
 starts and terminates (so restart order and stop order), which children run, each
 child's restart count, each supervisor's restarts in its intensity window, and
@@ -19,7 +21,7 @@ import trio.testing
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from property_tests.supervisor_model import ChildTemplate, Model, SupTemplate
+from property_tests.supervisor_model import ChildTemplate, Model, SupTemplate, worker_paths
 from runtime import (
     ChildSpec,
     ExitKind,
@@ -56,18 +58,36 @@ def sup_templates(depth: int) -> st.SearchStrategy[SupTemplate]:
 
 exit_steps = st.tuples(st.just("exit"), st.integers(0, 30), st.sampled_from(sorted(EXIT_KINDS)))
 tick_steps = st.tuples(st.just("tick"), st.sampled_from([0.5, 1.0, 2.5]), st.none())
+poison_steps = st.tuples(st.just("poison"), st.integers(0, 30), st.integers(1, 3))
 # Exits outnumber ticks so that intensity limits are reached often.
-steps_strategy = st.lists(st.one_of(exit_steps, exit_steps, exit_steps, tick_steps), max_size=20)
+steps_strategy = st.lists(
+    st.one_of(exit_steps, exit_steps, exit_steps, tick_steps, poison_steps, poison_steps),
+    max_size=20,
+)
 
 
-def build(tpl: SupTemplate, journal: Journal) -> Supervisor:
+class Poisonable(Probe):
+    """A Probe whose init fails while its path has poison left."""
+
+    def __init__(self, journal: Journal, poison: dict[str, int]) -> None:
+        super().__init__(journal)
+        self.poison = poison
+
+    async def init(self) -> None:
+        if self.poison.get(self.ctx.path, 0) > 0:
+            self.poison[self.ctx.path] -= 1
+            raise RuntimeError(f"{self.ctx.path} poisoned")
+        await super().init()
+
+
+def build(tpl: SupTemplate, journal: Journal, poison: dict[str, int]) -> Supervisor:
     """The real supervisor for a model template (fresh objects per incarnation)."""
     specs = []
     for child in tpl.children:
         if child.sub is None:
-            factory: Any = lambda: Probe(journal)  # noqa: E731 -- a tiny per-child factory
+            factory: Any = lambda: Poisonable(journal, poison)  # noqa: E731 -- tiny factory
         else:
-            factory = (lambda sub: lambda: build(sub, journal))(child.sub)
+            factory = (lambda sub: lambda: build(sub, journal, poison))(child.sub)
         specs.append(ChildSpec(child.id, factory, restart=Restart(child.restart)))
     return Supervisor(
         specs,
@@ -99,7 +119,10 @@ async def check_schedule(
 ) -> None:
     journal = Journal()
     model = Model(tpl)
-    root = build(tpl, journal)
+    poison: dict[str, int] = {}
+    every_worker = worker_paths(tpl)
+    applied = 0
+    root = build(tpl, journal, poison)
     failures: list[SupervisorGaveUp] = []
 
     async def run_root(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -115,6 +138,12 @@ async def check_schedule(
             if kind == "tick":
                 clock.jump(arg)
                 continue
+            if kind == "poison":
+                target = every_worker[arg % len(every_worker)]
+                model.poison_worker(target, exit_kind)
+                poison[target] = poison.get(target, 0) + exit_kind
+                applied += exit_kind
+                continue
             workers = model.running_workers()
             if not workers:
                 continue
@@ -123,12 +152,17 @@ async def check_schedule(
             root.registry.ref(target).cast_nowait(("exit", EXIT_KINDS[exit_kind]))
             await trio.testing.wait_all_tasks_blocked()
             assert journal.entries == model.trace, (target, exit_kind)
+            assert {k: v for k, v in poison.items() if v} == {
+                k: v for k, v in model.poison.items() if v
+            }
             assert bool(failures) == model.root_failed
             if model.root_failed:
                 event("root gave up")
+                event(f"failed starts: {applied > sum(poison.values())}")
                 return
             assert real_shape(root) == model.shape(trio.current_time())
         event(f"restarts at root: {root.statistics().total_restarts > 0}")
+        event(f"failed starts: {applied > sum(poison.values())}")
         event(f"worker starts: {min(len(journal.starts()) // 5 * 5, 20)}+")
         await root.aclose()
     model_stop_trace = list(model.trace)
