@@ -212,6 +212,19 @@ seeds = st.binary(min_size=32, max_size=32)
 pairs = seeds.map(_pair)
 
 
+def _account(phone_seed: bytes, details: bytes, identity: KeyPair) -> dict[str, bytes]:
+    """A paired account with real signatures (as pairing stores it)."""
+    phone = _pair(phone_seed)
+    return {
+        "details": details,
+        "accountSignatureKey": phone.public,
+        "accountSignature": keys.sign(phone.private, b"\x06\x00" + details + identity.public),
+        "deviceSignature": keys.sign(
+            identity.private, b"\x06\x01" + details + identity.public + phone.public
+        ),
+    }
+
+
 @st.composite
 def creds_values(draw: st.DrawFn) -> AuthCreds:
     identity = draw(pairs)
@@ -244,15 +257,9 @@ def creds_values(draw: st.DrawFn) -> AuthCreds:
         me=draw(
             st.none() | st.fixed_dictionaries({"id": jids}, optional={"lid": st.text(max_size=10)})
         ),
-        account=draw(
-            st.none()
-            | st.fixed_dictionaries(
-                {
-                    "details": st.binary(max_size=40),
-                    "accountSignature": st.binary(min_size=64, max_size=64),
-                }
-            )
-        ),
+        account=_account(draw(seeds), draw(st.binary(max_size=40)), identity)
+        if draw(st.booleans())
+        else None,
         signal_identities=draw(
             st.lists(
                 st.fixed_dictionaries(
@@ -285,6 +292,7 @@ def test_creds_round_trip_through_plain_and_baileys_forms(creds: AuthCreds) -> N
     text = buffer_json.dumps(creds_to_baileys_json(creds))
     assert creds_from_baileys_json(buffer_json.loads(text, "creds.json"), "creds.json") == creds
     keys.check_creds_keys(creds, "creds.json")
+    keys.check_account_signatures(creds, "creds.json")
 
 
 # --- fuzz: the Baileys JSON readers raise only typed errors -----------------------------

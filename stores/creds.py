@@ -265,14 +265,32 @@ def creds_from_baileys_json(obj: Mapping[str, Plain], location: str) -> AuthCred
         elif name == "account" and value is not None:
             value = _account_from_baileys(value, where)
         plain[name] = value
+    for key in extra:
+        damaged = _damaged_name_of(key, plain)
+        if damaged is not None:
+            # An optional field silently falling back to its default (a pre-key counter
+            # reset to 1) would be worse than an error.
+            raise CorruptStateError(location, f"creds.{key}: looks like a damaged {damaged!r}")
     missing = [_CAMEL[name] for name in _REQUIRED if name not in plain]
     if missing:
-        raise CorruptStateError(location, f"creds.{missing[0]}: missing")
+        # A damaged key name shows up as an unknown field: say so, it is the likely culprit.
+        hint = f" (unrecognised fields: {sorted(extra)})" if extra else ""
+        raise CorruptStateError(location, f"creds.{missing[0]}: missing{hint}")
     plain["extra"] = extra
     try:
         return AuthCreds.from_plain(plain, location)
     except CorruptStateError as exc:
         raise CorruptStateError(location, _camel_reason(exc.reason), exc.offset) from exc
+
+
+def _damaged_name_of(key: str, present: Mapping[str, Plain]) -> str | None:
+    """The known field ``key`` is one character away from, if that field is absent."""
+    for snake, camel in _CAMEL.items():
+        if snake in present or len(camel) != len(key):
+            continue
+        if sum(a != b for a, b in zip(camel, key, strict=True)) == 1:
+            return camel
+    return None
 
 
 def _camel_reason(reason: str) -> str:

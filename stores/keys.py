@@ -209,6 +209,42 @@ def check_creds_keys(creds: AuthCreds, location: str) -> None:
         )
 
 
+ADV_ACCOUNT_SIG_PREFIXES = (b"\x06\x00", b"\x06\x05")
+"""``accountSignature`` covers prefix || details || our identity key (06 05: hosted)."""
+ADV_DEVICE_SIG_PREFIXES = (b"\x06\x01", b"\x06\x06")
+"""``deviceSignature`` covers prefix || details || our identity key || account key."""
+
+
+def check_account_signatures(creds: AuthCreds, location: str) -> None:
+    """Check a paired account's ``accountSignature`` and ``deviceSignature``, or raise.
+
+    Both tie the account to our identity key (Baileys verifies the first and makes
+    the second at pairing), so a damaged account is a ``CorruptStateError`` here
+    instead of a device whose messages peers reject. Fields that are absent are
+    not checked. Not part of ``check_creds_keys`` (yet): test data in the tree uses
+    made-up account bytes.
+    """
+    if creds.account is not None:
+        _check_account(creds.account, creds.signed_identity_key.public, location)
+
+
+def _check_account(account: Mapping[str, object], identity: bytes, location: str) -> None:
+    details = account.get("details")
+    account_key = account.get("accountSignatureKey")
+    if not isinstance(details, bytes) or not isinstance(account_key, bytes):
+        return
+    checks = (
+        ("accountSignature", account_key, ADV_ACCOUNT_SIG_PREFIXES, details + identity),
+        ("deviceSignature", identity, ADV_DEVICE_SIG_PREFIXES, details + identity + account_key),
+    )
+    for name, signer, prefixes, body in checks:
+        signature = account.get(name)
+        if not isinstance(signature, bytes):
+            continue
+        if not any(verify(signer, prefix + body, signature) for prefix in prefixes):
+            raise CorruptStateError(location, f"creds.account.{name}: does not verify")
+
+
 def _raw_public(public: bytes) -> bytes:
     if len(public) == 33 and public[:1] == KEY_BUNDLE_TYPE:
         return bytes(public[1:])

@@ -43,6 +43,7 @@ Since 0.1.0.
 
 from __future__ import annotations
 
+import re
 import stat
 import threading
 from collections.abc import Mapping, Sequence
@@ -472,6 +473,13 @@ def _field_offset(raw: bytes, reason: str) -> int | None:
         if at < 0:
             break
         found = start = at
+    if found is None:
+        # A missing field: point at the first unrecognised one, else at the object.
+        for name in re.findall(r"'([^']*)'", reason.partition("unrecognised fields:")[2]):
+            at = raw.find(b'"' + name.encode("utf-8", "replace") + b'"')
+            if at >= 0:
+                return at
+        return 0
     return found
 
 

@@ -67,6 +67,8 @@ async def test_directory_written_by_baileys_loads_with_equal_content(
             "name": "Bot",
             "lid": "99887766:3@lid",
         }
+        # Baileys' pairing signatures over the account verify under our rules.
+        keys.check_account_signatures(creds, "creds.json")
         for type, wanted in ids.items():
             got = await backend.read_keys(type, wanted)
             present = {id: v for id, v in seen["keys"][type].items() if v is not None}
@@ -309,6 +311,7 @@ async def test_directory_written_by_baileys_v6_loads_with_equal_content(
         creds = await backend.read_creds()
         assert creds is not None
         assert creds_json(creds) == seen["creds"]
+        keys.check_account_signatures(creds, "creds.json")
         for type, wanted in seen["ids"].items():
             got = await backend.read_keys(type, wanted)
             expected = _present(seen["keys"])[type]

@@ -126,3 +126,37 @@ def test_creds_key_consistency_check_catches_tampering() -> None:
     broken.signed_identity_key = keys.generate_key_pair()
     with pytest.raises(CorruptStateError, match="signature"):
         keys.check_creds_keys(broken, "creds.json")
+
+
+def paired_account(identity: KeyPair) -> dict[str, bytes]:
+    """An account as pairing stores it, with real signatures both ways."""
+    phone = keys.generate_key_pair()
+    details = b"\x08\x01\x10\x80\xe2\xb6\xaa\x06\x18\x01"
+    return {
+        "details": details,
+        "accountSignatureKey": phone.public,
+        "accountSignature": keys.sign(phone.private, b"\x06\x00" + details + identity.public),
+        "deviceSignature": keys.sign(
+            identity.private, b"\x06\x01" + details + identity.public + phone.public
+        ),
+    }
+
+
+def test_paired_account_signatures_are_checked() -> None:
+    """check_account_signatures verifies the account's accountSignature and deviceSignature."""
+    creds = init_auth_creds()
+    creds.account = paired_account(creds.signed_identity_key)
+    keys.check_account_signatures(creds, "creds.json")
+    for field in ("details", "accountSignature", "deviceSignature", "accountSignatureKey"):
+        broken = creds.copy()
+        assert broken.account is not None
+        damaged = bytearray(broken.account[field])
+        damaged[len(damaged) // 2] ^= 0x10
+        broken.account[field] = bytes(damaged)
+        with pytest.raises(CorruptStateError, match=r"creds\.account"):
+            keys.check_account_signatures(broken, "creds.json")
+    # An account of another identity does not verify either.
+    stranger = creds.copy()
+    stranger.account = paired_account(keys.generate_key_pair())
+    with pytest.raises(CorruptStateError):
+        keys.check_account_signatures(stranger, "creds.json")

@@ -288,6 +288,62 @@ async def test_invalid_creds_fields_are_reported_with_their_offset(tmp_path: Pat
     assert info.value.offset == raw.index(b'"registrationId"')
 
 
+# Fields whose every value is valid: Baileys JSON has no checksum to catch a flip there.
+UNPROTECTED = {
+    "registration_id",
+    "adv_secret_key",
+    "next_pre_key_id",
+    "first_unuploaded_pre_key_id",
+    "account_sync_counter",
+    "signed_pre_key",  # its key id only: key and signature flips are caught
+    "account_settings",
+}
+
+
+def _clamped(plain: dict[str, Any]) -> dict[str, Any]:
+    """X25519 ignores 5 bits of a private key (clamping): compare keys as X25519 uses them."""
+
+    def clamp(private: bytes) -> bytes:
+        return bytes([private[0] & 248]) + private[1:31] + bytes([(private[31] & 127) | 64])
+
+    out = dict(plain)
+    for name in ("noise_key", "pairing_ephemeral_key_pair", "signed_identity_key"):
+        out[name] = {**plain[name], "private": clamp(plain[name]["private"])}
+    spk = plain["signed_pre_key"]
+    pair = {**spk["key_pair"], "private": clamp(spk["key_pair"]["private"])}
+    out["signed_pre_key"] = {**spk, "key_pair": pair}
+    return out
+
+
+async def test_a_flip_at_every_byte_of_creds_is_caught_or_confined(tmp_path: Path) -> None:
+    """A flipped bit anywhere in creds.json is an error with an offset, or lands where it
+    changes nothing X25519 uses, or in a field with no redundancy (ids, counters, secret)."""
+    creds = init_auth_creds()
+    await write_creds(tmp_path, creds)
+    path = tmp_path / "creds.json"
+    full = path.read_bytes()
+    caught = 0
+    for offset in range(len(full)):
+        damaged = bytearray(full)
+        damaged[offset] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        try:
+            backend = await open_multi_file_backend(tmp_path)
+        except CorruptStateError as exc:
+            assert exc.location == str(path) and exc.offset is not None
+            caught += 1
+            continue
+        loaded = await backend.read_creds()
+        await backend.aclose()
+        assert loaded is not None
+        plain, original = _clamped(loaded.to_plain()), _clamped(creds.to_plain())
+        changed = {k for k, v in plain.items() if original[k] != v}
+        assert changed <= UNPROTECTED, (offset, changed)
+        if "signed_pre_key" in changed:
+            assert plain["signed_pre_key"]["key_pair"] == original["signed_pre_key"]["key_pair"]
+    assert caught > len(full) * 3 // 4
+
+
 async def test_corrupt_creds_are_never_replaced_and_can_be_restored(tmp_path: Path) -> None:
     """A torn creds.json stays untouched; restore_last_good_creds brings the last good copy back."""
     creds = init_auth_creds()
