@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -69,21 +72,38 @@ async def test_baileys_pairs_by_qr_restarts_on_515_logs_in_and_reopens_without_q
         assert device.pre_key_count == 812
 
 
-async def test_phone_scan_through_the_control_channel_links_baileys(
+async def test_the_cli_sandbox_and_cli_phone_scan_link_baileys(
     baileys_peer: BaileysPeer, tmp_path: Path
 ) -> None:
-    """The `phone scan` path (the control channel) links a Baileys client like the phone API."""
-    from sandbox.control import scan_via_control
-
-    async with open_sandbox() as sb:
-        async with baileys_client(baileys_peer, url=sb.url, auth_dir=tmp_path) as client:
+    """`sandbox` and `phone scan` as processes: Baileys pairs through them and reaches open."""
+    command = [sys.executable, "-m", "sandbox.cli"]
+    server = await trio.lowlevel.open_process([*command, "sandbox"], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        with trio.fail_after(10):
+            lines = b""
+            while lines.count(b"\n") < 2:
+                lines += await server.stdout.receive_some(4096)
+        url, root_hex = lines.decode().splitlines()[:2]
+        assert len(bytes.fromhex(root_hex)) == 32
+        async with baileys_client(baileys_peer, url=url, auth_dir=tmp_path) as client:
+            jids: list[str] = []
 
             async def scan(qr: str) -> None:
                 with trio.fail_after(20):
-                    await scan_via_control(sb.url, qr)
+                    done = await trio.run_process(
+                        [*command, "phone", "scan", qr, "--sandbox", url], capture_stdout=True
+                    )
+                jids.append(done.stdout.decode().strip())
 
             opened = await _pair(client, scan)
-        assert opened["me"]["id"].startswith(sb.phone.user + ":")
+        assert opened["me"]["id"] == jids[0]
+        server.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert await server.wait() == 0
+    finally:
+        if server.returncode is None:
+            server.kill()
 
 
 async def test_baileys_reports_the_sandbox_faults_as_disconnect_reasons(
