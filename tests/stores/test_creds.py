@@ -282,3 +282,19 @@ def test_key_pair_types_refuse_wrong_sizes() -> None:
         SignedKeyPair(key_pair=pair, signature=bytes(63), key_id=1)
     with pytest.raises(InvalidValueError):
         SignedKeyPair(key_pair=pair, signature=bytes(64), key_id=-1)
+
+
+def test_a_damaged_field_name_is_an_error_not_a_silent_default() -> None:
+    """An unknown field one character away from an absent known field is refused."""
+    obj = creds_to_baileys_json(init_auth_creds())
+    obj["nextPreKeyIe"] = obj.pop("nextPreKeyId")
+    with pytest.raises(CorruptStateError, match="nextPreKeyId"):
+        creds_from_baileys_json(obj, "creds.json")
+    obj = creds_to_baileys_json(init_auth_creds())
+    obj["noiseKez"] = obj.pop("noiseKey")
+    with pytest.raises(CorruptStateError, match="noiseKey"):
+        creds_from_baileys_json(obj, "creds.json")
+    # A name close to a field that is present is just an unknown field.
+    obj = creds_to_baileys_json(init_auth_creds())
+    obj["nextPreKeyIe"] = 5
+    assert creds_from_baileys_json(obj, "creds.json").extra == {"nextPreKeyIe": 5}
