@@ -343,3 +343,63 @@ async def test_baileys_v6_loads_a_directory_written_here(
     )
     assert seen["creds"] == made["creds"]
     assert _present(seen["keys"]) == _present(made["keys"])
+
+
+# --- Baileys logs in from directories written here (against the loopback sandbox) -------
+
+
+async def test_baileys_logs_in_from_a_directory_written_here(
+    baileys_peer: BaileysPeer, tmp_path: Path
+) -> None:
+    """Baileys pairs into its folder; we rewrite it; Baileys logs in from ours with no QR."""
+    from sandbox.server import open_sandbox
+    from tests.sandbox.baileys_run import baileys_client
+
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    async with open_sandbox() as sb:
+        async with baileys_client(baileys_peer, url=sb.url, auth_dir=theirs) as client:
+            qr = await client.next_event(lambda e: "qr" in e, within=15)
+            linked = (await sb.phone.scan(qr["qr"])).jid
+            await client.next_event(lambda e: e.get("event") == "open", within=20)
+            assert await client.process.wait() == 0
+        async with await open_multi_file_backend(theirs) as backend:
+            snapshot = await backend.snapshot()
+        assert snapshot.creds is not None and snapshot.creds.me is not None
+        assert snapshot.creds.me["id"] == linked
+        assert len(snapshot.keys["pre-key"]) >= 812
+        async with await open_multi_file_backend(ours) as backend:
+            await backend.commit(Batch(keys=snapshot.keys, creds=snapshot.creds))
+        async with baileys_client(baileys_peer, url=sb.url, auth_dir=ours) as again:
+            reopened = await again.next_event(lambda e: e.get("event") == "open", within=20)
+            assert await again.process.wait() == 0
+        assert not any("qr" in e for e in again.events)
+        assert reopened["me"]["id"] == linked
+        stats = sb.statistics()
+        assert (stats.links, stats.logins, stats.pre_key_uploads) == (1, 2, 1)
+
+
+async def test_baileys_pairs_with_creds_made_here(
+    baileys_peer: BaileysPeer, tmp_path: Path
+) -> None:
+    """Our init_auth_creds in our directory: Baileys pairs and logs in with them, keys kept."""
+    from sandbox.server import open_sandbox
+    from tests.sandbox.baileys_run import baileys_client
+
+    creds = init_auth_creds()
+    async with await open_multi_file_backend(tmp_path) as backend:
+        await backend.commit(Batch(creds=creds))
+    async with open_sandbox() as sb:
+        async with baileys_client(baileys_peer, url=sb.url, auth_dir=tmp_path) as client:
+            qr = await client.next_event(lambda e: "qr" in e, within=15)
+            linked = (await sb.phone.scan(qr["qr"])).jid
+            opened = await client.next_event(lambda e: e.get("event") == "open", within=20)
+            assert await client.process.wait() == 0
+        assert opened["me"]["id"] == linked
+        assert sb.core.registry.find(linked).noise_key == creds.noise_key.public
+    # Baileys wrote its paired creds into our directory: they load, with our keys.
+    async with await open_multi_file_backend(tmp_path) as backend:
+        paired = await backend.read_creds()
+    assert paired is not None and paired.me is not None and paired.me["id"] == linked
+    assert paired.signed_identity_key == creds.signed_identity_key
+    assert paired.noise_key == creds.noise_key
+    keys.check_account_signatures(paired, "creds.json")
