@@ -291,13 +291,15 @@ class ServerCore:
         if conn.stalled:
             conn.held_input.append(data)
             return []
+        out: list[Output] = []
         try:
-            return self._gate(conn, self._receive(conn, data, now))
+            self._receive(conn, data, now, out)
         except RemoteProtocolError:
             # Whatever the client broke (handshake, framing, ciphertext, node), the
             # server drops the connection, as the real one does.
             self._count.protocol_errors += 1
-            return self._gate(conn, self._close(conn, now, abrupt=True))
+            out += self._close(conn, now, abrupt=True)
+        return self._gate(conn, out)
 
     def disconnected(self, conn_id: int, now: float) -> list[Output]:
         """The socket is gone; forget the connection (a pending link fails)."""
@@ -559,36 +561,40 @@ class ServerCore:
 
     # --- internals: handshake -------------------------------------------------------
 
-    def _receive(self, conn: _Connection, data: bytes, now: float) -> list[Output]:
+    def _receive(self, conn: _Connection, data: bytes, now: float, out: list[Output]) -> None:
+        """Process ``data``, appending outputs to ``out`` as they arise.
+
+        Outputs go straight into ``out`` so that those of good frames survive a
+        bad frame later in the same message (the caller then appends the close).
+        """
         if conn.transport is not None:
             conn.transport.receive_data(data)
-            out: list[Output] = []
-            for frame in conn.transport.events():
-                if conn.state in (ConnState.CLOSING, ConnState.CLOSED):
-                    break
-                out += self._on_node(conn, decode_node(frame.payload), now)
-            return out
+            while conn.state not in (ConnState.CLOSING, ConnState.CLOSED):
+                event = conn.transport.next_event()
+                if event is NEED_DATA:
+                    return
+                out += self._on_node(conn, decode_node(event.payload), now)
+            return
         responder = conn.responder
         responder.receive_data(data)
-        out = []
         while True:
-            event = responder.next_event()
-            if event is NEED_DATA:
-                return out
-            if isinstance(event, ClientHello):
-                conn.routing_info = event.routing_info
-                if event.routing_info is not None and event.routing_info in self._routing_infos:
+            hello = responder.next_event()
+            if hello is NEED_DATA:
+                return
+            if isinstance(hello, ClientHello):
+                conn.routing_info = hello.routing_info
+                if hello.routing_info is not None and hello.routing_info in self._routing_infos:
                     self._count.routed_intros += 1
                 conn.state = ConnState.AWAIT_FINISH
                 out.append(Send(conn.conn_id, responder.send(Hello())))
-            elif isinstance(event, ClientFinish):
+            elif isinstance(hello, ClientFinish):
                 conn.transport = responder.transport
-                conn.noise_key = event.static_key
+                conn.noise_key = hello.static_key
                 self._count.handshakes += 1
-                out += self._on_payload(conn, event.payload, now)
+                out += self._on_payload(conn, hello.payload, now)
                 if conn.state is not ConnState.CLOSING:
-                    out += self._receive(conn, b"", now)  # frames sent right behind the finish
-                return out
+                    self._receive(conn, b"", now, out)  # frames sent right behind the finish
+                return
 
     def _on_payload(self, conn: _Connection, data: bytes, now: float) -> list[Output]:
         payload = wa_pb2.ClientPayload()

@@ -6,9 +6,10 @@ import hashlib
 
 import pytest
 
-from actors.connection.binary import BinaryNode
+from actors.connection.binary import BinaryNode, encode_node
 from actors.connection.certs import WHATSAPP_ROOT
 from actors.connection.errors import RemoteProtocolError
+from actors.connection.framing import encode_frame
 from actors.connection.noise import Hello, NoiseInitiator
 from sandbox.accounts import Device
 from sandbox.core import (
@@ -544,3 +545,18 @@ def test_accounts_need_a_free_decimal_number() -> None:
         world.core.registry.new_account(generate_key_pair().public, user="+1 555")
     with pytest.raises(InvalidAccountError, match="exists"):
         world.core.registry.new_account(generate_key_pair().public, user=world.user)
+
+
+def test_a_bad_frame_after_a_good_one_answers_the_good_one_then_closes() -> None:
+    """Good frame + bad frame in one message: the ping is answered, then the connection drops."""
+    world = World()
+    device = FakeDevice()
+    world.pair(device)
+    client, _ = world.login(device)
+    assert client.transport is not None
+    ping = BinaryNode("iq", {"id": "p", "xmlns": "w:p", "type": "get"}, [BinaryNode("ping", {})])
+    data = client.transport.send(encode_node(ping)) + encode_frame(bytes(40))
+    world.wire.route(world.core.receive(client.conn_id, data, 0.0))
+    assert [n.attr("id") for n in client.take()] == ["p"]
+    assert client.closed == "abrupt"
+    assert world.core.statistics().protocol_errors == 1
