@@ -7,6 +7,7 @@ from typing import Any
 import trio
 
 from runtime.app import Config
+from runtime.ref import ActorRef
 from tests.session.memory_sandbox import MemorySandbox
 
 
@@ -47,6 +48,22 @@ class Recorder:
         """Wait until ``predicate(self)`` holds."""
         while not predicate(self):
             await self._changed.wait()
+
+
+class Crash:
+    """A message no actor handles: casting it crashes the actor on purpose."""
+
+
+async def crash_and_wait_restart(ref: ActorRef) -> None:
+    """Crash the actor behind ``ref`` on purpose and wait until a new incarnation serves."""
+    before = ref.statistics().incarnations
+    ref.cast_nowait(Crash())
+    with trio.fail_after(30):
+        while True:
+            stats = ref.statistics()
+            if stats.incarnations > before and stats.running:
+                return
+            await trio.sleep(0.001)  # polls the registry; no timing depends on it
 
 
 def sandbox_config(sb: MemorySandbox, auth: Any, **overrides: Any) -> Config:
