@@ -33,6 +33,7 @@ from trio_websocket import (
     serve_websocket,
 )
 
+from sandbox.control import CONTROL_PATH, serve_control
 from sandbox.core import (
     BAD_SESSION,
     LOGGED_OUT,
@@ -54,8 +55,6 @@ from stores.keys import generate_key_pair
 
 #: The path the WhatsApp client connects to (any path but the control one works).
 CHAT_PATH = "/ws/chat"
-#: The control channel's path on the same port.
-CONTROL_PATH = "/sandbox/control"
 #: Websocket message bound: above any frame the sandbox's frame limit allows.
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
@@ -235,8 +234,6 @@ class Sandbox:
 
     async def _handle(self, request: WebSocketRequest) -> None:
         if request.path == CONTROL_PATH:
-            from sandbox.control import serve_control  # import cycle: control uses Sandbox
-
             await serve_control(self, await request.accept())
             return
         ws = await request.accept()
