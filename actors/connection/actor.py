@@ -467,7 +467,7 @@ class _Attempt:
 
     async def on_qr(self, event: QrCode) -> None:
         self.qr_deadline = trio.current_time() + event.ttl
-        self.log.info("qr", index=event.index, ttl=event.ttl)
+        self.log.info("qr_shown", index=event.index, ttl=event.ttl)
         await self.actor.show_qr(event)
 
     async def on_event(self, event: ClientEvent) -> None:
