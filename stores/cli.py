@@ -1,0 +1,546 @@
+"""The ``inspect`` and ``migrate`` commands of the ``baileys-trio`` CLI.
+
+They live in ``stores`` because they are about auth locations; ``runtime/cli.py``
+registers them (``INSPECT`` and ``MIGRATE`` carry exactly what its ``Command``
+needs: name, help, description, examples, ``configure(parser)`` and
+``run(args, log) -> exit code``). ``register_inspect_command(subparsers)`` and
+``register_migrate_command(subparsers)`` add them to any argparse parser, and
+``build_parser()`` / ``main()`` make a parser of just these two (tests, embedding).
+
+This module imports only the standard library at import time, so ``--help`` stays
+light; each ``run`` imports the stores modules it needs.
+
+Exit codes (documented in docs/cli.md):
+
+== ==================================================================================
+0  done; the location is intact (warnings may be printed)
+1  corruption: a record failed its checksum, parse or validation (named on stderr/out)
+2  bad arguments (one line on stderr)
+3  locked: a running owner holds the location (its pid and host are named)
+4  refused: nothing there, another backend's data, an unsupported format, an empty
+   source, a target that is not empty; nothing was changed
+5  failed: an I/O error or a failed verification; the source is untouched
+== ==================================================================================
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+if TYPE_CHECKING:
+    from stores.inspect import InspectReport
+    from stores.migrate import MigrationSummary
+
+__all__ = [
+    "EXIT_CORRUPT",
+    "EXIT_FAILED",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "INSPECT",
+    "MIGRATE",
+    "CommandInfo",
+    "build_parser",
+    "main",
+    "register_inspect_command",
+    "register_migrate_command",
+]
+
+PROG = "baileys-trio"
+EXIT_OK = 0
+EXIT_CORRUPT = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+EXIT_REFUSED = 4
+EXIT_FAILED = 5
+
+BACKEND_CHOICES = ("native", "multi-file", "sqlite")
+LOG_FORMATS = ("console", "json", "auto")
+DEFAULT_PROGRESS_AFTER = 0.5
+"""Seconds a migration runs before the progress bar appears (a few thousand keys)."""
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    """One subcommand, in the shape ``runtime.cli.Command`` takes."""
+
+    name: str
+    help: str
+    description: str
+    examples: tuple[str, ...]
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Any], int]
+
+
+# --- inspect -------------------------------------------------------------------------
+
+
+def configure_inspect(parser: argparse.ArgumentParser) -> None:
+    """Add ``inspect``'s arguments to ``parser``."""
+    parser.add_argument("path", metavar="PATH", help="an auth directory or SQLite database file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", *BACKEND_CHOICES),
+        default="auto",
+        help="the backend PATH holds (default: auto-detect)",
+    )
+    parser.add_argument(
+        "--account", metavar="NAME", help="SQLite only: inspect this account (default: all)"
+    )
+
+
+def run_inspect(args: argparse.Namespace, log: object = None) -> int:
+    """Inspect ``args.path``; print the report; return the exit code."""
+    from stores.errors import StoreError
+    from stores.inspect import detect_backend, inspect_location
+
+    out = _Output("inspect", args)
+    try:
+        if args.account is not None:
+            found = detect_backend(args.path) if args.backend == "auto" else args.backend
+            if found != "sqlite":
+                return out.usage(f"--account is for SQLite databases; {args.path} is {found}")
+        report = inspect_location(args.path, args.backend, account=args.account)
+    except StoreError as exc:
+        return out.fail(exc)
+    except OSError as exc:
+        return out.fail_message(EXIT_FAILED, "OSError", f"{args.path}: {exc}")
+    if args.json:
+        print(json.dumps(report.to_json(), sort_keys=True))
+    else:
+        print(format_report(report))
+    return EXIT_OK if report.ok else EXIT_CORRUPT
+
+
+def format_report(report: InspectReport) -> str:
+    """The human-readable form of an ``InspectReport``."""
+    backend = report.backend or "none (empty directory)"
+    if report.format_version is not None:
+        backend += f" (format version {report.format_version})"
+    elif report.backend == "multi-file":
+        backend += " (Baileys JSON, unversioned)"
+    lines = [f"location   {report.location}", f"backend    {backend}"]
+    for account in report.accounts:
+        if account.name is not None:
+            lines.append(f"account    {account.name!r}")
+        lines.append(f"  id       {account.account_id or 'unpaired'}")
+        lines.append(f"  creds    {'present' if account.creds_present else 'absent'}")
+        lines.append(f"  keys     {_counts_line(account.key_counts)}")
+        if account.durable_seq is not None:
+            lines.append(f"  durable  seq {account.durable_seq}")
+        lines.append(f"  lock     {account.lock_owner or 'free (no running owner)'}")
+    if report.ok:
+        lines.append(f"integrity ok: {report.records_checked} records read and checked")
+    else:
+        lines.append(f"integrity CORRUPT: {len(report.problems)} problem(s)")
+        lines += [f"  - {problem}" for problem in report.problems]
+    if report.warnings:
+        lines.append("warnings")
+        lines += [f"  - {warning}" for warning in report.warnings]
+    return "\n".join(lines)
+
+
+def _counts_line(counts: Mapping[str, int]) -> str:
+    if not counts:
+        return "0"
+    parts = ", ".join(f"{t} {n}" for t, n in counts.items())
+    return f"{sum(counts.values())} ({parts})"
+
+
+# --- migrate -------------------------------------------------------------------------
+
+
+def configure_migrate(parser: argparse.ArgumentParser) -> None:
+    """Add ``migrate``'s arguments to ``parser``."""
+    parser.add_argument("src", metavar="SRC", help="the auth location to copy from (not changed)")
+    parser.add_argument("dst", metavar="DST", help="an absent or empty location to create")
+    parser.add_argument(
+        "--from",
+        dest="src_backend",
+        choices=BACKEND_CHOICES,
+        help="the backend of SRC (default: auto-detect)",
+    )
+    parser.add_argument(
+        "--to",
+        dest="dst_backend",
+        choices=BACKEND_CHOICES,
+        default="native",
+        help="the backend to write at DST (default: native)",
+    )
+    parser.add_argument("--src-account", metavar="A", help="SQLite source: the account to read")
+    parser.add_argument("--dst-account", metavar="B", help="SQLite target: the account to write")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="never show the progress bar on stderr"
+    )
+    parser.add_argument(
+        "--progress-after",
+        type=_seconds,
+        default=DEFAULT_PROGRESS_AFTER,
+        metavar="S",
+        help="show the progress bar once a migration has run S seconds (default %(default)s)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def run_migrate(args: argparse.Namespace, log: object = None) -> int:
+    """Migrate ``args.src`` to ``args.dst``; print the summary; return the exit code."""
+    import trio
+
+    from stores.errors import StoreError
+    from stores.inspect import detect_backend
+
+    out = _Output("migrate", args)
+    try:
+        src_backend = args.src_backend or detect_backend(args.src)
+    except StoreError as exc:
+        return out.fail(exc)
+    if src_backend is None:
+        return out.fail_message(
+            EXIT_REFUSED, "MigrationError", f"{args.src}: the source is empty, nothing to migrate"
+        )
+    if args.src_account is not None and src_backend != "sqlite":
+        return out.usage(f"--src-account is for a SQLite source; {args.src} is {src_backend}")
+    if args.dst_account is not None and args.dst_backend != "sqlite":
+        return out.usage(
+            f"--dst-account is for a SQLite target (--to sqlite), not {args.dst_backend}"
+        )
+    progress = _Progress(sys.stderr, _cheap_key_count(args.src, src_backend, args.src_account))
+    try:
+        summary = trio.run(_migrate, args, src_backend, progress)
+    except StoreError as exc:
+        progress.abandon()
+        return out.fail(exc)
+    except OSError as exc:
+        progress.abandon()
+        return out.fail_message(EXIT_FAILED, "OSError", str(exc))
+    if args.json:
+        print(json.dumps(summary_json(summary), sort_keys=True))
+    else:
+        print(format_summary(summary))
+    return EXIT_OK
+
+
+async def _migrate(
+    args: argparse.Namespace, src_backend: str, progress: _Progress
+) -> MigrationSummary:
+    import trio
+
+    from stores.migrate import migrate
+
+    summary: MigrationSummary | None = None
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        if not args.no_progress:
+            nursery.start_soon(progress.run, args.progress_after)
+        try:
+            summary = await migrate(
+                src_backend,
+                args.src,
+                args.dst_backend,
+                args.dst,
+                src_account=args.src_account or "default",
+                dst_account=args.dst_account or "default",
+            )
+        except Exception as exc:
+            # Raised after the nursery, unwrapped: an error inside it would come out
+            # as an ExceptionGroup.
+            failure = exc
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    assert summary is not None
+    progress.finish(summary.total_keys)
+    return summary
+
+
+def summary_json(summary: MigrationSummary) -> dict[str, Any]:
+    """A JSON-ready dict of a ``MigrationSummary`` (what ``migrate --json`` prints)."""
+    return {
+        "src_backend": summary.src_backend,
+        "src": summary.src,
+        "src_account": summary.src_account,
+        "dst_backend": summary.dst_backend,
+        "dst": summary.dst,
+        "dst_account": summary.dst_account,
+        "account_id": summary.account_id,
+        "key_counts": dict(summary.key_counts),
+        "total_keys": summary.total_keys,
+    }
+
+
+def format_summary(summary: MigrationSummary) -> str:
+    """The human-readable summary of a migration."""
+    src = summary.src + (f" account {summary.src_account!r}" if summary.src_account else "")
+    dst = summary.dst + (f" account {summary.dst_account!r}" if summary.dst_account else "")
+    lines = [
+        f"migrated   {summary.src_backend} {src}",
+        f"      to   {summary.dst_backend} {dst} (read back and verified)",
+        f"account    {summary.account_id or 'unpaired'}",
+        f"keys       {summary.total_keys}",
+    ]
+    width = max((len(t) for t in summary.key_counts), default=0)
+    lines += [f"  {t:<{width}}  {n}" for t, n in summary.key_counts.items()]
+    return "\n".join(lines)
+
+
+def _cheap_key_count(src: str, backend: str, account: str | None) -> int | None:
+    """The source's key count when it costs no full read (for the progress bar), else None."""
+    import os
+    import sqlite3
+    from pathlib import Path
+
+    from stores import _multi_file_layout as layout
+
+    try:
+        if backend == "multi-file":
+            return sum(1 for n in os.listdir(src) if layout.parse_key_file_name(n))
+        if backend == "sqlite":
+            uri = f"{Path(os.path.abspath(src)).as_uri()}?mode=ro&immutable=1"
+            conn = sqlite3.connect(uri, uri=True)
+            try:
+                row = conn.execute(
+                    "SELECT count(*) FROM keys WHERE account = ?", (account or "default",)
+                ).fetchone()
+            finally:
+                conn.close()
+            return int(row[0])
+    except (OSError, sqlite3.Error):
+        return None
+    return None
+
+
+class _Progress:
+    """A progress bar on stderr for a migration that takes a while.
+
+    ``stores.migrate.migrate`` reports no progress, so the bar shows activity (a
+    moving block), the elapsed time and the number of keys when it is cheap to know,
+    and turns full when the migration is done. On a terminal it redraws one line;
+    elsewhere it prints a start line and an end line.
+    """
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO, total: int | None) -> None:
+        self._stream = stream
+        self._total = total
+        self._tty = stream.isatty()
+        self._started = time.monotonic()
+        self._shown = False
+
+    async def run(self, after: float) -> None:
+        import trio
+
+        await trio.sleep(after)
+        self._shown = True
+        if not self._tty:
+            self._stream.write(f"migrating {self._what()}...\n")
+            self._stream.flush()
+            return
+        frame = 0
+        while True:
+            self._draw(render_bar(frame, self.WIDTH), f"migrating {self._what()}")
+            frame += 1
+            await trio.sleep(0.1)
+
+    def finish(self, total: int) -> None:
+        if not self._shown:
+            return
+        elapsed = time.monotonic() - self._started
+        line = f"migrated {total} keys in {elapsed:.1f} s"
+        if self._tty:
+            self._draw("=" * self.WIDTH, line)
+            self._stream.write("\n")
+        else:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def abandon(self) -> None:
+        if self._shown and self._tty:
+            self._stream.write("\n")
+            self._stream.flush()
+
+    def _what(self) -> str:
+        return "keys" if self._total is None else f"{self._total} keys"
+
+    def _draw(self, bar: str, label: str) -> None:
+        elapsed = time.monotonic() - self._started
+        self._stream.write(f"\r[{bar}] {label} {elapsed:5.1f} s\x1b[K")
+        self._stream.flush()
+
+
+def render_bar(frame: int, width: int, block: int = 6) -> str:
+    """An indeterminate bar: a block of ``=`` bouncing across ``width`` cells."""
+    span = max(width - block, 1)
+    step = frame % (2 * span)
+    start = step if step < span else 2 * span - step
+    return " " * start + "=" * block + " " * (width - block - start)
+
+
+# --- output and errors ---------------------------------------------------------------
+
+
+class _Output:
+    """Error lines on stderr: one line each, plain or JSON (``--log-format json``)."""
+
+    def __init__(self, command: str, args: argparse.Namespace) -> None:
+        self._command = command
+        self._json = getattr(args, "log_format", "console") == "json"
+
+    def usage(self, message: str) -> int:
+        return self.fail_message(EXIT_USAGE, "UsageError", message)
+
+    def fail(self, exc: Exception) -> int:
+        return self.fail_message(exit_code_for(exc), type(exc).__name__, str(exc))
+
+    def fail_message(self, code: int, kind: str, message: str) -> int:
+        if self._json:
+            line = json.dumps(
+                {
+                    "level": "error",
+                    "event": f"{self._command}_failed",
+                    "error": kind,
+                    "message": message,
+                    "exit_code": code,
+                }
+            )
+        else:
+            line = f"{PROG} {self._command}: error: {message}"
+        print(line, file=sys.stderr)
+        return code
+
+
+def exit_code_for(exc: Exception) -> int:
+    """The documented exit code of a stores error."""
+    from stores import errors
+
+    if isinstance(exc, errors.StoreLockedError):
+        return EXIT_LOCKED
+    if isinstance(exc, errors.CorruptStateError):
+        return EXIT_CORRUPT
+    refused = (errors.MigrationError, errors.WrongBackendError, errors.UnsupportedFormatError)
+    if isinstance(exc, refused):
+        # A read-back that differs is a migration failure, not a refusal.
+        return EXIT_FAILED if "read-back differs" in str(exc) else EXIT_REFUSED
+    return EXIT_FAILED
+
+
+# --- registration --------------------------------------------------------------------
+
+INSPECT = CommandInfo(
+    name="inspect",
+    help="check an auth location: backend, account, key counts, lock owner, integrity",
+    description=(
+        "Read every record of an auth location (native directory, Baileys multi-file "
+        "directory or SQLite database) and report its backend, format version, account "
+        "id, key counts per type, last durable sequence number, the live lock owner if "
+        "any, and whether every record is intact. Never writes, never creates a file, "
+        "never takes the lock: safe on a location a runtime is using. Exits 1 when "
+        "anything is corrupt, naming the file (and offset or row)."
+    ),
+    examples=(
+        "baileys-trio inspect auth/",
+        "baileys-trio inspect baileys_auth_info --json | jq .accounts",
+        "baileys-trio inspect bots.db --account bot1",
+    ),
+    configure=configure_inspect,
+    run=run_inspect,
+)
+
+MIGRATE = CommandInfo(
+    name="migrate",
+    help="copy an auth location into another backend, verified, never touching the source",
+    description=(
+        "Copy the creds and every Signal key of SRC into DST (absent or empty), read the "
+        "copy back, compare it with the source, and only then publish it. The source is "
+        "never modified; a running owner of SRC is refused. Prints a summary (account "
+        "id, key counts per type) and, when it takes a while, a progress bar on stderr."
+    ),
+    examples=(
+        "baileys-trio migrate baileys_auth_info auth/",
+        "baileys-trio migrate auth/ baileys_auth_info --to multi-file",
+        "baileys-trio migrate auth/ bots.db --to sqlite --dst-account bot1",
+        "baileys-trio migrate bots.db auth2/ --src-account bot1 --json",
+    ),
+    configure=configure_migrate,
+    run=run_migrate,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_command(subparsers: Any, info: CommandInfo, log_default: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        info.name,
+        help=info.help,
+        description=info.description,
+        epilog="examples:\n" + "\n".join(f"  {e}" for e in info.examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=log_default,
+        help="console (human), json (one object per line) or auto (console on a TTY)",
+    )
+    info.configure(parser)
+    parser.set_defaults(_run=info.run)
+    return parser
+
+
+def register_inspect_command(
+    subparsers: Any, *, log_default: str = "auto"
+) -> argparse.ArgumentParser:
+    """Add ``inspect`` (with ``--log-format``) to an ``add_subparsers()`` object."""
+    return _add_command(subparsers, INSPECT, log_default)
+
+
+def register_migrate_command(
+    subparsers: Any, *, log_default: str = "auto"
+) -> argparse.ArgumentParser:
+    """Add ``migrate`` (with ``--log-format``) to an ``add_subparsers()`` object."""
+    return _add_command(subparsers, MIGRATE, log_default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser of just ``inspect`` and ``migrate`` (``runtime.cli`` has them all)."""
+    parser = _Parser(prog=PROG, description="Inspect and migrate baileys-trio auth locations.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_inspect_command(sub)
+    register_migrate_command(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` with ``build_parser()`` and run the command; return the exit code."""
+    args = build_parser().parse_args(argv)
+    code: int = args._run(args, None)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
