@@ -615,9 +615,12 @@ class TransactionalStore:
                 if value is not _ABSENT:
                     found[id_] = value
             if not needed:
+                # The values are current at this tick; the checkpoint below may let
+                # later commits become visible, and reads must not claim those.
+                version = self._tick
                 if not fetched:
                     await trio.lowlevel.checkpoint()
-                return found, self._tick
+                return found, version
             blocker = next(
                 (p for id_ in needed if (p := self._writer_of.get((type_, id_))) is not None),
                 None,

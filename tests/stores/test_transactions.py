@@ -625,3 +625,33 @@ async def test_finished_transaction_handle_is_unusable(store: TransactionalStore
         pass
     with pytest.raises(StoreError, match="committed"):
         await tx.set({"session": {"a": b"1"}})
+
+
+async def test_cached_read_racing_a_commit_still_conflicts() -> None:
+    """A read served from cache while a commit becomes visible is versioned before that commit."""
+
+    async def first(store: TransactionalStore) -> None:
+        await store.run_transaction("a", lambda tx: _increment(tx, "c"))
+
+    async def second(store: TransactionalStore, gate: trio.Event) -> None:
+        async def body(tx: StoreTransaction) -> int:
+            gate.set()  # the first commit returns while this read yields
+            return await _increment(tx, "c")
+
+        await store.run_transaction("b", body)
+
+    lost_updates = 0
+    # Trio orders tasks woken together at random; 32 runs miss a 50% race with p = 2**-32.
+    for _ in range(32):
+        rec = Recorder()
+        store = rec.store()
+        assert await store.get("sender-key-memory", ["c"]) == {}  # cached: known absent
+        rec.gate = trio.Event()
+        rec.land_before_gate = True
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first, store)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(second, store, rec.gate)
+        found = await store.get("sender-key-memory", ["c"])
+        lost_updates += found != {"c": {"n": 2}}
+    assert lost_updates == 0
