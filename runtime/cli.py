@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from runtime import demo
 from runtime.log import Logger, make_logger
+from sandbox.cli import cli_commands as sandbox_commands
 
 PROG = "baileys-trio"
 EXIT_USAGE = 2
@@ -55,6 +56,7 @@ COMMANDS: list[Command] = [
         run=demo.run,
     ),
 ]
+COMMANDS += sandbox_commands(Command)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -102,11 +102,13 @@ def test_log_format_accepted_before_and_after_the_command() -> None:
     assert parser.parse_args(["demo"]).log_format == "auto"
 
 
-def test_cli_module_imports_nothing_whatsapp() -> None:
-    """Importing runtime.cli loads no actors/stores/sandbox module."""
+def test_cli_module_imports_nothing_heavy() -> None:
+    """Importing runtime.cli loads only light cli modules: no protocol, socket or store code."""
     code = (
         "import sys, runtime.cli; "
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('actors', 'stores', 'sandbox')]; "
+        "heavy = ('trio_websocket', 'cryptography', 'cbor2', 'sqlite3', 'google', 'xeddsa'); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in heavy "
+        "or m.startswith(('actors.connection', 'sandbox.server', 'stores.native'))]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

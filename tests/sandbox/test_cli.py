@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from actors.connection.certs import RootKey
-from sandbox.cli import cli_commands, configure_phone, configure_sandbox, run_phone, run_sandbox
+from sandbox.cli import configure_phone, configure_sandbox, run_phone, run_sandbox
 from sandbox.server import open_sandbox
 from stores.keys import generate_key_pair
 from tests.sandbox.fake_client import FakeDevice
@@ -117,10 +117,10 @@ async def test_sandbox_command_prints_url_and_root_then_serves_until_sigterm() -
 
 
 def test_the_commands_plug_into_the_baileys_trio_cli() -> None:
-    """cli_commands(Command) gives runtime.cli's parser `sandbox` and `phone scan ... --sandbox`."""
-    from runtime.cli import COMMANDS, Command, build_parser
+    """runtime.cli's parser has `sandbox` and `phone scan ... --sandbox` from cli_commands."""
+    from runtime.cli import build_parser
 
-    parser = build_parser([*COMMANDS, *cli_commands(Command)])
+    parser = build_parser()
     args = parser.parse_args(["sandbox", "--port", "8765"])
     assert (args.host, args.port, args._run) == ("127.0.0.1", 8765, run_sandbox)
     args = parser.parse_args(["phone", "scan", "QR", "--sandbox", "ws://127.0.0.1:1/ws/chat"])
