@@ -41,6 +41,7 @@ __all__ = [
     "AuthConfig",
     "AuthState",
     "PersistedAuth",
+    "enter_backend",
     "open_auth_state",
     "use_memory_auth_state",
     "use_multi_file_auth_state",
@@ -163,7 +164,8 @@ async def enter_backend(stack: AsyncExitStack, opened: Any) -> Persistence:
         backend = await stack.enter_async_context(opened)
     else:
         backend = await opened
-        stack.push_async_callback(backend.aclose)
+        if isinstance(backend, Persistence):
+            stack.push_async_callback(backend.aclose)
     if not isinstance(backend, Persistence):
         raise StoreError(f"{backend!r} does not implement stores.Persistence")
     return backend
