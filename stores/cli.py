@@ -3,23 +3,24 @@
 They live in ``stores`` because they are about auth locations; ``runtime/cli.py``
 registers them (``INSPECT`` and ``MIGRATE`` carry exactly what its ``Command``
 needs: name, help, description, examples, ``configure(parser)`` and
-``run(args, log) -> exit code``). ``register_inspect_command(subparsers)`` and
+``run(args, log) -> exit code``); ``runtime/cli.py`` does
+``COMMANDS += cli_commands(Command)``. ``register_inspect_command(subparsers)`` and
 ``register_migrate_command(subparsers)`` add them to any argparse parser, and
 ``build_parser()`` / ``main()`` make a parser of just these two (tests, embedding).
 
 This module imports only the standard library at import time, so ``--help`` stays
 light; each ``run`` imports the stores modules it needs.
 
-Exit codes (documented in docs/cli.md):
+Exit codes (documented in docs/cli.md; the numbers mean the same as for ``run``):
 
 == ==================================================================================
 0  done; the location is intact (warnings may be printed)
-1  corruption: a record failed its checksum, parse or validation (named on stderr/out)
+1  corruption: a record failed its checksum, parse or validation (named in the output)
 2  bad arguments (one line on stderr)
-3  locked: a running owner holds the location (its pid and host are named)
-4  refused: nothing there, another backend's data, an unsupported format, an empty
+5  locked: a running owner holds the location (its pid and host are named)
+6  refused: nothing there, another backend's data, an unsupported format, an empty
    source, a target that is not empty; nothing was changed
-5  failed: an I/O error or a failed verification; the source is untouched
+7  failed: an I/O error or a failed verification; the source is untouched
 == ==================================================================================
 
 Since 0.1.0.
@@ -33,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from stores.inspect import InspectReport
@@ -50,18 +51,21 @@ __all__ = [
     "MIGRATE",
     "CommandInfo",
     "build_parser",
+    "cli_commands",
     "main",
     "register_inspect_command",
     "register_migrate_command",
 ]
 
+_C = TypeVar("_C")
+
 PROG = "baileys-trio"
 EXIT_OK = 0
 EXIT_CORRUPT = 1
 EXIT_USAGE = 2
-EXIT_LOCKED = 3
-EXIT_REFUSED = 4
-EXIT_FAILED = 5
+EXIT_LOCKED = 5
+EXIT_REFUSED = 6
+EXIT_FAILED = 7
 
 BACKEND_CHOICES = ("native", "multi-file", "sqlite")
 LOG_FORMATS = ("console", "json", "auto")
@@ -484,6 +488,22 @@ MIGRATE = CommandInfo(
     configure=configure_migrate,
     run=run_migrate,
 )
+
+
+def cli_commands(command: Callable[..., _C]) -> list[_C]:
+    """``inspect`` and ``migrate`` built with ``runtime.cli.Command`` (passed in, so this
+    module never imports ``runtime``)."""
+    return [
+        command(
+            name=info.name,
+            help=info.help,
+            description=info.description,
+            examples=info.examples,
+            configure=info.configure,
+            run=info.run,
+        )
+        for info in (INSPECT, MIGRATE)
+    ]
 
 
 class _Parser(argparse.ArgumentParser):
