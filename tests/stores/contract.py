@@ -5,10 +5,14 @@ subclassing the suite classes in a test module::
 
     @pytest.fixture
     def backend_kit() -> BackendKit:
-        return BackendKit(name="mine", durable=True, open=open_my_backend)
+        return kit_from_opener("mine", durable=True, opener=open_my_backend)
 
     class TestMyBackend(PersistenceContract): ...
     class TestMyBackendTransactions(TransactionContract): ...
+
+A ``SignalStore`` written from scratch (not ``TransactionalStore``) runs
+``SignalStoreContract`` with a ``signal_store_kit`` fixture returning a
+``SignalStoreKit``. docs/custom-stores.md walks through both.
 
 ``open(location)`` is an async context manager yielding an open backend on a path
 that may not exist yet (an absent location is a new device); ``durable`` kits must
@@ -31,16 +35,28 @@ from stores.auth import enter_backend
 from stores.creds import AuthCreds, init_auth_creds
 from stores.errors import InvalidValueError, StoreClosedError, TransactionConflict
 from stores.transactions import StoreTransaction, TransactionalStore
-from stores.types import KEY_TYPES, Batch, KeyWrites, Persistence, StoreSnapshot, Value
+from stores.types import (
+    KEY_TYPES,
+    Batch,
+    KeyWrites,
+    Persistence,
+    SignalStore,
+    StoreSnapshot,
+    Transaction,
+    Value,
+)
 
 __all__ = [
     "SAMPLE_VALUES",
     "BackendKit",
     "PersistenceContract",
+    "SignalStoreContract",
+    "SignalStoreKit",
     "TransactionContract",
     "kit_from_opener",
     "make_creds",
     "outside_writer",
+    "signal_store_kit_over",
 ]
 
 
@@ -62,6 +78,25 @@ def kit_from_opener(name: str, durable: bool, opener: Callable[[Path], Any]) -> 
             yield await enter_backend(stack, opener(location))
 
     return BackendKit(name=name, durable=durable, open=open_at)
+
+
+@dataclass(frozen=True)
+class SignalStoreKit:
+    """How ``SignalStoreContract`` gets a fresh, empty ``SignalStore`` at a location."""
+
+    name: str
+    open: Callable[[Path], AbstractAsyncContextManager[SignalStore]]
+
+
+def signal_store_kit_over(kit: BackendKit) -> SignalStoreKit:
+    """The kit of ``TransactionalStore`` over a backend kit's backend."""
+
+    @asynccontextmanager
+    async def open_store(location: Path) -> AsyncIterator[SignalStore]:
+        async with kit.open(location) as backend:
+            yield TransactionalStore(backend.read_keys, backend.commit)
+
+    return SignalStoreKit(name=f"transactional over {kit.name}", open=open_store)
 
 
 def make_creds() -> AuthCreds:
@@ -412,7 +447,7 @@ class TransactionContract(_KitTest):
 
 @asynccontextmanager
 async def outside_writer(
-    store: TransactionalStore,
+    store: SignalStore,
 ) -> AsyncIterator[Callable[[KeyWrites], Awaitable[None]]]:
     """A writer task started outside any transaction, for making concurrent commits on cue.
 
@@ -434,6 +469,123 @@ async def outside_writer(
         nursery.start_soon(serve)
         yield write
         await send.aclose()
+
+
+async def _bump(tx: Transaction) -> int:
+    found = await tx.get("sender-key-memory", ["counter"])
+    n = int(found.get("counter", {"n": 0})["n"])
+    await trio.lowlevel.checkpoint()
+    await tx.set({"sender-key-memory": {"counter": {"n": n + 1}}})
+    return n
+
+
+class SignalStoreContract(_KitTest):
+    """What any SignalStore promises, whatever its implementation (fixture: signal_store_kit)."""
+
+    async def test_is_a_signal_store(
+        self, signal_store_kit: SignalStoreKit, location: Path
+    ) -> None:
+        """The store satisfies the stores.SignalStore protocol."""
+        async with signal_store_kit.open(location) as store:
+            assert isinstance(store, SignalStore)
+
+    async def test_get_set_delete(self, signal_store_kit: SignalStoreKit, location: Path) -> None:
+        """get returns only present ids; None deletes; deleting an absent pre-key is a no-op."""
+        async with signal_store_kit.open(location) as store:
+            await store.set(_all_samples())
+            for type_, values in SAMPLE_VALUES.items():
+                assert await store.get(type_, [*values, "absent"]) == values
+            await store.set({"session": {"15550001111.0": None}, "pre-key": {"404": None}})
+            assert await store.get("session", ["15550001111.0"]) == {}
+            assert await store.get("pre-key", ["1", "404"]) == SAMPLE_VALUES["pre-key"]
+
+    async def test_transaction_reads_its_writes_and_hides_them(
+        self, signal_store_kit: SignalStoreKit, location: Path
+    ) -> None:
+        """Inside: the transaction's own writes; outside: the committed value until exit."""
+        async with signal_store_kit.open(location) as store:
+            await store.set({"session": {"a": b"old"}})
+            async with trio.open_nursery() as nursery:
+                seen: list[dict[str, Value]] = []
+                opened = trio.Event()
+                release = trio.Event()
+
+                async def writer() -> None:
+                    async with store.transaction("k") as tx:
+                        await tx.set({"session": {"a": b"new"}})
+                        assert await tx.get("session", ["a"]) == {"a": b"new"}
+                        assert store.in_transaction()
+                        opened.set()
+                        await release.wait()
+
+                nursery.start_soon(writer)
+                await opened.wait()
+                assert not store.in_transaction()
+                seen.append(await store.get("session", ["a"]))
+                release.set()
+            assert seen == [{"a": b"old"}]
+            assert await store.get("session", ["a"]) == {"a": b"new"}
+
+    async def test_exception_discards_the_transaction(
+        self, signal_store_kit: SignalStoreKit, location: Path
+    ) -> None:
+        """An exception leaving the block discards all its writes."""
+        async with signal_store_kit.open(location) as store:
+            with pytest.raises(LookupError):
+                async with store.transaction("k") as tx:
+                    await tx.set({"session": {"a": b"1"}, "pre-key": SAMPLE_VALUES["pre-key"]})
+                    raise LookupError("abort")
+            assert await store.get("session", ["a"]) == {}
+            assert await store.get("pre-key", ["1"]) == {}
+
+    async def test_nested_same_key_joins(
+        self, signal_store_kit: SignalStoreKit, location: Path
+    ) -> None:
+        """A nested transaction on the same key sees and commits with the outer one."""
+        async with signal_store_kit.open(location) as store:
+            async with store.transaction("k") as outer:
+                await outer.set({"session": {"outer": b"1"}})
+                async with store.transaction("k") as inner:
+                    assert await inner.get("session", ["outer"]) == {"outer": b"1"}
+                    await inner.set({"session": {"inner": b"2"}})
+                assert await outer.get("session", ["inner"]) == {"inner": b"2"}
+            assert await store.get("session", ["outer", "inner"]) == {
+                "outer": b"1",
+                "inner": b"2",
+            }
+
+    async def test_run_transaction_loses_no_update(
+        self, signal_store_kit: SignalStoreKit, location: Path
+    ) -> None:
+        """Concurrent read-modify-write callbacks on different keys all take effect."""
+        async with signal_store_kit.open(location) as store:
+            async with trio.open_nursery() as nursery:
+                for i in range(8):
+                    nursery.start_soon(store.run_transaction, f"k{i}", _bump)
+            assert await store.get("sender-key-memory", ["counter"]) == {"counter": {"n": 8}}
+
+    async def test_context_form_is_serializable(
+        self, signal_store_kit: SignalStoreKit, location: Path
+    ) -> None:
+        """Two interleaved increments either both land or one raises TransactionConflict."""
+        async with signal_store_kit.open(location) as store:
+            landed = 0
+
+            async def once(key: str) -> None:
+                nonlocal landed
+                try:
+                    async with store.transaction(key) as tx:
+                        await _bump(tx)
+                        await trio.lowlevel.checkpoint()
+                    landed += 1
+                except TransactionConflict:
+                    pass
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(once, "a")
+                nursery.start_soon(once, "b")
+            assert landed >= 1
+            assert await store.get("sender-key-memory", ["counter"]) == {"counter": {"n": landed}}
 
 
 def _apply(model: dict[str, dict[str, Value]], batch: Batch) -> None:

@@ -12,8 +12,11 @@ from stores.memory import MemoryBackend
 from tests.stores.contract import (
     BackendKit,
     PersistenceContract,
+    SignalStoreContract,
+    SignalStoreKit,
     TransactionContract,
     kit_from_opener,
+    signal_store_kit_over,
 )
 
 
@@ -53,9 +56,18 @@ def backend_kit(request: pytest.FixtureRequest) -> BackendKit:
     return _kit(request.param)
 
 
+@pytest.fixture
+def signal_store_kit(backend_kit: BackendKit) -> SignalStoreKit:
+    return signal_store_kit_over(backend_kit)
+
+
 class TestPersistenceContract(PersistenceContract):
     """Every backend keeps the Persistence contract."""
 
 
 class TestTransactionContract(TransactionContract):
     """Every backend carries serializable transactions."""
+
+
+class TestSignalStoreContract(SignalStoreContract):
+    """TransactionalStore over every backend keeps the SignalStore contract."""
