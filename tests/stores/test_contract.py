@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +75,63 @@ class TestTransactionContract(TransactionContract):
 
 class TestSignalStoreContract(SignalStoreContract):
     """TransactionalStore over every backend keeps the SignalStore contract."""
+
+
+ROOT = Path(__file__).resolve().parents[2]
+GUIDE = ROOT / "docs" / "custom-stores.md"
+
+
+def _guide_files() -> dict[str, str]:
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.DOTALL)
+    files: dict[str, str] = {}
+    for block in blocks:
+        first, _, _rest = block.partition("\n")
+        if first.startswith("# file: "):
+            files[first.removeprefix("# file: ").strip()] = block
+    return files
+
+
+def test_custom_stores_guide_sample_passes_the_contract(tmp_path: Path) -> None:
+    """The guide's sample backend and SignalStore pass the contract suites, run as written."""
+    files = _guide_files()
+    assert set(files) == {
+        "cbor_file_backend.py",
+        "locked_signal_store.py",
+        "test_cbor_file_backend.py",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        str(ROOT / "pyproject.toml"),
+        "--rootdir",
+        str(tmp_path),
+        str(tmp_path / "test_cbor_file_backend.py"),
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    report = done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0, report
+    expected = sum(
+        _cases(cls) for cls in (PersistenceContract, TransactionContract, SignalStoreContract)
+    )
+    assert re.search(rf"\b{expected} passed in", done.stdout), report
+
+
+def _cases(suite: type) -> int:
+    """How many test cases a contract class yields (parametrized methods count per value)."""
+    count = 0
+    for name in dir(suite):
+        if name.startswith("test_"):
+            marks = getattr(getattr(suite, name), "pytestmark", [])
+            sizes = [len(mark.args[1]) for mark in marks if mark.name == "parametrize"]
+            count += max(sizes, default=1)
+    return count
