@@ -1,0 +1,248 @@
+"""Wire throughput: frames/s through Noise + the binary node codec, ours vs Baileys in node.
+
+Two directions on one corpus of realistic nodes (messages with ciphertext, group
+fan-out, receipts, acks, pings, presences, notifications, usync queries, a pre-key
+upload; ``bench.fuzz_targets.realistic_nodes``):
+
+* send: ``encode_node`` + ``NoiseTransport.send`` (encrypt, then the 3-byte frame);
+* receive: ``NoiseTransport.receive_data`` one frame per read + ``events()`` (split,
+  decrypt) + ``decode_node``.
+
+Ours runs on the keys of a real in-memory handshake; Baileys runs
+``bench/wire_baileys.mjs``: its own ``makeNoiseHandler`` (``encodeFrame`` /
+``decodeFrame`` in transport state) and ``encodeBinaryNode`` / ``decodeBinaryNode``
+on the same corpus, passed as JSON. Each phase runs whole corpus rounds for at
+least ``PHASE_SECONDS``. Both encoders must give the same bytes for the corpus
+(checked by digest and printed). Skipped, saying why, when node is absent.
+Run as ``python -m bench wire``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actors.connection.binary import BinaryNode, decode_node, encode_node
+from bench.fuzz_targets import client_transport, noise_keys, realistic_nodes, server_transport
+
+NODE_SCRIPT = Path(__file__).resolve().parent / "wire_baileys.mjs"
+CORPUS_SIZE = 240
+CORPUS_SEED = 2026
+PHASE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Frames pushed through one direction in a measured interval."""
+
+    frames: int
+    bytes: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.frames / self.seconds
+
+    @property
+    def megabytes_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "frames": self.frames,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "frames_per_s": round(self.rate, 1),
+            "mb_per_s": round(self.megabytes_per_s, 2),
+        }
+
+
+def corpus(size: int = CORPUS_SIZE, seed: int = CORPUS_SEED) -> list[BinaryNode]:
+    return realistic_nodes(size, seed)
+
+
+def node_to_json(node: BinaryNode) -> dict[str, Any]:
+    """The JSON form wire_baileys.mjs reads (bytes as ``{"b64": ...}``)."""
+    content = node.content
+    out: Any
+    if content is None or isinstance(content, str):
+        out = content
+    elif isinstance(content, bytes):
+        out = {"b64": base64.b64encode(content).decode("ascii")}
+    else:
+        out = [node_to_json(child) for child in content]
+    return {"tag": node.tag, "attrs": dict(node.attrs), "content": out}
+
+
+def encoded_digest(nodes: list[BinaryNode]) -> str:
+    digest = hashlib.sha256()
+    for node in nodes:
+        digest.update(encode_node(node))
+    return digest.hexdigest()
+
+
+def measure_send(nodes: list[BinaryNode], seconds: float) -> Phase:
+    """encode_node + NoiseTransport.send, whole corpus rounds for at least ``seconds``."""
+    sender = client_transport(noise_keys())
+    frames = total = 0
+    start = time.perf_counter()
+    while True:
+        for node in nodes:
+            total += len(sender.send(encode_node(node)))
+        frames += len(nodes)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return Phase(frames, total, elapsed)
+
+
+def measure_receive(nodes: list[BinaryNode], seconds: float) -> Phase:
+    """One socket read per frame: receive_data, events (split + decrypt), decode_node."""
+    keys = noise_keys()
+    server = server_transport(keys)
+    wire = [server.send(encode_node(node)) for node in nodes]
+    expected = [decode_node(encode_node(node)) for node in nodes]
+    size = sum(len(w) for w in wire)
+    frames = total = 0
+    first = True
+    start = time.perf_counter()
+    while True:
+        receiver = client_transport(keys)  # a fresh transport: read counter back at 0
+        decoded = []
+        for data in wire:
+            receiver.receive_data(data)
+            for event in receiver.events():
+                decoded.append(decode_node(event.payload))
+        if first:  # checked once, outside the steady state
+            if decoded != expected:
+                raise AssertionError("receive path decoded something else than was sent")
+            first = False
+        frames += len(decoded)
+        total += size
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return Phase(frames, total, elapsed)
+
+
+@dataclass(frozen=True)
+class BaileysRun:
+    send: Phase
+    receive: Phase
+    encoded_sha256: str
+    node: str
+
+
+def measure_baileys(nodes: list[BinaryNode], seconds: float) -> BaileysRun | str:
+    """Run wire_baileys.mjs on the corpus; a string says why it was skipped."""
+    if shutil.which("node") is None:
+        return "node not on PATH"
+    try:
+        from tests.baileys_peer import PeerUnavailable, install_peer
+    except ImportError as exc:  # pragma: no cover - only outside a checkout
+        return f"tests.baileys_peer unavailable: {exc}"
+    try:
+        peer = install_peer()
+    except (PeerUnavailable, subprocess.SubprocessError, OSError) as exc:
+        return f"reference peer not installed: {exc}"
+    package = peer.root / "node_modules" / "baileys"
+    proc = subprocess.run(
+        ["node", str(NODE_SCRIPT), str(package), str(seconds)],
+        input=json.dumps({"nodes": [node_to_json(n) for n in nodes]}),
+        capture_output=True,
+        text=True,
+        timeout=4 * seconds + 60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return f"node failed ({proc.returncode}): {proc.stderr.strip()[-300:]}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return BaileysRun(
+        send=Phase(**out["send"]),
+        receive=Phase(**out["receive"]),
+        encoded_sha256=out["encoded_sha256"],
+        node=out["node"],
+    )
+
+
+def node_version() -> str | None:
+    if shutil.which("node") is None:
+        return None
+    proc = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30)
+    return proc.stdout.strip() or None
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs else "-"
+
+
+def report(
+    nodes: list[BinaryNode], send: Phase, receive: Phase, baileys: BaileysRun | str
+) -> dict[str, Any]:
+    """Print the table; return the figures."""
+    frame_sizes = [len(encode_node(n)) for n in nodes]
+    print(
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()},"
+        f" node {node_version() or 'absent'}, {platform.platform()}"
+    )
+    print(
+        f"corpus: {len(nodes)} nodes, {sum(frame_sizes)} bytes encoded,"
+        f" {min(frame_sizes)}-{max(frame_sizes)} bytes per frame"
+    )
+    head = f"{'direction':<34} {'ours fr/s':>10} {'MB/s':>6}"
+    print(f"{head} {'Baileys fr/s':>13} {'MB/s':>6} {'ours/B':>7}")
+    rows = (
+        ("send: encode + encrypt + frame", send, "send"),
+        ("receive: split + decrypt + decode", receive, "receive"),
+    )
+    result: dict[str, Any] = {
+        "corpus": {"nodes": len(nodes), "bytes": sum(frame_sizes)},
+        "ours": {"send": send.as_dict(), "receive": receive.as_dict()},
+    }
+    for label, ours, key in rows:
+        if isinstance(baileys, BaileysRun):
+            theirs: Phase = getattr(baileys, key)
+            mine = f"{label:<34} {ours.rate:>10.0f} {ours.megabytes_per_s:>6.1f}"
+            ratio = _ratio(ours.rate, theirs.rate)
+            print(f"{mine} {theirs.rate:>13.0f} {theirs.megabytes_per_s:>6.1f} {ratio:>7}")
+        else:
+            mine = f"{label:<34} {ours.rate:>10.0f} {ours.megabytes_per_s:>6.1f}"
+            print(f"{mine} {'-':>13} {'-':>6} {'-':>7}")
+    if isinstance(baileys, BaileysRun):
+        same = baileys.encoded_sha256 == encoded_digest(nodes)
+        verdict = "yes" if same else "NO"
+        print(f"byte-identical encodings of the corpus (ours vs encodeBinaryNode): {verdict}")
+        result["baileys"] = {
+            "send": baileys.send.as_dict(),
+            "receive": baileys.receive.as_dict(),
+            "node": baileys.node,
+            "same_encoding": same,
+        }
+        result["ratio"] = {
+            "send": round(send.rate / baileys.send.rate, 3),
+            "receive": round(receive.rate / baileys.receive.rate, 3),
+        }
+    else:
+        print(f"Baileys: skipped: {baileys}")
+        result["baileys"] = {"skipped": baileys}
+    print("one core each: Python (GIL) vs node's main thread; AES-GCM is OpenSSL on both sides")
+    return result
+
+
+def main() -> dict[str, Any]:
+    nodes = corpus()
+    send = measure_send(nodes, PHASE_SECONDS)
+    receive = measure_receive(nodes, PHASE_SECONDS)
+    baileys = measure_baileys(nodes, PHASE_SECONDS)
+    return report(nodes, send, receive, baileys)
+
+
+if __name__ == "__main__":
+    main()
