@@ -79,7 +79,7 @@ class CliRun:
         self._buffer = b""
 
     async def next_event(self, **match: Any) -> dict[str, Any]:
-        """Read lines until a JSON object containing every ``match`` item shows up."""
+        """Read lines until a JSON object matching every item shows up (a value or a test)."""
         assert self.process.stdout is not None
         while True:
             while b"\n" in self._buffer:
@@ -89,7 +89,9 @@ class CliRun:
                 except ValueError:
                     continue
                 self.lines.append(line)
-                if all(line.get(k) == v for k, v in match.items()):
+                if all(
+                    v(line.get(k)) if callable(v) else line.get(k) == v for k, v in match.items()
+                ):
                     return line
             chunk = await self.process.stdout.receive_some(65536)
             if not chunk:
