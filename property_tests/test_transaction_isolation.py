@@ -1,7 +1,8 @@
 """Serializable isolation: random concurrent transaction programs equal some serial run.
 
 Hypothesis draws small programs (reads, increments, copies, puts, deletes, pauses,
-nested transactions on other keys), runs them as concurrent trio tasks over a
+nested transactions on other keys; or a plain multi-id get or set outside any
+transaction), runs them as concurrent trio tasks over a
 ``TransactionalStore`` on a memory backend, with the schedule shaped by drawn
 delays (virtual time under ``MockClock``), read and commit latencies, a cache size,
 injected commit failures and the seed of trio's scheduler (which orders tasks woken
@@ -44,6 +45,13 @@ class Kind(enum.Enum):
     DELETE = "delete"  # delete a, blind
     PAUSE = "pause"  # let time pass inside the transaction
     NEST = "nest"  # a nested transaction on lock key b doing INC a
+    READ_ALL = "read_all"  # one plain store.get of every slot, outside any transaction
+
+
+class Form(enum.Enum):
+    CONTEXT = "async with store.transaction(key)"
+    CALLBACK = "store.run_transaction(key, fn)"
+    PLAIN = "one store.get or one store.set, no transaction"
 
 
 @dataclass(frozen=True)
@@ -58,14 +66,14 @@ class Op:
 class Program:
     key: str
     ops: tuple[Op, ...]
-    callback_form: bool
+    form: Form
     start_delay: int
     read_delay: int
     commit_delay: int
     fail_commit: bool
 
 
-Observation = tuple[str, int | None]
+Observation = tuple[str, int | tuple[int | None, ...] | None]
 
 
 @dataclass
@@ -84,11 +92,25 @@ ops = st.one_of(
     st.builds(Op, st.just(Kind.NEST), st.sampled_from(SLOTS), st.sampled_from(LOCK_KEYS)),
 )
 
+blind_writes = st.one_of(
+    st.builds(Op, st.just(Kind.PUT), st.sampled_from(SLOTS), n=st.integers(0, 9)),
+    st.builds(Op, st.just(Kind.DELETE), st.sampled_from(SLOTS)),
+)
+
+plain_ops = st.one_of(
+    st.just((Op(Kind.READ_ALL),)),
+    st.lists(blind_writes, min_size=1, max_size=3).map(tuple),
+)
+
+transactional = st.tuples(
+    st.sampled_from([Form.CONTEXT, Form.CALLBACK]),
+    st.lists(ops, min_size=1, max_size=5).map(tuple),
+)
+
 programs = st.builds(
-    Program,
+    lambda form_ops, **kwargs: Program(form=form_ops[0], ops=form_ops[1], **kwargs),
+    st.one_of(transactional, st.tuples(st.just(Form.PLAIN), plain_ops)),
     key=st.sampled_from(LOCK_KEYS),
-    ops=st.lists(ops, min_size=1, max_size=5).map(tuple),
-    callback_form=st.booleans(),
     # Small ranges make ties likely: tasks woken at one instant are where races live.
     start_delay=st.integers(0, 2),
     read_delay=st.integers(0, 1),
@@ -123,6 +145,8 @@ def run_serially(program: Program, state: dict[str, int]) -> list[Observation]:
             state[op.a] = op.n
         elif op.kind is Kind.DELETE:
             state.pop(op.a, None)
+        elif op.kind is Kind.READ_ALL:
+            observed.append(("*", tuple(state.get(slot) for slot in SLOTS)))
     return observed
 
 
@@ -208,6 +232,17 @@ async def run_ops(
     return observed
 
 
+async def run_plain(store: TransactionalStore, program: Program) -> list[Observation]:
+    if program.ops[0].kind is Kind.READ_ALL:
+        found = await store.get(TYPE, list(SLOTS))
+        return [("*", tuple(found.get(slot) for slot in SLOTS))]
+    writes: dict[str, int | None] = {}
+    for op in program.ops:
+        writes[op.a] = op.n if op.kind is Kind.PUT else None
+    await store.set({TYPE: writes})
+    return []
+
+
 async def run_program(store: TransactionalStore, program: Program, outcome: Outcome) -> None:
     _running.set(program)
     await trio.sleep(program.start_delay * TICK)
@@ -216,7 +251,9 @@ async def run_program(store: TransactionalStore, program: Program, outcome: Outc
         outcome.observed = await run_ops(store, tx, program)
 
     try:
-        if program.callback_form:
+        if program.form is Form.PLAIN:
+            outcome.observed = await run_plain(store, program)
+        elif program.form is Form.CALLBACK:
             await store.run_transaction(program.key, body)
         else:
             async with store.transaction(program.key) as tx:
@@ -279,7 +316,7 @@ def test_concurrent_transactions_equal_some_serial_order(
 
 def test_model_rejects_a_lost_update() -> None:
     """The checker itself fails two increments that both read the same starting value."""
-    inc = Program("a", (Op(Kind.INC, "x0"),), False, 0, 0, 0, False)
+    inc = Program("a", (Op(Kind.INC, "x0"),), Form.CONTEXT, 0, 0, 0, False)
     saw_none: list[Observation] = [("x0", None)]
     saw_one: list[Observation] = [("x0", 1)]
     both_saw_zero = [(inc, saw_none), (inc, saw_none)]
@@ -289,8 +326,8 @@ def test_model_rejects_a_lost_update() -> None:
 
 def test_model_rejects_write_skew() -> None:
     """The checker fails two copies that each read the other's slot before either wrote."""
-    xy = Program("a", (Op(Kind.COPY, "x0", "x1"),), False, 0, 0, 0, False)
-    yx = Program("b", (Op(Kind.COPY, "x1", "x0"),), False, 0, 0, 0, False)
+    xy = Program("a", (Op(Kind.COPY, "x0", "x1"),), Form.CONTEXT, 0, 0, 0, False)
+    yx = Program("b", (Op(Kind.COPY, "x1", "x0"),), Form.CONTEXT, 0, 0, 0, False)
     read_x0: list[Observation] = [("x0", 1)]
     read_x1: list[Observation] = [("x1", 2)]
     skew = [(xy, read_x0), (yx, read_x1)]

@@ -218,6 +218,18 @@ class _Pending:
     applied: trio.Event = field(default_factory=trio.Event)
 
 
+@dataclass(eq=False)
+class _Read:
+    """One committed read in progress: values fetched from the backend, and its log pin.
+
+    Fetched values stay usable only while the log still shows every write since they
+    were read, so the log is pinned from the first backend read until the read returns.
+    """
+
+    fetched: dict[Slot, tuple[Value | _Absent, int]] = field(default_factory=dict)
+    pin: int | None = None
+
+
 class StoreTransaction:
     """The handle inside ``store.transaction(key)``; reads see its own writes.
 
@@ -358,8 +370,11 @@ class TransactionalStore:
     single persister actor are. A commit function that raises may still have made
     its batch durable (a timed-out call): the slots it wrote become *uncertain*,
     are never cached and always read through, until a later commit is acknowledged.
-    The commit call is shielded from cancellation so that a cancelled transaction
-    never leaves the in-memory view disagreeing with durable state.
+    Once a transaction has handed its batch to the commit function, cancellation
+    waits (shielded) until the commit settled and, if acknowledged, became visible:
+    a cancelled transaction never leaves the in-memory view disagreeing with
+    durable state, and it commits or fails as a whole before the cancellation is
+    delivered at the caller's next checkpoint.
     """
 
     def __init__(
@@ -477,13 +492,16 @@ class TransactionalStore:
             return
         self._check_open()
         tx = StoreTransaction(self, key)
-        pin = self._tick
-        self._pins[pin] += 1
+        pin: int | None = None
         self._active += 1
         try:
             for lock_key in sorted({key, *more_keys}):
                 await self._locks.acquire(lock_key)
                 tx._held.append(lock_key)
+            # Pinned from here: the log must keep every commit this transaction may
+            # have to validate against (its reads all come later).
+            pin = self._tick
+            self._pins[pin] += 1
             token = self._current.set(tx)
             try:
                 try:
@@ -502,7 +520,8 @@ class TransactionalStore:
             for lock_key in tx._held:
                 self._locks.release(lock_key)
             self._active -= 1
-            self._unpin(pin)
+            if pin is not None:
+                self._unpin(pin)
 
     async def run_transaction(self, key: str, fn: Callable[[StoreTransaction], Awaitable[T]]) -> T:
         """Run ``fn(tx)`` in a transaction, retrying it on conflict (bounded, then raise).
@@ -596,7 +615,17 @@ class TransactionalStore:
         Slots with a commit in flight are read after it became visible, so a backend
         read never exposes a write before its turn.
         """
-        fetched: dict[Slot, tuple[Value | _Absent, int]] = {}
+        read = _Read()
+        try:
+            return await self._read_rounds(type_, ids, read)
+        finally:
+            if read.pin is not None:
+                self._unpin(read.pin)
+
+    async def _read_rounds(
+        self, type_: str, ids: Sequence[str], read: _Read
+    ) -> tuple[dict[str, Value], int]:
+        fetched = read.fetched
         for _round in range(_MAX_READ_ROUNDS):
             found: dict[str, Value] = {}
             needed: list[str] = []
@@ -630,11 +659,10 @@ class TransactionalStore:
                 continue
             self._misses += len(needed)
             start = self._tick
-            self._pins[start] += 1
-            try:
-                values = await self._read_fn(type_, needed)
-            finally:
-                self._unpin(start)
+            if read.pin is None:
+                read.pin = start
+                self._pins[start] += 1
+            values = await self._read_fn(type_, needed)
             for id_ in needed:
                 slot = (type_, id_)
                 value = values.get(id_, _ABSENT)
@@ -691,7 +719,10 @@ class TransactionalStore:
         pending.outcome = _Outcome.ACKED
         pending.seq = seq
         self._drain()
-        await pending.applied.wait()
+        # Durable already; wait (shielded, bounded by the earlier commits in flight) until
+        # it is visible too, so a cancelled caller never sees "failed" for a commit.
+        with trio.CancelScope(shield=True):
+            await pending.applied.wait()
         return seq
 
     def _drain(self) -> None:

@@ -655,3 +655,37 @@ async def test_cached_read_racing_a_commit_still_conflicts() -> None:
         found = await store.get("sender-key-memory", ["c"])
         lost_updates += found != {"c": {"n": 2}}
     assert lost_updates == 0
+
+
+async def test_plain_multi_id_read_is_never_torn_by_commits_racing_it() -> None:
+    """A get of several ids that needs several backend reads still returns one committed state."""
+    backend = MemoryBackend()
+    gates: list[trio.Event] = []
+
+    async def slow_read(type: str, ids: Sequence[str]) -> dict[str, Value]:
+        gate = trio.Event()
+        gates.append(gate)
+        await gate.wait()
+        return await backend.read_keys(type, ids)
+
+    store = TransactionalStore(slow_read, backend.commit, cache_size=0)
+    seen: list[dict[str, Value]] = []
+
+    async def reader() -> None:
+        seen.append(await store.get("session", ["x", "y"]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        await store.set({"session": {"x": b"1"}})  # x changes under the first read
+        gates[0].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(gates) == 2  # the reader reads x again
+        await store.set({"session": {"x": b"2", "y": b"2"}})  # one atomic commit
+        for gate in gates[1:]:
+            gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+        while len(seen) == 0:
+            gates[-1].set()
+            await trio.testing.wait_all_tasks_blocked()
+    assert seen == [{"x": b"2", "y": b"2"}]
