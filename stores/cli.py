@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 if TYPE_CHECKING:
-    from stores.inspect import InspectReport
+    from stores.inspect import AccountReport, InspectReport
     from stores.migrate import MigrationSummary
 
 __all__ = [
@@ -137,7 +137,7 @@ def format_report(report: InspectReport) -> str:
     for account in report.accounts:
         if account.name is not None:
             lines.append(f"account    {account.name!r}")
-        lines.append(f"  id       {account.account_id or 'unpaired'}")
+        lines.append(f"  id       {_account_id(account)}")
         lines.append(f"  creds    {'present' if account.creds_present else 'absent'}")
         lines.append(f"  keys     {_counts_line(account.key_counts)}")
         if account.durable_seq is not None:
@@ -152,6 +152,12 @@ def format_report(report: InspectReport) -> str:
         lines.append("warnings")
         lines += [f"  - {warning}" for warning in report.warnings]
     return "\n".join(lines)
+
+
+def _account_id(account: AccountReport) -> str:
+    if account.account_id is not None:
+        return account.account_id
+    return "unknown (the creds do not read)" if account.creds_valid is False else "unpaired"
 
 
 def _counts_line(counts: Mapping[str, int]) -> str:

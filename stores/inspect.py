@@ -74,6 +74,8 @@ class AccountReport:
     account_id: str | None
     """``creds.me["id"]``; ``None`` before pairing (or when the creds are unreadable)."""
     creds_present: bool
+    creds_valid: bool | None
+    """Whether the newest creds read and validate; ``None`` when there are none."""
     key_counts: Mapping[str, int]
     """Ids per key type (types with none left out)."""
     durable_seq: int | None
@@ -84,6 +86,11 @@ class AccountReport:
     @property
     def total_keys(self) -> int:
         return sum(self.key_counts.values())
+
+    @property
+    def paired(self) -> bool | None:
+        """True once paired, False before, ``None`` when the creds are unreadable."""
+        return None if self.creds_valid is False else self.account_id is not None
 
 
 @dataclass(frozen=True)
@@ -121,8 +128,9 @@ class InspectReport:
                 {
                     "name": a.name,
                     "account_id": a.account_id,
-                    "paired": a.account_id is not None,
+                    "paired": a.paired,
                     "creds_present": a.creds_present,
+                    "creds_valid": a.creds_valid,
                     "key_counts": dict(a.key_counts),
                     "total_keys": a.total_keys,
                     "durable_seq": a.durable_seq,
@@ -226,6 +234,11 @@ def _inspect_native(directory: Path) -> InspectReport:
     problems = [p for p in report.problems if not p.endswith(_MODE_HINTS)]
     if not report.ok and not problems:
         problems.append(f"{directory}: the native store would not open")
+    if problems and report.durable_seq is not None:
+        warnings.append(
+            "the account, key counts and seq shown are those of the intact records "
+            "before the damage"
+        )
     if report.torn_tail is not None and report.ok:
         tail = report.torn_tail
         warnings.append(
@@ -234,8 +247,11 @@ def _inspect_native(directory: Path) -> InspectReport:
         )
     account = AccountReport(
         name=None,
-        account_id=_native_account_id(directory) if report.creds_valid else None,
+        account_id=_native_account_id(directory, salvage=not report.ok)
+        if report.creds_valid
+        else None,
         creds_present=report.creds_present,
+        creds_valid=report.creds_valid,
         key_counts=dict(report.keys_by_type),
         durable_seq=report.durable_seq,
         lock_owner=report.owner,
@@ -262,13 +278,13 @@ def _native_details(report: NativeReport) -> dict[str, Any]:
     }
 
 
-def _native_account_id(directory: Path) -> str | None:
+def _native_account_id(directory: Path, *, salvage: bool) -> str | None:
     # inspect_native does not return the creds; read the state once more for me.id.
     try:
         listing = classify(directory, REAL_FS)
         if listing.layout is not NativeLayout.NATIVE:
             return None
-        state = load_state(directory, listing, REAL_FS)
+        state = load_state(directory, listing, REAL_FS, salvage=salvage)
         if state.creds is None:
             return None
         creds = AuthCreds.from_plain(cbor2.loads(state.creds), str(directory))
@@ -324,6 +340,7 @@ def _inspect_multi_file(directory: Path) -> InspectReport:
         name=None,
         account_id=None if creds is None else _me_id(creds),
         creds_present=mf_layout.CREDS_FILE in files,
+        creds_valid=(creds is not None) if mf_layout.CREDS_FILE in files else None,
         key_counts=dict(sorted(counts.items())),
         durable_seq=None,
         lock_owner=owner.describe() if owner else None,
@@ -540,6 +557,7 @@ def _sqlite_account(
         name=account,
         account_id=None if creds is None else _me_id(creds),
         creds_present=any(slot == 0 for slot, _, _ in creds_rows),
+        creds_valid=(creds is not None) if any(s == 0 for s, _, _ in creds_rows) else None,
         key_counts=dict(sorted(counts.items())),
         durable_seq=None if seq_row is None else int(seq_row[0]),
         lock_owner=owner.describe() if owner else None,

@@ -95,6 +95,7 @@ def test_flipped_byte_in_a_native_log_record_is_corruption(tmp_path: Path) -> No
     assert done.code == EXIT_CORRUPT
     assert "integrity CORRUPT" in done.out
     assert f"{log} at offset {offsets[1]}" in done.out
+    assert "intact records before the damage" in done.out
 
 
 def test_torn_native_tail_is_a_warning_not_corruption(
@@ -173,7 +174,11 @@ def test_corrupt_sqlite_creds_row_is_named(tmp_path: Path) -> None:
     conn.close()
     done = run_cli("inspect", db, "--json")
     assert done.code == EXIT_CORRUPT
-    assert any("table creds account 'default' row (slot 0)" in p for p in done.json()["problems"])
+    report = done.json()
+    assert any("table creds account 'default' row (slot 0)" in p for p in report["problems"])
+    # Unreadable creds: the pairing state is unknown, not "unpaired".
+    assert report["accounts"][0]["paired"] is None
+    assert report["accounts"][0]["creds_valid"] is False
 
 
 def test_sqlite_reports_every_account_or_the_one_asked(
