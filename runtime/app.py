@@ -179,6 +179,8 @@ class Config:
     store_timeout: float = DEFAULT_STORE_TIMEOUT
 
     def __post_init__(self) -> None:
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ConfigError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
         auth = self.auth
         if isinstance(auth, (str, os.PathLike)):
             auth = AuthLocation(auth, self.backend or "native", self.account or "default")
@@ -190,8 +192,6 @@ class Config:
             raise ConfigError(
                 "auth", f"must be a PersistedAuth, AuthLocation or path, got {type(auth).__name__}"
             )
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise ConfigError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
         if self.account is not None and (
             not isinstance(self.account, str) or not self.account or "/" in self.account
         ):

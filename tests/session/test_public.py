@@ -1,0 +1,126 @@
+"""Public surface: names exist, Config validates every field, entry points behave as documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import actors
+import runtime.app
+from actors.errors import ConfigError
+from runtime.app import AuthLocation, Config
+from runtime.spec import Backoff
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_public_name_of_actors_and_runtime_app_exists():
+    """actors.__all__ and runtime.app.__all__ name importable objects."""
+    for name in actors.__all__:
+        assert getattr(actors, name) is not None
+    for name in runtime.app.__all__:
+        assert getattr(runtime.app, name) is not None
+
+
+def test_importing_actors_does_not_load_the_session_tree():
+    """`import actors` stays light: the actors themselves load on first use."""
+    code = (
+        "import sys, actors; print('actors.session' in sys.modules, 'stores.auth' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"auth": 42}, "auth"),
+        ({"backend": "csv"}, "backend"),
+        ({"account": "a/b"}, "account"),
+        ({"ws_url": "http://example.com"}, "ws_url"),
+        ({"server_root_key": "zz"}, "server_root_key"),
+        ({"server_root_key": b"short"}, "server_root_key"),
+        ({"on_qr": "print"}, "on_qr"),
+        ({"version": (2, 3000)}, "version"),
+        ({"keepalive_interval": 0}, "keepalive_interval"),
+        ({"keepalive_interval": float("nan")}, "keepalive_interval"),
+        ({"qr_timeout": -1}, "qr_timeout"),
+        ({"connect_timeout": "20"}, "connect_timeout"),
+        ({"query_timeout": float("inf")}, "query_timeout"),
+        ({"reconnect": 5}, "reconnect"),
+        ({"max_restarts": -1}, "max_restarts"),
+        ({"max_seconds": 0}, "max_seconds"),
+        ({"restart_backoff": 1.0}, "restart_backoff"),
+        ({"signal_store": "mine"}, "signal_store"),
+        ({"signal_store_options": []}, "signal_store_options"),
+        ({"cache_size": -5}, "cache_size"),
+        ({"creds_coalesce_delay": -1}, "creds_coalesce_delay"),
+        ({"store_timeout": 0}, "store_timeout"),
+        ({"transport": object()}, "transport"),
+    ],
+)
+def test_invalid_config_fails_at_construction_naming_the_field(overrides, field):
+    """Each invalid value raises ConfigError whose field and message name the field."""
+    values = {"auth": "./auth", **overrides}
+    with pytest.raises(ConfigError) as caught:
+        Config(**values)
+    assert caught.value.field == field
+    assert f"Config.{field}" in str(caught.value)
+
+
+def test_invalid_auth_location_names_its_field():
+    """AuthLocation checks its backend and account."""
+    with pytest.raises(ConfigError, match=r"auth\.backend"):
+        AuthLocation("./x", "json")
+    with pytest.raises(ConfigError, match=r"auth\.account"):
+        AuthLocation("./x", "sqlite", "")
+
+
+def test_a_path_becomes_an_auth_location_and_the_account_name_follows_sqlite():
+    """auth=path + backend → AuthLocation; the session name defaults to the sqlite account."""
+    config = Config(auth="./bots.db", backend="sqlite", account=None)
+    assert config.auth == AuthLocation("./bots.db", "sqlite", "default")
+    assert Config(auth=AuthLocation("./b.db", "sqlite", "alice")).account_name == "alice"
+    assert Config(auth="./auth").account_name == "default"
+    assert Config(auth="./auth", reconnect=Backoff(2.0, 2.0, 4.0)).reconnect.max_delay == 4.0
+
+
+def test_run_command_help_lists_every_option_and_bad_arguments_exit_2():
+    """`python -m runtime.run_command run --help` documents the options; a bad one exits 2."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "runtime.run_command", "run", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for option in ("--auth", "--backend", "--account", "--url", "--server-root-key"):
+        assert option in help_text
+    bad = subprocess.run(
+        [sys.executable, "-m", "runtime.run_command", "run", "--auth", "x", "--backend", "csv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    bad_key = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime.run_command",
+            "run",
+            "--auth",
+            "x",
+            "--server-root-key",
+            "zz",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad_key.returncode == 2 and "server_root_key" in bad_key.stderr
