@@ -378,8 +378,7 @@ class _Progress:
         elapsed = time.monotonic() - self._started
         line = f"migrated {total} keys in {elapsed:.1f} s"
         if self._tty:
-            self._draw("=" * self.WIDTH, line)
-            self._stream.write("\n")
+            self._stream.write(f"\r[{'=' * self.WIDTH}] {line}\x1b[K\n")
         else:
             self._stream.write(line + "\n")
         self._stream.flush()

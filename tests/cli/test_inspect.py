@@ -201,6 +201,9 @@ def test_sqlite_reports_every_account_or_the_one_asked(
 def test_inspect_creates_no_file_and_changes_nothing(backend: str, tmp_path: Path) -> None:
     """Inspecting (intact or corrupt) leaves every file, mode and mtime as it was."""
     path = make_store(backend, location(backend, tmp_path))
+    # No lock file left (as Baileys leaves a folder): inspect must not create one.
+    for lock in ("LOCK", ".baileys-trio.lock", "bots.db.default.lock"):
+        (path if path.is_dir() else path.parent).joinpath(lock).unlink(missing_ok=True)
     before = tree_state(path)
     assert run_cli("inspect", path).code == EXIT_OK
     assert tree_state(path) == before
@@ -296,3 +299,22 @@ def test_help_shows_examples() -> None:
     assert done.code == 0
     assert "examples:" in done.out and "baileys-trio inspect auth/" in done.out
     assert "--log-format" in done.out
+
+
+def test_keys_without_creds_are_corruption(tmp_path: Path) -> None:
+    """A multi-file folder holding keys but no creds.json is corrupt, not a new device."""
+    path = make_store("multi-file", tmp_path / "auth")
+    (path / "creds.json").unlink()
+    (path / ".creds.json.last-good").unlink()
+    done = run_cli("inspect", path)
+    assert done.code == EXIT_CORRUPT
+    assert "creds.json: missing, but the directory holds Signal keys" in done.out
+
+
+def test_missing_creds_beside_a_last_good_copy_is_corruption(tmp_path: Path) -> None:
+    """creds.json gone but .creds.json.last-good present: corrupt, naming both."""
+    path = make_store("multi-file", tmp_path / "auth")
+    (path / "creds.json").unlink()
+    done = run_cli("inspect", path)
+    assert done.code == EXIT_CORRUPT
+    assert "creds.json: missing, but .creds.json.last-good holds the last good creds" in done.out

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from stores.cli import (
 from stores.lock import acquire_lock
 from tests.cli.stores_helpers import (
     ME_ID,
+    PARSER_SCRIPT,
+    ROOT,
     expected_counts,
     make_store,
     run_cli,
@@ -196,3 +201,48 @@ def test_help_shows_examples() -> None:
     assert "examples:" in done.out and "baileys-trio migrate baileys_auth_info auth/" in done.out
     for option in ("--from", "--to", "--src-account", "--dst-account", "--log-format"):
         assert option in done.out
+
+
+def test_progress_bar_redraws_one_line_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal the bar redraws in place and ends full, on its own line."""
+    src = make_store("multi-file", tmp_path / "src", pre_keys=300)
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                PARSER_SCRIPT,
+                "migrate",
+                src,
+                tmp_path / "dst",
+                "--progress-after",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        os.close(follower)
+        follower = -1
+        err = b""
+        while chunk := _read_available(leader):
+            err += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert done.returncode == EXIT_OK
+    text = err.decode()
+    # 300 pre-keys, 3 sessions, a sender key and a tctoken.
+    assert text.startswith("\r[") and "] migrating 305 keys " in text
+    assert f"\r[{'=' * 24}] migrated 305 keys in " in text and text.endswith(" s\x1b[K\r\n")
+
+
+def _read_available(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other end is closed and everything was read
+        return b""
