@@ -112,12 +112,17 @@ class PersistedAuth:
         self.backend = backend
         self._store = TransactionalStore(backend.read_keys, backend.commit, cache_size=cache_size)
         self.state = AuthState(creds=creds, keys=self._store)
-        self.config = AuthConfig(backend=backend, creds=creds, cache_size=cache_size)
+        self._cache_size = cache_size
         self._exit_stack = exit_stack
         self._closed = False
 
     def __repr__(self) -> str:
         return f"PersistedAuth({self.backend.backend_name}:{self.backend.location!r})"
+
+    @property
+    def config(self) -> AuthConfig:
+        """The runtime overrides for this location, with the current ``state.creds``."""
+        return AuthConfig(backend=self.backend, creds=self.state.creds, cache_size=self._cache_size)
 
     @property
     def keys(self) -> TransactionalStore:

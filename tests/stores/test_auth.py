@@ -173,6 +173,10 @@ async def test_config_wires_a_store_over_the_same_backend() -> None:
         await actor_store.set({"session": {"a": b"1"}})
         assert len(commits) == 1
         assert await auth.backend.read_keys("session", ["a"]) == {"a": b"1"}
+        newer = auth.state.creds.copy()
+        newer.platform = "smbi"
+        await auth.save_creds(newer)
+        assert auth.config.creds is newer  # the runtime starts from the newest saved creds
 
 
 async def test_aclose_waits_closes_and_is_idempotent() -> None:
