@@ -54,7 +54,10 @@ PathLike = str | os.PathLike[str]
 
 @dataclass
 class AuthState:
-    """What a session needs: creds and the Signal key store (Baileys' ``AuthenticationState``)."""
+    """What a session needs: creds and the Signal key store (Baileys' ``AuthenticationState``).
+
+    Since 0.1.0.
+    """
 
     creds: AuthCreds
     keys: SignalStore
@@ -62,7 +65,7 @@ class AuthState:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    """The runtime overrides that wire a session to this auth location.
+    """The runtime overrides that wire a session to this auth location. Since 0.1.0.
 
     The runtime reads exactly these:
 
@@ -95,7 +98,7 @@ class AuthConfig:
 
 
 class PersistedAuth:
-    """An open auth location: creds, a transactional key store, and its backend.
+    """An open auth location: creds, a transactional key store, and its backend. Since 0.1.0.
 
     Close it with ``await aclose()`` or use it as ``async with``; closing waits for
     in-flight commits, then closes (and unlocks) the backend.

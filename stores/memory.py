@@ -25,7 +25,7 @@ __all__ = ["MemoryBackend", "open_memory_backend"]
 
 
 class MemoryBackend:
-    """A ``Persistence`` held in a dict; each commit is atomic (applied without a checkpoint)."""
+    """A ``Persistence`` held in a dict; each commit is atomic (applied at once). Since 0.1.0."""
 
     backend_name: ClassVar[str] = "memory"
 

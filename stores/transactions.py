@@ -231,7 +231,7 @@ class _Read:
 
 
 class StoreTransaction:
-    """The handle inside ``store.transaction(key)``; reads see its own writes.
+    """The handle inside ``store.transaction(key)``; reads see its own writes. Since 0.1.0.
 
     Nothing written here is visible outside until the outermost block exits normally
     and the commit function acknowledged the batch. ``commit_seq`` then holds the
@@ -361,6 +361,8 @@ class _KeyLocks:
 
 class TransactionalStore:
     """A ``SignalStore`` with serializable transactions over a read and a commit function.
+
+    Since 0.1.0.
 
     ``cache_size`` bounds the committed entries kept in memory (``None``: unbounded).
     ``max_attempts`` bounds ``run_transaction``'s automatic retries on conflict.

@@ -689,3 +689,19 @@ async def test_plain_multi_id_read_is_never_torn_by_commits_racing_it() -> None:
             gates[-1].set()
             await trio.testing.wait_all_tasks_blocked()
     assert seen == [{"x": b"2", "y": b"2"}]
+
+
+async def test_creds_commits_are_issued_one_at_a_time_in_order(rec: Recorder) -> None:
+    """A second creds commit waits for the first to settle, so durable order is call order."""
+    store = rec.store()
+    rec.gate = trio.Event()
+    older, newer = make_creds(), make_creds()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.commit_batch, Batch(creds=older))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.commit_batch, Batch(keys={"session": {"a": b"1"}}, creds=newer))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(rec.batches) == 1  # the newer snapshot is not handed over yet
+        rec.gate.set()
+    assert [batch.creds for batch in rec.batches] == [older, newer]
+    assert await rec.backend.read_creds() == newer
