@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from stores.memory import MemoryBackend
+from stores.multi_file import open_multi_file_backend
+from stores.native import open_native_backend
+from stores.sqlite import open_sqlite_backend
 from tests.stores.contract import (
     BackendKit,
     PersistenceContract,
@@ -28,16 +29,6 @@ def _memory(_location: Path) -> MemoryBackend:
     return MemoryBackend()
 
 
-def _module_or_skip(name: str) -> Any:
-    # Only while another helper's backend module is still absent from the tree.
-    try:
-        return importlib.import_module(f"stores.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"stores.{name}":
-            raise
-        pytest.skip(f"stores.{name} is not in the tree yet")
-
-
 def _kit(name: str) -> BackendKit:
     if name == "memory":
 
@@ -46,13 +37,10 @@ def _kit(name: str) -> BackendKit:
 
         return kit_from_opener("memory", False, open_memory)
     if name == "native":
-        native = _module_or_skip("native")
-        return kit_from_opener("native", True, lambda loc: native.open_native_backend(loc))
+        return kit_from_opener("native", True, lambda loc: open_native_backend(loc))
     if name == "multi_file":
-        multi = _module_or_skip("multi_file")
-        return kit_from_opener("multi_file", True, lambda loc: multi.open_multi_file_backend(loc))
-    sqlite = _module_or_skip("sqlite")
-    return kit_from_opener("sqlite", True, lambda loc: sqlite.open_sqlite_backend(loc))
+        return kit_from_opener("multi_file", True, lambda loc: open_multi_file_backend(loc))
+    return kit_from_opener("sqlite", True, lambda loc: open_sqlite_backend(loc))
 
 
 @pytest.fixture(params=["memory", "native", "multi_file", "sqlite"])
