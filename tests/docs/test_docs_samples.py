@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```python\s*$")
 MARKER = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
+SAMPLE_TIMEOUT = 60
+"""Seconds a sample may run: samples are short, and a sample that dials the real
+WhatsApp service (no network in CI) must fail fast instead of hanging the suite."""
 MODULE = re.compile(r"^# file: ([A-Za-z_][A-Za-z0-9_]*\.py)\s*$", re.M)
 
 RUNNER = """
@@ -148,7 +151,7 @@ def run_block(block: Block, cwd: Path) -> subprocess.CompletedProcess[str]:
         input=block.code,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=SAMPLE_TIMEOUT,
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
