@@ -301,6 +301,8 @@ class Report:
     accepted: int = 0
     memory_checks: int = 0
     max_memory_ratio: float = 0.0
+    slowest: float = 0.0
+    """Seconds taken by the slowest input."""
     violations: list[Violation] = field(default_factory=list)
     reproducers: list[str] = field(default_factory=list)
 
@@ -318,6 +320,7 @@ class Report:
             "typed_error_kinds": len(self.errors),
             "memory_checks": self.memory_checks,
             "max_memory_over_bound": round(self.max_memory_ratio, 3),
+            "slowest_input_ms": round(self.slowest * 1000, 2),
             "violations": len(self.violations),
             "violation_kinds": sorted({v.signature for v in self.violations}),
             "reproducers": self.reproducers,
@@ -342,7 +345,9 @@ def fuzz_target(
     started = time.perf_counter()
 
     def record(data: bytes, memory: bool) -> None:
+        began = time.perf_counter()
         outcome = check_input(target, data, bound=bound, memory=memory)
+        report.slowest = max(report.slowest, time.perf_counter() - began)
         report.inputs += 1
         kind = outcome.kind
         if kind is None and outcome.violation is None:
@@ -463,13 +468,14 @@ def machine() -> dict[str, Any]:
 
 def print_table(reports: list[Report]) -> None:
     head = f"{'target':<13} {'inputs':>10} {'seconds':>8} {'inputs/s':>9} {'accepted':>9}"
-    head += f" {'typed err':>10} {'kinds':>6} {'mem chk':>8} {'mem/bound':>9} {'violations':>10}"
+    head += f" {'typed err':>10} {'kinds':>6} {'mem chk':>8} {'mem/bound':>9} {'max ms':>7}"
+    head += f" {'violations':>10}"
     print(head)
     for r in reports:
         print(
             f"{r.target:<13} {r.inputs:>10} {r.seconds:>8.1f} {r.rate:>9.0f} {r.accepted:>9}"
             f" {sum(r.errors.values()):>10} {len(r.errors):>6} {r.memory_checks:>8}"
-            f" {r.max_memory_ratio:>9.2f} {len(r.violations):>10}"
+            f" {r.max_memory_ratio:>9.2f} {r.slowest * 1000:>7.1f} {len(r.violations):>10}"
         )
 
 
