@@ -1,0 +1,470 @@
+"""Sessions per process: N accounts paired and logged in from ONE runtime, ours vs Baileys v7.
+
+For each N (default 1 and 100; 1,000 with ``--full`` or ``BENCH_SESSIONS=1,100,1000``):
+
+1. pairing: a fresh worker process opens one runtime and starts N sessions under its
+   DynamicSupervisor (``start_session`` per account, at most ``PAIR_WINDOW`` pairings
+   in flight); the sandbox's phone scans each QR. Figure: accounts paired per second.
+2. login: a second fresh worker starts the N sessions again from the saved creds.
+   Figures: logins per second; resident memory per open idle session
+   (VmRSS after - before, / N); idle CPU with keepalives running (process CPU time
+   over a ``IDLE_WINDOW`` window / wall time, default keepalive 30 s); then the
+   sandbox drops every socket at once and we time until all N are open again,
+   with the server's view of when the reconnects arrived (spread or herd).
+
+The sandbox runs in its own process (bench/_common.py), so its CPU and memory are
+not the runtime's. The same workload runs in one node process holding N Baileys
+v7 sockets (bench/sessions_baileys.mjs) for the ratio. Targets from TARGETS.md
+(scale) are printed beside the figures, never asserted.
+
+``python -m bench sessions`` (default, ~3 min) or
+``python -m bench.sessions [--full] [--accounts 1,100,1000] [--idle SECONDS]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from bench._common import (
+    PYTHON,
+    REPO,
+    HostInfo,
+    admin,
+    baileys_root,
+    cpu_seconds,
+    machine_facts,
+    percentile,
+    print_machine,
+    rss_kib,
+    sandbox_host,
+    wall,
+)
+
+DEFAULT_ACCOUNTS = (1, 100)
+FULL_ACCOUNTS = (1, 100, 1000)
+PAIR_WINDOW = 32
+IDLE_WINDOW = 30.0
+SETTLE = 3.0
+REOPEN_LIMIT = 120.0
+NODE_SCRIPT = Path(__file__).resolve().parent / "sessions_baileys.mjs"
+TARGETS = {
+    "rss_kib_per_session": 150.0,
+    "idle_cpu_pct_of_core": 5.0,
+    "reopen_s": 30.0,
+}
+
+
+# --- the worker (one runtime process) ------------------------------------------------
+
+
+class Opened:
+    """Counts sessions whose connection is open, from the runtime's events."""
+
+    def __init__(self) -> None:
+        self.open: set[str] = set()
+        self.opened_at: dict[str, list[float]] = {}
+        self.connecting_at: dict[str, list[float]] = {}
+        self.qrs = 0
+        self.changed = trio.Event()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        update = event.get("connection_update")
+        if not isinstance(update, dict):
+            return
+        account = str(update.get("account"))
+        state = update.get("connection")
+        if "qr" in update:
+            self.qrs += 1
+        if state == "open":
+            self.open.add(account)
+            self.opened_at.setdefault(account, []).append(wall())
+        elif state in ("close", "connecting"):
+            self.open.discard(account)
+            if state == "connecting":
+                self.connecting_at.setdefault(account, []).append(wall())
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_count(self, n: int, limit: float) -> bool:
+        with trio.move_on_after(limit):
+            while len(self.open) < n:
+                await self.changed.wait()
+            return True
+        return False
+
+
+async def worker(args: argparse.Namespace, sink: TextIO) -> dict[str, Any]:
+    from runtime.app import Config, open_runtime
+    from runtime.log import make_logger
+
+    root = Path(args.root)
+    n: int = args.n
+    opened = Opened()
+    result: dict[str, Any] = {"n": n, "phase": args.phase}
+    gc.collect()
+    async with open_runtime(log=make_logger("json", sink), subscribe=opened) as rt:
+        async with trio.open_nursery() as nursery:
+
+            async def scan(qr: str) -> None:
+                try:
+                    await admin(args.admin, {"op": "scan", "qr": qr})
+                except Exception:
+                    pass  # the QR rotated or the pairing failed: the session shows another
+
+            def config(i: int) -> Config:
+                scanned: list[str] = []
+
+                def on_qr(qr: str) -> None:
+                    if not scanned:
+                        scanned.append(qr)
+                        nursery.start_soon(scan, qr)
+
+                return Config(
+                    auth=root / f"a{i:04d}",
+                    account=f"a{i:04d}",
+                    ws_url=args.url,
+                    server_root_key=args.key,
+                    on_qr=on_qr,
+                    keepalive_interval=args.keepalive,
+                )
+
+            await trio.sleep(0.2)
+            gc.collect()
+            rss_before = rss_kib()
+            started = wall()
+            if args.phase == "pair":
+                window = trio.Semaphore(PAIR_WINDOW)
+                for i in range(n):
+                    await window.acquire()
+                    await rt.start_session(config(i))
+                    nursery.start_soon(release_when_open, opened, f"a{i:04d}", window)
+                all_open = await opened.wait_count(n, 60 + n * 2.0)
+                result["pair_s"] = wall() - started
+                result["all_open"] = all_open
+                result["qrs"] = opened.qrs
+            else:
+                for i in range(n):
+                    await rt.start_session(config(i))
+                all_open = await opened.wait_count(n, 60 + n * 0.5)
+                result["login_s"] = wall() - started
+                result["all_open"] = all_open
+                result["qrs"] = opened.qrs
+                if all_open and args.idle > 0:
+                    await idle_figures(args, opened, rss_before, result)
+            result["open_at_end"] = len(opened.open)
+            nursery.cancel_scope.cancel()
+        await rt.stop()
+    return result
+
+
+async def release_when_open(opened: Opened, account: str, window: trio.Semaphore) -> None:
+    with trio.move_on_after(120):
+        while account not in opened.open:
+            await opened.changed.wait()
+    window.release()
+
+
+async def idle_figures(
+    args: argparse.Namespace, opened: Opened, rss_before: int, result: dict[str, Any]
+) -> None:
+    n: int = args.n
+    await trio.sleep(SETTLE)
+    gc.collect()
+    rss_after = rss_kib()
+    result["rss_before_kib"] = rss_before
+    result["rss_after_kib"] = rss_after
+    result["rss_kib_per_session"] = (rss_after - rss_before) / n
+    cpu0, t0 = cpu_seconds(), wall()
+    await trio.sleep(args.idle)
+    cpu1, t1 = cpu_seconds(), wall()
+    result["idle_window_s"] = t1 - t0
+    result["idle_cpu_pct_of_core"] = 100.0 * (cpu1 - cpu0) / (t1 - t0)
+    result["keepalive_s"] = args.keepalive
+    # Every socket dropped at once; time until all N are open again.
+    before = {a: len(v) for a, v in opened.opened_at.items()}
+    reply = await admin(args.admin, {"op": "drop"})
+    dropped_at = wall()
+    result["dropped"] = reply["dropped"]
+    while len(opened.open) == n:  # the drops reach us as closes
+        with trio.move_on_after(5):
+            await opened.changed.wait()
+        if wall() - dropped_at > 5:
+            break
+    reopened = await wait_reopened(opened, before, n, REOPEN_LIMIT)
+    result["reopen_s"] = wall() - dropped_at if reopened else None
+    result["reopened"] = sum(1 for a, v in opened.opened_at.items() if len(v) > before.get(a, 0))
+    firsts = [
+        min(t for t in times if t >= dropped_at) - dropped_at
+        for times in opened.connecting_at.values()
+        if any(t >= dropped_at for t in times)
+    ]
+    result["reconnect_attempt_s"] = spread(firsts)
+
+
+async def wait_reopened(opened: Opened, before: dict[str, int], n: int, limit: float) -> bool:
+    with trio.move_on_after(limit):
+        while sum(1 for a, v in opened.opened_at.items() if len(v) > before.get(a, 0)) < n:
+            await opened.changed.wait()
+        return True
+    return False
+
+
+def spread(offsets: list[float]) -> dict[str, Any]:
+    """When the first reconnect attempts came after the drop, and the busiest 100 ms."""
+    if not offsets:
+        return {"count": 0}
+    bins: dict[int, int] = {}
+    for t in offsets:
+        bins[int(t * 10)] = bins.get(int(t * 10), 0) + 1
+    return {
+        "count": len(offsets),
+        "min_s": min(offsets),
+        "p50_s": percentile(offsets, 0.5),
+        "max_s": max(offsets),
+        "busiest_100ms": max(bins.values()),
+    }
+
+
+# --- the orchestrator ----------------------------------------------------------------
+
+
+async def run_worker(host: HostInfo, phase: str, n: int, root: Path, idle: float) -> dict[str, Any]:
+    argv = [
+        PYTHON,
+        "-m",
+        "bench.sessions",
+        "worker",
+        "--phase",
+        phase,
+        "--n",
+        str(n),
+        "--root",
+        str(root),
+        "--url",
+        host.url,
+        "--key",
+        host.root,
+        "--admin",
+        str(host.admin),
+        "--idle",
+        str(idle),
+    ]
+    with trio.fail_after(300 + n * 3):
+        proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, cwd=REPO)
+    lines = [line for line in proc.stdout.decode().splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"worker {phase} n={n} failed: {proc.stderr.decode()[-2000:]}")
+    out: dict[str, Any] = json.loads(lines[-1])
+    return out
+
+
+async def run_node(
+    peer: Path, host: HostInfo, phase: str, n: int, root: Path, idle: float
+) -> dict[str, Any]:
+    env = dict(os.environ, NODE_PATH=str(peer / "node_modules"))
+    argv = [
+        "node",
+        "--expose-gc",
+        str(NODE_SCRIPT),
+        json.dumps(
+            {
+                "peer": str(peer),
+                "phase": phase,
+                "n": n,
+                "root": str(root),
+                "url": host.url,
+                "admin": host.admin,
+                "idle_ms": int(idle * 1000),
+                "settle_ms": int(SETTLE * 1000),
+                "pair_window": PAIR_WINDOW,
+                "reopen_limit_ms": int(REOPEN_LIMIT * 1000),
+            }
+        ),
+    ]
+    with trio.fail_after(300 + n * 3):
+        proc = await trio.run_process(
+            argv, capture_stdout=True, capture_stderr=True, cwd=peer, env=env, check=False
+        )
+    lines = [line for line in proc.stdout.decode().splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"node {phase} n={n} failed ({proc.returncode}): {proc.stderr.decode()[-1500:]}"
+        )
+    out: dict[str, Any] = json.loads(lines[-1])
+    return out
+
+
+async def one_count(
+    n: int, idle: float, peer: Path | None, why_no_peer: str, tmp: Path
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"n": n}
+    idle_here = idle if n > 1 else 0.0  # one session's idle CPU is below the clock's tick
+    async with sandbox_host() as host:
+        ours = tmp / f"ours{n}"
+        pair = await run_worker(host, "pair", n, ours, 0)
+        login = await run_worker(host, "login", n, ours, idle_here)
+        row["ours"] = {"pair": pair, "login": login}
+        row["ours"]["sandbox_cpu_s"] = cpu_seconds(host.pid)
+    if peer is None:
+        row["baileys"] = {"skipped": why_no_peer}
+        return row
+    async with sandbox_host() as host:
+        theirs = tmp / f"baileys{n}"
+        try:
+            pair = await run_node(peer, host, "pair", n, theirs, 0)
+            login = await run_node(peer, host, "login", n, theirs, idle_here)
+            row["baileys"] = {"pair": pair, "login": login}
+        except (RuntimeError, trio.TooSlowError) as exc:
+            row["baileys"] = {"skipped": f"could not hold {n} sockets: {exc}"}
+    return row
+
+
+def throughput(phase: dict[str, Any], key: str) -> float | None:
+    seconds = phase.get(key)
+    if not phase.get("all_open") or not seconds:
+        return None
+    return float(phase["n"]) / float(seconds)
+
+
+def summarize(row: dict[str, Any]) -> dict[str, Any]:
+    """Flat figures of one N for the table and the JSON."""
+    out: dict[str, Any] = {"n": row["n"]}
+    for who in ("ours", "baileys"):
+        side = row.get(who, {})
+        if "pair" not in side:
+            out[who] = {"skipped": side.get("skipped", "not run")}
+            continue
+        pair, login = side["pair"], side["login"]
+        reconnect = login.get("reconnect_attempt_s", {})
+        out[who] = {
+            "pairings_per_s": throughput(pair, "pair_s"),
+            "logins_per_s": throughput(login, "login_s"),
+            "rss_kib_per_session": login.get("rss_kib_per_session"),
+            "idle_cpu_pct_of_core": login.get("idle_cpu_pct_of_core"),
+            "reopen_s": login.get("reopen_s"),
+            "reconnects_first_s": [reconnect.get("min_s"), reconnect.get("max_s")],
+            "reconnects_busiest_100ms": reconnect.get("busiest_100ms"),
+            "qrs_at_login": login.get("qrs"),
+            "raw": side,
+        }
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0 or (isinstance(a, float) and math.isnan(a)):
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def fmt(value: Any, spec: str = ".1f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)):
+        return format(value, spec)
+    return str(value)
+
+
+def print_table(rows: list[dict[str, Any]], idle: float) -> None:
+    head = f"{'figure':34} {'N':>5} {'ours':>10} {'Baileys':>10} {'ours/B':>7}  target"
+    print(head)
+    print("-" * len(head))
+    lines = (
+        ("pairings/s", "pairings_per_s", ".1f", ""),
+        ("logins/s (saved creds)", "logins_per_s", ".1f", ""),
+        ("RSS KiB per open idle session", "rss_kib_per_session", ".0f", "<= 150 KiB (N=1000)"),
+        (
+            f"idle CPU % of one core ({idle:.0f} s)",
+            "idle_cpu_pct_of_core",
+            ".2f",
+            "<= 5 % (N=1000)",
+        ),
+        ("all open again after drop (s)", "reopen_s", ".1f", "<= 30 s (N=1000)"),
+        ("busiest 100 ms of reconnects", "reconnects_busiest_100ms", "d", "spread, no herd"),
+    )
+    for row in rows:
+        ours, theirs = row["ours"], row["baileys"]
+        for label, key, spec, target in lines:
+            a, b = ours.get(key), theirs.get(key)
+            print(
+                f"{label:34} {row['n']:>5} {fmt(a, spec):>10} {fmt(b, spec):>10} "
+                f"{ratio(a, b):>7}  {target}"
+            )
+        for who, side in (("ours", ours), ("Baileys", theirs)):
+            if "skipped" in side:
+                print(f"  {who} N={row['n']}: skipped: {side['skipped'][:300]}")
+            elif side.get("reconnects_first_s", [None])[0] is not None:
+                first, last = side["reconnects_first_s"]
+                print(
+                    f"  {who} N={row['n']}: first reconnect attempts {first:.2f}-{last:.2f} s "
+                    f"after the drop"
+                )
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.sessions")
+    parser.add_argument("--full", action="store_true", help="include 1,000 accounts")
+    parser.add_argument("--accounts", default=None, help="comma-separated N (e.g. 1,100,1000)")
+    parser.add_argument("--idle", type=float, default=IDLE_WINDOW, help="idle CPU window (s)")
+    parser.add_argument("--no-baileys", action="store_true", help="ours only")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the counts, print the table, return the figures."""
+    args = parse(list(argv) if argv is not None else [])
+    if args.accounts:
+        counts = tuple(int(x) for x in args.accounts.split(","))
+    elif os.environ.get("BENCH_SESSIONS"):
+        counts = tuple(int(x) for x in os.environ["BENCH_SESSIONS"].split(","))
+    else:
+        counts = FULL_ACCOUNTS if args.full else DEFAULT_ACCOUNTS
+    facts = machine_facts()
+    print_machine(facts)
+    if max(counts) < 1000:
+        print(
+            f"accounts: {', '.join(map(str, counts))} (the default run; 1,000 with "
+            "`python -m bench.sessions --full`, which takes about 10-15 min on 2 cores)"
+        )
+    peer, why = (None, "--no-baileys") if args.no_baileys else baileys_root()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
+        for n in counts:
+            started = wall()
+            rows.append(summarize(trio.run(one_count, n, args.idle, peer, why, Path(tmp))))
+            rows[-1]["elapsed_s"] = wall() - started
+            print(f"(N={n}: {rows[-1]['elapsed_s']:.0f} s)", flush=True)
+    print_table(rows, args.idle)
+    return {"machine": facts, "targets": TARGETS, "idle_window_s": args.idle, "rows": rows}
+
+
+def worker_main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.sessions worker")
+    parser.add_argument("--phase", choices=("pair", "login"), required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--admin", type=int, required=True)
+    parser.add_argument("--idle", type=float, default=0.0)
+    parser.add_argument("--keepalive", type=float, default=30.0)
+    with open(os.devnull, "w") as sink:  # the runtime's JSON logs go nowhere
+        result = trio.run(worker, parser.parse_args(argv), sink)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        worker_main(sys.argv[2:])
+    else:
+        main(sys.argv[1:])
