@@ -41,7 +41,12 @@ from stores import _multi_file_layout as mf_layout
 from stores import native_format
 from stores import sqlite_codec as codec
 from stores.creds import AuthCreds
-from stores.errors import CorruptStateError, StoreError, WrongBackendError
+from stores.errors import (
+    CorruptStateError,
+    StoreError,
+    UnsupportedFormatError,
+    WrongBackendError,
+)
 from stores.fsio import REAL_FS, StrPath, is_temp_name
 from stores.keys import check_creds_keys
 from stores.lock import lock_owner
@@ -50,7 +55,7 @@ from stores.native_inspect import NativeReport, inspect_native
 from stores.native_load import Layout as NativeLayout
 from stores.native_load import classify, load_state, looks_native
 from stores.sqlite import _creds_identity, _key_identity, lock_name
-from stores.sqlite_schema import BACKEND_MARK, SQLITE_HEADER
+from stores.sqlite_schema import BACKEND_MARK, SCHEMA_VERSION, SQLITE_HEADER
 
 __all__ = [
     "BACKEND_NAMES",
@@ -229,12 +234,18 @@ def inspect_location(
 
 
 def _inspect_native(directory: Path) -> InspectReport:
+    creds = _native_creds(directory)
     report = inspect_native(directory)
     warnings = [p for p in report.problems if p.endswith(_MODE_HINTS)]
     problems = [p for p in report.problems if not p.endswith(_MODE_HINTS)]
     if not report.ok and not problems:
         problems.append(f"{directory}: the native store would not open")
-    if problems and report.durable_seq is not None:
+    if creds is not None and report.creds_valid:
+        try:
+            check_creds_keys(creds, f"{directory} (latest creds)")
+        except StoreError as exc:
+            problems.append(str(exc))
+    if not report.ok and report.durable_seq is not None:
         warnings.append(
             "the account, key counts and seq shown are those of the intact records "
             "before the damage"
@@ -247,9 +258,7 @@ def _inspect_native(directory: Path) -> InspectReport:
         )
     account = AccountReport(
         name=None,
-        account_id=_native_account_id(directory, salvage=not report.ok)
-        if report.creds_valid
-        else None,
+        account_id=_me_id(creds) if creds is not None and report.creds_valid else None,
         creds_present=report.creds_present,
         creds_valid=report.creds_valid,
         key_counts=dict(report.keys_by_type),
@@ -278,19 +287,36 @@ def _native_details(report: NativeReport) -> dict[str, Any]:
     }
 
 
-def _native_account_id(directory: Path, *, salvage: bool) -> str | None:
-    # inspect_native does not return the creds; read the state once more for me.id.
+def _native_creds(directory: Path) -> AuthCreds | None:
+    """The latest creds (of the intact records, if damaged); None when unreadable.
+
+    inspect_native does not return the creds, so the state is read once more here.
+    Another backend's data and an unsupported format version are raised, not
+    reported as corruption: the location is not one this build can inspect.
+    """
     try:
         listing = classify(directory, REAL_FS)
-        if listing.layout is not NativeLayout.NATIVE:
+    except (WrongBackendError, UnsupportedFormatError):
+        raise
+    except StoreError:
+        return None
+    if listing.layout is not NativeLayout.NATIVE:
+        return None
+    try:
+        state = load_state(directory, listing, REAL_FS)
+    except (WrongBackendError, UnsupportedFormatError):
+        raise
+    except StoreError:
+        try:
+            state = load_state(directory, listing, REAL_FS, salvage=True)
+        except StoreError:
             return None
-        state = load_state(directory, listing, REAL_FS, salvage=salvage)
-        if state.creds is None:
-            return None
-        creds = AuthCreds.from_plain(cbor2.loads(state.creds), str(directory))
+    if state.creds is None:
+        return None
+    try:
+        return AuthCreds.from_plain(cbor2.loads(state.creds), str(directory))
     except (StoreError, ValueError, cbor2.CBORDecodeError):
         return None
-    return _me_id(creds)
 
 
 def _me_id(creds: AuthCreds) -> str | None:
@@ -377,6 +403,8 @@ def _pending_journal(
     found.records += 1
     try:
         ops = journal.decode_journal(raw, location)
+    except UnsupportedFormatError:
+        raise  # a newer build's journal: not ours to judge
     except StoreError as exc:
         found.corrupt(exc)
         return {}
@@ -506,6 +534,8 @@ def _read_sqlite(
         mark = None if row is None else row[0]
     if mark != BACKEND_MARK:
         raise WrongBackendError(location, "sqlite", "a SQLite database of another application")
+    if version > SCHEMA_VERSION:
+        raise UnsupportedFormatError(location, version, f"schema versions up to {SCHEMA_VERSION}")
     names = _sqlite_accounts(conn)
     if only is not None:
         if only not in names:

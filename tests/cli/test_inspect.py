@@ -6,15 +6,25 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
+import cbor2
 import pytest
 import trio
 
 from stores.cli import EXIT_CORRUPT, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, build_parser
 from stores.inspect import inspect_location
 from stores.lock import acquire_lock
-from stores.native_format import LOCK_NAME, log_name, scan_log
+from stores.native_format import (
+    LOCK_NAME,
+    MAGIC,
+    decode_header,
+    frame,
+    log_name,
+    read_frame,
+    scan_log,
+)
 from stores.sqlite import open_sqlite_backend
 from stores.types import Batch
 from tests.cli.stores_helpers import ME_ID, expected_counts, make_store, run_cli, tree_state
@@ -318,3 +328,49 @@ def test_missing_creds_beside_a_last_good_copy_is_corruption(tmp_path: Path) -> 
     done = run_cli("inspect", path)
     assert done.code == EXIT_CORRUPT
     assert "creds.json: missing, but .creds.json.last-good holds the last good creds" in done.out
+
+
+def test_newer_native_format_is_refused_not_called_corrupt(tmp_path: Path) -> None:
+    """A native log of format version 2 exits 6 naming the version, not 1 (corrupt)."""
+    path = make_store("native", tmp_path / "auth")
+    log = path / log_name(0)
+    data = log.read_bytes()
+    _, records_start = decode_header(data, str(log), "log")
+    intact = read_frame(data, len(MAGIC))
+    assert intact is not None
+    header = cbor2.loads(bytes(intact[0]))
+    header["version"] = 2
+    log.write_bytes(MAGIC + frame(cbor2.dumps(header)) + data[records_start:])
+    done = run_cli("inspect", path)
+    assert done.code == EXIT_REFUSED
+    assert "format version 2 is not supported" in done.err
+
+
+def test_newer_sqlite_schema_is_refused(tmp_path: Path) -> None:
+    """A SQLite file of a newer schema version exits 6 naming the version."""
+    db = make_store("sqlite", tmp_path / "bots.db")
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA user_version = 9")
+    done = run_cli("inspect", db)
+    assert done.code == EXIT_REFUSED
+    assert "format version 9 is not supported" in done.err
+
+
+def test_native_creds_whose_keys_do_not_match_are_corruption(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Latest creds with a public key that is not its private key's: exit 1, named."""
+    from stores.creds import KeyPair, init_auth_creds
+    from stores.native import open_native_backend
+
+    async def main() -> None:
+        creds = init_auth_creds()
+        creds.noise_key = KeyPair(private=creds.noise_key.private, public=bytes(32))
+        async with await open_native_backend(tmp_path / "auth") as backend:
+            await backend.commit(Batch(creds=creds))
+
+    trio.run(main)
+    code, out, _ = inspect_in_process(capsys, str(tmp_path / "auth"))
+    assert code == EXIT_CORRUPT
+    assert "creds.noise_key: public key does not match private key" in out
+    assert "before the damage" not in out
