@@ -263,6 +263,58 @@ def wall() -> float:
     return time.perf_counter()
 
 
+class JsonLines:
+    """The JSON lines a child process prints, read as they arrive (other lines skipped)."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+        self._buffer = b""
+
+    async def next(self) -> dict[str, Any] | None:
+        """The next JSON line, or None once the process closed its stdout."""
+        assert self.process.stdout is not None
+        while b"\n" not in self._buffer:
+            try:
+                chunk = await self.process.stdout.receive_some(65536)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                chunk = b""
+            if not chunk:
+                return None
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            return await self.next()
+        if not isinstance(line, dict):
+            return await self.next()
+        self.lines.append(line)
+        return line
+
+
+def run_command(url: str, root_hex: str, auth: Path) -> list[str]:
+    """``baileys-trio run`` with JSON event lines, against a sandbox.
+
+    Spelled ``python -m runtime.run_command`` because runtime/cli.py does not list
+    ``run`` among its COMMANDS yet; the module is the same command.
+    """
+    return [
+        PYTHON,
+        "-m",
+        "runtime.run_command",
+        "--log-format",
+        "json",
+        "run",
+        "--auth",
+        str(auth),
+        "--url",
+        url,
+        "--server-root-key",
+        root_hex,
+    ]
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "sandbox-host":
         trio.run(_serve_host, float(sys.argv[2]) if len(sys.argv) > 2 else 1800.0)
