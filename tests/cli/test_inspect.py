@@ -374,3 +374,26 @@ def test_native_creds_whose_keys_do_not_match_are_corruption(
     assert code == EXIT_CORRUPT
     assert "creds.noise_key: public key does not match private key" in out
     assert "before the damage" not in out
+
+
+def test_another_applications_sqlite_file_is_refused(tmp_path: Path) -> None:
+    """A SQLite database without our backend mark exits 6 and is left unchanged."""
+    db = tmp_path / "other.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.commit()
+    before = tree_state(db)
+    done = run_cli("inspect", db)
+    assert done.code == EXIT_REFUSED and "another application" in done.err
+    assert tree_state(db) == before
+
+
+def test_garbage_after_the_sqlite_header_is_corruption(tmp_path: Path) -> None:
+    """A file with SQLite's header but damaged pages exits 1 naming the file."""
+    db = make_store("sqlite", tmp_path / "bots.db")
+    data = bytearray(db.read_bytes())
+    data[100:4096] = bytes(range(256)) * 15 + bytes(range(156))
+    db.write_bytes(bytes(data))
+    done = run_cli("inspect", db)
+    assert done.code == EXIT_CORRUPT
+    assert str(db) in done.out
