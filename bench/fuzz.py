@@ -565,7 +565,8 @@ def cli(argv: list[str] | None = None) -> int:
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fuzz.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    return 1 if any(t["violations"] for t in out["targets"].values()) else 0
+    crashed = isinstance(out.get("atheris"), dict) and any(out["atheris"].values())
+    return 1 if crashed or any(t["violations"] for t in out["targets"].values()) else 0
 
 
 if __name__ == "__main__":
