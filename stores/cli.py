@@ -234,7 +234,11 @@ def run_migrate(args: argparse.Namespace, log: object = None) -> int:
         return out.usage(
             f"--dst-account is for a SQLite target (--to sqlite), not {args.dst_backend}"
         )
-    progress = _Progress(sys.stderr, _cheap_key_count(args.src, src_backend, args.src_account))
+    progress = _Progress(
+        sys.stderr,
+        _cheap_key_count(args.src, src_backend, args.src_account),
+        json_lines=getattr(args, "log_format", None) == "json",
+    )
     try:
         summary = trio.run(_migrate, args, src_backend, progress)
     except StoreError as exc:
@@ -345,15 +349,17 @@ class _Progress:
     ``stores.migrate.migrate`` reports no progress, so the bar shows activity (a
     moving block), the elapsed time and the number of keys when it is cheap to know,
     and turns full when the migration is done. On a terminal it redraws one line;
-    elsewhere it prints a start line and an end line.
+    elsewhere it prints a start line and an end line (JSON objects with
+    ``--log-format json``: ``migrate_progress`` then ``migrate_done``).
     """
 
     WIDTH = 24
 
-    def __init__(self, stream: TextIO, total: int | None) -> None:
+    def __init__(self, stream: TextIO, total: int | None, *, json_lines: bool = False) -> None:
         self._stream = stream
         self._total = total
-        self._tty = stream.isatty()
+        self._json = json_lines
+        self._tty = stream.isatty() and not json_lines
         self._started = time.monotonic()
         self._shown = False
 
@@ -362,6 +368,9 @@ class _Progress:
 
         await trio.sleep(after)
         self._shown = True
+        if self._json:
+            self._line({"event": "migrate_progress", "keys": self._total, "state": "running"})
+            return
         if not self._tty:
             self._stream.write(f"migrating {self._what()}...\n")
             self._stream.flush()
@@ -376,6 +385,9 @@ class _Progress:
         if not self._shown:
             return
         elapsed = time.monotonic() - self._started
+        if self._json:
+            self._line({"event": "migrate_done", "keys": total, "seconds": round(elapsed, 3)})
+            return
         line = f"migrated {total} keys in {elapsed:.1f} s"
         if self._tty:
             self._stream.write(f"\r[{'=' * self.WIDTH}] {line}\x1b[K\n")
@@ -387,6 +399,10 @@ class _Progress:
         if self._shown and self._tty:
             self._stream.write("\n")
             self._stream.flush()
+
+    def _line(self, obj: dict[str, Any]) -> None:
+        self._stream.write(json.dumps(obj) + "\n")
+        self._stream.flush()
 
     def _what(self) -> str:
         return "keys" if self._total is None else f"{self._total} keys"

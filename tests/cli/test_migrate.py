@@ -246,3 +246,16 @@ def _read_available(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # EIO: the other end is closed and everything was read
         return b""
+
+
+def test_json_log_format_makes_progress_json_lines(tmp_path: Path) -> None:
+    """With --log-format json, progress on stderr is JSON lines and stdout the summary."""
+    src = make_store("multi-file", tmp_path / "src", pre_keys=40)
+    done = run_cli(
+        "migrate", "--log-format", "json", src, tmp_path / "dst", "--json", "--progress-after", "0"
+    )
+    assert done.code == EXIT_OK, done.err
+    lines = [json.loads(line) for line in done.err.splitlines()]
+    assert [line["event"] for line in lines] == ["migrate_progress", "migrate_done"]
+    assert lines[0]["keys"] == lines[1]["keys"] == 45
+    assert json.loads(done.out)["total_keys"] == 45
