@@ -118,6 +118,8 @@ class PersistedAuth:
         self._cache_size = cache_size
         self._exit_stack = exit_stack
         self._closed = False
+        self._saves = 0
+        self._state_ticket = 0
 
     def __repr__(self) -> str:
         return f"PersistedAuth({self.backend.backend_name}:{self.backend.location!r})"
@@ -133,10 +135,19 @@ class PersistedAuth:
         return self._store
 
     async def save_creds(self, creds: AuthCreds) -> int:
-        """Make ``creds`` durable (ordered with key commits); returns the durable sequence."""
-        seq = await self._store.commit_batch(Batch(creds=creds))
-        assert seq is not None  # a batch with creds is never empty
-        self.state.creds = creds
+        """Make ``creds`` durable (ordered with key commits); returns the durable sequence.
+
+        Concurrent saves are coalesced (``TransactionalStore.commit_creds``): a burst
+        costs a few commits, each call returns once a snapshot at least as new as its
+        own is durable, and ``state.creds`` becomes the newest acknowledged one.
+        """
+        self._saves += 1
+        ticket = self._saves
+        seq = await self._store.commit_creds(creds)
+        if ticket > self._state_ticket:
+            # Calls of one round wake in any order: only a newer snapshot replaces state.
+            self._state_ticket = ticket
+            self.state.creds = creds
         return seq
 
     async def aclose(self) -> None:

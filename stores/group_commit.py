@@ -8,6 +8,18 @@ waiter of the group with its durable sequence number. Items queued while a write
 in flight form the next group; its leader is the first of them, woken by the
 previous leader, so no task is stuck leading forever under continuous load.
 
+Group size is bounded by bytes (``max_group_bytes``, measured by ``item_size``) and,
+as a sanity bound only, by count (``max_group``): a burst of small items is one
+write, not one per thousand items.
+
+Coalescing (optional): when the backend says an item is ``replaceable`` (it writes
+nothing but state that a later ``supersedes`` item rewrites whole: a creds-only
+commit before another creds commit), such an item is not handed to ``write_group``
+if a superseding item follows it in the same group. Its waiter is acknowledged with
+the sequence number of the group's *last* superseding item, which is durable in the
+same write: every waiter gets a durable sequence number at least as new as its own
+item, and an older snapshot is never written after a newer one.
+
 Failure: if ``write_group`` raises, every waiter of that group gets a
 ``DurabilityError`` (the same one), every queued waiter gets ``StoreReadOnlyError``,
 and so does every later ``commit``: a failed fsync is never retried, because the page
@@ -41,6 +53,15 @@ WriteGroup = Callable[[Sequence[T]], Sequence[int]]
 ApplyGroup = Callable[[Sequence[T], Sequence[int]], None]
 """Trio thread: make durable items visible (update the in-memory index)."""
 
+ItemTest = Callable[[T], bool]
+"""A predicate over items (``replaceable`` / ``supersedes``)."""
+
+DEFAULT_MAX_GROUP_BYTES = 8 << 20
+"""One write group holds at most about this many bytes (always at least one item)."""
+
+DEFAULT_MAX_GROUP = 1 << 20
+"""Items per group: a sanity bound only; ``max_group_bytes`` is the real one."""
+
 
 class _State(enum.Enum):
     QUEUED = "queued"
@@ -53,10 +74,14 @@ class GroupCommitStatistics:
     """Counters since the committer was made."""
 
     commits: int
+    """Items acknowledged durable (coalesced ones included)."""
     groups: int
+    """Durable writes (one ``write_group`` call, one fsync, each)."""
     largest_group: int
     queued: int
     read_only: bool
+    coalesced: int = 0
+    """Items acknowledged without being written: a later item of their group superseded them."""
 
 
 class _Waiter(Generic[T]):
@@ -80,12 +105,25 @@ class GroupCommitter(Generic[T]):
         *,
         location: str,
         apply: ApplyGroup[T] | None = None,
-        max_group: int = 1024,
+        max_group: int = DEFAULT_MAX_GROUP,
+        max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
+        item_size: Callable[[T], int] | None = None,
+        replaceable: ItemTest[T] | None = None,
+        supersedes: ItemTest[T] | None = None,
     ) -> None:
+        if max_group < 1 or max_group_bytes < 1:
+            raise ValueError("max_group and max_group_bytes must be at least 1")
+        if (replaceable is None) != (supersedes is None):
+            raise ValueError("replaceable and supersedes go together")
         self._write_group = write_group
         self._apply = apply
         self._location = location
         self._max_group = max_group
+        self._max_group_bytes = max_group_bytes
+        self._item_size = item_size
+        self._replaceable = replaceable
+        self._supersedes = supersedes
+        self._coalesced = 0
         self._queue: list[_Waiter[T]] = []
         self._leading = False
         self._failure: DurabilityError | None = None
@@ -128,6 +166,7 @@ class GroupCommitter(Generic[T]):
             largest_group=self._largest,
             queued=len(self._queue),
             read_only=self.read_only,
+            coalesced=self._coalesced,
         )
 
     async def commit(self, item: T) -> int:
@@ -154,9 +193,22 @@ class GroupCommitter(Generic[T]):
             raise waiter.error
         return waiter.seq
 
+    def _take_group(self) -> list[_Waiter[T]]:
+        count = min(len(self._queue), self._max_group)
+        if self._item_size is not None:
+            size = self._item_size
+            total = 0
+            for index in range(count):
+                total += size(self._queue[index].item)
+                if total > self._max_group_bytes and index > 0:
+                    count = index
+                    break
+        group = self._queue[:count]
+        del self._queue[:count]
+        return group
+
     async def _lead(self) -> None:
-        group = self._queue[: self._max_group]
-        del self._queue[: self._max_group]
+        group = self._take_group()
         for waiter in group:
             waiter.state = _State.IN_FLIGHT
         try:
@@ -166,14 +218,35 @@ class GroupCommitter(Generic[T]):
             self._leading = False
             self._hand_over()
 
+    def _coalesce(self, items: list[T]) -> tuple[list[T], list[int]]:
+        """The items to write, and for every item the index of the written one acking it."""
+        keep = list(range(len(items)))
+        if self._replaceable is None or self._supersedes is None:
+            return items, keep
+        last = next((i for i in range(len(items) - 1, -1, -1) if self._supersedes(items[i])), None)
+        if last is None:
+            return items, keep
+        replaceable = self._replaceable
+        written: list[T] = []
+        position: list[int] = []
+        for index, item in enumerate(items):
+            if index < last and replaceable(item):
+                position.append(-1)
+                continue
+            position.append(len(written))
+            written.append(item)
+        acked_by = position[last]
+        return written, [acked_by if p < 0 else p for p in position]
+
     async def _write(self, group: list[_Waiter[T]]) -> None:
-        items = [w.item for w in group]
+        items, acked_by = self._coalesce([w.item for w in group])
         try:
-            seqs = await trio.to_thread.run_sync(self._write_group, items)
-            if len(seqs) != len(items):
+            written = await trio.to_thread.run_sync(self._write_group, items)
+            if len(written) != len(items):
                 raise RuntimeError("write_group returned a wrong number of sequence numbers")
             if self._apply is not None:
-                self._apply(items, seqs)
+                self._apply(items, written)
+            seqs = [written[index] for index in acked_by]
         except BaseException as exc:
             error = (
                 exc
@@ -193,6 +266,7 @@ class GroupCommitter(Generic[T]):
         for waiter, seq in zip(group, seqs, strict=True):
             waiter.seq = seq
         self._commits += len(group)
+        self._coalesced += len(group) - len(items)
         self._groups += 1
         self._largest = max(self._largest, len(group))
         self._finish(group)

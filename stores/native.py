@@ -56,7 +56,9 @@ the writer before the next group: write ``snapshot-(G+1)`` atomically, create
 ``log-(G+1)`` atomically (header only), switch appends to it, then delete the
 generation-G files. A crash at any step leaves a directory that opens with all data.
 
-Last good creds: the log keeps every creds version since the snapshot, and the
+Last good creds: the log keeps every creds version since the snapshot (except
+creds-only commits superseded by a newer creds record of their own write group,
+which are acknowledged by that record and never written), and the
 snapshot keeps the latest creds *and the one before it*. ``open_native_backend(path,
 recover=True)`` (explicit, never automatic) (a) opens a log damaged in the middle
 with the state of every intact record *before* the damage, keeping the damaged log
@@ -154,6 +156,8 @@ class NativeStatistics:
     commits: int
     compactions: int
     read_only: bool
+    coalesced: int = 0
+    """Creds-only commits acknowledged by a newer creds record of the same group."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,20 @@ class _Item:
     compact: bool = False
 
 
+def _item_size(item: _Item) -> int:
+    return len(item.body) + 64  # the frame and record head
+
+
+def _creds_only(item: _Item) -> bool:
+    # Rewritten whole by any later creds record of its group: no need to write it. The
+    # log then keeps fewer creds versions for recover=True, never an older one last.
+    return item.creds is not None and not item.keys and not item.compact
+
+
+def _carries_creds(item: _Item) -> bool:
+    return item.creds is not None
+
+
 class NativeBackend:
     """An open native store; make one with ``open_native_backend``.
 
@@ -184,6 +202,8 @@ class NativeBackend:
     """
 
     backend_name: ClassVar[str] = "native"
+    commits_sequenced_on_call: ClassVar[bool] = True
+    """``commit`` queues its batch before its first checkpoint: durable in call order."""
 
     def __init__(
         self,
@@ -214,7 +234,12 @@ class NativeBackend:
         self._closed = False
         self.recovery = recovery
         self._committer: GroupCommitter[_Item] = GroupCommitter(
-            self._write_group, location=str(directory), apply=self._apply
+            self._write_group,
+            location=str(directory),
+            apply=self._apply,
+            item_size=_item_size,
+            replaceable=_creds_only,
+            supersedes=_carries_creds,
         )
 
     # --- Persistence ---------------------------------------------------------------
@@ -309,6 +334,7 @@ class NativeBackend:
             commits=group.commits,
             compactions=self._compactions,
             read_only=group.read_only,
+            coalesced=group.coalesced,
         )
 
     def __repr__(self) -> str:

@@ -81,6 +81,8 @@ class SqliteBackend:
     """
 
     backend_name: ClassVar[str] = "sqlite"
+    commits_sequenced_on_call: ClassVar[bool] = True
+    """``commit`` queues its batch before its first checkpoint: durable in call order."""
 
     def __init__(
         self, db_path: Path, account: str, conn: sqlite3.Connection, lock: LockHandle, seq: int
@@ -94,7 +96,7 @@ class SqliteBackend:
         self._conn_lock = threading.Lock()
         self._closed = False
         self._committer: GroupCommitter[_Pending] = GroupCommitter(
-            self._write_group, location=str(db_path), apply=self._applied
+            self._write_group, location=str(db_path), apply=self._applied, item_size=_size
         )
         self._creds_writes = 0
 
@@ -440,6 +442,14 @@ class SqliteBackend:
         with self._conn_lock:
             self._check_open()
             return fn(self._conn)
+
+
+def _size(pending: _Pending) -> int:
+    """Bytes a batch adds to its group's SQLite transaction (about)."""
+    size = 64 if pending.creds is None else 64 + len(pending.creds[1])
+    for (type_, id_), value in pending.keys.items():
+        size += 64 + len(type_) + len(id_) + (0 if value is None else len(value[1]))
+    return size
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:

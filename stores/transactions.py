@@ -21,10 +21,20 @@ How isolation is achieved (optimistic concurrency, validated at commit):
 * At commit the read set is validated: if a visible commit wrote a slot after it
   was read, the transaction raises ``TransactionConflict``. Then it waits for any
   *in-flight* commit that writes a slot it read or writes, so that every slot has
-  at most one commit in flight and durable order equals serial order.
+  at most one commit in flight and durable order equals serial order. A commit
+  function that fixes each batch's place in durable order when it is called (the
+  bundled backends' ``commit``: ``commits_sequenced_on_call``) makes the wait for
+  slots only *written* unnecessary: blind writes then pipeline behind in-flight
+  commits of the same slot, and durable order is still validation order.
 * Commits become visible strictly in validation order, and only after the commit
   function returned (the durable ack). The serial order that explains any run is
   the order of validation.
+
+Creds snapshots saved with ``commit_creds`` are coalesced: one commit at a time
+writes the newest snapshot handed in so far, and every caller whose snapshot it
+covers is acknowledged by it (a burst of N saves costs two or three commits, not
+N). Rounds run strictly one after another, each with a newer snapshot than the
+last, so an older snapshot never lands after a newer one.
 
 Per-key mutual exclusion (Baileys' ``transaction(key)`` mutex) is kept on top: two
 transactions on one key never run at the same time. Locks are taken in sorted
@@ -39,15 +49,22 @@ import collections
 import copy
 import enum
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from stores.errors import InvalidValueError, StoreClosedError, StoreError, TransactionConflict
+from stores.errors import (
+    DurabilityError,
+    InvalidValueError,
+    StoreClosedError,
+    StoreError,
+    TransactionConflict,
+)
 from stores.types import KEY_TYPES, Batch, KeyWrites, Value
 
 if TYPE_CHECKING:
@@ -56,6 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CACHE_SIZE",
     "DEFAULT_MAX_ATTEMPTS",
+    "SEQUENCED_ATTRIBUTE",
     "CommitFn",
     "LockOrderConflict",
     "ReadFn",
@@ -82,6 +100,14 @@ DEFAULT_CACHE_SIZE = 16_384
 
 DEFAULT_MAX_ATTEMPTS = 10
 """How many times ``run_transaction`` runs its callback before giving up (Baileys: 10)."""
+
+SEQUENCED_ATTRIBUTE = "commits_sequenced_on_call"
+"""A backend class attribute: ``True`` when its ``commit`` fixes each batch's place in
+durable order before its first checkpoint (batches are durable in call order, a
+batch withdrawn by cancellation is not durable at all). A ``TransactionalStore``
+over such a bound ``commit`` lets blind writes pipeline."""
+
+_KEY_TYPES = frozenset(KEY_TYPES)
 
 _CREDS_SLOT: Slot = ("creds", "")
 # Creds are write-only for this layer; the pseudo-slot orders creds commits.
@@ -149,6 +175,10 @@ class TransactionStatistics:
     cache_hits: int
     cache_misses: int
     uncertain_slots: int
+    creds_saves: int = 0
+    """``commit_creds`` calls acknowledged."""
+    creds_commits: int = 0
+    """Commits made for them (one per round: the newest snapshot of the round)."""
 
 
 def copy_value(value: Value, where: str = "value") -> Value:
@@ -192,10 +222,16 @@ def validate_writes(data: KeyWrites) -> dict[Slot, Value | None]:
     """Check and copy ``{type: {id: value | None}}`` into ``{(type, id): value | None}``."""
     writes: dict[Slot, Value | None] = {}
     for type_, entries in data.items():
-        ids = _check_type_and_ids(type_, entries.keys())
-        for id_ in ids:
-            value = entries[id_]
-            writes[(type_, id_)] = None if value is None else copy_value(value, f"{type_}/{id_}")
+        if type_ not in _KEY_TYPES:
+            _check_type_and_ids(type_, ())  # raises, naming the type
+        for id_, value in entries.items():
+            if not isinstance(id_, str) or not id_:
+                _check_type_and_ids(type_, [id_])  # raises, naming the id
+            if value is None or type(value) is bytes:
+                # bytes are immutable: nothing to copy (the common case: Signal records)
+                writes[(type_, id_)] = value
+            else:
+                writes[(type_, id_)] = copy_value(value, f"{type_}/{id_}")
     return writes
 
 
@@ -216,6 +252,26 @@ class _Pending:
     outcome: _Outcome = _Outcome.PENDING
     seq: int | None = None
     applied: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(eq=False)
+class _CredsWaiter:
+    """One ``commit_creds`` caller: woken when its round settled or when it must lead."""
+
+    woken: trio.Event = field(default_factory=trio.Event)
+    lead: bool = False
+    gone: bool = False
+
+
+@dataclass(eq=False)
+class _CredsRound:
+    """The snapshots saved while the previous round was committing; the newest is written."""
+
+    creds: AuthCreds | None = None
+    waiters: list[_CredsWaiter] = field(default_factory=list)
+    taken: bool = False
+    seq: int | None = None
+    error: BaseException | None = None
 
 
 @dataclass(eq=False)
@@ -366,6 +422,8 @@ class TransactionalStore:
 
     ``cache_size`` bounds the committed entries kept in memory (``None``: unbounded).
     ``max_attempts`` bounds ``run_transaction``'s automatic retries on conflict.
+    ``sequenced`` says the commit function fixes durable order at call time (see
+    ``SEQUENCED_ATTRIBUTE``; ``None``: ask the object ``commit`` is bound to).
 
     The commit function must be *ordered*: when it returns for a batch, every batch
     handed to it earlier has settled (succeeded or failed for good). Backends and a
@@ -386,6 +444,7 @@ class TransactionalStore:
         *,
         cache_size: int | None = DEFAULT_CACHE_SIZE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        sequenced: bool | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -393,6 +452,10 @@ class TransactionalStore:
             raise ValueError("cache_size must be >= 0 or None")
         self._read_fn = read
         self._commit_fn = commit
+        if sequenced is None:
+            owner = getattr(commit, "__self__", None)
+            sequenced = getattr(type(owner), SEQUENCED_ATTRIBUTE, False) is True
+        self._sequenced = sequenced
         self._cache_size = cache_size
         self._max_attempts = max_attempts
         self._current: ContextVar[StoreTransaction | None] = ContextVar(
@@ -416,6 +479,10 @@ class TransactionalStore:
         self._retries = 0
         self._hits = 0
         self._misses = 0
+        self._creds_round = _CredsRound()
+        self._creds_leading = False
+        self._creds_saves = 0
+        self._creds_commits = 0
 
     def __repr__(self) -> str:
         return (
@@ -464,6 +531,80 @@ class TransactionalStore:
             return None
         return await self._commit("<batch>", {}, writes, creds)
 
+    async def commit_creds(self, creds: AuthCreds) -> int:
+        """Make a creds snapshot durable, coalesced with concurrent saves. Since 0.1.0.
+
+        Returns once a snapshot at least as new as this one is durable and visible:
+        the durable sequence number of the commit that carried it (shared by every
+        save it covered). Snapshots are ordered by call: a later call's snapshot is
+        never overwritten by an earlier one's. If that commit fails, every caller it
+        covered gets the error; saves made meanwhile go to the next commit.
+        Cancelled while waiting, the snapshot may still be written (outcome unknown).
+        """
+        if self._open_transaction() is not None:
+            raise StoreError("commit_creds inside a transaction: use tx.set_creds")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        snapshot = copy.deepcopy(creds)
+        round_ = self._creds_round
+        round_.creds = snapshot
+        me = _CredsWaiter()
+        round_.waiters.append(me)
+        if not self._creds_leading:
+            self._creds_leading = True
+            me.lead = True
+        else:
+            try:
+                await me.woken.wait()
+            except trio.Cancelled:
+                me.gone = True
+                if me.lead and not round_.taken:
+                    # Leadership was handed to this task: the round must still be written.
+                    with trio.CancelScope(shield=True):
+                        await self._lead_creds()
+                raise
+        if me.lead and not round_.taken:
+            await self._lead_creds()
+        if round_.error is not None:
+            error = round_.error
+            if isinstance(error, DurabilityError):
+                # One exception object per task (a shared one would pile up tracebacks).
+                raise DurabilityError(error.location, error.operation, error.cause)
+            raise error
+        assert round_.seq is not None
+        self._creds_saves += 1
+        return round_.seq
+
+    async def _lead_creds(self) -> None:
+        """Commit the open round's newest snapshot, wake its callers, hand leadership on."""
+        round_ = self._creds_round
+        self._creds_round = _CredsRound()
+        round_.taken = True
+        assert round_.creds is not None
+        try:
+            # Shielded: one caller's cancellation must not fail everyone's snapshot.
+            with trio.CancelScope(shield=True):
+                round_.seq = await self._commit("<creds>", {}, {}, round_.creds)
+            self._creds_commits += 1
+        except BaseException as exc:
+            round_.error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for waiter in round_.waiters:
+                waiter.woken.set()
+            self._hand_over_creds()
+
+    def _hand_over_creds(self) -> None:
+        nxt = next((w for w in self._creds_round.waiters if not w.gone), None)
+        if nxt is None:
+            # Only cancelled callers (or none) wait: the next save leads, taking their
+            # snapshot's round along (it is never older than that save's).
+            self._creds_leading = False
+            return
+        nxt.lead = True
+        nxt.woken.set()
+
     def in_transaction(self) -> bool:
         """Whether the current task runs inside an open transaction of this store."""
         return self._open_transaction() is not None
@@ -472,8 +613,9 @@ class TransactionalStore:
         """The open transaction of the current task, if any."""
         return self._open_transaction()
 
-    @asynccontextmanager
-    async def transaction(self, key: str, *more_keys: str) -> AsyncIterator[StoreTransaction]:
+    def transaction(
+        self, key: str, *more_keys: str
+    ) -> AbstractAsyncContextManager[StoreTransaction]:
         """A serializable transaction holding the locks of ``key`` (and ``more_keys``).
 
         Commits when the block exits normally; an exception discards every write.
@@ -482,48 +624,7 @@ class TransactionalStore:
         outermost exit), also locking keys not yet held; an exception leaving the
         nested block rolls back only the writes made inside it.
         """
-        outer = self._open_transaction()
-        if outer is not None:
-            await self._lock_more(outer, (key, *more_keys))
-            saved = outer._savepoint()
-            try:
-                yield outer
-            except BaseException:
-                outer._rollback(saved)
-                raise
-            return
-        self._check_open()
-        tx = StoreTransaction(self, key)
-        pin: int | None = None
-        self._active += 1
-        try:
-            for lock_key in sorted({key, *more_keys}):
-                await self._locks.acquire(lock_key)
-                tx._held.append(lock_key)
-            # Pinned from here: the log must keep every commit this transaction may
-            # have to validate against (its reads all come later).
-            pin = self._tick
-            self._pins[pin] += 1
-            token = self._current.set(tx)
-            try:
-                try:
-                    yield tx
-                except BaseException:
-                    tx._phase = _Phase.DISCARDED
-                    raise
-                tx._phase = _Phase.COMMITTING
-                tx.commit_seq = await self._commit(key, tx._reads, tx._writes, tx._creds)
-                tx._phase = _Phase.COMMITTED
-            finally:
-                if tx._phase is not _Phase.COMMITTED:
-                    tx._phase = _Phase.DISCARDED
-                self._current.reset(token)
-        finally:
-            for lock_key in tx._held:
-                self._locks.release(lock_key)
-            self._active -= 1
-            if pin is not None:
-                self._unpin(pin)
+        return _TransactionBlock(self, key, more_keys)
 
     async def run_transaction(self, key: str, fn: Callable[[StoreTransaction], Awaitable[T]]) -> T:
         """Run ``fn(tx)`` in a transaction, retrying it on conflict (bounded, then raise).
@@ -560,6 +661,8 @@ class TransactionalStore:
             cache_hits=self._hits,
             cache_misses=self._misses,
             uncertain_slots=len(self._uncertain),
+            creds_saves=self._creds_saves,
+            creds_commits=self._creds_commits,
         )
 
     async def aclose(self) -> None:
@@ -587,6 +690,8 @@ class TransactionalStore:
 
     def _prune(self) -> None:
         # Log entries older than every pinned reader can never cause a conflict again.
+        if not self._log:
+            return
         horizon = min(self._pins) if self._pins else self._tick
         while self._log and self._log[0][0] <= horizon:
             tick, slots = self._log.popleft()
@@ -683,49 +788,61 @@ class TransactionalStore:
         writes: dict[Slot, Value | None],
         creds: AuthCreds | None,
     ) -> int | None:
-        slots = frozenset(writes) | ({_CREDS_SLOT} if creds is not None else frozenset())
+        slots = frozenset(writes) if creds is None else frozenset((*writes, _CREDS_SLOT))
         while True:
             self._check_open()
-            conflicts = [
-                slot for slot, seen in reads.items() if self._last_write.get(slot, 0) > seen
-            ]
+            last_write = self._last_write
+            conflicts = [slot for slot, seen in reads.items() if last_write.get(slot, 0) > seen]
             if conflicts:
                 self._conflicts += 1
                 raise TransactionConflict(key, sorted(conflicts))
             if not slots:
                 # Read-only: its reads are all current now, so it serializes right here.
+                await trio.lowlevel.checkpoint()
                 return None
-            blocker = next(
-                (
-                    p
-                    for slot in itertools.chain(reads, slots)
-                    if (p := self._writer_of.get(slot)) is not None
-                ),
-                None,
-            )
+            blocker = self._blocker(reads, slots)
             if blocker is None:
                 break
             await blocker.applied.wait()
         pending = _Pending(issue=next(self._issues), writes=writes, slots=slots)
         self._queue.append(pending)
+        writer_of = self._writer_of
         for slot in slots:
-            self._writer_of[slot] = pending
+            writer_of[slot] = pending
         batch = Batch(keys=_group(writes), creds=creds)
-        try:
-            with trio.CancelScope(shield=True):
-                seq = await self._commit_fn(batch)
-        except BaseException:
-            pending.outcome = _Outcome.FAILED
-            self._drain()
-            raise
-        pending.outcome = _Outcome.ACKED
-        pending.seq = seq
-        self._drain()
-        # Durable already; wait (shielded, bounded by the earlier commits in flight) until
-        # it is visible too, so a cancelled caller never sees "failed" for a commit.
         with trio.CancelScope(shield=True):
-            await pending.applied.wait()
+            try:
+                seq = await self._commit_fn(batch)
+            except BaseException:
+                pending.outcome = _Outcome.FAILED
+                self._drain()
+                raise
+            pending.outcome = _Outcome.ACKED
+            pending.seq = seq
+            self._drain()
+            # Durable already; wait (shielded, bounded by the earlier commits in flight)
+            # until it is visible too, so a cancelled caller never sees "failed" for it.
+            if not pending.applied.is_set():
+                await pending.applied.wait()
         return seq
+
+    def _blocker(self, reads: Mapping[Slot, int], slots: frozenset[Slot]) -> _Pending | None:
+        """An in-flight commit this one must wait for, if any."""
+        writer_of = self._writer_of
+        if not writer_of:
+            return None
+        for slot in reads:
+            pending = writer_of.get(slot)
+            if pending is not None:
+                return pending
+        if self._sequenced:
+            # Blind writes queue behind in-flight ones in durable order: no wait.
+            return None
+        for slot in slots:
+            pending = writer_of.get(slot)
+            if pending is not None:
+                return pending
+        return None
 
     def _drain(self) -> None:
         """Make settled commits visible, strictly in validation order."""
@@ -740,9 +857,12 @@ class TransactionalStore:
             if pending.outcome is _Outcome.ACKED:
                 self._commits += 1
                 # An ordered commit function has settled every earlier batch by now.
-                self._uncertain = {
-                    slot: issue for slot, issue in self._uncertain.items() if issue > pending.issue
-                }
+                if self._uncertain:
+                    self._uncertain = {
+                        slot: issue
+                        for slot, issue in self._uncertain.items()
+                        if issue > pending.issue
+                    }
                 for slot, value in pending.writes.items():
                     self._cache_put(slot, _ABSENT if value is None else value)
             else:
@@ -752,3 +872,83 @@ class TransactionalStore:
                     self._uncertain[slot] = pending.issue
             pending.applied.set()
         self._prune()
+
+
+class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
+    """``async with store.transaction(key)``: a hand-written context manager (a hot path)."""
+
+    __slots__ = ("_key", "_more_keys", "_outer", "_pin", "_saved", "_store", "_token", "_tx")
+
+    def __init__(self, store: TransactionalStore, key: str, more_keys: tuple[str, ...]) -> None:
+        self._store = store
+        self._key = key
+        self._more_keys = more_keys
+        self._outer: StoreTransaction | None = None
+        self._saved: tuple[dict[Slot, Value | None], AuthCreds | None] | None = None
+        self._tx: StoreTransaction | None = None
+        self._pin: int | None = None
+        self._token: Token[StoreTransaction | None] | None = None
+
+    async def __aenter__(self) -> StoreTransaction:
+        store = self._store
+        outer = store._open_transaction()
+        if outer is not None:
+            await store._lock_more(outer, (self._key, *self._more_keys))
+            self._outer = outer
+            self._saved = outer._savepoint()
+            return outer
+        store._check_open()
+        tx = StoreTransaction(store, self._key)
+        self._tx = tx
+        store._active += 1
+        try:
+            keys = sorted({self._key, *self._more_keys}) if self._more_keys else [self._key]
+            locks = store._locks
+            for lock_key in keys:
+                if not locks.acquire_nowait(lock_key):
+                    await locks.acquire(lock_key)
+                tx._held.append(lock_key)
+            # Pinned from here: the log must keep every commit this transaction may
+            # have to validate against (its reads all come later).
+            self._pin = store._tick
+            store._pins[self._pin] += 1
+            self._token = store._current.set(tx)
+        except BaseException:
+            self._release()
+            raise
+        return tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._outer is not None:
+            if exc_type is not None and self._saved is not None:
+                self._outer._rollback(self._saved)
+            return
+        tx = self._tx
+        assert tx is not None and self._token is not None
+        store = self._store
+        try:
+            if exc_type is not None:
+                tx._phase = _Phase.DISCARDED
+                return
+            tx._phase = _Phase.COMMITTING
+            tx.commit_seq = await store._commit(tx.key, tx._reads, tx._writes, tx._creds)
+            tx._phase = _Phase.COMMITTED
+        finally:
+            if tx._phase is not _Phase.COMMITTED:
+                tx._phase = _Phase.DISCARDED
+            store._current.reset(self._token)
+            self._release()
+
+    def _release(self) -> None:
+        store, tx = self._store, self._tx
+        assert tx is not None
+        for lock_key in tx._held:
+            store._locks.release(lock_key)
+        store._active -= 1
+        if self._pin is not None:
+            store._unpin(self._pin)

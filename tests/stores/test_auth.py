@@ -222,3 +222,67 @@ async def test_enter_backend_refuses_non_backends() -> None:
     async with AsyncExitStack() as stack:
         with pytest.raises(StoreError, match="Persistence"):
             await enter_backend(stack, not_a_backend())
+
+
+async def test_save_creds_burst_costs_few_disk_commits(tmp_path: Path) -> None:
+    """10,000 concurrent save_creds: <= 100 disk commits, <= 2 after the last call, newest kept."""
+    auth = await stores.use_native_file_auth_state(tmp_path)
+    base = auth.state.creds
+    groups_before = auth.backend.statistics().groups  # type: ignore[attr-defined]  # native
+    groups_at_last: list[int] = []
+    issued = 0
+    newest = base.copy()
+
+    async def save() -> None:
+        nonlocal issued, newest
+        issued += 1
+        creds = base.copy()
+        creds.account_sync_counter = issued
+        if issued == 10_000:
+            newest = creds
+            groups_at_last.append(auth.backend.statistics().groups)  # type: ignore[attr-defined]
+        await auth.save_creds(creds)
+
+    async with auth, trio.open_nursery() as nursery:
+        for _ in range(10_000):
+            nursery.start_soon(save)
+    groups = auth.backend.statistics().groups  # type: ignore[attr-defined]
+    assert groups - groups_before <= 100
+    assert groups - groups_at_last[0] <= 2
+    assert auth.state.creds is newest  # the newest acknowledged snapshot, whatever woke last
+    async with await stores.use_native_file_auth_state(tmp_path) as again:
+        assert again.state.creds.account_sync_counter == 10_000
+
+
+async def test_save_creds_failure_reaches_every_caller_not_yet_durable() -> None:
+    """A failing commit fails the saves it carried; state.creds keeps the last durable one."""
+
+    class FailingOnce(MemoryBackend):
+        fail = False
+
+        async def commit(self, batch: Batch) -> int:
+            if self.fail:
+                raise DurabilityError(self.location, "injected fsync")
+            return await super().commit(batch)
+
+    backend = FailingOnce()
+    auth = await open_auth_state(backend)
+    durable = auth.state.creds
+    backend.fail = True
+    errors: list[BaseException] = []
+
+    async def save(n: int) -> None:
+        creds = durable.copy()
+        creds.account_sync_counter = n
+        try:
+            await auth.save_creds(creds)
+        except DurabilityError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(1, 51):
+            nursery.start_soon(save, n)
+    assert len(errors) == 50
+    assert auth.state.creds is durable
+    assert await backend.read_creds() == durable
+    await auth.aclose()

@@ -164,3 +164,115 @@ async def test_leadership_passes_to_a_queued_waiter() -> None:
     # Trio may start the three in any order; they form one group either way.
     assert [sorted(g) for g in log.groups] == [["first"], ["q0", "q1", "q2"]]
     assert sorted(done) == ["first", "q0", "q1", "q2"]
+
+
+def creds_only(item: str) -> bool:
+    """Test items: ``c…`` carries creds only, ``kc…`` keys and creds, ``k…`` keys only."""
+    return item.startswith("c")
+
+
+def carries_creds(item: str) -> bool:
+    return item.startswith(("c", "kc"))
+
+
+def coalescing(log: FakeLog, **kwargs: object) -> GroupCommitter[str]:
+    return GroupCommitter(
+        log.write,
+        location="fake",
+        apply=log.apply,
+        replaceable=creds_only,
+        supersedes=carries_creds,
+        **kwargs,  # type: ignore[arg-type]  # test-only passthrough of size bounds
+    )
+
+
+async def queue_behind_gate(
+    c: GroupCommitter[str], log: FakeLog, names: list[str]
+) -> dict[str, int]:
+    """Commit ``first`` alone behind a closed gate, queue ``names``, then open the gate."""
+    log.gate = threading.Event()
+    seqs: dict[str, int] = {}
+
+    async def one(name: str) -> None:
+        seqs[name] = await c.commit(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "first")
+        await trio.testing.wait_all_tasks_blocked()
+        for name in names:
+            # One at a time, so the queue holds them in this order.
+            nursery.start_soon(one, name)
+            await trio.testing.wait_all_tasks_blocked()
+        log.gate.set()
+    return seqs
+
+
+async def test_superseded_creds_only_items_are_not_written() -> None:
+    """In one group only the last creds item is written; earlier creds-only ones ack with it."""
+    log = FakeLog()
+    c = coalescing(log)
+    seqs = await queue_behind_gate(c, log, ["c1", "k1", "c2", "kc1", "c3", "k2"])
+    assert log.groups == [["first"], ["k1", "kc1", "c3", "k2"]]
+    assert log.applied == ["first", "k1", "kc1", "c3", "k2"]
+    assert seqs == {"first": 1, "k1": 2, "kc1": 3, "c3": 4, "k2": 5, "c1": 4, "c2": 4}
+    stats = c.statistics()
+    assert stats.commits == 7 and stats.coalesced == 2 and stats.groups == 2
+
+
+async def test_creds_only_item_after_the_last_creds_item_is_written() -> None:
+    """A group whose newest creds come from a keys+creds item drops only older creds-only items."""
+    log = FakeLog()
+    c = coalescing(log)
+    seqs = await queue_behind_gate(c, log, ["c1", "kc1", "k1"])
+    assert log.groups == [["first"], ["kc1", "k1"]]
+    assert seqs["c1"] == seqs["kc1"] == 2
+
+
+class FailSecondGroup(FakeLog):
+    """Writes the first group, fails the second."""
+
+    def write(self, items: Sequence[str]) -> list[int]:
+        self.fail_next = len(self.groups) == 1
+        return super().write(items)
+
+
+async def test_failed_write_fails_coalesced_waiters_too() -> None:
+    """Items acked by a failing write (coalesced ones included) all get DurabilityError."""
+    log = FailSecondGroup()
+    c = coalescing(log)
+    with pytest.raises(BaseExceptionGroup) as info:
+        await queue_behind_gate(c, log, ["c1", "c2"])
+    errors = info.value.exceptions
+    assert len(errors) == 2  # c1 (coalesced, never written) and c2
+    assert all(isinstance(e, DurabilityError) for e in errors)
+    assert log.groups == [["first"]]
+    assert c.read_only and c.statistics().coalesced == 0
+
+
+async def test_groups_of_small_items_are_bound_by_bytes_not_count() -> None:
+    """5,000 small queued items form one group; a byte bound splits bigger ones."""
+    log = FakeLog()
+    c = GroupCommitter(log.write, location="fake", item_size=len, max_group_bytes=1 << 20)
+    names = [f"s{i:05d}" for i in range(5000)]
+    await queue_behind_gate_plain(c, log, names)
+    assert [len(g) for g in log.groups] == [1, 5000]
+
+    log = FakeLog()
+    c = GroupCommitter(log.write, location="fake", item_size=len, max_group_bytes=60)
+    big = [f"b{i}" + "x" * 18 for i in range(7)]  # 20 bytes each: three fit in 60
+    await queue_behind_gate_plain(c, log, big)
+    assert [len(g) for g in log.groups] == [1, 3, 3, 1]
+    assert c.statistics().largest_group == 3
+
+
+async def test_an_item_larger_than_the_byte_bound_is_written_alone() -> None:
+    """An oversized item still gets written, in a group of its own."""
+    log = FakeLog()
+    c = GroupCommitter(log.write, location="fake", item_size=len, max_group_bytes=4)
+    await queue_behind_gate_plain(c, log, ["huge-item", "tiny"])
+    assert log.groups == [["first"], ["huge-item"], ["tiny"]]
+
+
+async def queue_behind_gate_plain(c: GroupCommitter[str], log: FakeLog, names: list[str]) -> None:
+    """Like ``queue_behind_gate`` for committers without coalescing."""
+    await queue_behind_gate(c, log, names)

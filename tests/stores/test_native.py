@@ -332,3 +332,39 @@ async def test_tiny_compaction_threshold_is_refused(tmp_path: Path) -> None:
     """A compaction threshold that would rewrite the store on every commit is a ValueError."""
     with pytest.raises(ValueError):
         await open_native_backend(tmp_path, compact_min_bytes=10)
+
+
+async def test_creds_burst_writes_only_the_newest_creds_of_each_group(tmp_path: Path) -> None:
+    """2,000 concurrent creds-only commits: a few records, each ack covered, newest reopens."""
+    base = init_auth_creds()
+    seqs: dict[int, int] = {}
+    issued = 0
+    async with await open_native_backend(tmp_path) as backend:
+        await backend.commit(Batch(keys={"pre-key": {"1": pre_key(1)}}))
+
+        async def one() -> None:
+            nonlocal issued
+            issued += 1
+            n = issued
+            creds = base.copy()
+            creds.account_sync_counter = n
+            seqs[n] = await backend.commit(Batch(creds=creds))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(2000):
+                nursery.start_soon(one)
+        stats = backend.statistics()
+        latest = await backend.read_creds()
+    creds_groups = stats.groups - 1  # the first group held the pre-key commit
+    assert creds_groups <= 3 and stats.records == stats.groups  # one creds record a group
+    assert stats.coalesced == 2000 - creds_groups
+    assert stats.commits == 2001
+    # Acks follow call order: a later call's commit is never acked with an older seq.
+    ordered = [seqs[n] for n in sorted(seqs)]
+    assert ordered == sorted(ordered) and ordered[-1] == stats.durable_seq
+    assert latest is not None and latest.account_sync_counter == 2000
+    async with await reopen(tmp_path) as backend:
+        again = await backend.read_creds()
+        assert again is not None and again.account_sync_counter == 2000
+        assert await backend.read_keys("pre-key", ["1"]) == {"1": pre_key(1)}
+        assert backend.statistics().durable_seq == stats.durable_seq

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from stores.creds import AuthCreds
 from stores.errors import (
     DurabilityError,
     InvalidValueError,
@@ -705,3 +706,224 @@ async def test_creds_commits_are_issued_one_at_a_time_in_order(rec: Recorder) ->
         rec.gate.set()
     assert [batch.creds for batch in rec.batches] == [older, newer]
     assert await rec.backend.read_creds() == newer
+
+
+# -- coalesced creds saves (commit_creds) ---------------------------------------------
+
+
+_BASE_CREDS: list[AuthCreds] = []
+
+
+def numbered_creds(n: int) -> AuthCreds:
+    """Creds whose ``account_sync_counter`` tells snapshots apart (n: call order)."""
+    if not _BASE_CREDS:
+        _BASE_CREDS.append(make_creds())  # key generation is slow: copy one device's creds
+    creds = _BASE_CREDS[0].copy()
+    creds.account_sync_counter = n
+    return creds
+
+
+class CredsLog:
+    """A commit function that records each creds snapshot it was handed, gated per call."""
+
+    def __init__(self) -> None:
+        self.backend = MemoryBackend()
+        self.written: list[int] = []
+        self.gates: list[trio.Event] = []
+        self.gated = False
+        self.fail_calls: set[int] = set()
+
+    async def commit(self, batch: Batch) -> int:
+        assert batch.creds is not None
+        call = len(self.written)
+        self.written.append(batch.creds.account_sync_counter)
+        if self.gated:
+            gate = trio.Event()
+            self.gates.append(gate)
+            await gate.wait()
+        if call in self.fail_calls:
+            raise DurabilityError("creds-log", "injected fsync", OSError(5, "EIO"))
+        return await self.backend.commit(batch)
+
+    async def durable_counter(self) -> int | None:
+        creds = await self.backend.read_creds()
+        return None if creds is None else creds.account_sync_counter
+
+    def store(self) -> TransactionalStore:
+        return TransactionalStore(self.backend.read_keys, self.commit)
+
+
+async def test_creds_burst_is_coalesced_into_few_commits() -> None:
+    """10,000 concurrent creds saves cost at most 3 commits; the newest is durable, in order."""
+    log = CredsLog()
+    store = log.store()
+    acked: dict[int, int] = {}
+    commits_when_last_issued: list[int] = []
+    issued = 0
+
+    async def save() -> None:
+        nonlocal issued
+        issued += 1  # trio starts tasks in any order: number snapshots by call
+        n = issued
+        if n == 10_000:
+            commits_when_last_issued.append(len(log.written))
+        acked[n] = await store.commit_creds(numbered_creds(n))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10_000):
+            nursery.start_soon(save)
+    assert len(log.written) <= 3
+    assert len(log.written) - commits_when_last_issued[0] <= 2
+    assert log.written == sorted(log.written)  # never an older snapshot after a newer one
+    assert log.written[-1] == 10_000
+    assert await log.durable_counter() == 10_000
+    stats = store.statistics()
+    assert stats.creds_saves == 10_000
+    assert stats.creds_commits == len(log.written)
+    assert len(acked) == 10_000
+
+
+async def test_creds_save_is_acked_only_once_a_newer_or_equal_snapshot_is_durable() -> None:
+    """No save returns before the durable creds are at least as new as its own snapshot."""
+    log = CredsLog()
+    log.gated = True
+    store = log.store()
+    returned: dict[int, tuple[int, int | None]] = {}
+
+    async def save(n: int) -> None:
+        seq = await store.commit_creds(numbered_creds(n))
+        returned[n] = (seq, await log.durable_counter())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(save, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        for n in (2, 3, 4):
+            nursery.start_soon(save, n)
+            await trio.testing.wait_all_tasks_blocked()
+        assert log.written == [1]  # 2..4 wait for the round in flight
+        assert returned == {}
+        log.gates[0].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert set(returned) == {1}  # 2..4 are covered by the second commit, still gated
+        assert log.written == [1, 4]  # one commit carries the newest of 2..4
+        log.gates[1].set()
+    for n, (_seq, durable_then) in returned.items():
+        assert durable_then is not None and durable_then >= n
+    assert returned[2][0] == returned[3][0] == returned[4][0] > returned[1][0]
+
+
+async def test_creds_saves_made_during_a_commit_go_to_the_next_one_in_call_order() -> None:
+    """Waves of saves: each commit writes the newest snapshot so far, strictly increasing."""
+    log = CredsLog()
+    log.gated = True
+    store = log.store()
+    async with trio.open_nursery() as nursery:
+        n = 0
+        for wave in range(5):
+            for _ in range(wave + 1):
+                n += 1
+                nursery.start_soon(store.commit_creds, numbered_creds(n))
+                await trio.testing.wait_all_tasks_blocked()
+            if log.gates:
+                log.gates[-1].set()
+                await trio.testing.wait_all_tasks_blocked()
+        while len(log.gates) and not all(g.is_set() for g in log.gates):
+            log.gates[-1].set()
+            await trio.testing.wait_all_tasks_blocked()
+    assert log.written == sorted(set(log.written))
+    assert log.written[-1] == n
+    assert await log.durable_counter() == n
+
+
+async def test_failed_creds_commit_reaches_every_save_it_covered() -> None:
+    """A commit failing mid-burst fails each save whose snapshot was not durable, none other."""
+    log = CredsLog()
+    log.gated = True
+    log.fail_calls = {1}
+    store = log.store()
+    results: dict[int, int | BaseException] = {}
+
+    async def save(n: int) -> None:
+        try:
+            results[n] = await store.commit_creds(numbered_creds(n))
+        except DurabilityError as exc:
+            results[n] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(save, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        for n in (2, 3):
+            nursery.start_soon(save, n)
+            await trio.testing.wait_all_tasks_blocked()
+        log.gates[0].set()  # 1 lands; the round of 2 and 3 starts and will fail
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(save, 4)  # arrives while the failing round is in flight
+        await trio.testing.wait_all_tasks_blocked()
+        assert log.written == [1, 3]
+        log.gates[1].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert log.written == [1, 3, 4]
+        log.gates[2].set()
+    assert isinstance(results[1], int)
+    assert isinstance(results[2], DurabilityError) and isinstance(results[3], DurabilityError)
+    assert results[2] is not results[3]  # one exception object per task
+    assert isinstance(results[4], int)  # covered by a later commit that succeeded
+    assert await log.durable_counter() == 4
+    assert store.statistics().creds_saves == 2
+
+
+async def test_cancelled_creds_save_does_not_strand_the_others() -> None:
+    """Saves cancelled while queued leave leadership to a live caller, or to the next one."""
+    log = CredsLog()
+    log.gated = True
+    store = log.store()
+    done: list[int] = []
+
+    async def save(n: int) -> None:
+        await store.commit_creds(numbered_creds(n))
+        done.append(n)
+
+    async def doomed(n: int, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await save(n)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(save, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        cancel_2 = await nursery.start(doomed, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(save, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        cancel_2.cancel()  # queued, not yet leading: withdrawn from leadership
+        await trio.testing.wait_all_tasks_blocked()
+        log.gates[0].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert log.written == [1, 3]  # 3 leads the round (its snapshot is the newest)
+        log.gates[1].set()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(save, 4)
+        await trio.testing.wait_all_tasks_blocked()
+        cancel_5 = await nursery.start(doomed, 5)
+        await trio.testing.wait_all_tasks_blocked()
+        cancel_5.cancel()  # the only caller queued behind 4
+        await trio.testing.wait_all_tasks_blocked()
+        log.gates[2].set()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(save, 6)  # nobody leads now: 6 does
+        await trio.testing.wait_all_tasks_blocked()
+        log.gates[3].set()
+    assert sorted(done) == [1, 3, 4, 6]
+    assert log.written == [1, 3, 4, 6]
+    assert await log.durable_counter() == 6
+
+
+async def test_creds_saves_are_ordered_with_transaction_creds() -> None:
+    """commit_creds inside a transaction is refused; outside it is one creds commit."""
+    log = CredsLog()
+    store = log.store()
+    async with store.transaction("k"):
+        with pytest.raises(StoreError):
+            await store.commit_creds(numbered_creds(1))
+    assert await store.commit_creds(numbered_creds(2)) == 1
+    assert log.written == [2]
