@@ -157,7 +157,8 @@ async def stop_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
-def main(argv: list[str]) -> int:
+def entry(argv: list[str]) -> int:
+    """Not ``main``: bench/__main__ runs every bench module's ``main``; this is no bench."""
     parser = argparse.ArgumentParser(prog="python -m bench.soak_child")
     parser.add_argument("--auth", required=True)
     parser.add_argument("--url", required=True)
@@ -172,4 +173,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(entry(sys.argv[1:]))
