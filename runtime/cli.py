@@ -24,6 +24,7 @@ from typing import NoReturn
 from runtime import demo
 from runtime.log import Logger, make_logger
 from sandbox.cli import cli_commands as sandbox_commands
+from stores.cli import cli_commands as stores_commands
 
 PROG = "baileys-trio"
 EXIT_USAGE = 2
@@ -57,6 +58,7 @@ COMMANDS: list[Command] = [
     ),
 ]
 COMMANDS += sandbox_commands(Command)
+COMMANDS += stores_commands(Command)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 if TYPE_CHECKING:
-    from stores.inspect import AccountReport, InspectReport
+    from stores.inspection import AccountReport, InspectReport
     from stores.migrate import MigrationSummary
 
 __all__ = [
@@ -106,7 +106,7 @@ def configure_inspect(parser: argparse.ArgumentParser) -> None:
 def run_inspect(args: argparse.Namespace, log: object = None) -> int:
     """Inspect ``args.path``; print the report; return the exit code."""
     from stores.errors import StoreError
-    from stores.inspect import detect_backend, inspect_location
+    from stores.inspection import detect_backend, inspect_location
 
     out = _Output("inspect", args)
     try:
@@ -217,7 +217,7 @@ def run_migrate(args: argparse.Namespace, log: object = None) -> int:
     import trio
 
     from stores.errors import StoreError
-    from stores.inspect import detect_backend
+    from stores.inspection import detect_backend
 
     out = _Output("migrate", args)
     try:

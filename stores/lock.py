@@ -90,7 +90,7 @@ def acquire_lock(directory: StrPath, name: str = "LOCK") -> LockHandle:
     except OSError as exc:
         raise StoreError(f"{path}: cannot open lock file: {exc}") from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_exclusive(fd)
     except BlockingIOError:
         owner = _read_owner(fd)
         os.close(fd)
@@ -108,6 +108,25 @@ def acquire_lock(directory: StrPath, name: str = "LOCK") -> LockHandle:
         os.close(fd)
         raise StoreError(f"{path}: cannot write lock owner: {exc}") from exc
     return LockHandle(path=path, owner=owner, _fd=fd)
+
+
+# ``lock_owner`` probes with a shared lock held for microseconds; a runtime starting in
+# that instant must not be refused, so contention is retried for this long before it
+# counts. A real owner holds the lock for its whole life, so "at once" still holds.
+PROBE_GRACE_SECONDS = 0.05
+_PROBE_RETRY_SECONDS = 0.002
+
+
+def _flock_exclusive(fd: int) -> None:
+    deadline = time.monotonic() + PROBE_GRACE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(_PROBE_RETRY_SECONDS)
 
 
 def lock_owner(directory: StrPath, name: str = "LOCK") -> LockOwner | None:

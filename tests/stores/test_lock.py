@@ -90,3 +90,35 @@ def test_lock_owner_of_unlocked_location_is_none(tmp_path: Path) -> None:
     assert lock_owner(tmp_path) is None
     acquire_lock(tmp_path).release()
     assert lock_owner(tmp_path) is None
+
+
+def test_a_passing_probe_does_not_refuse_a_starting_owner(tmp_path: Path) -> None:
+    """An inspect-style probe holding a shared lock for an instant does not refuse the owner."""
+    import fcntl
+    import os
+    import threading
+
+    (tmp_path / "LOCK").touch()
+    probe = os.open(tmp_path / "LOCK", os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    # The probe lets go well within the grace period, as lock_owner() does.
+    timer = threading.Timer(0.01, lambda: os.close(probe))
+    timer.start()
+    try:
+        with acquire_lock(tmp_path) as handle:
+            assert handle.held
+    finally:
+        timer.join()
+
+
+def test_a_real_owner_is_still_refused_within_the_grace_period(tmp_path: Path) -> None:
+    """A holder that keeps the lock is reported once the short probe grace has passed."""
+    import time
+
+    from stores.lock import PROBE_GRACE_SECONDS
+
+    with acquire_lock(tmp_path):
+        started = time.monotonic()
+        with pytest.raises(StoreLockedError):
+            acquire_lock(tmp_path)
+        assert time.monotonic() - started < PROBE_GRACE_SECONDS + 0.5
