@@ -492,11 +492,19 @@ def run(
     m = machine()
     print(f"machine: {m['cores']} cores, Python {m['python']}, {m['platform']}")
     budget = "no time limit" if seconds is None else f"at most {seconds:g} s"
-    print(f"random mutator: {inputs} inputs per target ({budget}), seed {seed}, bound {bound} s")
+    print(
+        f"random mutator: {inputs} inputs per target ({budget}), seed {seed}, bound {bound} s",
+        flush=True,
+    )
     reports = []
     for name in names:
         report = fuzz_target(TARGETS[name], inputs=inputs, seconds=seconds, seed=seed, bound=bound)
         reports.append(report)
+        print(
+            f"{name}: {report.inputs} inputs in {report.seconds:.1f} s,"
+            f" {len(report.violations)} violations",
+            flush=True,
+        )
         if show_kinds:
             print(f"\n{name}: typed errors by kind")
             for kind, n in report.errors.most_common(25):
