@@ -32,6 +32,8 @@ class InstrumentedBackend:
         #: Fail (once) the first batch this predicate accepts, with ``fail_with``.
         self.fail_when: Callable[[Batch], bool] | None = None
         self.fail_with: DurabilityError | None = None
+        #: Fail every commit with this error (a disk that stays broken).
+        self.always_fail: DurabilityError | None = None
 
     @property
     def location(self) -> str:
@@ -50,6 +52,8 @@ class InstrumentedBackend:
             await self.gate.wait()
         if self.fsync_time:
             await trio.sleep(self.fsync_time)
+        if self.always_fail is not None:
+            raise self.always_fail
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error

@@ -8,6 +8,7 @@ import trio
 
 from runtime.app import Config
 from runtime.ref import ActorRef
+from sandbox.errors import PairingFailedError
 from tests.session.memory_sandbox import MemorySandbox
 
 
@@ -79,14 +80,26 @@ def sandbox_config(sb: MemorySandbox, auth: Any, **overrides: Any) -> Config:
     return Config(**values)
 
 
-def scanning_phone(sb: MemorySandbox, nursery: trio.Nursery, *, times: int = 1) -> Any:
-    """An ``on_qr`` callback whose phone scans the first ``times`` QR codes it is shown."""
+def scanning_phone(
+    sb: MemorySandbox, nursery: trio.Nursery, *, times: int = 1, may_fail: bool = False
+) -> Any:
+    """An ``on_qr`` callback whose phone scans the first ``times`` QR codes it is shown.
+
+    With ``may_fail`` a link the client never completes is not an error of the test.
+    """
     scanned: list[str] = []
+
+    async def scan(qr: str) -> None:
+        try:
+            await sb.phone.scan(qr)
+        except PairingFailedError:
+            if not may_fail:
+                raise
 
     def on_qr(qr: str) -> None:
         if len(scanned) < times:
             scanned.append(qr)
-            nursery.start_soon(sb.phone.scan, qr)
+            nursery.start_soon(scan, qr)
 
     on_qr.scanned = scanned  # type: ignore[attr-defined]  # tests read what was scanned
     return on_qr
