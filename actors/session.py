@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
 
@@ -44,6 +44,7 @@ from runtime.registry import Registry
 from runtime.spec import Backoff, ChildSpec, Restart, Strategy
 from runtime.supervisor import Supervisor
 from stores.auth import PersistedAuth
+from stores.errors import StoreLockedError
 from stores.transactions import DEFAULT_CACHE_SIZE
 from stores.types import Persistence
 
@@ -52,10 +53,21 @@ PERSISTER_SHUTDOWN = 30.0
 
 
 class SharedBackend:
-    """A backend opened by the caller; the session never closes or reopens it."""
+    """A backend opened by the caller; the session never closes or reopens it.
+
+    One session per backend object: a second ``SharedBackend`` on a backend that a
+    live one holds raises ``StoreLockedError`` (the file lock cannot see this case:
+    it is the same open backend).
+    """
+
+    _in_use: ClassVar[set[int]] = set()
 
     def __init__(self, backend: Persistence) -> None:
+        if id(backend) in SharedBackend._in_use:
+            raise StoreLockedError(backend.location, "another session in this process")
+        SharedBackend._in_use.add(id(backend))
         self._backend = backend
+        self._released = False
 
     def __repr__(self) -> str:
         return f"SharedBackend({self.backend_name}:{self.location!r})"
@@ -76,6 +88,10 @@ class SharedBackend:
         await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
+        """The session is over: the backend may serve another session."""
+        if not self._released:
+            self._released = True
+            SharedBackend._in_use.discard(id(self._backend))
         await trio.lowlevel.checkpoint()
 
 

@@ -295,11 +295,16 @@ class ConnectionActor(Actor):
             qr_ttl=settings.qr_timeout,
         )
         attempt = _Attempt(self, conn)
+        outcome: Outcome | None = None
         try:
             async with settings.transport.connect(settings.url) as channel:
-                return await attempt.run(channel)
+                outcome = await attempt.run(channel)
         except TransportClosed as exc:
-            return Outcome(int(DisconnectReason.CONNECTION_CLOSED), exc.detail, attempt.opened)
+            if outcome is None:
+                return Outcome(int(DisconnectReason.CONNECTION_CLOSED), exc.detail, attempt.opened)
+            # Closing a socket the server already ended may fail: the outcome stands.
+        assert outcome is not None
+        return outcome
 
     # --- event reactions (called by _Attempt) ----------------------------------------------
 
@@ -307,10 +312,10 @@ class ConnectionActor(Actor):
         self._rev += 1
         return self._rev
 
-    def save_creds(self, creds: AuthCreds) -> None:
+    async def save_creds(self, creds: AuthCreds) -> None:
         """Adopt ``creds`` and hand a snapshot to the persister (coalesced, not awaited)."""
         self._creds = creds
-        self._persister.cast_nowait(SaveCreds(creds.copy(), self.next_rev()))
+        await self._persister.cast(SaveCreds(creds.copy(), self.next_rev()))
 
     async def commit_identity(self, creds: AuthCreds) -> None:
         """Pairing: make the account identity durable before the reply goes out."""
@@ -480,7 +485,7 @@ class _Attempt:
         elif isinstance(event, PairSuccess):
             await self.on_pair_success(event)
         elif isinstance(event, LoginSuccess):
-            self.on_login(event)
+            await self.on_login(event)
         elif isinstance(event, PreKeyCount):
             await self.on_count(event)
         elif isinstance(event, PreKeyUploadResult):
@@ -492,7 +497,7 @@ class _Attempt:
         elif isinstance(event, RoutingInfo):
             creds = self.actor.creds.copy()
             creds.routing_info = event.routing_info
-            self.actor.save_creds(creds)
+            await self.actor.save_creds(creds)
         elif isinstance(event, RestartRequired):
             raise self.over(event.code, "restart required")
         elif isinstance(event, StreamError):
@@ -514,7 +519,7 @@ class _Attempt:
             {"connection_update": {"is_new_login": True, "me": event.update.me.get("id")}}
         )
 
-    def on_login(self, event: LoginSuccess) -> None:
+    async def on_login(self, event: LoginSuccess) -> None:
         creds = self.actor.creds
         me = dict(creds.me or {})
         if event.lid is not None:
@@ -524,7 +529,7 @@ class _Attempt:
         if me != (creds.me or {}):
             updated = creds.copy()
             updated.me = me
-            self.actor.save_creds(updated)
+            await self.actor.save_creds(updated)
 
     async def on_count(self, event: PreKeyCount) -> None:
         if event.count is None:

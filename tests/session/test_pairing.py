@@ -94,3 +94,14 @@ async def test_routing_info_from_the_server_is_saved_and_used_by_the_next_connec
             await rt.wait_connected(timeout=60)
         assert sb.statistics().routed_intros == routed + 1
         nursery.cancel_scope.cancel()
+
+
+async def test_one_persisted_auth_serves_one_session_at_a_time(autojump_clock):
+    """Two sessions on one PersistedAuth object → StoreLockedError; free again after stop."""
+    async with open_memory_sandbox() as sb:
+        auth = await use_memory_auth_state()
+        async with open_runtime(sandbox_config(sb, auth)) as rt:
+            with pytest.raises(StoreLockedError, match="another session in this process"):
+                await rt.start_session(sandbox_config(sb, auth, account="twin"))
+        async with open_runtime(sandbox_config(sb, auth)) as rt:
+            assert rt.connection_state in ("connecting", "handshaking", "pairing")
