@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,68 @@ def test_run_command_help_lists_every_option_and_bad_arguments_exit_2():
         text=True,
     )
     assert bad_key.returncode == 2 and "server_root_key" in bad_key.stderr
+
+
+def test_console_printer_draws_the_qr_and_hides_creds_values():
+    """Console output shows the QR string (and a drawing); creds updates show names only."""
+    import io
+
+    from runtime.run_command import event_printer
+
+    out = io.StringIO()
+    printer = event_printer("console", out)
+    qr = "https://wa.me/settings/linked_devices#ref,bm9pc2U=,aWQ=,YWR2,1"
+    printer({"connection_update": {"connection": "connecting", "qr": qr, "qr_index": 0}})
+    printer({"creds_update": {"version": 3, "changed": ["me"], "delta": {"me": {"id": "x"}}}})
+    text = out.getvalue()
+    assert qr in text and "scan this QR" in text
+    assert "creds_update: version=3 changed=['me']" in text and "'id'" not in text
+
+
+def test_json_printer_writes_one_object_per_event_and_never_creds_values():
+    """JSON lines: qr as its own event; creds_update without the delta."""
+    import io
+
+    from runtime.run_command import event_printer
+
+    out = io.StringIO()
+    printer = event_printer("json", out)
+    printer({"connection_update": {"qr": "QR", "qr_index": 1, "account": "a"}})
+    printer({"connection_update": {"connection": "open", "me": "1:2@s.whatsapp.net"}})
+    printer({"creds_update": {"version": 9, "changed": ["routing_info"], "delta": {"x": b"k"}}})
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines == [
+        {"event": "qr", "qr": "QR", "qr_index": 1, "account": "a"},
+        {"event": "connection_update", "connection": "open", "me": "1:2@s.whatsapp.net"},
+        {"event": "creds_update", "version": 9, "changed": ["routing_info"]},
+    ]
+
+
+def test_run_on_a_corrupt_auth_location_exits_1_naming_the_file_and_keeps_it(tmp_path):
+    """A torn creds.json is never a new device: exit 1, the error names it, the file stays."""
+    auth = tmp_path / "auth"
+    auth.mkdir(mode=0o700)
+    creds = auth / "creds.json"
+    creds.write_text('{"noiseKey": {"private": ')
+    creds.chmod(0o600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime.run_command",
+            "run",
+            "--auth",
+            str(auth),
+            "--backend",
+            "multi-file",
+            "--url",
+            "ws://127.0.0.1:9/ws/chat",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "creds.json" in result.stderr
+    assert creds.read_text() == '{"noiseKey": {"private": '
