@@ -105,3 +105,28 @@ async def test_one_persisted_auth_serves_one_session_at_a_time(autojump_clock):
                 await rt.start_session(sandbox_config(sb, auth, account="twin"))
         async with open_runtime(sandbox_config(sb, auth)) as rt:
             assert rt.connection_state in ("connecting", "handshaking", "pairing")
+
+
+async def test_login_with_few_keys_left_on_the_server_tops_up_5_durably(autojump_clock):
+    """Server holds 4 of our pre-keys at login → 5 new ones (ids 813..817) committed, uploaded."""
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        auth = await use_memory_auth_state()
+        events = Recorder()
+        config = sandbox_config(sb, auth, on_qr=scanning_phone(sb, nursery))
+        async with open_runtime(config, subscribe=events) as rt:
+            await rt.wait_connected(timeout=120)
+            me = (await rt.auth_state()).me
+            assert me is not None
+            device = sb.core.registry.find(me["id"])
+            while device.pre_key_count > 4:
+                device.take_pre_key()
+            uploads = sb.statistics().pre_key_uploads
+            sb.faults.stream_error(515)
+            await events.wait_for(lambda r: r.opens() == 2)
+            creds = await rt.auth_state()
+            assert (creds.next_pre_key_id, creds.first_unuploaded_pre_key_id) == (818, 818)
+            assert device.pre_key_count == 9
+            assert sb.statistics().pre_key_uploads == uploads + 1
+            stored = await auth.backend.read_keys("pre-key", [str(i) for i in range(813, 818)])
+            assert len(stored) == 5
+        nursery.cancel_scope.cancel()
