@@ -8,9 +8,10 @@ waiter of the group with its durable sequence number. Items queued while a write
 in flight form the next group; its leader is the first of them, woken by the
 previous leader, so no task is stuck leading forever under continuous load.
 
-Group size is bounded by bytes (``max_group_bytes``, measured by ``item_size``) and,
-as a sanity bound only, by count (``max_group``): a burst of small items is one
-write, not one per thousand items.
+Group size is bounded by bytes (``max_group_bytes``, measured by ``item_size``;
+``replaceable`` items count nothing, as all but one per group are never written)
+and, as a sanity bound only, by count (``max_group``): a burst of small items is
+one write, not one per thousand items.
 
 Coalescing (optional): when the backend says an item is ``replaceable`` (it writes
 nothing but state that a later ``supersedes`` item rewrites whole: a creds-only
@@ -196,10 +197,15 @@ class GroupCommitter(Generic[T]):
     def _take_group(self) -> list[_Waiter[T]]:
         count = min(len(self._queue), self._max_group)
         if self._item_size is not None:
-            size = self._item_size
+            size, replaceable = self._item_size, self._replaceable
             total = 0
             for index in range(count):
-                total += size(self._queue[index].item)
+                item = self._queue[index].item
+                if replaceable is not None and replaceable(item):
+                    # Written only if no later item of the group supersedes it: at most
+                    # one such item per group, so the bound overshoots by one item at most.
+                    continue
+                total += size(item)
                 if total > self._max_group_bytes and index > 0:
                     count = index
                     break

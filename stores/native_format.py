@@ -207,7 +207,12 @@ def encode_key_writes(keys: KeyWrites) -> EncodedKeys:
         for id_, value in entries.items():
             if not isinstance(id_, str) or not id_:
                 raise InvalidValueError(f"keys[{type_}]", f"id {id_!r} is not a non-empty string")
-            encoded[id_] = None if value is None else encode_value(value, f"{type_}/{id_}")
+            if value is None:
+                encoded[id_] = None
+            elif type(value) is bytes:
+                encoded[id_] = cbor2.dumps(value)  # plain by definition: skip the walk
+            else:
+                encoded[id_] = encode_value(value, f"{type_}/{id_}")
         if encoded:
             out[type_] = encoded
     return out

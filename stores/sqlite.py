@@ -96,7 +96,10 @@ class SqliteBackend:
         self._conn_lock = threading.Lock()
         self._closed = False
         self._committer: GroupCommitter[_Pending] = GroupCommitter(
-            self._write_group, location=str(db_path), apply=self._applied, item_size=_size
+            self._write_group,
+            location=str(db_path),
+            apply=self._applied,
+            item_size=_size,
         )
         self._creds_writes = 0
 
@@ -446,6 +449,10 @@ class SqliteBackend:
 
 def _size(pending: _Pending) -> int:
     """Bytes a batch adds to its group's SQLite transaction (about)."""
+    if not pending.keys:
+        # Creds only: a group writes just its newest creds row, so a creds burst is
+        # one transaction (each batch still gets its own seq).
+        return 0
     size = 64 if pending.creds is None else 64 + len(pending.creds[1])
     for (type_, id_), value in pending.keys.items():
         size += 64 + len(type_) + len(id_) + (0 if value is None else len(value[1]))

@@ -376,43 +376,44 @@ class StoreTransaction:
 
 
 class _KeyLocks:
-    """One FIFO lock per transaction key, dropped when nobody uses it (Baileys' ref counts)."""
+    """One FIFO lock per transaction key, present only while held (Baileys' ref counts).
+
+    A key is in the table while its lock is held; its deque holds the waiting tasks'
+    events in arrival order, and ``release`` hands ownership straight to the first
+    (no barging). No owner is recorded: a child task of the transaction may release.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[str, trio.Semaphore] = {}
-        self._users: collections.Counter[str] = collections.Counter()
-
-    def _lock(self, key: str) -> trio.Semaphore:
-        self._users[key] += 1
-        # A semaphore, not trio.Lock: a child task of the transaction may release it.
-        return self._locks.setdefault(key, trio.Semaphore(1))
-
-    def _forget(self, key: str) -> None:
-        self._users[key] -= 1
-        if self._users[key] == 0:
-            del self._users[key]
-            del self._locks[key]
-
-    async def acquire(self, key: str) -> None:
-        lock = self._lock(key)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._forget(key)
-            raise
+        self._held: dict[str, collections.deque[trio.Event]] = {}
 
     def acquire_nowait(self, key: str) -> bool:
-        lock = self._lock(key)
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            self._forget(key)
+        if key in self._held:
             return False
+        self._held[key] = collections.deque()
         return True
 
+    async def acquire(self, key: str) -> None:
+        if self.acquire_nowait(key):
+            await trio.lowlevel.checkpoint()
+            return
+        handed = trio.Event()
+        self._held[key].append(handed)
+        try:
+            await handed.wait()
+        except BaseException:
+            if handed.is_set():
+                # Ownership arrived while the cancellation was on its way: pass it on.
+                self.release(key)
+            else:
+                self._held[key].remove(handed)
+            raise
+
     def release(self, key: str) -> None:
-        self._locks[key].release()
-        self._forget(key)
+        waiting = self._held[key]
+        if waiting:
+            waiting.popleft().set()
+        else:
+            del self._held[key]
 
 
 class TransactionalStore:

@@ -276,3 +276,12 @@ async def test_an_item_larger_than_the_byte_bound_is_written_alone() -> None:
 async def queue_behind_gate_plain(c: GroupCommitter[str], log: FakeLog, names: list[str]) -> None:
     """Like ``queue_behind_gate`` for committers without coalescing."""
     await queue_behind_gate(c, log, names)
+
+
+async def test_superseded_items_do_not_count_toward_the_byte_bound() -> None:
+    """A burst of creds-only items is one group however many bytes they add up to."""
+    log = FakeLog()
+    c = coalescing(log, item_size=len, max_group_bytes=10)
+    seqs = await queue_behind_gate(c, log, [f"c{i:03d}" for i in range(100)])
+    assert log.groups == [["first"], ["c099"]]
+    assert set(seqs.values()) == {1, 2}

@@ -603,3 +603,29 @@ async def test_read_io_error_is_durability_error_then_read_only(tmp_path: Path) 
         assert backend.read_only
         with pytest.raises(StoreReadOnlyError):
             await backend.commit(Batch(keys={"session": {"b": b"v"}}))
+
+
+async def test_bursts_beyond_a_thousand_batches_share_one_transaction(tmp_path: Path) -> None:
+    """3,000 small key commits, then 3,000 creds commits, queued at once: two SQLite
+    transactions each (the first caller's, then everyone queued behind it)."""
+    async with await open_sqlite_backend(tmp_path / "auth.db") as backend:
+        base = init_auth_creds()
+
+        async def key(i: int) -> None:
+            await backend.commit(Batch(keys={"session": {f"s{i}": b"v"}}))
+
+        async def creds(i: int) -> None:
+            update = base.copy()
+            update.next_pre_key_id = i
+            await backend.commit(Batch(creds=update))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(3000):
+                nursery.start_soon(key, i)
+        assert backend.statistics().transactions == 2
+        async with trio.open_nursery() as nursery:
+            for i in range(3000):
+                nursery.start_soon(creds, i)
+        stats = backend.statistics()
+        assert stats.transactions == 4 and stats.creds_writes == 2 and stats.batches == 6000
+        assert len(await backend.read_keys("session", [f"s{i}" for i in range(3000)])) == 3000

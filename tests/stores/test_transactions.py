@@ -348,6 +348,40 @@ async def test_same_key_mutual_exclusion(store: TransactionalStore) -> None:
     assert trace in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
 
 
+async def test_key_lock_is_first_come_first_served_and_cancelled_waiters_leave(
+    store: TransactionalStore,
+) -> None:
+    """Waiters on one key get it in arrival order; one cancelled while waiting drops out."""
+    order: list[str] = []
+    release = trio.Event()
+
+    async def holder() -> None:
+        async with store.transaction("k"):
+            order.append("holder")
+            await release.wait()
+
+    async def waiter(name: str, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            async with store.transaction("k"):
+                order.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(holder)
+        await trio.testing.wait_all_tasks_blocked()
+        scopes = {}
+        for name in ("w1", "w2", "w3", "w4"):
+            scopes[name] = await nursery.start(waiter, name)
+            await trio.testing.wait_all_tasks_blocked()
+        scopes["w2"].cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert order == ["holder", "w1", "w3", "w4"]
+    assert store.statistics().active_transactions == 0
+    async with store.transaction("k"):  # free again
+        pass
+
+
 async def test_nested_same_key_joins_the_outer_transaction(
     store: TransactionalStore, rec: Recorder
 ) -> None:
