@@ -6,7 +6,8 @@ reconnects per the disconnect policy, until the session ends for good:
 ========================== ================================================================
 close                      reaction
 ========================== ================================================================
-515 restart required       reconnect at once (after pairing: the login with the new creds)
+515 restart required       reconnect at once (after pairing: the login with the new creds);
+                           after 3 in a row that never reached open, back off as below
 401 logged out             mark the creds logged out (durably, files kept), emit
                            ``connection_update{connection: close, reason: logged_out}``,
                            end the session for good
@@ -97,6 +98,8 @@ LOGGED_OUT_MARK = "loggedOut"
 """The ``creds.extra`` key set (durably) once the server logged the device out."""
 
 UPLOAD_ATTEMPTS = 3
+MAX_IMMEDIATE_RESTARTS = 3
+"""515s in a row (without reaching open) reconnected at once; later ones back off."""
 UPLOAD_TIMEOUT = 30.0
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -219,6 +222,7 @@ class ConnectionActor(Actor):
 
     async def _main(self) -> None:
         failures = 0
+        restarts_in_row = 0  # 515s in a row without reaching open
         while True:
             if self.creds.extra.get(LOGGED_OUT_MARK):
                 self._close_event(Outcome(401, "creds are marked logged out"), reconnect=False)
@@ -226,7 +230,12 @@ class ConnectionActor(Actor):
             outcome = await self._attempt()
             policy = outcome.policy
             if outcome.opened:
-                failures = 0
+                failures = restarts_in_row = 0
+            if policy is DisconnectPolicy.RECONNECT_NOW:
+                restarts_in_row += 1
+                if restarts_in_row > MAX_IMMEDIATE_RESTARTS:
+                    # A server that answers every login with 515 must not get a hot loop.
+                    policy = DisconnectPolicy.RECONNECT
             self._status.set_state(ClientState.CLOSED.value)
             self.ctx.log.info(
                 "connection_closed", code=outcome.code, reason=outcome.reason, detail=outcome.detail

@@ -208,3 +208,21 @@ async def test_stall_during_the_handshake_times_out_after_connect_timeout(autoju
         await events.wait_for(lambda r: r.opens() == 2)
 
     await paired_runtime_test(body, connect_timeout=20.0)
+
+
+async def test_515_on_every_login_is_not_a_hot_loop(autojump_clock):
+    """Logins answered with 515 again and again: 3 immediate reconnects, then backoff."""
+
+    async def body(sb: MemorySandbox, rt: Runtime, events: Recorder, auth: PersistedAuth) -> None:
+        me = (await rt.auth_state()).me
+        assert me is not None
+        sb.faults.refuse_logins(me["id"], 515)
+        sb.faults.stream_error(515)
+        await events.wait_for(lambda r: len(r.closes()) >= 7)
+        delays = [c["delay"] for c in events.closes()[1:7]]
+        assert delays[:3] == [0.0, 0.0, 0.0]  # the kick and two refusals: at once
+        assert all(d > 0 for d in delays[3:])  # the third refusal in a row backs off
+        sb.faults.allow_logins(me["id"])
+        await events.wait_for(lambda r: r.opens() == 2)
+
+    await paired_runtime_test(body)
