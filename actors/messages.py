@@ -82,13 +82,17 @@ class ReceiptBook:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self._open: set[Receipt[Any]] = set()
+        self._prune_at = 64
 
     def __len__(self) -> int:
         return sum(1 for r in self._open if not r.done)
 
     def issue(self, what: str) -> Receipt[Any]:
         receipt: Receipt[Any] = Receipt(self.owner, what)
-        self._open = {r for r in self._open if not r.done}
+        if len(self._open) >= self._prune_at:
+            # Settled receipts are dropped in batches: amortised O(1) per issue.
+            self._open = {r for r in self._open if not r.done}
+            self._prune_at = max(64, 2 * len(self._open))
         self._open.add(receipt)
         return receipt
 
