@@ -34,7 +34,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from runtime.log import Logger
 
@@ -50,6 +50,8 @@ EXAMPLES = (
     "baileys-trio run --auth ./bots.db --backend sqlite --account alice --log-format json",
     "baileys-trio run --auth ./auth --url ws://127.0.0.1:8765/ws/chat --server-root-key HEX",
 )
+
+_C = TypeVar("_C")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -179,21 +181,33 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
     return codes[reason]
 
 
+def cli_commands(command: Callable[..., _C]) -> list[_C]:
+    """The ``run`` command built with ``runtime.cli.Command``.
+
+    ``runtime/cli.py`` does ``COMMANDS += cli_commands(Command)``; taking the class
+    as an argument keeps this module free of a cycle with the CLI.
+    """
+    return [
+        command(
+            name="run",
+            help=HELP,
+            description=DESCRIPTION,
+            examples=EXAMPLES,
+            configure=configure,
+            run=run,
+        )
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m runtime.run_command run ...``: the command without the full CLI."""
     from runtime.cli import Command, build_parser
     from runtime.log import make_logger
 
-    command = Command(
-        name="run",
-        help=HELP,
-        description=DESCRIPTION,
-        examples=EXAMPLES,
-        configure=configure,
-        run=run,
-    )
+    (command,) = cli_commands(Command)
     args = build_parser([command]).parse_args(argv)
-    return command.run(args, make_logger(args.log_format))
+    code: int = command.run(args, make_logger(args.log_format))
+    return code
 
 
 if __name__ == "__main__":

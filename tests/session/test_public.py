@@ -190,3 +190,15 @@ def test_run_on_a_corrupt_auth_location_exits_1_naming_the_file_and_keeps_it(tmp
     assert result.returncode == 1
     assert "creds.json" in result.stderr
     assert creds.read_text() == '{"noiseKey": {"private": '
+
+
+def test_run_command_registers_into_the_full_cli_beside_the_others():
+    """cli_commands(Command) adds `run` to runtime.cli's parser with every option."""
+    from runtime.cli import COMMANDS, Command, build_parser
+    from runtime.run_command import cli_commands
+
+    parser = build_parser([*COMMANDS, *cli_commands(Command)])
+    args = parser.parse_args(
+        ["run", "--auth", "a", "--backend", "sqlite", "--account", "al", "--log-format", "json"]
+    )
+    assert (args.auth, args.backend, args.account, args.log_format) == ("a", "sqlite", "al", "json")
