@@ -60,12 +60,13 @@ class SharedBackend:
     it is the same open backend).
     """
 
-    _in_use: ClassVar[set[int]] = set()
+    # id → the backend itself: holding it keeps the id from being reused while held.
+    _in_use: ClassVar[dict[int, Persistence]] = {}
 
     def __init__(self, backend: Persistence) -> None:
-        if id(backend) in SharedBackend._in_use:
+        if SharedBackend._in_use.get(id(backend)) is backend:
             raise StoreLockedError(backend.location, "another session in this process")
-        SharedBackend._in_use.add(id(backend))
+        SharedBackend._in_use[id(backend)] = backend
         self._backend = backend
         self._released = False
 
@@ -91,7 +92,7 @@ class SharedBackend:
         """The session is over: the backend may serve another session."""
         if not self._released:
             self._released = True
-            SharedBackend._in_use.discard(id(self._backend))
+            SharedBackend._in_use.pop(id(self._backend), None)
         await trio.lowlevel.checkpoint()
 
 

@@ -50,8 +50,11 @@ async def running_persister(
         name="persister",
         mailbox_size=mailbox,
     )
-    async with open_supervisor([spec], max_restarts=10) as sup:
-        yield sup, sup.ref("persister")
+    try:
+        async with open_supervisor([spec], max_restarts=10) as sup:
+            yield sup, sup.ref("persister")
+    finally:
+        await source.aclose()
 
 
 def with_counter(creds: AuthCreds, n: int) -> AuthCreds:
