@@ -226,3 +226,18 @@ async def test_515_on_every_login_is_not_a_hot_loop(autojump_clock):
         await events.wait_for(lambda r: r.opens() == 2)
 
     await paired_runtime_test(body)
+
+
+@pytest.mark.parametrize("code", [403, 411])
+async def test_403_and_411_refuse_the_device_and_end_the_session(autojump_clock, code):
+    """403 forbidden / 411 multi-device mismatch → close{reconnect false}, session ends refused."""
+
+    async def body(sb: MemorySandbox, rt: Runtime, events: Recorder, auth: PersistedAuth) -> None:
+        connects = sb.transport.connects
+        sb.faults.stream_error(code)
+        assert await rt.wait_ended() is EndReason.REFUSED
+        await trio.sleep(600)
+        assert sb.transport.connects == connects
+        assert (events.closes()[-1]["code"], events.closes()[-1]["reconnect"]) == (code, False)
+
+    await paired_runtime_test(body)

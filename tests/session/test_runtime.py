@@ -204,3 +204,17 @@ async def test_no_key_bytes_or_qr_in_log_lines(tmp_path):
             assert form not in text
     assert creds.adv_secret_key not in text
     assert qrs[0] not in text
+
+
+async def test_browser_identity_from_the_config_reaches_the_qr(autojump_clock):
+    """Config.browser picks the QR's platform id (Edge → 2, Firefox → 3)."""
+    from actors.connection.payload import Browser
+
+    async with open_memory_sandbox() as sb:
+        for name, platform_id in (("Edge", "2"), ("Firefox", "3")):
+            events = Recorder()
+            auth = await use_memory_auth_state()
+            config = sandbox_config(sb, auth, browser=Browser("Windows", name, "10"))
+            async with open_runtime(config, subscribe=events):
+                await events.wait_for(lambda r: r.connection("qr"))
+            assert events.connection("qr")[0].rsplit(",", 1)[1] == platform_id
