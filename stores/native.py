@@ -133,6 +133,7 @@ from stores.native_load import (
     classify,
     load_state,
 )
+from stores.transactions import sequenced_on_call
 from stores.types import Batch, StoreSnapshot, Value
 
 DEFAULT_COMPACT_MIN_BYTES = 16 << 20
@@ -202,8 +203,6 @@ class NativeBackend:
     """
 
     backend_name: ClassVar[str] = "native"
-    commits_sequenced_on_call: ClassVar[bool] = True
-    """``commit`` queues its batch before its first checkpoint: durable in call order."""
 
     def __init__(
         self,
@@ -270,6 +269,7 @@ class NativeBackend:
                 out[id_] = decode_value(raw)
         return out
 
+    @sequenced_on_call  # queued before the first checkpoint: durable in call order
     async def commit(self, batch: Batch) -> int:
         """Append ``batch`` as one record; return its seq once it is durable."""
         self._check_open()

@@ -41,6 +41,7 @@ from stores.fsio import REAL_FS, ensure_private_dir, sync_dir
 from stores.group_commit import GroupCommitter
 from stores.lock import LockHandle, acquire_lock
 from stores.sqlite_schema import MIGRATIONS, Migration, check_header, prepare
+from stores.transactions import sequenced_on_call
 from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value
 
 __all__ = ["SqliteBackend", "SqliteStatistics", "open_sqlite_backend"]
@@ -81,8 +82,6 @@ class SqliteBackend:
     """
 
     backend_name: ClassVar[str] = "sqlite"
-    commits_sequenced_on_call: ClassVar[bool] = True
-    """``commit`` queues its batch before its first checkpoint: durable in call order."""
 
     def __init__(
         self, db_path: Path, account: str, conn: sqlite3.Connection, lock: LockHandle, seq: int
@@ -238,6 +237,7 @@ class SqliteBackend:
 
     # -- writes -----------------------------------------------------------------------
 
+    @sequenced_on_call  # queued before the first checkpoint: durable in call order
     async def commit(self, batch: Batch) -> int:
         """Make ``batch`` durable in one SQLite transaction; return its sequence number.
 

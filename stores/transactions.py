@@ -23,7 +23,7 @@ How isolation is achieved (optimistic concurrency, validated at commit):
   *in-flight* commit that writes a slot it read or writes, so that every slot has
   at most one commit in flight and durable order equals serial order. A commit
   function that fixes each batch's place in durable order when it is called (the
-  bundled backends' ``commit``: ``commits_sequenced_on_call``) makes the wait for
+  native and SQLite backends' ``commit``: ``sequenced_on_call``) makes the wait for
   slots only *written* unnecessary: blind writes then pipeline behind in-flight
   commits of the same slot, and durable order is still validation order.
 * Commits become visible strictly in validation order, and only after the commit
@@ -81,6 +81,7 @@ __all__ = [
     "TransactionStatistics",
     "TransactionalStore",
     "copy_value",
+    "sequenced_on_call",
     "validate_writes",
 ]
 
@@ -102,10 +103,23 @@ DEFAULT_MAX_ATTEMPTS = 10
 """How many times ``run_transaction`` runs its callback before giving up (Baileys: 10)."""
 
 SEQUENCED_ATTRIBUTE = "commits_sequenced_on_call"
-"""A backend class attribute: ``True`` when its ``commit`` fixes each batch's place in
-durable order before its first checkpoint (batches are durable in call order, a
-batch withdrawn by cancellation is not durable at all). A ``TransactionalStore``
-over such a bound ``commit`` lets blind writes pipeline."""
+"""Set (to ``True``) on a commit function by ``sequenced_on_call``."""
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def sequenced_on_call(commit: F) -> F:
+    """Mark a commit function that fixes each batch's place in durable order when called.
+
+    Promise: before its first checkpoint, the function has queued the batch, so
+    batches are durable in call order (a batch withdrawn by cancellation or refused
+    is not durable at all). A ``TransactionalStore`` over a marked function lets
+    blind writes pipeline. The mark is on the function: a subclass overriding the
+    method is unmarked until it says so itself.
+    """
+    setattr(commit, SEQUENCED_ATTRIBUTE, True)  # a function attribute, by name
+    return commit
+
 
 _KEY_TYPES = frozenset(KEY_TYPES)
 
@@ -424,7 +438,7 @@ class TransactionalStore:
     ``cache_size`` bounds the committed entries kept in memory (``None``: unbounded).
     ``max_attempts`` bounds ``run_transaction``'s automatic retries on conflict.
     ``sequenced`` says the commit function fixes durable order at call time (see
-    ``SEQUENCED_ATTRIBUTE``; ``None``: ask the object ``commit`` is bound to).
+    ``sequenced_on_call``; ``None``: whether ``commit`` is so marked).
 
     The commit function must be *ordered*: when it returns for a batch, every batch
     handed to it earlier has settled (succeeded or failed for good). Backends and a
@@ -454,8 +468,7 @@ class TransactionalStore:
         self._read_fn = read
         self._commit_fn = commit
         if sequenced is None:
-            owner = getattr(commit, "__self__", None)
-            sequenced = getattr(type(owner), SEQUENCED_ATTRIBUTE, False) is True
+            sequenced = getattr(commit, SEQUENCED_ATTRIBUTE, False) is True
         self._sequenced = sequenced
         self._cache_size = cache_size
         self._max_attempts = max_attempts

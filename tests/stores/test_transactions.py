@@ -22,6 +22,7 @@ from stores.transactions import (
     LockOrderConflict,
     StoreTransaction,
     TransactionalStore,
+    sequenced_on_call,
 )
 from stores.types import Batch, SignalStore, Value
 from tests.stores.contract import make_creds
@@ -961,3 +962,35 @@ async def test_creds_saves_are_ordered_with_transaction_creds() -> None:
             await store.commit_creds(numbered_creds(1))
     assert await store.commit_creds(numbered_creds(2)) == 1
     assert log.written == [2]
+
+
+async def test_blind_writes_pipeline_only_over_a_sequenced_commit(rec: Recorder) -> None:
+    """Over a commit marked sequenced_on_call a blind write to a slot in flight is handed over
+    at once; a read-modify-write of it, and any write over an unmarked commit, waits."""
+
+    @sequenced_on_call
+    async def marked(batch: Batch) -> int:
+        return await rec.commit(batch)
+
+    for commit, sequenced in ((marked, True), (rec.commit, False)):
+        rec.batches.clear()
+        rec.gate = trio.Event()
+        store = TransactionalStore(rec.read, commit)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.set, {"session": {"a": b"1"}})
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store.set, {"session": {"a": b"2"}})
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(rec.batches) == (2 if sequenced else 1)
+
+            async def increment(tx: StoreTransaction) -> None:
+                await tx.get("session", ["a"])
+                await tx.set({"session": {"a": b"3"}})
+
+            # The callback form: it may conflict with the second write and retry.
+            nursery.start_soon(store.run_transaction, "t", increment)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(rec.batches) == (2 if sequenced else 1)  # its read waits either way
+            rec.gate.set()
+        assert await store.get("session", ["a"]) == {"a": b"3"}
+        assert await rec.backend.read_keys("session", ["a"]) == {"a": b"3"}
