@@ -296,13 +296,13 @@ class JsonLines:
 def run_command(url: str, root_hex: str, auth: Path) -> list[str]:
     """``baileys-trio run`` with JSON event lines, against a sandbox.
 
-    Spelled ``python -m runtime.run_command`` because runtime/cli.py does not list
+    Spelled ``python -m actors.cli`` because runtime/cli.py does not list
     ``run`` among its COMMANDS yet; the module is the same command.
     """
     return [
         PYTHON,
         "-m",
-        "runtime.run_command",
+        "actors.cli",
         "--log-format",
         "json",
         "run",

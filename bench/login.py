@@ -6,7 +6,7 @@ auth folder once (the sandbox's phone scans the QR), then starts a fresh process
 connection is open:
 
 - ours: ``baileys-trio run --log-format json`` (spelled ``python -m
-  runtime.run_command``), until ``{"event": "connection_update", "connection": "open"}``;
+  actors.cli``), until ``{"event": "connection_update", "connection": "open"}``;
   stopped with SIGINT (an orderly stop) after each run;
 - Baileys: bench/login_baileys.mjs (one socket, useMultiFileAuthState), until its
   ``connection.update`` says open; it exits by itself.

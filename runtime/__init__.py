@@ -6,6 +6,8 @@ docs/supervision.md for the guide and ``runtime.supervisor`` for the rules table
 Since 0.1.0.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from runtime.actor import Actor, ActorContext, StopActor
 from runtime.child import ChildControl
 from runtime.core import ChildInfo, SupervisorBase, SupervisorState, SupervisorStatistics, supervise
@@ -34,12 +36,39 @@ from runtime.registry import Registry
 from runtime.spec import Backoff, ChildKind, ChildSpec, Restart, Strategy
 from runtime.supervisor import Supervisor, open_supervisor
 
+if TYPE_CHECKING:
+    from runtime.app import (
+        AuthLocation,
+        Config,
+        Runtime,
+        Session,
+        SessionFailed,
+        open_runtime,
+        run,
+    )
+
+# runtime.app wires actors and stores into session trees: it is imported only when
+# one of its names is used, so `import runtime` stays WhatsApp-free.
+_APP_NAMES = frozenset(
+    {"AuthLocation", "Config", "Runtime", "Session", "SessionFailed", "open_runtime", "run"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _APP_NAMES:
+        from runtime import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+
+
 __all__ = [
     "Actor",
     "ActorContext",
     "ActorDown",
     "ActorRef",
     "ActorRuntimeError",
+    "AuthLocation",
     "Backoff",
     "BusClosed",
     "BusStatistics",
@@ -49,6 +78,7 @@ __all__ = [
     "ChildKind",
     "ChildSpec",
     "ChildStartError",
+    "Config",
     "DuplicateChild",
     "DynamicSupervisor",
     "EventBus",
@@ -63,6 +93,9 @@ __all__ = [
     "RefStatistics",
     "Registry",
     "Restart",
+    "Runtime",
+    "Session",
+    "SessionFailed",
     "StopActor",
     "Strategy",
     "Supervisor",
@@ -75,6 +108,8 @@ __all__ = [
     "make_logger",
     "open_dynamic_supervisor",
     "open_event_bus",
+    "open_runtime",
     "open_supervisor",
+    "run",
     "supervise",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from runtime import run_command
+from actors import cli as run_command
 from stores import cli as stores_cli
 
 CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"

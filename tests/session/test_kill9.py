@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from runtime.run_command import EXIT_LOGGED_OUT
+from actors.cli import EXIT_LOGGED_OUT
 from sandbox.server import Sandbox, open_sandbox
 from tests.session.test_loopback import CliRun, start_cli
 

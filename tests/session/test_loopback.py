@@ -1,7 +1,7 @@
 """Against the real sandbox over loopback websockets (real clock; nothing here sleeps).
 
 The in-process runtime uses the default trio-websocket transport; the CLI tests run
-``baileys-trio run`` (``python -m runtime.run_command run``) in a subprocess and drive
+``baileys-trio run`` (``python -m actors.cli run``) in a subprocess and drive
 it through its JSON event lines, pairing with the sandbox's phone.
 """
 
@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from runtime.app import AuthLocation, Config, open_runtime
-from runtime.run_command import (
+from actors.cli import (
     EXIT_LOGGED_OUT,
     EXIT_OK,
     EXIT_REPLACED,
@@ -106,7 +106,7 @@ def cli_command(sb: Sandbox, auth: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "runtime.run_command",
+        "actors.cli",
         "--log-format",
         "json",
         "run",

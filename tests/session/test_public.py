@@ -92,9 +92,9 @@ def test_a_path_becomes_an_auth_location_and_the_account_name_follows_sqlite():
 
 
 def test_run_command_help_lists_every_option_and_bad_arguments_exit_2():
-    """`python -m runtime.run_command run --help` documents the options; a bad one exits 2."""
+    """`python -m actors.cli run --help` documents the options; a bad one exits 2."""
     help_text = subprocess.run(
-        [sys.executable, "-m", "runtime.run_command", "run", "--help"],
+        [sys.executable, "-m", "actors.cli", "run", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -103,7 +103,7 @@ def test_run_command_help_lists_every_option_and_bad_arguments_exit_2():
     for option in ("--auth", "--backend", "--account", "--url", "--server-root-key"):
         assert option in help_text
     bad = subprocess.run(
-        [sys.executable, "-m", "runtime.run_command", "run", "--auth", "x", "--backend", "csv"],
+        [sys.executable, "-m", "actors.cli", "run", "--auth", "x", "--backend", "csv"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -113,7 +113,7 @@ def test_run_command_help_lists_every_option_and_bad_arguments_exit_2():
         [
             sys.executable,
             "-m",
-            "runtime.run_command",
+            "actors.cli",
             "run",
             "--auth",
             "x",
@@ -131,7 +131,7 @@ def test_console_printer_draws_the_qr_and_hides_creds_values():
     """Console output shows the QR string (and a drawing); creds updates show names only."""
     import io
 
-    from runtime.run_command import event_printer
+    from actors.cli import event_printer
 
     out = io.StringIO()
     printer = event_printer("console", out)
@@ -147,7 +147,7 @@ def test_json_printer_writes_one_object_per_event_and_never_creds_values():
     """JSON lines: qr as its own event; creds_update without the delta."""
     import io
 
-    from runtime.run_command import event_printer
+    from actors.cli import event_printer
 
     out = io.StringIO()
     printer = event_printer("json", out)
@@ -173,7 +173,7 @@ def test_run_on_a_corrupt_auth_location_exits_1_naming_the_file_and_keeps_it(tmp
         [
             sys.executable,
             "-m",
-            "runtime.run_command",
+            "actors.cli",
             "run",
             "--auth",
             str(auth),
@@ -195,7 +195,7 @@ def test_run_on_a_corrupt_auth_location_exits_1_naming_the_file_and_keeps_it(tmp
 def test_run_command_registers_into_the_full_cli_beside_the_others():
     """cli_commands(Command) adds `run` to runtime.cli's parser with every option."""
     from runtime.cli import COMMANDS, Command, build_parser
-    from runtime.run_command import cli_commands
+    from actors.cli import cli_commands
 
     parser = build_parser([*COMMANDS, *cli_commands(Command)])
     args = parser.parse_args(

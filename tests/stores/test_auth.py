@@ -286,3 +286,29 @@ async def test_save_creds_failure_reaches_every_caller_not_yet_durable() -> None
     assert auth.state.creds is durable
     assert await backend.read_creds() == durable
     await auth.aclose()
+
+
+def test_importing_one_stores_module_stays_light() -> None:
+    """`import stores.keys` loads no backend, no trio and no sqlite (names load on first use)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, stores.keys, stores.errors\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('trio', 'sqlite3')"
+        " or m in ('stores.auth', 'stores.native', 'stores.sqlite', 'stores.multi_file')]\n"
+        "print(','.join(sorted(bad)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_every_public_stores_name_resolves_lazily() -> None:
+    """Each name in stores.__all__ resolves; an unknown one is an AttributeError."""
+    import pytest
+
+    import stores
+
+    assert [n for n in stores.__all__ if getattr(stores, n, None) is None] == []
+    with pytest.raises(AttributeError):
+        _ = stores.not_a_name  # type: ignore[attr-defined]  # the point of the test

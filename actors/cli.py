@@ -200,7 +200,7 @@ def cli_commands(command: Callable[..., _C]) -> list[_C]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m runtime.run_command run ...``: the command without the full CLI."""
+    """``python -m actors.cli run ...``: the command without the full CLI."""
     from runtime.cli import Command, build_parser
     from runtime.log import make_logger
 
