@@ -19,7 +19,9 @@ commit before another creds commit), such an item is not handed to ``write_group
 if a superseding item follows it in the same group. Its waiter is acknowledged with
 the sequence number of the group's *last* superseding item, which is durable in the
 same write: every waiter gets a durable sequence number at least as new as its own
-item, and an older snapshot is never written after a newer one.
+item, and an older snapshot is never written after a newer one. A replaceable item
+must also supersede (a creds-only item carries creds), so at most one replaceable
+item per group is written: the byte bound counts replaceable items as nothing.
 
 Failure: if ``write_group`` raises, every waiter of that group gets a
 ``DurabilityError`` (the same one), every queued waiter gets ``StoreReadOnlyError``,
