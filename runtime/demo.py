@@ -1,6 +1,7 @@
-"""``baileys-trio demo``: a supervision tree crashed and restarted on purpose.
+"""``baileys-trio demo --supervision``: a supervision tree crashed and restarted on purpose.
 
-Until the session tree exists this shows what does: a ``rest_for_one`` pipeline
+The runtime alone, no WhatsApp (``baileys-trio demo`` without the flag runs a
+whole session: ``actors/demo.py``): a ``rest_for_one`` pipeline
 (counter, then a worker that calls it) under a ``one_for_one`` root, plus a
 ``DynamicSupervisor`` into which a flapping sub-tree is started and gives up. Every
 lifecycle change prints one log line; ``demo_step`` lines narrate. Runs in about a
@@ -182,10 +183,6 @@ async def _crash(ref: ActorRef) -> None:
     """Crash the actor and return once that incarnation is gone."""
     with suppress(ActorDown):
         await ref.call("crash", timeout=2.0)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The demo takes no options beyond the common ones."""
 
 
 def run(args: argparse.Namespace, log: Logger) -> int:

@@ -1,0 +1,338 @@
+"""``baileys-trio demo``: a whole WhatsApp session on the embedded default, offline.
+
+The script, stage by stage (each one waits for what the runtime really did):
+
+1. ``sandbox``: the sandbox starts in this process (loopback only, no network);
+   a fresh native auth directory is made in a new temporary directory.
+2. ``qr``: the real runtime (``open_runtime``) opens it as a new device and shows
+   a pairing QR (block QR and raw string).
+3. ``scanned``: the simulated phone scans it; the identity is durable.
+4. ``restart_515``: the server closes with 515, the client reconnects at once.
+5. ``logged_in``: the login handshake with the saved creds succeeds.
+6. ``pre_keys_uploaded``: pre-keys are committed durably, then uploaded.
+7. ``open``: the session is open.
+8. ``crash_connection``: the connection actor is crashed on purpose; its
+   supervisor restarts it and the session opens again, no QR.
+9. ``crash_persister``: the persister is crashed on purpose; rest_for_one
+   restarts it and the actors after it (signal store, connection).
+10. ``nothing_lost``: the durable creds and keys read back equal to before.
+11. ``runtime_restarted``: the whole runtime stops and starts again on the same
+    directory, and logs in without a QR.
+12. ``done``: where the auth directory is, and how to inspect it.
+
+This module is the demo only: it is the one place in ``actors`` that imports
+``sandbox`` (a server for tests and demos, never used by a session).
+
+Since 0.1.0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from actors.demo_show import Journal, Show, TapLogger, connection, logged
+from runtime.app import Config, Runtime, open_runtime
+from runtime.errors import ActorDown, MailboxFull
+from runtime.ref import ActorRef
+from sandbox.server import Sandbox, open_sandbox  # the demo only (see the module docstring)
+from stores.creds import AuthCreds
+from stores.inspection import inspect_location
+
+#: Real seconds the whole demo may take before it counts as failed.
+DEMO_TIMEOUT = 30.0
+STAGES = (
+    "sandbox",
+    "qr",
+    "scanned",
+    "restart_515",
+    "logged_in",
+    "pre_keys_uploaded",
+    "open",
+    "crash_connection",
+    "crash_persister",
+    "nothing_lost",
+    "runtime_restarted",
+    "done",
+)
+
+
+class DemoFailed(Exception):
+    """The runtime did not do what the demo narrates; the message says what differed."""
+
+
+class DemoCrash:
+    """A message no actor handles: casting it makes the actor crash (on purpose)."""
+
+    def __repr__(self) -> str:
+        return "DemoCrash(on purpose)"
+
+
+@dataclass(frozen=True)
+class Durable:
+    """What is durable at the auth directory, read back through the runtime and from disk."""
+
+    creds: AuthCreds
+    persister_seq: int | None
+    disk_seq: int | None
+    key_counts: dict[str, int]
+    records: int
+
+    def describe(self) -> str:
+        keys = ", ".join(f"{kind} {n}" for kind, n in sorted(self.key_counts.items()))
+        return (
+            f"durable seq {self.disk_seq} (persister: {self.persister_seq}); keys: {keys}; "
+            f"{self.records} records read and checked"
+        )
+
+
+def fingerprint(public: bytes) -> str:
+    """A short, non-secret name for a public key (its SHA-256 prefix)."""
+    return hashlib.sha256(public).hexdigest()[:16]
+
+
+async def read_durable(rt: Runtime, auth_dir: Path) -> Durable:
+    """Creds as the persister holds them durably, and every record on disk (integrity checked)."""
+    creds = await rt.auth_state()  # pending snapshots are written first
+    stats = await rt.primary.persister_statistics()
+    report = await trio.to_thread.run_sync(inspect_location, auth_dir)
+    if not report.ok or len(report.accounts) != 1:
+        raise DemoFailed(f"inspect found problems: {list(report.problems)}")
+    account = report.accounts[0]
+    if stats.durable_seq != account.durable_seq:
+        raise DemoFailed(f"persister seq {stats.durable_seq} != on disk {account.durable_seq}")
+    return Durable(
+        creds,
+        stats.durable_seq,
+        account.durable_seq,
+        dict(account.key_counts),
+        report.records_checked,
+    )
+
+
+#: Creds fields the server sends anew at every login: they may differ after a reconnect.
+REFRESHED_AT_LOGIN = frozenset({"routing_info"})
+
+
+def changed_creds(before: AuthCreds, after: AuthCreds) -> list[str]:
+    """Names of the creds fields that differ, except those refreshed at every login."""
+    old, new = before.to_plain(), after.to_plain()
+    names = old.keys() | new.keys()
+    changed = {name for name in names if old.get(name) != new.get(name)}
+    lost = {name for name in REFRESHED_AT_LOGIN if old.get(name) and not new.get(name)}
+    return sorted((changed - REFRESHED_AT_LOGIN) | lost)
+
+
+async def crash_and_wait(ref: ActorRef, within: float) -> None:
+    """Crash the actor behind ``ref`` and return once a new incarnation runs."""
+    before = ref.statistics().incarnations
+    try:
+        ref.cast_nowait(DemoCrash())
+    except (ActorDown, MailboxFull) as exc:
+        raise DemoFailed(f"{ref.name} could not be sent the crash: {exc}") from exc
+    with trio.fail_after(within):
+        while True:
+            stats = ref.statistics()
+            if stats.incarnations > before and stats.running:
+                return
+            await trio.sleep(0.005)  # polls the registry; bounded by the timeout
+
+
+async def run_whatsapp_demo(show: Show, workdir: Path) -> Path:
+    """Run every stage; returns the auth directory. Raises DemoFailed when a stage differs."""
+    auth_dir = workdir / "auth"
+    async with open_sandbox() as sb:
+        show.stage("sandbox", "the sandbox runs in this process; a fresh auth directory")
+        show.note(f"sandbox: {sb.url} (loopback, in process; no network)", url=sb.url)
+        show.note(f"auth directory (native, new): {auth_dir}", auth_dir=str(auth_dir))
+        before = await _first_run(show, sb, auth_dir)
+        await _second_run(show, sb, auth_dir, before)
+    show.stage("done", "the device stays linked in the auth directory", auth_dir=str(auth_dir))
+    show.note(f"auth directory: {auth_dir}", auth_dir=str(auth_dir))
+    show.note(f"inspect it with: baileys-trio inspect {auth_dir}", command="inspect")
+    return auth_dir
+
+
+def _config(sb: Sandbox, auth_dir: Path) -> Config:
+    return Config(
+        auth=str(auth_dir),
+        ws_url=sb.url,
+        server_root_key=sb.root_public_key,
+        creds_coalesce_delay=0.0,
+    )
+
+
+def _subscriber(show: Show, journal: Journal) -> Any:
+    def on_event(event: dict[str, Any]) -> None:
+        show.event(event)  # printed before it is recorded, so it precedes its stage line
+        journal.on_event(event)
+
+    return on_event
+
+
+async def _first_run(show: Show, sb: Sandbox, auth_dir: Path) -> Durable:
+    journal = Journal()
+    log = TapLogger(journal, show.runtime_log)
+    async with open_runtime(
+        _config(sb, auth_dir), log=log, subscribe=_subscriber(show, journal)
+    ) as rt:
+        await _pair(show, sb, journal)
+        await rt.wait_connected()
+        open_event = await journal.wait_for(connection("connection", "open"))
+        show.stage("open", "the session is open", me=open_event.fields.get("me"))
+        before = await read_durable(rt, auth_dir)
+        show.note(
+            f"open as {open_event.fields.get('me')}; {before.describe()}",
+            durable_seq=before.disk_seq,
+            key_counts=before.key_counts,
+        )
+        await _crash_connection(show, sb, rt, journal)
+        await _crash_persister(show, sb, rt, journal)
+        after = await read_durable(rt, auth_dir)
+        _nothing_lost(show, before, after)
+        show.stage("runtime_restarted", "stopping the whole runtime and starting it again")
+    show.note("runtime stopped in order (connection, signal store, persister); lock released")
+    return after
+
+
+async def _pair(show: Show, sb: Sandbox, journal: Journal) -> None:
+    qr = await journal.wait_for(connection("qr"))
+    show.stage("qr", "a new device: the session shows a pairing QR", qr_index=qr.fields["qr_index"])
+    show.qr(qr.fields)
+    linked = await sb.phone.scan(str(qr.fields["qr"]))
+    paired = await journal.wait_for(connection("is_new_login", True))
+    show.stage("scanned", "the simulated phone scanned the QR", me=linked.jid)
+    show.note(f"paired as {paired.fields.get('me')}; the identity is durable before the 515")
+    close = await journal.wait_for(connection("code", 515))
+    show.stage("restart_515", "the server asks for a restart (515), as after every pairing")
+    show.note(
+        f"closed: {close.fields.get('code')} {close.fields.get('reason')}, "
+        f"reconnect at once (delay {close.fields.get('delay')})",
+        code=515,
+    )
+    await journal.wait_for(logged("handshake_complete", registering=False))
+    show.stage("logged_in", "logged in with the saved creds (no QR this time)")
+    committed = await journal.wait_for(logged("prekeys_committed"))
+    uploaded = await journal.wait_for(logged("prekeys_uploaded"))
+    show.stage(
+        "pre_keys_uploaded",
+        "pre-keys committed durably, then uploaded",
+        count=uploaded.fields.get("count"),
+    )
+    show.note(
+        f"{committed.fields.get('generated')} pre-keys generated and durable before the "
+        f"upload; {uploaded.fields.get('count')} uploaded; server count: "
+        f"{sb.statistics().pre_key_uploads} upload(s)"
+    )
+
+
+async def _crash_connection(show: Show, sb: Sandbox, rt: Runtime, journal: Journal) -> None:
+    show.stage("crash_connection", "crashing the connection actor on purpose")
+    await _crash(show, sb, rt, journal, "connection", ["connection"])
+
+
+async def _crash_persister(show: Show, sb: Sandbox, rt: Runtime, journal: Journal) -> None:
+    show.stage("crash_persister", "crashing the persister on purpose (rest_for_one)")
+    await _crash(show, sb, rt, journal, "persister", ["persister", "signal_store", "connection"])
+
+
+async def _crash(
+    show: Show, sb: Sandbox, rt: Runtime, journal: Journal, victim: str, expected: list[str]
+) -> None:
+    refs = rt.primary.refs
+    incarnations = {name: ref.statistics().incarnations for name, ref in refs.items()}
+    links, opens = sb.statistics().links, _count(journal, connection("connection", "open"))
+    qrs = _count(journal, connection("qr"))
+    mark = journal.mark()
+    await crash_and_wait(refs[victim], within=10.0)
+    await rt.wait_connected()
+    await journal.wait_for(connection("connection", "open"), start=mark)
+    show.supervisor_lines(journal.since(mark))
+    grew = sorted(n for n, ref in refs.items() if ref.statistics().incarnations > incarnations[n])
+    if grew != sorted(expected):
+        raise DemoFailed(f"restarted {grew}, expected {sorted(expected)}")
+    if sb.statistics().links != links or _count(journal, connection("qr")) != qrs:
+        raise DemoFailed("the crash made the device pair again")
+    shown = ", ".join(f"{n} #{refs[n].statistics().incarnations}" for n in expected)
+    show.note(
+        f"restarted by the supervisor: {shown}; open again with the saved creds "
+        f"(opens: {opens} -> {opens + 1}, no QR, no new link)",
+        restarted=expected,
+    )
+
+
+def _nothing_lost(show: Show, before: Durable, after: Durable) -> None:
+    changed = changed_creds(before.creds, after.creds)
+    show.stage("nothing_lost", "the durable creds and keys read back as before the crashes")
+    if changed:
+        raise DemoFailed(f"creds fields changed or lost across the crashes: {changed}")
+    if after.key_counts != before.key_counts:
+        raise DemoFailed(f"keys changed: {before.key_counts} -> {after.key_counts}")
+    if (after.disk_seq or 0) < (before.disk_seq or 0):
+        raise DemoFailed(f"durable seq went back: {before.disk_seq} -> {after.disk_seq}")
+    creds = after.creds
+    me = (creds.me or {}).get("id")
+    refreshed = sorted(
+        name
+        for name in REFRESHED_AT_LOGIN
+        if before.creds.to_plain().get(name) != creds.to_plain().get(name)
+    )
+    show.note(
+        f"creds kept: me {me}, registration id {creds.registration_id}, identity key "
+        f"{fingerprint(creds.signed_identity_key.public)} (SHA-256 of the public key), "
+        f"next pre-key id {creds.next_pre_key_id}",
+        me=me,
+        next_pre_key_id=creds.next_pre_key_id,
+    )
+    if refreshed:
+        show.note(
+            f"refreshed by the server at each re-login (expected): {', '.join(refreshed)}",
+            refreshed=refreshed,
+        )
+    show.note(f"before: {before.describe()}", durable_seq=before.disk_seq, keys=before.key_counts)
+    show.note(f"after:  {after.describe()}", durable_seq=after.disk_seq, keys=after.key_counts)
+
+
+async def _second_run(show: Show, sb: Sandbox, auth_dir: Path, before: Durable) -> None:
+    journal = Journal()
+    log = TapLogger(journal, show.runtime_log)
+    links = sb.statistics().links
+    async with open_runtime(
+        _config(sb, auth_dir), log=log, subscribe=_subscriber(show, journal)
+    ) as rt:
+        await rt.wait_connected()
+        opened = await journal.wait_for(connection("connection", "open"))
+        if journal.find(connection("qr")) is not None or sb.statistics().links != links:
+            raise DemoFailed("the restarted runtime asked for a QR")
+        creds = await rt.auth_state()
+        if (creds.me or {}).get("id") != (before.creds.me or {}).get("id"):
+            raise DemoFailed("the restarted runtime is another device")
+        show.note(
+            f"a new runtime on the same directory: open as {opened.fields.get('me')} "
+            f"without a QR (sandbox links: {links})",
+            me=opened.fields.get("me"),
+            qr_shown=False,
+        )
+
+
+def _count(journal: Journal, predicate: Any) -> int:
+    return sum(1 for record in journal.records if predicate(record))
+
+
+async def main(show: Show, workdir: Path | None = None) -> Path:
+    """The demo, bounded by ``DEMO_TIMEOUT``; makes a new temporary directory unless given."""
+    where = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="baileys-trio-demo-"))
+    started = time.monotonic()
+    with trio.fail_after(DEMO_TIMEOUT):
+        auth_dir = await run_whatsapp_demo(show, where)
+    show.note(f"finished in {time.monotonic() - started:.1f} s", seconds=time.monotonic() - started)
+    return auth_dir
+
+
+__all__ = ["DEMO_TIMEOUT", "STAGES", "DemoFailed", "main", "run_whatsapp_demo"]
