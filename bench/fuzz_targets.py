@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import base64
 import functools
+import hashlib
 import os
 import random
 import re
@@ -49,6 +50,7 @@ from actors.connection.noise import (
     ServerHello,
     generate_key_pair,
 )
+from stores import _multi_file_journal as journal
 from stores import _multi_file_layout as multi_file_layout
 from stores import buffer_json, multi_file
 from stores.creds import creds_to_baileys_json, init_auth_creds
@@ -566,6 +568,59 @@ def baileys_json_huge() -> list[bytes]:
     ]
 
 
+# --- multi-file journal ---------------------------------------------------------------
+
+JOURNAL_LOCATION = "fuzz/.baileys-trio-journal"
+
+
+def run_multi_file_journal(data: bytes) -> None:
+    """The multi-file commit journal reader that replays a crashed commit on open.
+
+    Allowed: CorruptStateError, UnsupportedFormatError. Oracle: what it accepts maps
+    plain file names to bytes or None.
+    """
+    ops = journal.decode_journal(data, JOURNAL_LOCATION)
+    for name, content in ops.items():
+        if not journal.is_plain_name(name) or not (content is None or isinstance(content, bytes)):
+            raise OracleError(f"journal accepted entry {name!r} -> {type(content).__name__}")
+
+
+def journal_seeds() -> list[bytes]:
+    rng = random.Random(8)
+    return [
+        journal.encode_journal({}),
+        journal.encode_journal({"creds.json": _creds_json()}),
+        journal.encode_journal(
+            {
+                "pre-key-1.json": b'{"public":"' + base64.b64encode(rng.randbytes(32)) + b'"}',
+                "session-123.0.json": None,
+                "app-state-sync-key-AAAAAP8D.json": rng.randbytes(64),
+            }
+        ),
+    ]
+
+
+def journal_fixup(data: bytes) -> bytes:
+    """Make the header's length and SHA-256 match the body (magic and version left as they are)."""
+    head = struct.calcsize(">6sHI32s")
+    if len(data) < head:
+        return data
+    body = data[head:]
+    return data[:8] + struct.pack(">I", len(body)) + hashlib.sha256(body).digest() + body
+
+
+def journal_huge() -> list[bytes]:
+    def framed(body: bytes) -> bytes:
+        return journal_fixup(journal.MAGIC + b"\x00\x01" + bytes(36) + body)
+
+    return [
+        journal.MAGIC + b"\x00\x01\xff\xff\xff\xff" + bytes(32) + b"\x80",
+        framed(b"\x81\x82\x61a\x5b" + (1 << 62).to_bytes(8, "big")),
+        framed(b"\x9b" + (1 << 62).to_bytes(8, "big")),
+        framed(b"\x81" * 100_000),
+    ]
+
+
 # --- the realistic node corpus ------------------------------------------------------
 
 
@@ -812,6 +867,15 @@ TARGETS: dict[str, Target] = {
             "Baileys Buffer JSON: buffer_json.loads, the creds.json parser, key-file parsers",
             structure_ops=(json_nest, json_grow_number),
             memory_bound=_json_bound,
+        ),
+        Target(
+            "multi_file_journal",
+            run_multi_file_journal,
+            (CorruptStateError, UnsupportedFormatError),
+            journal_seeds,
+            journal_huge,
+            "the multi-file commit journal reader (replayed on open after a crash)",
+            fixup=journal_fixup,
         ),
     )
 }

@@ -252,6 +252,13 @@ def test_baileys_json_mutated_files_keep_the_contract(data: bytes) -> None:
     mutated_inputs_keep_the_contract("baileys_json", data)
 
 
+@FAST
+@given(mutated("multi_file_journal"))
+def test_multi_file_journal_mutated_journals_keep_the_contract(data: bytes) -> None:
+    """Mutated commit journals (checksum often repaired) decode or raise store errors only."""
+    mutated_inputs_keep_the_contract("multi_file_journal", data)
+
+
 @FEW
 @given(st.sampled_from(sorted(TARGETS)), st.binary(max_size=600))
 def test_raw_bytes_keep_every_targets_contract(name: str, data: bytes) -> None:
@@ -302,7 +309,9 @@ def test_every_target_declares_its_contract() -> None:
         assert target.doc and target.run.__doc__ and "Allowed:" in target.run.__doc__, name
 
 
-@pytest.mark.parametrize("name", ["framing", "noise", "binary", "baileys_json"])
+@pytest.mark.parametrize(
+    "name", ["framing", "noise", "binary", "baileys_json", "multi_file_journal"]
+)
 def test_valid_seeds_are_accepted(name: str) -> None:
     """The seed corpus is made of valid encodings: every seed goes through without an error."""
     for seed in SEEDS[name]:
