@@ -208,7 +208,7 @@ async def _pair(show: Show, sb: Sandbox, journal: Journal) -> None:
     linked = await sb.phone.scan(str(qr.fields["qr"]))
     paired = await journal.wait_for(connection("is_new_login", True))
     show.stage("scanned", "the simulated phone scanned the QR", me=linked.jid)
-    show.note(f"paired as {paired.fields.get('me')}; the identity is durable before the 515")
+    show.note(f"paired as {paired.fields.get('me')} (the identity is written durably first)")
     close = await journal.wait_for(connection("code", 515))
     show.stage("restart_515", "the server asks for a restart (515), as after every pairing")
     show.note(
@@ -217,7 +217,13 @@ async def _pair(show: Show, sb: Sandbox, journal: Journal) -> None:
         code=515,
     )
     await journal.wait_for(logged("handshake_complete", registering=False))
+    server_side = await sb.wait_logged_in(linked.jid)
     show.stage("logged_in", "logged in with the saved creds (no QR this time)")
+    show.note(
+        f"a login handshake, not a registration; the server has connection "
+        f"#{server_side.conn_id} logged in as {server_side.jid}",
+        conn_id=server_side.conn_id,
+    )
     committed = await journal.wait_for(logged("prekeys_committed"))
     uploaded = await journal.wait_for(logged("prekeys_uploaded"))
     show.stage(
