@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from runtime import demo
+from actors.demo_command import cli_commands as demo_commands
 from runtime.log import Logger, make_logger
 from sandbox.cli import cli_commands as sandbox_commands
 from stores.cli import cli_commands as stores_commands
@@ -43,20 +43,8 @@ class Command:
     run: Callable[[argparse.Namespace, Logger], int]
 
 
-COMMANDS: list[Command] = [
-    Command(
-        name="demo",
-        help="run a supervision tree and crash it on purpose (offline, ~1 s)",
-        description=(
-            "Start a small supervision tree of sample actors, crash and restart them on "
-            "purpose, let a flapping child exceed its restart intensity, then stop the "
-            "tree in order. Every lifecycle change prints one log line."
-        ),
-        examples=("baileys-trio demo", "baileys-trio demo --log-format json | jq .event"),
-        configure=demo.configure,
-        run=demo.run,
-    ),
-]
+COMMANDS: list[Command] = []
+COMMANDS += demo_commands(Command)
 COMMANDS += sandbox_commands(Command)
 COMMANDS += stores_commands(Command)
 
