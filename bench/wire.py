@@ -6,7 +6,8 @@ upload; ``bench.fuzz_targets.realistic_nodes``):
 
 * send: ``encode_node`` + ``NoiseTransport.send`` (encrypt, then the 3-byte frame);
 * receive: ``NoiseTransport.receive_data`` one frame per read + ``events()`` (split,
-  decrypt) + ``decode_node``.
+  decrypt) + ``decode_node``;
+* and, to show where the time goes, the codec alone: ``encode_node``, ``decode_node``.
 
 Ours runs on the keys of a real in-memory handshake; Baileys runs
 ``bench/wire_baileys.mjs``: its own ``makeNoiseHandler`` (``encodeFrame`` /
@@ -132,10 +133,49 @@ def measure_receive(nodes: list[BinaryNode], seconds: float) -> Phase:
             return Phase(frames, total, elapsed)
 
 
+def measure_codec(nodes: list[BinaryNode], seconds: float, *, decode: bool) -> Phase:
+    """encode_node alone, or decode_node alone, whole corpus rounds for at least ``seconds``."""
+    encoded = [encode_node(node) for node in nodes]
+    size = sum(len(e) for e in encoded)
+    frames = total = 0
+    start = time.perf_counter()
+    while True:
+        if decode:
+            for data in encoded:
+                decode_node(data)
+        else:
+            for node in nodes:
+                encode_node(node)
+        frames += len(nodes)
+        total += size
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return Phase(frames, total, elapsed)
+
+
+@dataclass(frozen=True)
+class Ours:
+    send: Phase
+    receive: Phase
+    encode: Phase
+    decode: Phase
+
+
+def measure_ours(nodes: list[BinaryNode], seconds: float) -> Ours:
+    return Ours(
+        send=measure_send(nodes, seconds),
+        receive=measure_receive(nodes, seconds),
+        encode=measure_codec(nodes, seconds / 2, decode=False),
+        decode=measure_codec(nodes, seconds / 2, decode=True),
+    )
+
+
 @dataclass(frozen=True)
 class BaileysRun:
     send: Phase
     receive: Phase
+    encode: Phase
+    decode: Phase
     encoded_sha256: str
     node: str
 
@@ -158,7 +198,7 @@ def measure_baileys(nodes: list[BinaryNode], seconds: float) -> BaileysRun | str
         input=json.dumps({"nodes": [node_to_json(n) for n in nodes]}),
         capture_output=True,
         text=True,
-        timeout=4 * seconds + 60,
+        timeout=8 * seconds + 60,
         check=False,
     )
     if proc.returncode != 0:
@@ -167,6 +207,8 @@ def measure_baileys(nodes: list[BinaryNode], seconds: float) -> BaileysRun | str
     return BaileysRun(
         send=Phase(**out["send"]),
         receive=Phase(**out["receive"]),
+        encode=Phase(**out["encode"]),
+        decode=Phase(**out["decode"]),
         encoded_sha256=out["encoded_sha256"],
         node=out["node"],
     )
@@ -183,9 +225,15 @@ def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs else "-"
 
 
-def report(
-    nodes: list[BinaryNode], send: Phase, receive: Phase, baileys: BaileysRun | str
-) -> dict[str, Any]:
+ROWS = (
+    ("send: encode + encrypt + frame", "send"),
+    ("receive: split + decrypt + decode", "receive"),
+    ("  codec alone: encode", "encode"),
+    ("  codec alone: decode", "decode"),
+)
+
+
+def report(nodes: list[BinaryNode], ours: Ours, baileys: BaileysRun | str) -> dict[str, Any]:
     """Print the table; return the figures."""
     frame_sizes = [len(encode_node(n)) for n in nodes]
     print(
@@ -198,36 +246,27 @@ def report(
     )
     head = f"{'direction':<34} {'ours fr/s':>10} {'MB/s':>6}"
     print(f"{head} {'Baileys fr/s':>13} {'MB/s':>6} {'ours/B':>7}")
-    rows = (
-        ("send: encode + encrypt + frame", send, "send"),
-        ("receive: split + decrypt + decode", receive, "receive"),
-    )
     result: dict[str, Any] = {
         "corpus": {"nodes": len(nodes), "bytes": sum(frame_sizes)},
-        "ours": {"send": send.as_dict(), "receive": receive.as_dict()},
+        "ours": {key: getattr(ours, key).as_dict() for _, key in ROWS},
     }
-    for label, ours, key in rows:
+    for label, key in ROWS:
+        mine_phase: Phase = getattr(ours, key)
+        mine = f"{label:<34} {mine_phase.rate:>10.0f} {mine_phase.megabytes_per_s:>6.1f}"
         if isinstance(baileys, BaileysRun):
             theirs: Phase = getattr(baileys, key)
-            mine = f"{label:<34} {ours.rate:>10.0f} {ours.megabytes_per_s:>6.1f}"
-            ratio = _ratio(ours.rate, theirs.rate)
+            ratio = _ratio(mine_phase.rate, theirs.rate)
             print(f"{mine} {theirs.rate:>13.0f} {theirs.megabytes_per_s:>6.1f} {ratio:>7}")
         else:
-            mine = f"{label:<34} {ours.rate:>10.0f} {ours.megabytes_per_s:>6.1f}"
             print(f"{mine} {'-':>13} {'-':>6} {'-':>7}")
     if isinstance(baileys, BaileysRun):
         same = baileys.encoded_sha256 == encoded_digest(nodes)
         verdict = "yes" if same else "NO"
         print(f"byte-identical encodings of the corpus (ours vs encodeBinaryNode): {verdict}")
-        result["baileys"] = {
-            "send": baileys.send.as_dict(),
-            "receive": baileys.receive.as_dict(),
-            "node": baileys.node,
-            "same_encoding": same,
-        }
+        result["baileys"] = {key: getattr(baileys, key).as_dict() for _, key in ROWS}
+        result["baileys"].update(node=baileys.node, same_encoding=same)
         result["ratio"] = {
-            "send": round(send.rate / baileys.send.rate, 3),
-            "receive": round(receive.rate / baileys.receive.rate, 3),
+            key: round(getattr(ours, key).rate / getattr(baileys, key).rate, 3) for _, key in ROWS
         }
     else:
         print(f"Baileys: skipped: {baileys}")
@@ -238,10 +277,9 @@ def report(
 
 def main() -> dict[str, Any]:
     nodes = corpus()
-    send = measure_send(nodes, PHASE_SECONDS)
-    receive = measure_receive(nodes, PHASE_SECONDS)
+    ours = measure_ours(nodes, PHASE_SECONDS)
     baileys = measure_baileys(nodes, PHASE_SECONDS)
-    return report(nodes, send, receive, baileys)
+    return report(nodes, ours, baileys)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
 // stdin: {"nodes": [node, ...]} where node = {"tag", "attrs", "content"} and content is
 //        null, a string, {"b64": "<base64 bytes>"} or a list of nodes (bench/wire.py writes it).
 // prints one JSON line:
-//   {"send": {"frames", "bytes", "seconds"}, "receive": {...}, "encoded_sha256", "node"}
+//   {"send": {"frames", "bytes", "seconds"}, "receive", "encode", "decode": {...},
+//    "encoded_sha256", "node"}
 //
 // send    = encodeBinaryNode + the transport encryption and framing of makeNoiseHandler's
 //           encodeFrame (what Baileys' sendNode does for every stanza);
-// receive = makeNoiseHandler's decodeFrame: split, transport decrypt, decodeBinaryNode.
+// receive = makeNoiseHandler's decodeFrame: split, transport decrypt, decodeBinaryNode;
+// encode, decode = encodeBinaryNode, decodeBinaryNode alone (half the time each).
 // The handler reaches its transport state through finishInit(), without a handshake:
 // its keys then come from HKDF(salt = NOISE_MODE, ikm = empty) exactly as after one
 // (the handshake only changes which keys; the per-frame work is the same). Frames for
@@ -112,9 +114,31 @@ if (decoded !== receiveFrames) {
 }
 const receive = { frames: receiveFrames, bytes: receiveBytes, seconds: elapsed };
 
+// --- the codec alone (where the time goes) -----------------------------------------
+const codecSeconds = seconds / 2;
+const codecPhase = async (one, bytesOf) => {
+    let frames = 0;
+    let bytes = 0;
+    const began = performance.now();
+    let took = 0;
+    do {
+        for (let i = 0; i < nodes.length; i++) {
+            await one(i);
+            bytes += bytesOf(i);
+        }
+        frames += nodes.length;
+        took = (performance.now() - began) / 1000;
+    } while (took < codecSeconds);
+    return { frames, bytes, seconds: took };
+};
+const encode = await codecPhase((i) => encodeBinaryNode(nodes[i]), (i) => encoded[i].length);
+const decode = await codecPhase((i) => decodeBinaryNode(encoded[i]), (i) => encoded[i].length);
+
 console.log(JSON.stringify({
     send,
     receive,
+    encode,
+    decode,
     encoded_sha256: digest.digest('hex'),
     node: process.version,
 }));

@@ -18,14 +18,14 @@ def test_the_corpus_is_realistic_and_deterministic() -> None:
     assert [encode_node(n) for n in nodes] == [encode_node(n) for n in wire.corpus(24, 1)]
 
 
-def test_send_and_receive_push_whole_corpus_rounds() -> None:
+def test_every_phase_pushes_whole_corpus_rounds() -> None:
     """With no time budget each phase runs exactly one round of the corpus and counts its bytes."""
-    send = wire.measure_send(TINY, 0.0)
-    receive = wire.measure_receive(TINY, 0.0)
-    assert send.frames == receive.frames == len(TINY)
+    ours = wire.measure_ours(TINY, 0.0)
+    phases = (ours.send, ours.receive, ours.encode, ours.decode)
+    assert all(p.frames == len(TINY) and p.rate > 0 for p in phases)
     framed = sum(len(encode_node(n)) + 3 + 16 for n in TINY)  # 3-byte prefix, 16-byte GCM tag
-    assert send.bytes == receive.bytes == framed
-    assert send.rate > 0 and receive.rate > 0
+    assert ours.send.bytes == ours.receive.bytes == framed
+    assert ours.encode.bytes == ours.decode.bytes == sum(len(encode_node(n)) for n in TINY)
 
 
 def test_node_json_keeps_bytes_strings_and_children() -> None:
@@ -46,7 +46,7 @@ def test_node_json_keeps_bytes_strings_and_children() -> None:
 def test_report_without_node_says_why(capsys: pytest.CaptureFixture[str]) -> None:
     """When Baileys is skipped the table still prints ours and the reason."""
     phase = wire.Phase(frames=10, bytes=1000, seconds=0.5)
-    result = wire.report(TINY, phase, phase, "node not on PATH")
+    result = wire.report(TINY, wire.Ours(phase, phase, phase, phase), "node not on PATH")
     out = capsys.readouterr().out
     assert "Baileys: skipped: node not on PATH" in out and "cores" in out
     assert result["baileys"] == {"skipped": "node not on PATH"}
@@ -61,6 +61,8 @@ def test_baileys_runs_the_same_corpus_and_encodes_it_identically(
     assert isinstance(run, wire.BaileysRun), run
     assert run.send.frames == run.receive.frames == len(TINY)
     assert run.encoded_sha256 == wire.encoded_digest(TINY)
-    result = wire.report(TINY, wire.measure_send(TINY, 0.0), wire.measure_receive(TINY, 0.0), run)
+    assert run.encode.frames == run.decode.frames == len(TINY)
+    result = wire.report(TINY, wire.measure_ours(TINY, 0.0), run)
     assert result["baileys"]["same_encoding"] is True
+    assert set(result["ratio"]) == {"send", "receive", "encode", "decode"}
     assert "ours/B" in capsys.readouterr().out
