@@ -151,8 +151,8 @@ async def run_whatsapp_demo(show: Show, workdir: Path) -> Path:
         show.stage("sandbox", "the sandbox runs in this process; a fresh auth directory")
         show.note(f"sandbox: {sb.url} (loopback, in process; no network)", url=sb.url)
         show.note(f"auth directory (native, new): {auth_dir}", auth_dir=str(auth_dir))
-        before = await _first_run(show, sb, auth_dir)
-        await _second_run(show, sb, auth_dir, before)
+        durable = await _first_run(show, sb, auth_dir)
+        await _second_run(show, sb, auth_dir, durable)
     show.stage("done", "the device stays linked in the auth directory", auth_dir=str(auth_dir))
     show.note(f"auth directory: {auth_dir}", auth_dir=str(auth_dir))
     show.note(f"inspect it with: baileys-trio inspect {auth_dir}", command="inspect")
@@ -197,7 +197,14 @@ async def _first_run(show: Show, sb: Sandbox, auth_dir: Path) -> Durable:
         after = await read_durable(rt, auth_dir)
         _nothing_lost(show, before, after)
         show.stage("runtime_restarted", "stopping the whole runtime and starting it again")
-    show.note("runtime stopped in order (connection, signal store, persister); lock released")
+    report = await trio.to_thread.run_sync(inspect_location, auth_dir)
+    if not report.ok or report.accounts[0].lock_owner is not None:
+        raise DemoFailed(f"after the stop: problems {list(report.problems)}, lock still held")
+    show.note(
+        "runtime stopped in order (connection, signal store, persister); the lock is "
+        f"released; durable seq {report.accounts[0].durable_seq}",
+        durable_seq=report.accounts[0].durable_seq,
+    )
     return after
 
 

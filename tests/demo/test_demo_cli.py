@@ -63,6 +63,7 @@ def test_console_demo_shows_every_stage_in_order_and_keeps_an_inspectable_auth_d
         "creds kept: me ",
         "before: durable seq",
         "after:  durable seq",
+        "the lock is released; durable seq",
         "without a QR (sandbox links: 1)",
         "inspect it with: baileys-trio inspect ",
     ]
