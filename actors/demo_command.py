@@ -10,6 +10,7 @@ Since 0.1.0.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import TextIO, TypeVar
@@ -69,6 +70,9 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
         trio.run(main, show)
     except Exception as exc:
         error = unwrap_group(exc)
+        if isinstance(error, BrokenPipeError):  # the reader left (`demo | head`): stop quietly
+            _silence(stream)
+            return EXIT_FAILED
         if isinstance(error, DemoFailed):
             show.failed(str(error))
         elif isinstance(error, trio.TooSlowError):
@@ -78,6 +82,14 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
             raise  # a runtime bug: its traceback goes to stderr
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _silence(stream: TextIO) -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises no second error."""
+    if stream is sys.stdout:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def cli_commands(command: Callable[..., _C]) -> list[_C]:

@@ -124,3 +124,24 @@ def test_demo_help_names_the_supervision_flag_and_examples(tmp_path):
     assert done.returncode == 0
     assert "--supervision" in done.stdout and "examples:" in done.stdout
     assert "no network" in done.stdout
+
+
+def test_a_reader_that_leaves_early_stops_the_demo_quietly(tmp_path):
+    """`demo | head -1`: once its reader is gone the demo exits 1 with no traceback."""
+    proc = subprocess.Popen(
+        [str(BIN / "baileys-trio"), "demo", "--log-format", "console"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # no reader at all: the demo's first write already fails
+        code = proc.wait(timeout=TIMEOUT)
+        stderr = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert code == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
