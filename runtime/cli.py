@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from actors.cli import cli_commands as run_commands
 from actors.demo_command import cli_commands as demo_commands
 from runtime.log import Logger, make_logger
 from sandbox.cli import cli_commands as sandbox_commands
@@ -45,6 +46,7 @@ class Command:
 
 COMMANDS: list[Command] = []
 COMMANDS += demo_commands(Command)
+COMMANDS += run_commands(Command)
 COMMANDS += sandbox_commands(Command)
 COMMANDS += stores_commands(Command)
 

@@ -34,7 +34,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_demo_via_console_script_shows_every_stage() -> None:
     """`baileys-trio demo` exits 0 and logs start, crash, restart, give-up and stop."""
-    done = run_cli("demo", "--log-format", "json")
+    done = run_cli("demo", "--supervision", "--log-format", "json")
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["step"] for r in records if r["event"] == "demo_step"] == DEMO_STEPS
@@ -58,7 +58,7 @@ def test_demo_via_console_script_shows_every_stage() -> None:
 def test_python_dash_m_runtime_runs_the_console_demo() -> None:
     """`python -m runtime demo --log-format console` prints readable lines and exits 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "runtime", "demo", "--log-format", "console"],
+        [sys.executable, "-m", "runtime", "demo", "--supervision", "--log-format", "console"],
         capture_output=True,
         text=True,
         timeout=60,

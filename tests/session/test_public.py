@@ -193,11 +193,10 @@ def test_run_on_a_corrupt_auth_location_exits_1_naming_the_file_and_keeps_it(tmp
 
 
 def test_run_command_registers_into_the_full_cli_beside_the_others():
-    """cli_commands(Command) adds `run` to runtime.cli's parser with every option."""
-    from runtime.cli import COMMANDS, Command, build_parser
-    from actors.cli import cli_commands
+    """runtime.cli's parser has `run` (from actors.cli.cli_commands) with every option."""
+    from runtime.cli import build_parser
 
-    parser = build_parser([*COMMANDS, *cli_commands(Command)])
+    parser = build_parser()
     args = parser.parse_args(
         ["run", "--auth", "a", "--backend", "sqlite", "--account", "al", "--log-format", "json"]
     )
