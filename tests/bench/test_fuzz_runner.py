@@ -24,25 +24,26 @@ def _target(run: object, **kwargs: object) -> Target:
     return Target(**base)  # type: ignore[arg-type]  # test doubles built from a dict
 
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="stores/buffer_json.py escapes RecursionError (deep nesting) and ValueError (numeric"
-    " keys past 4,300 digits) untyped; the runner finds one within 150 inputs (seed 0)",
-)
-TARGET_NAMES = [
-    pytest.param(name, marks=KNOWN_BUG) if name == "baileys_json" else name
-    for name in sorted(TARGETS)
-]
+def is_known_buffer_json_bug(violation: fuzz.Violation) -> bool:
+    """The two stores/buffer_json.py bugs pinned by strict xfails in property_tests."""
+    last = violation.detail.strip().splitlines()[-1] if violation.detail else ""
+    return (
+        violation.kind == "untyped"
+        and "stores/buffer_json.py" in violation.detail
+        and last.startswith(("RecursionError", "ValueError"))
+    )
 
 
-@pytest.mark.parametrize("name", TARGET_NAMES)
+@pytest.mark.parametrize("name", sorted(TARGETS))
 def test_every_target_runs_a_short_soak_without_violations(name: str, tmp_path: Path) -> None:
-    """Each real target takes 150 mutated inputs with no violation and counts what it saw."""
+    """Each real target takes 150 mutated inputs with no violation but the known ones."""
     report = fuzz.fuzz_target(TARGETS[name], inputs=150, seconds=None, results=tmp_path, quiet=True)
     assert report.inputs == 150
     assert report.accepted + sum(report.errors.values()) + len(report.violations) == 150
     assert report.memory_checks >= len(TARGETS[name].huge_lengths())
-    assert report.violations == [] and list(tmp_path.iterdir()) == []
+    unknown = [v for v in report.violations if not is_known_buffer_json_bug(v)]
+    assert unknown == []
+    assert len(list(tmp_path.iterdir())) == len(report.reproducers)
 
 
 def test_an_untyped_error_is_a_violation_with_a_reproducer(tmp_path: Path) -> None:
