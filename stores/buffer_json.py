@@ -43,6 +43,12 @@ _PARSE_INT = re.compile(
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}|[A-Za-z0-9_-]*={0,2}")
 _MAX_INDEX = 2**32 - 2
+_MAX_INDEX_DIGITS = len(str(_MAX_INDEX))
+
+MAX_NESTING = 200
+"""Deepest JSON accepted. Baileys' files nest a handful of levels (a libsignal session
+is the deepest, under ten); anything far deeper is damage, refused with a typed error
+before Python's own recursion limit could turn it into an untyped one."""
 
 
 # --- writing -------------------------------------------------------------------------
@@ -133,7 +139,12 @@ def _js_order(obj: Mapping[Any, Value]) -> list[tuple[Any, Value]]:
 
 
 def _is_index(key: str) -> bool:
-    return _INDEX_KEY.fullmatch(key) is not None and int(key) <= _MAX_INDEX
+    # Length first: int() refuses strings past Python's digit limit (a ValueError).
+    return (
+        len(key) <= _MAX_INDEX_DIGITS
+        and _INDEX_KEY.fullmatch(key) is not None
+        and int(key) <= _MAX_INDEX
+    )
 
 
 def _node_buffer_from(data: Value) -> bytes:
@@ -218,8 +229,15 @@ def _reject_constant(name: str) -> Value:
 
 
 def revive(value: Value, location: str) -> Value:
-    """Apply Baileys' reviver (v7 and v6 forms) bottom-up to parsed JSON."""
-    return _revive(value, location, None)
+    """Apply Baileys' reviver (v7 and v6 forms) bottom-up to parsed JSON.
+
+    JSON nested deeper than ``MAX_NESTING`` is refused with ``CorruptStateError``.
+    """
+    try:
+        return _revive(value, location, None, 0)
+    except RecursionError as exc:
+        # Only reachable when the caller's own stack is already deep.
+        raise CorruptStateError(location, "JSON nested too deeply to read") from exc
 
 
 _Path = tuple[Any, str | int] | None
@@ -234,12 +252,16 @@ def _render(path: _Path) -> str:
     return "$" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in reversed(keys))
 
 
-def _revive(value: Value, location: str, path: _Path) -> Value:
-    if isinstance(value, list):
-        return [_revive(v, location, (path, i)) for i, v in enumerate(value)]
-    if not isinstance(value, dict):
+def _revive(value: Value, location: str, path: _Path, depth: int) -> Value:
+    if not isinstance(value, list | dict):
         return value
-    obj = {k: _revive(v, location, (path, k)) for k, v in value.items()}
+    if depth >= MAX_NESTING:
+        raise CorruptStateError(
+            location, f"{_render(path)}: JSON nested deeper than {MAX_NESTING} levels"
+        )
+    if isinstance(value, list):
+        return [_revive(v, location, (path, i), depth + 1) for i, v in enumerate(value)]
+    obj = {k: _revive(v, location, (path, k), depth + 1) for k, v in value.items()}
     found = _as_buffer(obj, location, path)
     return obj if found is None else found
 
