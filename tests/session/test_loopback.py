@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import trio
 
-from runtime.app import AuthLocation, Config, open_runtime
 from actors.cli import (
     EXIT_LOGGED_OUT,
     EXIT_OK,
     EXIT_REPLACED,
     EXIT_STORE_LOCKED,
 )
+from runtime.app import AuthLocation, Config, open_runtime
 from sandbox.server import Sandbox, open_sandbox
 from tests.session.helpers import Recorder
 
