@@ -75,8 +75,10 @@ async def test_baileys_pairs_by_qr_restarts_on_515_logs_in_and_reopens_without_q
 async def test_the_cli_sandbox_and_cli_phone_scan_link_baileys(
     baileys_peer: BaileysPeer, tmp_path: Path
 ) -> None:
-    """`sandbox` and `phone scan` as processes: Baileys pairs through them and reaches open."""
-    command = [sys.executable, "-m", "sandbox.cli"]
+    """`baileys-trio sandbox` and `baileys-trio phone scan`: Baileys pairs through them."""
+    script = Path(sys.executable).parent / "baileys-trio"
+    assert script.exists(), "the console script is installed with the project"
+    command = [str(script)]
     server = await trio.lowlevel.open_process([*command, "sandbox"], stdout=subprocess.PIPE)
     try:
         assert server.stdout is not None
