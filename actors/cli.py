@@ -122,12 +122,26 @@ def event_printer(fmt: str, out: TextIO) -> Callable[[dict[str, Any]], None]:
             if name == "qr":
                 _draw_qr(str(line["qr"]), out)
                 out.write(f"scan this QR with WhatsApp (code {line.get('qr_index', 0) + 1})\n")
+            elif name == "connection_update" and line.get("connection") == "close":
+                out.write(_describe_close(line) + "\n")
             else:
                 shown = " ".join(f"{k}={v}" for k, v in line.items() if k != "delta")
                 out.write(f"{name}: {shown}\n")
         out.flush()
 
     return print_json if fmt == "json" else print_console
+
+
+def _describe_close(line: dict[str, Any]) -> str:
+    """A closed connection as a person reads it: why, and what happens next."""
+    why = f"connection closed ({line.get('code')} {line.get('reason')})"
+    if line.get("detail"):
+        why += f": {line['detail']}"
+    if line.get("reconnect"):
+        delay = line.get("delay")
+        when = "now" if not delay else f"in {float(delay):.1f} s"
+        return f"{why}; reconnecting {when}"
+    return f"{why}; not reconnecting"
 
 
 def _draw_qr(qr: str, out: TextIO) -> None:

@@ -117,12 +117,36 @@ class WebSocketTransport:
         except BaseExceptionGroup as group:
             leaf = unwrap_group(group)
             if isinstance(leaf, (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError)):
-                raise TransportClosed(f"{url}: {leaf!r}") from leaf
+                raise TransportClosed(f"{url}: {describe_failure(leaf)}") from leaf
             if leaf is group:
                 raise
             raise leaf from None
         except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
-            raise TransportClosed(f"{url}: {exc!r}") from exc
+            raise TransportClosed(f"{url}: {describe_failure(exc)}") from exc
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming a connect failure and its root cause.
+
+    trio-websocket's ``HandshakeError()`` says nothing by itself; the reason a user
+    needs (DNS, refused, TLS, timeout) is in the chain behind it.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 4:
+        seen.add(id(current))
+        if isinstance(current, BaseExceptionGroup):
+            # trio's happy-eyeballs groups one error per address: the first speaks for all.
+            current = current.exceptions[0]
+            continue
+        text = str(current).strip() or (
+            "timed out" if isinstance(current, trio.TooSlowError) else ""
+        )
+        name = type(current).__name__
+        parts.append(f"{name}: {text}" if text else name)
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)
 
 
 # --- memory ----------------------------------------------------------------------------

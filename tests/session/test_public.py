@@ -143,6 +143,35 @@ def test_console_printer_draws_the_qr_and_hides_creds_values():
     assert "creds_update: version=3 changed=['me']" in text and "'id'" not in text
 
 
+def test_console_printer_says_why_a_connection_closed_and_what_happens_next():
+    """A close reads as its reason and cause, then the reconnect delay or that it stops."""
+    import io
+
+    from actors.cli import event_printer
+
+    out = io.StringIO()
+    printer = event_printer("console", out)
+    detail = "wss://web.whatsapp.com/ws/chat: HandshakeError <- gaierror: [Errno -2] Name unknown"
+    printer(
+        {
+            "connection_update": {
+                "connection": "close",
+                "reason": "connection_closed",
+                "code": 428,
+                "detail": detail,
+                "reconnect": True,
+                "delay": 1.234,
+            }
+        }
+    )
+    printer({"connection_update": {"connection": "close", "reason": "logged_out", "code": 401}})
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        f"connection closed (428 connection_closed): {detail}; reconnecting in 1.2 s",
+        "connection closed (401 logged_out); not reconnecting",
+    ]
+
+
 def test_json_printer_writes_one_object_per_event_and_never_creds_values():
     """JSON lines: qr as its own event; creds_update without the delta."""
     import io
