@@ -27,7 +27,14 @@ import zlib
 from actors.connection.binary.encoder import MAX_DEPTH
 from actors.connection.binary.errors import DecodeError
 from actors.connection.binary.jid import format_ad_jid
-from actors.connection.binary.node import BinaryNode, Content, _from_decoder
+from actors.connection.binary.node import (
+    BinaryNode,
+    Content,
+    _new_node,
+    _set_attrs,
+    _set_content,
+    _set_tag,
+)
 from actors.connection.binary.tags import FLAG_COMPRESSED, Tag
 from actors.connection.binary.tokens import DOUBLE_BYTE_TOKENS, SINGLE_BYTE_TOKENS
 
@@ -58,8 +65,14 @@ _DEPTH0: tuple[str | None, ...] = tuple(
     SINGLE_BYTE_TOKENS[b] if 1 <= b < len(SINGLE_BYTE_TOKENS) else ("" if b == 0 else None)
     for b in range(256)
 )
-#: Lower-case hex digits of a nibble-packed string to the characters they stand for.
-_NIBBLE_TRANSLATION = str.maketrans({"a": "-", "b": ".", "f": "\x00"})
+_TOKEN_END = len(SINGLE_BYTE_TOKENS)
+#: A string tag to its single-byte token, else None.
+_TOKENS: tuple[str | None, ...] = tuple(
+    SINGLE_BYTE_TOKENS[b] if 1 <= b < _TOKEN_END else None for b in range(256)
+)
+#: The hex digits (as ASCII bytes) of a nibble-packed string to the characters they
+#: stand for: 10 is '-', 11 is '.', 15 (the pad) is NUL; 12..14 are invalid ('!').
+_NIBBLE_BYTES = bytes.maketrans(b"abcdef", b"-.!!!\x00")
 #: Known AD_JID domain types and their servers (the rest go through format_ad_jid).
 _AD_SERVERS = {0: "s.whatsapp.net", 1: "lid", 128: "hosted", 129: "hosted.lid"}
 
@@ -116,11 +129,17 @@ def _short(n: int, left: int, pos: int, where: str) -> DecodeError:
     return DecodeError(pos, f"declared length {n} exceeds the {left} bytes left{where}")
 
 
-def _invalid_list(tag: int, pos: int, where: str) -> DecodeError:
-    return DecodeError(pos, f"invalid list tag {tag}{where}")
+def _too_deep(pos: int, where: str) -> DecodeError:
+    return DecodeError(pos, f"strings nested deeper than {MAX_STRING_DEPTH} levels{where}")
 
 
 # --- The reader ----------------------------------------------------------------
+#
+# One-byte reads are not bounds-checked: ``data[pos]`` past the end raises
+# IndexError, which ``_read_root`` turns into "unexpected end of data" at
+# ``len(data)``, the only place a one-byte read can fail (the cursor never passes
+# the end: every longer read checks its length first). Nothing else in the reader
+# can raise IndexError.
 
 
 def _read_root(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
@@ -128,38 +147,40 @@ def _read_root(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
 
     A loop over an explicit stack of open lists rather than recursion, so the
     depth of the input never touches Python's stack, whoever calls us. Each
-    open list is ``[tag, attrs, children, count]``.
+    open list is ``(tag, attrs, children, count)``.
     """
+    try:
+        return _read_nodes(data, pos, max_depth, where)
+    except IndexError:
+        raise _end(len(data), where) from None
+
+
+def _read_nodes(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
     end = len(data)
     depth0 = _DEPTH0
     read_string = _string
-    make = _from_decoder
+    new, set_tag, set_attrs, set_content = _new_node, _set_tag, _set_attrs, _set_content
+    node_type = BinaryNode
     open_lists: list[tuple[str, dict[str, str], list[BinaryNode], int]] = []
     while True:
         # The head: list size, tag, attributes.
         start = pos
-        if pos >= end:
-            raise _end(pos, where)
         b = data[pos]
-        pos += 1
         if b == _LIST_8:
-            if pos >= end:
-                raise _end(pos, where)
-            size = data[pos]
-            pos += 1
+            size = data[pos + 1]
+            pos += 2
         elif b == _LIST_16:
+            pos += 1
             if end - pos < 2:
                 raise _short(2, end - pos, pos, where)
             size = (data[pos] << 8) | data[pos + 1]
             pos += 2
         elif b == _LIST_EMPTY:
-            size = 0
+            raise DecodeError(start, "invalid node: an empty list" + where)
         else:
-            raise _invalid_list(b, pos - 1, where)
+            raise DecodeError(pos, f"invalid list tag {b}{where}")
         if size == 0:
             raise DecodeError(start, "invalid node: an empty list" + where)
-        if pos >= end:
-            raise _end(pos, where)
         b = data[pos]
         pos += 1
         tag = depth0[b]
@@ -169,15 +190,11 @@ def _read_root(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
             raise DecodeError(start, "invalid node: an empty tag" + where)
         attrs: dict[str, str] = {}
         for _ in range((size - 1) >> 1):
-            if pos >= end:
-                raise _end(pos, where)
             b = data[pos]
             pos += 1
             key = depth0[b]
             if key is None:
                 key, pos = read_string(data, pos, b, 0, where)
-            if pos >= end:
-                raise _end(pos, where)
             b = data[pos]
             pos += 1
             value = depth0[b]
@@ -187,19 +204,34 @@ def _read_root(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
         # The content, if any.
         content: Content = None
         if not size & 1:
-            if pos >= end:
-                raise _end(pos, where)
             b = data[pos]
             pos += 1
             if b == _BINARY_8:
-                if pos >= end:
-                    raise _end(pos, where)
                 n = data[pos]
                 pos += 1
                 if n > end - pos:
                     raise _short(n, end - pos, pos, where)
                 content = data[pos : pos + n]
                 pos += n
+            elif b == _LIST_8 or b == _LIST_16 or b == _LIST_EMPTY:
+                if b == _LIST_8:
+                    count = data[pos]
+                    pos += 1
+                elif b == _LIST_16:
+                    if end - pos < 2:
+                        raise _short(2, end - pos, pos, where)
+                    count = (data[pos] << 8) | data[pos + 1]
+                    pos += 2
+                else:
+                    count = 0
+                if count:
+                    if len(open_lists) + 2 > max_depth:
+                        raise DecodeError(
+                            pos, f"nodes nested deeper than {max_depth} levels{where}"
+                        )
+                    open_lists.append((tag, attrs, [], count))
+                    continue
+                content = []
             elif b == _BINARY_20:
                 if end - pos < 3:
                     raise _short(3, end - pos, pos, where)
@@ -218,30 +250,14 @@ def _read_root(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
                     raise _short(n, end - pos, pos, where)
                 content = data[pos : pos + n]
                 pos += n
-            elif b == _LIST_8 or b == _LIST_16 or b == _LIST_EMPTY:
-                if b == _LIST_8:
-                    if pos >= end:
-                        raise _end(pos, where)
-                    count = data[pos]
-                    pos += 1
-                elif b == _LIST_16:
-                    if end - pos < 2:
-                        raise _short(2, end - pos, pos, where)
-                    count = (data[pos] << 8) | data[pos + 1]
-                    pos += 2
-                else:
-                    count = 0
-                if count:
-                    if len(open_lists) + 2 > max_depth:
-                        raise DecodeError(
-                            pos, f"nodes nested deeper than {max_depth} levels{where}"
-                        )
-                    open_lists.append((tag, attrs, [], count))
-                    continue
-                content = []
             else:
-                content, pos = read_string(data, pos, b, 0, where)
-        node = make(tag, attrs, content)
+                content = depth0[b]
+                if content is None:
+                    content, pos = read_string(data, pos, b, 0, where)
+        node = new(node_type)
+        set_tag(node, tag)
+        set_attrs(node, attrs)
+        set_content(node, content)
         # Close every list this node completes.
         while open_lists:
             parent = open_lists[-1]
@@ -250,102 +266,127 @@ def _read_root(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
             if len(children) < parent[3]:
                 break
             open_lists.pop()
-            node = make(parent[0], parent[1], children)
+            node = new(node_type)
+            set_tag(node, parent[0])
+            set_attrs(node, parent[1])
+            set_content(node, children)
         else:
             return node
 
 
 def _string(data: bytes, pos: int, tag: int, depth: int, where: str) -> tuple[str, int]:
     """The string written with ``tag`` (already read; ``pos`` is just past it), and the new pos."""
-    if 1 <= tag < len(SINGLE_BYTE_TOKENS):
+    if 1 <= tag < _TOKEN_END:
         return SINGLE_BYTE_TOKENS[tag], pos
     if depth > MAX_STRING_DEPTH:
-        raise DecodeError(pos, f"strings nested deeper than {MAX_STRING_DEPTH} levels{where}")
-    end = len(data)
-    if _DICTIONARY_0 <= tag <= _DICTIONARY_3:
-        if pos >= end:
-            raise _end(pos, where)
-        return DOUBLE_BYTE_TOKENS[tag - _DICTIONARY_0][data[pos]], pos + 1
-    if tag == _LIST_EMPTY:
-        return "", pos
+        raise _too_deep(pos, where)
+    # Past the two checks above the tags are disjoint: most frequent first.
+    if tag == _JID_PAIR:
+        return _jid_pair(data, pos, depth + 1, where)
+    if tag == _NIBBLE_8:
+        return _nibbles(data, pos, where)
+    if tag == _HEX_8:
+        return _hex(data, pos, where)
     if tag == _BINARY_8:
-        if pos >= end:
-            raise _end(pos, where)
         n = data[pos]
         pos += 1
+    elif tag == _AD_JID:
+        return _ad_jid(data, pos, depth + 1, where)
+    elif _DICTIONARY_0 <= tag <= _DICTIONARY_3:
+        return DOUBLE_BYTE_TOKENS[tag - _DICTIONARY_0][data[pos]], pos + 1
+    elif tag == _LIST_EMPTY:
+        return "", pos
     elif tag == _BINARY_20:
+        end = len(data)
         if end - pos < 3:
             raise _short(3, end - pos, pos, where)
         n = ((data[pos] & 0x0F) << 16) | (data[pos + 1] << 8) | data[pos + 2]
         pos += 3
     elif tag == _BINARY_32:
+        end = len(data)
         if end - pos < 4:
             raise _short(4, end - pos, pos, where)
         n = int.from_bytes(data[pos : pos + 4], "big")
         pos += 4
-    elif tag == _NIBBLE_8 or tag == _HEX_8:
-        return _packed(data, pos, tag, where)
-    elif tag == _JID_PAIR:
-        return _jid_pair(data, pos, depth + 1, where)
-    elif tag == _AD_JID:
-        return _ad_jid(data, pos, depth + 1, where)
     elif tag == _FB_JID:
         return _fb_jid(data, pos, depth + 1, where)
     elif tag == _INTEROP_JID:
         return _interop_jid(data, pos, depth + 1, where)
     else:
         raise DecodeError(pos - 1, f"invalid string tag {tag}{where}")
-    # Raw bytes: BINARY_8/20/32 followed by n bytes of UTF-8.
-    if n > end - pos:
-        raise _short(n, end - pos, pos, where)
+    # Raw bytes: BINARY_8/20/32 then n bytes of UTF-8.
+    left = len(data) - pos
+    if n > left:
+        raise _short(n, left, pos, where)
     return data[pos : pos + n].decode("utf-8", "replace"), pos + n
 
 
-def _packed(data: bytes, pos: int, tag: int, where: str) -> tuple[str, int]:
-    end = len(data)
-    if pos >= end:
-        raise _end(pos, where)
+def _nibbles(data: bytes, pos: int, where: str) -> tuple[str, int]:
+    """NIBBLE_8: digits, '-' and '.' packed two to a byte."""
     head = data[pos]
     pos += 1
     n = head & 0x7F
-    if n > end - pos:
-        raise _short(n, end - pos, pos, where)
+    left = len(data) - pos
+    if n > left:
+        raise _short(n, left, pos, where)
     pos += n
     digits = data[pos - n : pos].hex()
-    if tag == _NIBBLE_8:
-        if "c" in digits or "d" in digits or "e" in digits:
-            nibble = next(int(d, 16) for d in digits if d in "cde")
-            raise DecodeError(pos - 1, f"invalid nibble {nibble}{where}")
-        text = digits.translate(_NIBBLE_TRANSLATION)
-    else:
-        text = digits.upper()
     if head & 0x80:
-        # Odd length: the last nibble is padding, whatever its value (as Baileys).
-        text = text[:-1]
-    return text, pos
+        # Odd length: the last nibble is padding, whatever its value (as Baileys),
+        # though 12..14 are refused there too.
+        text = digits[:-1]
+        if text.isdigit() and digits[-1] == "f":
+            return text, pos
+    elif digits.isdigit():
+        return digits, pos
+    raw = data[pos - n : pos].hex().encode("ascii").translate(_NIBBLE_BYTES)
+    bad = raw.find(b"!")
+    if bad >= 0:
+        raise DecodeError(pos - 1, f"invalid nibble {int(digits[bad], 16)}{where}")
+    text = raw.decode("ascii")
+    return (text[:-1] if head & 0x80 else text), pos
+
+
+def _hex(data: bytes, pos: int, where: str) -> tuple[str, int]:
+    """HEX_8: upper-case hex digits packed two to a byte."""
+    head = data[pos]
+    pos += 1
+    n = head & 0x7F
+    left = len(data) - pos
+    if n > left:
+        raise _short(n, left, pos, where)
+    pos += n
+    text = data[pos - n : pos].hex().upper()
+    # Odd length: the last nibble is padding, whatever its value (as Baileys).
+    return (text[:-1] if head & 0x80 else text), pos
 
 
 def _jid_pair(data: bytes, pos: int, depth: int, where: str) -> tuple[str, int]:
     start = pos - 1
-    end = len(data)
-    if pos >= end:
-        raise _end(pos, where)
-    user, pos = _string(data, pos + 1, data[pos], depth, where)
-    if pos >= end:
-        raise _end(pos, where)
-    server, pos = _string(data, pos + 1, data[pos], depth, where)
-    if not server:
-        raise DecodeError(start, "JID pair with an empty server" + where)
+    b = data[pos]
+    if b == _NIBBLE_8 and depth <= MAX_STRING_DEPTH:  # a phone number, mostly
+        user, pos = _nibbles(data, pos + 1, where)
+    else:
+        user, pos = _string(data, pos + 1, b, depth, where)
+    b = data[pos]
+    server = _TOKENS[b]
+    if server is None:
+        server, pos = _string(data, pos + 1, b, depth, where)
+        if not server:
+            raise DecodeError(start, "JID pair with an empty server" + where)
+    else:
+        pos += 1
     return f"{user}@{server}", pos
 
 
 def _ad_jid(data: bytes, pos: int, depth: int, where: str) -> tuple[str, int]:
-    end = len(data)
-    if end - pos < 3:
-        raise _end(end, where)
     domain_type = data[pos]
     device = data[pos + 1]
-    user, pos = _string(data, pos + 3, data[pos + 2], depth, where)
+    b = data[pos + 2]
+    if b == _NIBBLE_8 and depth <= MAX_STRING_DEPTH:
+        user, pos = _nibbles(data, pos + 3, where)
+    else:
+        user, pos = _string(data, pos + 3, b, depth, where)
     server = _AD_SERVERS.get(domain_type)
     if server is None:
         return format_ad_jid(domain_type, device, user), pos
@@ -355,25 +396,19 @@ def _ad_jid(data: bytes, pos: int, depth: int, where: str) -> tuple[str, int]:
 
 
 def _fb_jid(data: bytes, pos: int, depth: int, where: str) -> tuple[str, int]:
-    end = len(data)
-    if pos >= end:
-        raise _end(pos, where)
     user, pos = _string(data, pos + 1, data[pos], depth, where)
+    end = len(data)
     if end - pos < 2:
         raise _short(2, end - pos, pos, where)
     device = (data[pos] << 8) | data[pos + 1]
     pos += 2
-    if pos >= end:
-        raise _end(pos, where)
     server, pos = _string(data, pos + 1, data[pos], depth, where)
     return f"{user}:{device}@{server}", pos
 
 
 def _interop_jid(data: bytes, pos: int, depth: int, where: str) -> tuple[str, int]:
-    end = len(data)
-    if pos >= end:
-        raise _end(pos, where)
     user, pos = _string(data, pos + 1, data[pos], depth, where)
+    end = len(data)
     if end - pos < 2:
         raise _short(2, end - pos, pos, where)
     device = (data[pos] << 8) | data[pos + 1]
@@ -382,11 +417,10 @@ def _interop_jid(data: bytes, pos: int, depth: int, where: str) -> tuple[str, in
         raise _short(2, end - pos, pos, where)
     integrator = (data[pos] << 8) | data[pos + 1]
     pos += 2
-    # Baileys reads a server string if one parses here, else rewinds and uses "interop".
-    server = "interop"
-    if pos < end:
-        try:
-            server, pos = _string(data, pos + 1, data[pos], depth, where)
-        except DecodeError:
-            server = "interop"
+    # Baileys reads a server string if one parses here, else rewinds and uses "interop"
+    # (IndexError: the server's first byte, or one inside it, is past the end).
+    try:
+        server, pos = _string(data, pos + 1, data[pos], depth, where)
+    except (DecodeError, IndexError):
+        server = "interop"
     return f"{integrator}-{user}:{device}@{server}", pos

@@ -121,23 +121,13 @@ class BinaryNode:
         return None
 
 
-# The decoder's constructor. It builds a node's attrs dict and child list itself
-# and hands them over, so the copies ``__post_init__`` makes would only copy what
-# nobody else holds. The slot descriptors write past the frozen ``__setattr__``.
+# The decoder's constructor, for the decoder only: ``_new_node(BinaryNode)`` then
+# the three setters. The decoder builds each node's attrs dict and child list
+# itself and hands them over, so the copies ``__post_init__`` makes would only
+# copy what nobody else holds; and its content is already None, str, bytes or a
+# list of nodes. The slot descriptors write past the frozen ``__setattr__``. The
+# public constructor keeps copying.
 _new_node = object.__new__
 _set_tag = BinaryNode.__dict__["tag"].__set__
 _set_attrs = BinaryNode.__dict__["attrs"].__set__
 _set_content = BinaryNode.__dict__["content"].__set__
-
-
-def _from_decoder(tag: str, attrs: dict[str, str], content: Content) -> BinaryNode:
-    """A node holding ``attrs`` and ``content`` as given, not copied: for the decoder only.
-
-    The caller must hold the only references to ``attrs`` and to a list ``content``,
-    and ``content`` must already be None, str, bytes or a list of nodes.
-    """
-    node: BinaryNode = _new_node(BinaryNode)
-    _set_tag(node, tag)
-    _set_attrs(node, attrs)
-    _set_content(node, content)
-    return node
