@@ -139,15 +139,19 @@ class FrameSplitter:
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes read from the peer."""
-        self._raise_if_failed()
+        if self._error is not None:
+            raise self._error
         self._buffer += data
 
     def next_frame(self) -> bytes | None:
         """The next complete frame's payload, or None until more data arrives."""
-        self._raise_if_failed()
-        if len(self._buffer) < _LENGTH_SIZE:
+        # On every received frame: checks inlined, the length read byte by byte.
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer
+        if len(buffer) < _LENGTH_SIZE:
             return None
-        length = int.from_bytes(self._buffer[:_LENGTH_SIZE], "big")
+        length = (buffer[0] << 16) | (buffer[1] << 8) | buffer[2]
         if length > self.max_frame_size:
             self._error = RemoteProtocolError(
                 f"frame at stream offset {self._offset} declares {length} bytes,"
@@ -157,10 +161,10 @@ class FrameSplitter:
             self._buffer.clear()
             raise self._error
         end = _LENGTH_SIZE + length
-        if len(self._buffer) < end:
+        if len(buffer) < end:
             return None
-        frame = bytes(self._buffer[_LENGTH_SIZE:end])
-        del self._buffer[:end]
+        frame = bytes(buffer[_LENGTH_SIZE:end])
+        del buffer[:end]
         self._offset += end
         return frame
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import struct
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -51,6 +52,7 @@ from actors.connection.errors import (
 from actors.connection.framing import (
     DEFAULT_MAX_FRAME_SIZE,
     HANDSHAKE_MAX_FRAME_SIZE,
+    MAX_FRAME_LENGTH,
     NOISE_WA_HEADER,
     FrameSplitter,
     encode_frame,
@@ -187,8 +189,8 @@ def _hkdf(salt: bytes, ikm: bytes) -> tuple[bytes, bytes]:
     return out[:32], out[32:]
 
 
-def _iv(counter: int) -> bytes:
-    return bytes(8) + counter.to_bytes(4, "big")
+#: The nonce of a counter: 8 zero bytes, then the counter as 32-bit big-endian.
+_iv = struct.Struct(">8xI").pack
 
 
 class _SymmetricState:
@@ -278,15 +280,17 @@ class NoiseTransport:
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """Encrypt one frame's payload with the next write counter (no length prefix)."""
-        if self._write_counter > _MAX_COUNTER:
+        counter = self._write_counter
+        if counter > _MAX_COUNTER:
             raise LocalProtocolError("noise transport: write counter exhausted, reconnect")
-        ciphertext = self._writer.encrypt(_iv(self._write_counter), plaintext, b"")
-        self._write_counter += 1
+        ciphertext = self._writer.encrypt(_iv(counter), plaintext, b"")
+        self._write_counter = counter + 1
         return ciphertext
 
     def decrypt(self, ciphertext: bytes) -> bytes:
         """Decrypt one frame's payload with the next read counter; RemoteProtocolError if bad."""
-        self._raise_if_failed()
+        if self._error is not None:
+            raise self._error
         if self._read_counter > _MAX_COUNTER:
             self._error = RemoteProtocolError(
                 "noise transport: read counter exhausted", error_status_hint=BAD_SESSION
@@ -306,16 +310,22 @@ class NoiseTransport:
 
     def send(self, payload: bytes) -> bytes:
         """The bytes to write to the socket for one plaintext frame."""
-        return encode_frame(self.encrypt(payload))
+        ciphertext = self.encrypt(payload)
+        length = len(ciphertext)
+        if length > MAX_FRAME_LENGTH:
+            return encode_frame(ciphertext)  # raises LocalProtocolError, saying why
+        return length.to_bytes(3, "big") + ciphertext
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket."""
-        self._raise_if_failed()
+        if self._error is not None:
+            raise self._error
         self._splitter.receive_data(data)
 
     def next_event(self) -> Frame | NeedData:
         """The next decrypted frame, or NEED_DATA."""
-        self._raise_if_failed()
+        if self._error is not None:
+            raise self._error
         try:
             ciphertext = self._splitter.next_frame()
         except RemoteProtocolError as exc:
@@ -346,10 +356,6 @@ class NoiseTransport:
             frames_received=self._read_counter,
             buffered=self._splitter.buffered,
         )
-
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
 
 
 # --- Handshakes ----------------------------------------------------------------

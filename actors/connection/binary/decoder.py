@@ -146,8 +146,7 @@ def _read_root(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
     """Read the root node and all below it, starting at ``pos``.
 
     A loop over an explicit stack of open lists rather than recursion, so the
-    depth of the input never touches Python's stack, whoever calls us. Each
-    open list is ``(tag, attrs, children, count)``.
+    depth of the input never touches Python's stack, whoever calls us.
     """
     try:
         return _read_nodes(data, pos, max_depth, where)
@@ -161,7 +160,14 @@ def _read_nodes(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode
     read_string = _string
     new, set_tag, set_attrs, set_content = _new_node, _set_tag, _set_attrs, _set_content
     node_type = BinaryNode
-    open_lists: list[tuple[str, dict[str, str], list[BinaryNode], int]] = []
+    # The innermost open list is in locals (its tag, attrs, children and count);
+    # those around it wait on ``outer``; ``level`` counts them all.
+    outer: list[tuple[str, dict[str, str], list[BinaryNode], int]] = []
+    children: list[BinaryNode] | None = None
+    list_tag = ""
+    list_attrs: dict[str, str] = {}
+    count = level = 0
+    deepest = max_depth - 2
     while True:
         # The head: list size, tag, attributes.
         start = pos
@@ -215,21 +221,24 @@ def _read_nodes(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode
                 pos += n
             elif b == _LIST_8 or b == _LIST_16 or b == _LIST_EMPTY:
                 if b == _LIST_8:
-                    count = data[pos]
+                    n = data[pos]
                     pos += 1
                 elif b == _LIST_16:
                     if end - pos < 2:
                         raise _short(2, end - pos, pos, where)
-                    count = (data[pos] << 8) | data[pos + 1]
+                    n = (data[pos] << 8) | data[pos + 1]
                     pos += 2
                 else:
-                    count = 0
-                if count:
-                    if len(open_lists) + 2 > max_depth:
+                    n = 0
+                if n:
+                    if level > deepest:
                         raise DecodeError(
                             pos, f"nodes nested deeper than {max_depth} levels{where}"
                         )
-                    open_lists.append((tag, attrs, [], count))
+                    if children is not None:
+                        outer.append((list_tag, list_attrs, children, count))
+                    list_tag, list_attrs, children, count = tag, attrs, [], n
+                    level += 1
                     continue
                 content = []
             elif b == _BINARY_20:
@@ -259,17 +268,19 @@ def _read_nodes(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode
         set_attrs(node, attrs)
         set_content(node, content)
         # Close every list this node completes.
-        while open_lists:
-            parent = open_lists[-1]
-            children = parent[2]
+        while children is not None:
             children.append(node)
-            if len(children) < parent[3]:
+            if len(children) < count:
                 break
-            open_lists.pop()
             node = new(node_type)
-            set_tag(node, parent[0])
-            set_attrs(node, parent[1])
+            set_tag(node, list_tag)
+            set_attrs(node, list_attrs)
             set_content(node, children)
+            level -= 1
+            if outer:
+                list_tag, list_attrs, children, count = outer.pop()
+            else:
+                children = None
         else:
             return node
 
