@@ -73,6 +73,8 @@ _TOKENS: tuple[str | None, ...] = tuple(
 #: The hex digits (as ASCII bytes) of a nibble-packed string to the characters they
 #: stand for: 10 is '-', 11 is '.', 15 (the pad) is NUL; 12..14 are invalid ('!').
 _NIBBLE_BYTES = bytes.maketrans(b"abcdef", b"-.!!!\x00")
+#: ``_COUNTS[k]`` is ``range(k)``, made once: cheaper than a fresh range per node.
+_COUNTS = tuple(range(k) for k in range(128))
 #: Known AD_JID domain types and their servers (the rest go through format_ad_jid).
 _AD_SERVERS = {0: "s.whatsapp.net", 1: "lid", 128: "hosted", 129: "hosted.lid"}
 
@@ -158,6 +160,7 @@ def _read_nodes(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode
     end = len(data)
     depth0 = _DEPTH0
     read_string = _string
+    counts = _COUNTS
     new, set_tag, set_attrs, set_content = _new_node, _set_tag, _set_attrs, _set_content
     node_type = BinaryNode
     # The innermost open list is in locals (its tag, attrs, children and count);
@@ -195,7 +198,8 @@ def _read_nodes(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode
         if not tag:
             raise DecodeError(start, "invalid node: an empty tag" + where)
         attrs: dict[str, str] = {}
-        for _ in range((size - 1) >> 1):
+        pairs = (size - 1) >> 1
+        for _ in counts[pairs] if pairs < 128 else range(pairs):
             b = data[pos]
             pos += 1
             key = depth0[b]
