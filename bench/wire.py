@@ -16,6 +16,11 @@ on the same corpus, passed as JSON. Each phase runs whole corpus rounds for at
 least ``PHASE_SECONDS``. Both encoders must give the same bytes for the corpus
 (checked by digest and printed). Skipped, saying why, when node is absent.
 Run as ``python -m bench wire``.
+
+Before/after: with ``WIRE_BEFORE`` set to the root of another tree of this project
+(an older revision, e.g. from ``git archive``), that tree's own ``measure_ours``
+runs too, in a subprocess, on the same corpus (checked by digest), and the table
+gains a ``before`` column and ``now/before``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +220,45 @@ def measure_baileys(nodes: list[BinaryNode], seconds: float) -> BaileysRun | str
     )
 
 
+#: What runs in the other tree: its own corpus, digest and measure_ours, as JSON.
+_BEFORE_SCRIPT = """
+import json, sys
+from bench import wire
+nodes = wire.corpus()
+ours = wire.measure_ours(nodes, float(sys.argv[1]))
+phases = {k: getattr(ours, k) for k in ("send", "receive", "encode", "decode")}
+print(json.dumps({
+    "encoded_sha256": wire.encoded_digest(nodes),
+    **{k: {"frames": p.frames, "bytes": p.bytes, "seconds": p.seconds} for k, p in phases.items()},
+}))
+"""
+
+
+def measure_before(root: Path, nodes: list[BinaryNode], seconds: float) -> Ours | str:
+    """The tree at ``root`` measured as ours is, on the same corpus; a string says why not."""
+    if not (root / "bench" / "wire.py").is_file():
+        return f"{root} holds no bench/wire.py"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _BEFORE_SCRIPT, str(seconds)],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=8 * seconds + 60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "the other tree timed out"
+    if proc.returncode != 0:
+        return f"the other tree failed ({proc.returncode}): {proc.stderr.strip()[-300:]}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out["encoded_sha256"] != encoded_digest(nodes):
+        return "the other tree encodes another corpus (or encodes it differently)"
+    return Ours(**{key: Phase(**out[key]) for _, key in ROWS})
+
+
 def node_version() -> str | None:
     if shutil.which("node") is None:
         return None
@@ -233,8 +278,13 @@ ROWS = (
 )
 
 
-def report(nodes: list[BinaryNode], ours: Ours, baileys: BaileysRun | str) -> dict[str, Any]:
-    """Print the table; return the figures."""
+def report(
+    nodes: list[BinaryNode],
+    ours: Ours,
+    baileys: BaileysRun | str,
+    before: Ours | str | None = None,
+) -> dict[str, Any]:
+    """Print the table (and the before/after table when ``before`` is given); return the figures."""
     frame_sizes = [len(encode_node(n)) for n in nodes]
     print(
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()},"
@@ -272,14 +322,27 @@ def report(nodes: list[BinaryNode], ours: Ours, baileys: BaileysRun | str) -> di
         print(f"Baileys: skipped: {baileys}")
         result["baileys"] = {"skipped": baileys}
     print("one core each: Python (GIL) vs node's main thread; AES-GCM is OpenSSL on both sides")
+    if isinstance(before, Ours):
+        print(f"{'before/after':<34} {'before fr/s':>11} {'now fr/s':>10} {'now/before':>11}")
+        for label, key in ROWS:
+            then: Phase = getattr(before, key)
+            now: Phase = getattr(ours, key)
+            ratio = _ratio(now.rate, then.rate)
+            print(f"{label:<34} {then.rate:>11.0f} {now.rate:>10.0f} {ratio:>11}")
+        result["before"] = {key: getattr(before, key).as_dict() for _, key in ROWS}
+    elif isinstance(before, str):
+        print(f"before: skipped: {before}")
+        result["before"] = {"skipped": before}
     return result
 
 
 def main() -> dict[str, Any]:
     nodes = corpus()
     ours = measure_ours(nodes, PHASE_SECONDS)
+    other = os.environ.get("WIRE_BEFORE")
+    before = measure_before(Path(other), nodes, PHASE_SECONDS) if other else None
     baileys = measure_baileys(nodes, PHASE_SECONDS)
-    return report(nodes, ours, baileys)
+    return report(nodes, ours, baileys, before)
 
 
 if __name__ == "__main__":
