@@ -296,13 +296,10 @@ class JsonLines:
 def run_command(url: str, root_hex: str, auth: Path) -> list[str]:
     """``baileys-trio run`` with JSON event lines, against a sandbox.
 
-    Spelled ``python -m actors.cli`` because runtime/cli.py does not list
-    ``run`` among its COMMANDS yet; the module is the same command.
+    The installed console script itself, so a login measurement includes its start-up.
     """
     return [
-        PYTHON,
-        "-m",
-        "actors.cli",
+        str(Path(PYTHON).parent / "baileys-trio"),
         "--log-format",
         "json",
         "run",

@@ -5,8 +5,8 @@ auth folder once (the sandbox's phone scans the QR), then starts a fresh process
 ``RUNS`` times and times from just before the spawn to the line saying the
 connection is open:
 
-- ours: ``baileys-trio run --log-format json`` (spelled ``python -m
-  actors.cli``), until ``{"event": "connection_update", "connection": "open"}``;
+- ours: ``baileys-trio run --log-format json`` (the installed console script),
+  until ``{"event": "connection_update", "connection": "open"}``;
   stopped with SIGINT (an orderly stop) after each run;
 - Baileys: bench/login_baileys.mjs (one socket, useMultiFileAuthState), until its
   ``connection.update`` says open; it exits by itself.
