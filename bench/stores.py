@@ -46,6 +46,7 @@ from typing import Any
 
 import trio
 
+from bench._common import baileys_root
 from stores.auth import (
     PersistedAuth,
     use_memory_auth_state,
@@ -234,17 +235,10 @@ async def creds_burst(auth: PersistedAuth, updates: int, *, through: str) -> Bur
 
 def baileys_workload(directory: Path, writers: int, seconds: float) -> Throughput | str:
     """Run the node workload; a string says why it was skipped."""
-    if shutil.which("node") is None:
-        return "node not on PATH"
-    try:
-        from tests.baileys_peer import PeerUnavailable, install_peer
-    except ImportError as exc:  # pragma: no cover - only outside a checkout
-        return f"tests.baileys_peer unavailable: {exc}"
-    try:
-        peer = install_peer()
-    except (PeerUnavailable, subprocess.SubprocessError, OSError) as exc:
-        return f"reference peer not installed: {exc}"
-    package = peer.root / "node_modules" / "baileys"
+    root, why = baileys_root()
+    if root is None:
+        return why
+    package = root / "node_modules" / "baileys"
     auth_dir = directory / f"baileys-{writers}"
     proc = subprocess.run(
         ["node", str(NODE_SCRIPT), str(package), str(auth_dir), str(writers), str(seconds)],

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.connection.binary import BinaryNode, decode_node, encode_node
+from bench._common import baileys_root
 from bench.fuzz_targets import client_transport, noise_keys, realistic_nodes, server_transport
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "wire_baileys.mjs"
@@ -188,17 +189,10 @@ class BaileysRun:
 
 def measure_baileys(nodes: list[BinaryNode], seconds: float) -> BaileysRun | str:
     """Run wire_baileys.mjs on the corpus; a string says why it was skipped."""
-    if shutil.which("node") is None:
-        return "node not on PATH"
-    try:
-        from tests.baileys_peer import PeerUnavailable, install_peer
-    except ImportError as exc:  # pragma: no cover - only outside a checkout
-        return f"tests.baileys_peer unavailable: {exc}"
-    try:
-        peer = install_peer()
-    except (PeerUnavailable, subprocess.SubprocessError, OSError) as exc:
-        return f"reference peer not installed: {exc}"
-    package = peer.root / "node_modules" / "baileys"
+    root, why = baileys_root()
+    if root is None:
+        return why
+    package = root / "node_modules" / "baileys"
     proc = subprocess.run(
         ["node", str(NODE_SCRIPT), str(package), str(seconds)],
         input=json.dumps({"nodes": [node_to_json(n) for n in nodes]}),
