@@ -12,6 +12,9 @@ else in the session writes files:
   snapshot atomically. Every batch pending when the writer is free goes into
   *one* backend commit (group commit: many callers, one fsync), together with the
   newest creds snapshot; there is no coalescing delay when a batch waits.
+- Snapshots are ordered by the sender's revision (``SaveCreds.rev``,
+  ``CommitBatch.rev``): creds older than ones already accepted are never
+  written (a batch carrying them still commits its keys).
 - A receipt resolves with the backend's durable sequence number only after the
   backend's ``commit`` returned: nothing is acknowledged before it is durable.
 - After each durable commit holding creds it emits ``creds_update`` (version =
@@ -220,9 +223,11 @@ class Persister(Actor):
         group = self._next
         for type_, writes in msg.batch.keys.items():
             group.keys.setdefault(type_, {}).update(writes)
-        if msg.batch.creds is not None:
-            rev = msg.rev if msg.rev is not None else self._accepted_rev
-            self._accepted_rev = max(self._accepted_rev, rev)
+        rev = msg.rev if msg.rev is not None else self._accepted_rev
+        if msg.batch.creds is not None and rev >= self._accepted_rev:
+            # Creds older than a snapshot already handed over would undo it (the
+            # newer one holds every older change); the batch's keys still commit.
+            self._accepted_rev = rev
             group.creds = msg.batch.creds
             group.rev = rev
         group.receipts.append(receipt)

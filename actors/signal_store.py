@@ -19,6 +19,7 @@ Since 0.1.0.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import trio
@@ -46,6 +47,13 @@ SignalStoreFactory = Callable[[ReadFn, CommitFn, Mapping[str, Any]], SignalStore
 
 DEFAULT_STORE_TIMEOUT = 30.0
 """Seconds a read or commit through the persister may take before it fails."""
+
+_CREDS_REV: ContextVar[int | None] = ContextVar("signal_store_creds_rev", default=None)
+# The revision of the creds in the CommitKeysAndCreds this task is committing. The
+# store's commit function only sees a Batch; without this the persister would stamp
+# the snapshot with the previous revision, and an older snapshot could overwrite it.
+# TransactionalStore calls the commit function in the caller's task, so the value
+# never reaches another task's commit.
 
 
 class SignalStoreActor(Actor):
@@ -104,7 +112,10 @@ class SignalStoreActor(Actor):
         return found
 
     async def _commit(self, batch: Batch) -> int:
-        seq: int = await call_durable(self._persister, CommitBatch(batch), timeout=self._timeout)
+        rev = _CREDS_REV.get() if batch.creds is not None else None
+        seq: int = await call_durable(
+            self._persister, CommitBatch(batch, rev=rev), timeout=self._timeout
+        )
         return seq
 
     async def handle_call(self, msg: Any) -> Any:
@@ -138,7 +149,11 @@ class SignalStoreActor(Actor):
     async def _commit_with_creds(self, msg: CommitKeysAndCreds) -> int | None:
         store = self.store
         if isinstance(store, TransactionalStore):
-            return await store.commit_batch(Batch(keys=msg.keys, creds=msg.creds))
+            token = _CREDS_REV.set(msg.rev)
+            try:
+                return await store.commit_batch(Batch(keys=msg.keys, creds=msg.creds))
+            finally:
+                _CREDS_REV.reset(token)
         # A custom store cannot join creds to its commit: keys first, then the creds.
         # A crash between them leaves keys without counters, which the next top-up
         # overwrites before anything was uploaded; never counters without keys.

@@ -1,0 +1,136 @@
+"""Creds revisions: every distinct creds snapshot the connection makes durable has its own rev.
+
+The connection bumps its revision on every creds change; the pre-key top-up commits
+its counters through the signal store (keys + creds atomically), and that revision
+must reach the persister too, or it would stamp the snapshot with the previous one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.testing
+
+from actors.messages import (
+    CommitBatch,
+    CommitKeysAndCreds,
+    LoadCreds,
+    ReadKeys,
+    SaveCreds,
+    call_durable,
+)
+from actors.persister import Persister
+from actors.session import SharedBackend
+from actors.signal_store import SignalStoreActor
+from runtime.app import open_runtime
+from runtime.ref import ActorRef
+from runtime.registry import Registry
+from runtime.spec import ChildSpec, Strategy
+from runtime.supervisor import open_supervisor
+from stores.auth import use_memory_auth_state
+from stores.creds import AuthCreds, init_auth_creds
+from stores.memory import MemoryBackend
+from stores.types import Batch
+from tests.session.helpers import Recorder, sandbox_config, scanning_phone
+from tests.session.memory_sandbox import open_memory_sandbox
+
+
+@asynccontextmanager
+async def store_tree(
+    events: list[dict[str, Any]],
+) -> AsyncIterator[tuple[ActorRef, ActorRef, AuthCreds]]:
+    """A persister (no coalescing delay) and a signal store on a fresh memory backend."""
+    backend = MemoryBackend()
+    creds = init_auth_creds()
+    await backend.commit(Batch(creds=creds))
+    source = SharedBackend(backend)
+    registry = Registry()
+    children = [
+        ChildSpec(
+            "persister",
+            lambda: Persister(source, emit=events.append, coalesce_delay=0.0),
+            name="persister",
+        ),
+        ChildSpec(
+            "signal_store", lambda: SignalStoreActor(registry.ref("persister")), name="signal_store"
+        ),
+    ]
+    async with open_supervisor(children, strategy=Strategy.REST_FOR_ONE, registry=registry) as sup:
+        yield sup.ref("persister"), sup.ref("signal_store"), creds
+    await source.aclose()
+
+
+def counters(creds: AuthCreds, next_id: int) -> AuthCreds:
+    out = creds.copy()
+    out.next_pre_key_id = next_id
+    out.first_unuploaded_pre_key_id = next_id
+    return out
+
+
+async def test_keys_and_creds_committed_through_the_signal_store_keep_their_revision(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """CommitKeysAndCreds(rev=5) via the signal store is durable and reported at rev 5."""
+    events: list[dict[str, Any]] = []
+    async with store_tree(events) as (persister, store, creds):
+        keys = {"pre-key": {"1": {"public": b"p" * 32, "private": b"s" * 32}}}
+        await call_durable(store, CommitKeysAndCreds(keys, counters(creds, 2), 5), timeout=10)
+        state = await call_durable(persister, LoadCreds(), timeout=10)
+    assert state.rev == 5 and state.creds.next_pre_key_id == 2
+    assert [e["creds_update"]["rev"] for e in events if "creds_update" in e] == [5]
+
+
+async def test_an_older_snapshot_never_overwrites_counters_committed_through_the_signal_store(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A snapshot older than the signal-store commit (rev 4 < 5) is ignored, counters kept."""
+    events: list[dict[str, Any]] = []
+    async with store_tree(events) as (persister, store, creds):
+        keys = {"pre-key": {"1": {"public": b"p" * 32, "private": b"s" * 32}}}
+        await call_durable(store, CommitKeysAndCreds(keys, counters(creds, 2), 5), timeout=10)
+        stale = creds.copy()
+        stale.routing_info = b"stale"
+        await persister.cast(SaveCreds(stale, 4))
+        state = await call_durable(persister, LoadCreds(), timeout=10)
+    assert state.creds.next_pre_key_id == 2 and state.creds.routing_info is None
+
+
+async def test_pairing_emits_creds_updates_with_strictly_increasing_revisions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Fresh pairing → login → pre-key top-up: each creds_update has a new, higher rev."""
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        auth = await use_memory_auth_state()
+        events = Recorder()
+        on_qr = scanning_phone(sb, nursery)
+        async with open_runtime(sandbox_config(sb, auth, on_qr=on_qr), subscribe=events) as rt:
+            await rt.wait_connected(timeout=120)
+            creds = await rt.auth_state()
+        nursery.cancel_scope.cancel()
+    updates = events.of("creds_update")
+    revs = [u["rev"] for u in updates]
+    versions = [u["version"] for u in updates]
+    assert len(updates) >= 2 and creds.next_pre_key_id == 813
+    assert revs == sorted(set(revs)), f"revs {revs} at versions {versions}"
+    assert versions == sorted(set(versions))
+
+
+async def test_a_batch_with_older_creds_commits_its_keys_but_keeps_the_newer_creds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """CommitBatch(keys + creds at rev 3) after rev 4 was accepted: keys durable, creds of rev 4."""
+    events: list[dict[str, Any]] = []
+    async with store_tree(events) as (persister, _store, creds):
+        newer = counters(creds, 9)
+        await persister.cast(SaveCreds(newer, 4))
+        older = creds.copy()
+        older.routing_info = b"older"
+        batch = Batch(keys={"session": {"a": {"n": 1}}}, creds=older)
+        await call_durable(persister, CommitBatch(batch, rev=3), timeout=10)
+        state = await call_durable(persister, LoadCreds(), timeout=10)
+        found = await persister.call(ReadKeys("session", ("a",)), timeout=10)
+    assert state.rev == 4 and state.creds.next_pre_key_id == 9
+    assert state.creds.routing_info is None and found == {"a": {"n": 1}}
