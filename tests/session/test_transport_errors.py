@@ -19,7 +19,8 @@ def test_a_failure_is_described_with_its_root_cause() -> None:
         except OSError as inner:
             raise RuntimeError() from inner
     except RuntimeError as outer:
-        assert describe_failure(outer) == "RuntimeError <- ConnectionRefusedError: [Errno 111] Connection refused"
+        expected = "RuntimeError <- ConnectionRefusedError: [Errno 111] Connection refused"
+        assert describe_failure(outer) == expected
 
 
 async def test_connecting_to_a_closed_port_names_the_refusal() -> None:
