@@ -53,11 +53,19 @@ def make_logger(fmt: LogFormat = "auto", stream: TextIO | None = None) -> Logger
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Tracebacks never carry frame locals: a local may hold key bytes, and secrets
+    # must not reach any log line (structlog shows locals by default).
     if use_console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+        processors.append(
+            structlog.dev.ConsoleRenderer(
+                colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     else:
         processors += [
-            structlog.processors.dict_tracebacks,
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(default=repr),
         ]
     logger: Logger = structlog.wrap_logger(

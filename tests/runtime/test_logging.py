@@ -112,3 +112,27 @@ async def test_failed_restart_is_logged_once_as_start_failure(
         "child_restarting",
         "child_started",
     ]
+
+
+def test_crash_tracebacks_never_show_frame_locals() -> None:
+    """A traceback in a log line names frames but never their locals (they may hold keys)."""
+    import io
+
+    from runtime.log import make_logger
+
+    secret = bytes(range(32))
+
+    def failing(private_key: bytes) -> None:
+        raise RuntimeError("boom")
+
+    for fmt in ("json", "console"):
+        out = io.StringIO()
+        log = make_logger(fmt, out)
+        try:
+            failing(secret)
+        except RuntimeError:
+            log.error("child_crashed", exc_info=True)
+        text = out.getvalue()
+        assert "failing" in text and "boom" in text
+        assert secret.hex() not in text and repr(secret) not in text
+        assert "private_key" not in text
