@@ -99,6 +99,9 @@ Slot = tuple[str, str]
 DEFAULT_CACHE_SIZE = 16_384
 """Committed entries (present or known-absent) kept in memory by default."""
 
+WRITE_CACHE_MAX_SLOTS = 64
+"""A committed batch of more slots than this is not kept in the cache (see ``_drain``)."""
+
 DEFAULT_MAX_ATTEMPTS = 10
 """How many times ``run_transaction`` runs its callback before giving up (Baileys: 10)."""
 
@@ -877,8 +880,16 @@ class TransactionalStore:
                         for slot, issue in self._uncertain.items()
                         if issue > pending.issue
                     }
-                for slot, value in pending.writes.items():
-                    self._cache_put(slot, _ABSENT if value is None else value)
+                if len(pending.writes) <= WRITE_CACHE_MAX_SLOTS:
+                    for slot, value in pending.writes.items():
+                        self._cache_put(slot, _ABSENT if value is None else value)
+                else:
+                    # A bulk write (812 new pre-keys, a migration) is read back rarely:
+                    # keeping it would hold a second copy of the backend's data in every
+                    # session and flush the entries that are read. Later reads miss and
+                    # go to the backend, which holds the committed values.
+                    for slot in pending.writes:
+                        self._cache.pop(slot, None)
             else:
                 self._failed_commits += 1
                 for slot in pending.writes:

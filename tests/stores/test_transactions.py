@@ -994,3 +994,23 @@ async def test_blind_writes_pipeline_only_over_a_sequenced_commit(rec: Recorder)
             rec.gate.set()
         assert await store.get("session", ["a"]) == {"a": b"3"}
         assert await rec.backend.read_keys("session", ["a"]) == {"a": b"3"}
+
+
+async def test_a_bulk_write_is_not_kept_in_the_cache_but_reads_back_from_the_backend() -> None:
+    """812 pre-keys in one commit leave the cache alone; reading them goes to the backend."""
+    from stores.keys import generate_pre_keys
+    from stores.memory import MemoryBackend
+    from stores.transactions import WRITE_CACHE_MAX_SLOTS, TransactionalStore
+
+    backend = MemoryBackend()
+    store = TransactionalStore(backend.read_keys, backend.commit)
+    await store.set({"session": {"a": b"small"}})
+    assert store.statistics().cached_entries == 1
+    keys = generate_pre_keys(1, 812)
+    assert len(keys) > WRITE_CACHE_MAX_SLOTS
+    await store.set({"pre-key": keys})
+    assert store.statistics().cached_entries == 1
+    got = await store.get("pre-key", ["1", "812", "813"])
+    assert set(got) == {"1", "812"} and got["812"] == keys["812"]
+    await store.set({"pre-key": {"1": None}})
+    assert await store.get("pre-key", ["1"]) == {}
