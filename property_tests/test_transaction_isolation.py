@@ -313,6 +313,25 @@ async def run_concurrently(
     return outcomes, view, durable
 
 
+def check_serializable(
+    initial: dict[str, int], progs: list[Program], cache_size: int | None, *, sequenced: bool
+) -> None:
+    """Run ``progs`` concurrently; the outcome must equal some serial order of the committed."""
+    outcomes, view, durable = trio.run(
+        run_concurrently,
+        initial,
+        progs,
+        cache_size,
+        sequenced,
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+    assert view == durable, "the in-memory view disagrees with the durable state"
+    done = [(p, o.observed) for p, o in zip(progs, outcomes, strict=True) if o.committed]
+    event(f"{len(progs) - len(done)} of {len(progs)} programs aborted")
+    order = find_serial_order(initial, done, durable)
+    assert order is not None, f"no serial order explains {done!r} ending in {durable!r}"
+
+
 @settings(
     max_examples=1000,
     deadline=None,
@@ -333,18 +352,7 @@ def test_concurrent_transactions_equal_some_serial_order(
     scheduler_seed: object,
 ) -> None:
     """Committed programs' reads and the final state match a serial run; aborted ones vanish."""
-    outcomes, view, durable = trio.run(
-        run_concurrently,
-        initial,
-        progs,
-        cache_size,
-        clock=trio.testing.MockClock(autojump_threshold=0),
-    )
-    assert view == durable, "the in-memory view disagrees with the durable state"
-    done = [(p, o.observed) for p, o in zip(progs, outcomes, strict=True) if o.committed]
-    event(f"{len(progs) - len(done)} of {len(progs)} programs aborted")
-    order = find_serial_order(initial, done, durable)
-    assert order is not None, f"no serial order explains {done!r} ending in {durable!r}"
+    check_serializable(initial, progs, cache_size, sequenced=False)
 
 
 @settings(
@@ -365,19 +373,7 @@ def test_pipelined_blind_writes_over_a_sequenced_commit_equal_some_serial_order(
     scheduler_seed: object,
 ) -> None:
     """Over a commit that orders batches at call time, blind writes pipeline and stay serial."""
-    outcomes, view, durable = trio.run(
-        run_concurrently,
-        initial,
-        progs,
-        cache_size,
-        True,
-        clock=trio.testing.MockClock(autojump_threshold=0),
-    )
-    assert view == durable, "the in-memory view disagrees with the durable state"
-    done = [(p, o.observed) for p, o in zip(progs, outcomes, strict=True) if o.committed]
-    event(f"{len(progs) - len(done)} of {len(progs)} programs aborted")
-    order = find_serial_order(initial, done, durable)
-    assert order is not None, f"no serial order explains {done!r} ending in {durable!r}"
+    check_serializable(initial, progs, cache_size, sequenced=True)
 
 
 def test_model_rejects_a_lost_update() -> None:
