@@ -14,6 +14,7 @@ from runtime import (
     Actor,
     ActorDown,
     CallTimeout,
+    ChildKind,
     ChildSpec,
     ExitKind,
     ExitReason,
@@ -301,9 +302,7 @@ def test_exit_reason_abnormal_only_for_crash_and_kill() -> None:
     assert ExitReason.killed().abnormal
     assert not ExitReason.normal().abnormal
     assert not ExitReason.shutdown().abnormal
-    assert math.isinf(
-        ChildSpec("s", Probe).shutdown_for(__import__("runtime").ChildKind.SUPERVISOR)
-    )
+    assert math.isinf(ChildSpec("s", Probe).shutdown_for(ChildKind.SUPERVISOR))
 
 
 async def test_cast_during_restart_waits_and_is_delivered(
