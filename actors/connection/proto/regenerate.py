@@ -21,22 +21,28 @@ PROTO_FILE = "wa.proto"
 GENERATED = ("wa_pb2.py", "wa_pb2.pyi")
 
 
-def protoc_command(out_dir: Path) -> list[str]:
-    """The protoc invocation that writes the generated module into ``out_dir``."""
+def protoc_command(proto_dir: Path, proto_file: str, out_dir: Path) -> list[str]:
+    """The protoc invocation that compiles ``proto_file`` into ``out_dir``."""
     return [
         sys.executable,
         "-m",
         "grpc_tools.protoc",
-        f"-I{PROTO_DIR}",
+        f"-I{proto_dir}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
-        PROTO_FILE,
+        proto_file,
     ]
+
+
+def run_protoc(proto_dir: Path, proto_file: str, out_dir: Path) -> None:
+    """Compile ``proto_dir/proto_file`` into ``out_dir`` (the pinned grpcio-tools protoc)."""
+    command = protoc_command(proto_dir, proto_file, out_dir)
+    subprocess.run(command, check=True, timeout=120, cwd=proto_dir)
 
 
 def regenerate(out_dir: Path = PROTO_DIR) -> list[Path]:
     """Run protoc into ``out_dir`` (default: in place); return the generated paths."""
-    subprocess.run(protoc_command(out_dir), check=True, timeout=120, cwd=PROTO_DIR)
+    run_protoc(PROTO_DIR, PROTO_FILE, out_dir)
     return [out_dir / name for name in GENERATED]
 
 

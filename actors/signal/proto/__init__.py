@@ -1,0 +1,1 @@
+"""Generated protobuf code for the Signal protocol messages (see ``regenerate``)."""
