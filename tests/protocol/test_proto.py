@@ -31,7 +31,7 @@ _SCALARS = {
     descriptor_pb2.FieldDescriptorProto.TYPE_INT64: "int64",
     descriptor_pb2.FieldDescriptorProto.TYPE_SFIXED32: "sfixed32",
 }
-_BLOCK = re.compile(r"^\s*(message|enum)\s+(\w+)\s*\{")
+_BLOCK = re.compile(r"^\s*(message|enum|oneof)\s+(\w+)\s*\{")
 _FIELD = re.compile(r"^\s*(optional|repeated|required)?\s*([\w.]+)\s+(\w+)\s*=\s*(\d+)")
 _VALUE = re.compile(r"^\s*(\w+)\s*=\s*(-?\d+)\s*;")
 
@@ -41,15 +41,16 @@ def _parse_waproto(text: str) -> dict[str, dict[str, tuple[str, str, int]]]:
 
     WAProto.proto is generated with one declaration a line, so a line scanner
     with a stack of open blocks is enough (enum values have label and type "").
+    A ``oneof`` opens a block too but is no scope: its fields belong to the message.
     """
     blocks: dict[str, dict[str, tuple[str, str, int]]] = {}
     stack: list[tuple[str, str]] = []
     for line in text.splitlines():
         line = line.split("//")[0]
         if match := _BLOCK.match(line):
-            name = ".".join([n for _, n in stack] + [match.group(2)])
             stack.append((match.group(1), match.group(2)))
-            blocks[name] = {}
+            if match.group(1) != "oneof":
+                blocks[_scope(stack)] = {}
             continue
         if line.strip() == "}":
             if stack:
@@ -57,7 +58,7 @@ def _parse_waproto(text: str) -> dict[str, dict[str, tuple[str, str, int]]]:
             continue
         if not stack:
             continue
-        current = ".".join(n for _, n in stack)
+        current = _scope(stack)
         if stack[-1][0] == "enum":
             if value := _VALUE.match(line):
                 blocks[current][value.group(1)] = ("", "", int(value.group(2)))
@@ -65,6 +66,10 @@ def _parse_waproto(text: str) -> dict[str, dict[str, tuple[str, str, int]]]:
             label, type_, name, number = field.groups()
             blocks[current][name] = (label or "", type_.split(".")[-1], int(number))
     return blocks
+
+
+def _scope(stack: list[tuple[str, str]]) -> str:
+    return ".".join(name for kind, name in stack if kind != "oneof")
 
 
 def _ours(

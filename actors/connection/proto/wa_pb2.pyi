@@ -540,3 +540,36 @@ class ADVSignedDeviceIdentityHMAC(_message.Message):
     hmac: bytes
     accountType: ADVEncryptionType
     def __init__(self, details: _Optional[bytes] = ..., hmac: _Optional[bytes] = ..., accountType: _Optional[_Union[ADVEncryptionType, str]] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("conversation", "senderKeyDistributionMessage", "extendedTextMessage", "deviceSentMessage")
+    class DeviceSentMessage(_message.Message):
+        __slots__ = ("destinationJid", "message", "phash")
+        DESTINATIONJID_FIELD_NUMBER: _ClassVar[int]
+        MESSAGE_FIELD_NUMBER: _ClassVar[int]
+        PHASH_FIELD_NUMBER: _ClassVar[int]
+        destinationJid: str
+        message: Message
+        phash: str
+        def __init__(self, destinationJid: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., phash: _Optional[str] = ...) -> None: ...
+    class ExtendedTextMessage(_message.Message):
+        __slots__ = ("text",)
+        TEXT_FIELD_NUMBER: _ClassVar[int]
+        text: str
+        def __init__(self, text: _Optional[str] = ...) -> None: ...
+    class SenderKeyDistributionMessage(_message.Message):
+        __slots__ = ("groupId", "axolotlSenderKeyDistributionMessage")
+        GROUPID_FIELD_NUMBER: _ClassVar[int]
+        AXOLOTLSENDERKEYDISTRIBUTIONMESSAGE_FIELD_NUMBER: _ClassVar[int]
+        groupId: str
+        axolotlSenderKeyDistributionMessage: bytes
+        def __init__(self, groupId: _Optional[str] = ..., axolotlSenderKeyDistributionMessage: _Optional[bytes] = ...) -> None: ...
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    SENDERKEYDISTRIBUTIONMESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EXTENDEDTEXTMESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DEVICESENTMESSAGE_FIELD_NUMBER: _ClassVar[int]
+    conversation: str
+    senderKeyDistributionMessage: Message.SenderKeyDistributionMessage
+    extendedTextMessage: Message.ExtendedTextMessage
+    deviceSentMessage: Message.DeviceSentMessage
+    def __init__(self, conversation: _Optional[str] = ..., senderKeyDistributionMessage: _Optional[_Union[Message.SenderKeyDistributionMessage, _Mapping]] = ..., extendedTextMessage: _Optional[_Union[Message.ExtendedTextMessage, _Mapping]] = ..., deviceSentMessage: _Optional[_Union[Message.DeviceSentMessage, _Mapping]] = ...) -> None: ...
