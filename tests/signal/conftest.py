@@ -10,7 +10,7 @@ from tests.signal.libsignal_peer import LibsignalPeer, open_libsignal_peer
 
 @pytest.fixture(scope="module")
 def libsignal_peer() -> Iterator[LibsignalPeer]:
-    """libsignal-node and Baileys' group cipher under node; skipped, saying why, only without node."""
+    """libsignal-node and Baileys' group cipher under node; skipped (saying why) without node."""
     try:
         install_peer()  # cached after the first run; raises only when node/npm are absent
     except PeerUnavailable as exc:

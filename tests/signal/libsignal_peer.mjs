@@ -403,8 +403,9 @@ const ops = {
         return { pre_keys: party(args).addPreKeys(args.pre_keys) };
     },
 
+    // `key_id`, not `id`: a top-level `id` is the request's own id.
     has_pre_key(args) {
-        return { present: party(args).preKeys.has(integer(args.id, 'id')) };
+        return { present: party(args).preKeys.has(integer(args.key_id, 'key_id')) };
     },
 
     async process_bundle(args) {

@@ -11,8 +11,60 @@ nested dicts and lists too). Session records (``session``) are left exactly as
 strings, the shape Baileys writes to ``session-<addr>.json``. ``b64``/``unb64`` are
 there for anything else.
 
-The ops, their arguments and results are listed in the docstring of
-``tests/signal/test_libsignal_peer.py`` and commented in the script itself.
+Errors: a refused request raises ``PeerError(error, message)``, ``error`` being the JS
+class name (``SessionError``, ``MessageCounterError``, ``PreKeyError``,
+``UntrustedIdentityKeyError``, ``TypeError``, ``Error``...); the process lives on. A
+dead or silent process (``timeout`` seconds per call, 30 by default) raises
+``PeerDied`` with the tail of node's stderr, and the peer is unusable afterwards.
+
+Ops (``address``/``author`` are libsignal addresses ``"name.device"``; every party is
+named by ``party``; ``?`` marks optional arguments; ``{}`` is an empty reply):
+
+- ``ping`` -> ``{libsignal, baileys}`` (package versions)
+- ``new_party {party, registration_id?, identity_private?, signed_pre_key_id? (1),
+  signed_pre_key_private?, pre_keys?: [{id, private?}]}`` -> ``{registration_id,
+  identity_key (33 B), signed_pre_key: {key_id, public_key (33 B), signature},
+  pre_keys: [{key_id, public_key}]}``; absent privates are random (never drawn from
+  the ``set_random_keys`` queue)
+- ``party_keys {party}`` -> ``{registration_id, identity_key, identity_private,
+  signed_pre_key: {key_id, public_key, private_key, signature}, pre_keys: [{key_id,
+  public_key, private_key}]}``
+- ``add_pre_keys {party, pre_keys: [{id, private?}]}`` -> ``{pre_keys: [{key_id,
+  public_key}]}``; ``has_pre_key {party, key_id}`` -> ``{present}`` (``key_id``: a
+  top-level ``id`` is the request id, so ``call`` refuses ``id`` and ``op`` as args);
+  ``drop_party {party}`` -> ``{dropped}``
+- ``process_bundle {party, address, bundle: {registration_id, identity_key,
+  signed_pre_key: {key_id, public_key, signature}, pre_key?: {key_id, public_key}}}``
+  -> ``{}`` (SessionBuilder.initOutgoing)
+- ``encrypt {party, address, plaintext}`` -> ``{type: "pkmsg"|"msg", ciphertext,
+  registration_id}``
+- ``decrypt {party, address, type, ciphertext}`` -> ``{plaintext}``; a pkmsg first
+  saves the sender's identity, as Baileys' decryptMessage does
+- ``get_session {party, address}`` -> ``{session: record.serialize() object | None}``;
+  ``put_session {party, address, session (None deletes)}`` -> ``{}``;
+  ``has_open_session {party, address}`` -> ``{open}``
+- ``get_identity {party, address}`` -> ``{identity_key: bytes | None}``
+- ``group_create {party, group, author}`` -> ``{skdm}``; ``group_process {party, group,
+  author, skdm}`` -> ``{}``; ``group_encrypt {party, group, author, plaintext}`` ->
+  ``{ciphertext, skdm}`` (creates the sender key if missing, as Baileys'
+  encryptGroupMessage); ``group_decrypt {party, group, author, ciphertext}`` ->
+  ``{plaintext}``
+- ``get_sender_key {party, group, author}`` -> ``{record: bytes | None}`` (the stored
+  ``JSON.stringify(record.serialize())`` bytes); ``put_sender_key {party, group,
+  author, record (None deletes)}`` -> ``{}``
+- ``set_random_keys {privates: [32 B...]}`` -> ``{queued}``: the next
+  ``curve.generateKeyPair()`` calls (base keys, ratchet keys, group signing keys)
+  use these privates in order, then random again; ``pending_random_keys`` ->
+  ``{count}``
+- ``set_clock {ms | None}`` -> ``{now}``: fixes ``Date.now()`` (None: real time)
+- ``set_group_keys {sender_key_id?, sender_key? (32 B), signing_private?}`` -> ``{}``:
+  used by the next group_create/group_encrypt that creates a sender key state
+- ``reset`` -> ``{}``: drops all parties, the key queue, fixed group keys and the clock
+- ``hkdf {ikm, salt? (32 B, zeros), info (str), chunks (1-3)}`` -> ``{chunks: [32 B...],
+  output}`` (libsignal crypto.deriveSecrets)
+- ``sign {private, message}`` -> ``{signature}``; ``verify {public, message,
+  signature}`` -> ``{valid, reason?}`` (reason: why verifySignature threw);
+  ``public_from_private {private}`` -> ``{public_key (33 B)}``
 """
 
 from __future__ import annotations
@@ -144,6 +196,11 @@ class LibsignalPeer:
             self._lines.put(line)
         self._lines.put(None)  # end of stream: the process is gone
 
+    @property
+    def pid(self) -> int:
+        """The node process id."""
+        return self._proc.pid
+
     def stderr_tail(self, limit: int = 4000) -> str:
         """The last ``limit`` characters node wrote to stderr."""
         self._stderr.seek(0, os.SEEK_END)
@@ -158,6 +215,8 @@ class LibsignalPeer:
 
     def call(self, op: str, /, *, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Run ``op`` with ``args``; return the reply (bytes fields decoded) or raise PeerError."""
+        if "id" in args or "op" in args:
+            raise TypeError("'id' and 'op' name the request itself; they cannot be op arguments")
         if self._broken is not None:
             raise PeerDied(f"the libsignal peer is unusable: {self._broken}")
         self._next_id += 1
@@ -208,7 +267,7 @@ class LibsignalPeer:
 
 @contextmanager
 def open_libsignal_peer(*, timeout: float = 30.0) -> Iterator[LibsignalPeer]:
-    """Install (or reuse) the Baileys peer and run the driver; raise PeerUnavailable without node."""
+    """Install (or reuse) the Baileys peer and run the driver; PeerUnavailable without node."""
     peer = LibsignalPeer(install_peer().root, timeout=timeout)
     try:
         peer.call("ping")  # fails here, with node's stderr, if the script cannot start
