@@ -235,13 +235,19 @@ class LibsignalPeer:
         if raw is None:
             code = self._proc.wait(timeout=5)
             raise self._die(f"node exited with code {code} while running {op!r}")
-        reply = json.loads(raw)
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            raise self._die(f"node wrote something else than a JSON reply: {raw[:300]!r}")
         if reply.get("id") != request_id:
             raise self._die(f"reply id {reply.get('id')!r} does not match request {request_id}")
         if not reply.pop("ok"):
             raise PeerError(reply["error"], reply["message"])
         del reply["id"]
-        return _decode(reply)
+        decoded: dict[str, Any] = _decode(reply)
+        return decoded
 
     def _kill(self) -> None:
         if self._proc.poll() is None:

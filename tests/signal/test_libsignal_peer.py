@@ -272,6 +272,70 @@ def test_group_messages_between_two_parties(libsignal_peer: LibsignalPeer) -> No
     assert opened["plaintext"] == b"later"
 
 
+def _iteration(sender_key_message: bytes) -> int:
+    """The iteration field (2) of a SenderKeyMessage: 33 || protobuf || 64-byte signature."""
+    body, i, fields = sender_key_message[1:-64], 0, {}
+    while i < len(body):
+        field, wire = body[i] >> 3, body[i] & 7
+        i += 1
+        value = shift = 0
+        while True:  # a varint: the value, or the length of a bytes field
+            value |= (body[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not body[i - 1] & 0x80:
+                break
+        if wire == 2:
+            i += value
+        else:
+            fields[field] = value
+    return fields.get(2, 0)
+
+
+def test_baileys_group_quirks_show_through(libsignal_peer: LibsignalPeer) -> None:
+    """Sender keys live as Baileys keeps them, so its quirks show: a sender uses iterations
+    0, 2, 4... (keeping the skipped keys itself), and a skipped key reloaded from the JSON
+    bytes is a Buffer-JSON object that breaks an out-of-order decrypt with a TypeError."""
+    peer = libsignal_peer
+    alice, bob = fresh("alice", "bob")
+    for party in (alice, bob):
+        peer.call("new_party", party=party)
+    author = f"{alice}.1"
+    skdm = peer.call("group_create", party=alice, group=GROUP, author=author)["skdm"]
+    peer.call("group_process", party=bob, group=GROUP, author=author, skdm=skdm)
+    sealed = [
+        peer.call("group_encrypt", party=alice, group=GROUP, author=author, plaintext=b"%d" % n)[
+            "ciphertext"
+        ]
+        for n in range(4)
+    ]
+    assert [_iteration(c) for c in sealed] == [0, 2, 4, 6]
+    (state,) = json.loads(
+        peer.call("get_sender_key", party=alice, group=GROUP, author=author)["record"]
+    )
+    assert [key["iteration"] for key in state["senderMessageKeys"]] == [1, 3, 5]
+
+    def open_(ciphertext: bytes) -> bytes:
+        reply = peer.call(
+            "group_decrypt", party=bob, group=GROUP, author=author, ciphertext=ciphertext
+        )
+        plaintext: bytes = reply["plaintext"]
+        return plaintext
+
+    assert open_(sealed[0]) == b"0"
+    assert open_(sealed[2]) == b"2"
+    with pytest.raises(PeerError) as late:
+        open_(sealed[1])
+    assert (late.value.error, late.value.message) == (
+        "TypeError",
+        "Expected Buffer instead of: Object",
+    )
+    with pytest.raises(PeerError) as again:
+        open_(sealed[2])
+    assert again.value.message == "Received message with old counter: 5, 4"
+    assert open_(sealed[3]) == b"3"
+
+
 def _scripted_run(peer: LibsignalPeer) -> dict[str, Any]:
     """One fixed conversation under fixed keys, clock and group keys; everything it produced."""
     alice, bob = fresh("alice", "bob")
@@ -312,6 +376,9 @@ def _scripted_run(peer: LibsignalPeer) -> dict[str, Any]:
     out["bob_session"] = peer.call("get_session", party=bob, address=f"{alice}.1")["session"]
     out["pending"] = peer.call("pending_random_keys")["count"]
     out["skdm"] = peer.call("group_create", party=alice, group=GROUP, author=f"{alice}.1")["skdm"]
+    out["created_sender_key"] = peer.call(
+        "get_sender_key", party=alice, group=GROUP, author=f"{alice}.1"
+    )["record"]
     out["group"] = peer.call(
         "group_encrypt", party=alice, group=GROUP, author=f"{alice}.1", plaintext=b"g"
     )["ciphertext"]
@@ -344,6 +411,9 @@ def test_fixed_keys_and_clock_give_byte_identical_runs(libsignal_peer: Libsignal
     bob_entry = next(iter(first["bob_session"]["_sessions"].values()))
     assert bob_entry["currentRatchet"]["ephemeralKeyPair"]["pubKey"] == public(b"\x15" * 32)
 
+    (created,) = json.loads(first["created_sender_key"])
+    assert bytes(created["senderChainKey"]["seed"]["data"]) == b"\x07" * 32
+    assert created["senderChainKey"]["iteration"] == 0
     (state,) = json.loads(first["sender_key"])
     assert state["senderKeyId"] == 4242
     assert bytes(state["senderSigningKey"]["private"]["data"]) == b"\x09" * 32
