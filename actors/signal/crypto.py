@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.padding import PKCS7
 
 from actors.signal.errors import InvalidMessage
+from stores.errors import InvalidValueError
 from stores.keys import generate_key_pair, shared_secret, signal_public_key
 
 ZERO_SALT = bytes(32)
@@ -52,9 +53,16 @@ def random_key_pair() -> SignalKeyPair:
     return SignalKeyPair(public=signal_public_key(pair.public), private=pair.private)
 
 
-def agree(public: bytes, private: bytes) -> bytes:
-    """X25519 agreement of our ``private`` key with a 33-byte (or 32-byte) ``public`` key."""
-    return shared_secret(private, public)
+def agree(public: bytes, private: bytes, field: str = "public key") -> bytes:
+    """X25519 agreement of our ``private`` key with a 33-byte (or 32-byte) ``public`` key.
+
+    A public key X25519 refuses (a low-order point) is ``InvalidMessage(field)``: it
+    came from a peer's message or bundle.
+    """
+    try:
+        return shared_secret(private, public)
+    except InvalidValueError as exc:
+        raise InvalidMessage(field, str(exc)) from exc
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:

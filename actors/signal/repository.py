@@ -27,6 +27,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TypeVar
 
+import structlog
+
 from actors.signal import group_cipher, session_cipher
 from actors.signal.address import (
     SignalAddress,
@@ -69,6 +71,15 @@ Clock = Callable[[], int]
 MAX_SENDER_KEY_ID = 2_147_483_647
 
 T = TypeVar("T")
+
+_MAX_ADDRESS_MOVES = 3
+"""How often an operation follows its contact to a new address before giving up."""
+
+_log = structlog.get_logger("actors.signal")
+
+
+class _AddressMoved(Exception):
+    """The contact's LID mapping changed after the lock was chosen: try again."""
 
 
 class IdentityPolicy(enum.Enum):
@@ -165,22 +176,15 @@ class SignalRepository:
 
     async def resolve_address(self, jid: str) -> str:
         """The address whose record and lock serve ``jid``: its LID twin when mapped."""
-        address = signal_address(jid)
-        if is_pn_address(address):
-            found = await self._keys.get("lid-mapping", [address.user])
-            lid_user = found.get(address.user)
-            if isinstance(lid_user, str) and lid_user:
-                address = lid_address_for(address, lid_user)
-        return str(address)
+        return await _resolve(self._keys.get, jid)
 
     # -- 1:1 sessions ------------------------------------------------------------------
 
     async def inject_e2e_session(self, jid: str, bundle: PreKeyBundle) -> None:
         """Start a session with a contact device from its pre-key bundle."""
         bundle = checked_bundle(bundle)
-        address = await self.resolve_address(jid)
 
-        async def op(tx: Transaction) -> list[IdentityChange]:
+        async def op(tx: Transaction, address: str) -> list[IdentityChange]:
             writes, changes, replaced = await self._observe_identity(
                 tx, address, bundle.identity_key
             )
@@ -192,13 +196,12 @@ class SignalRepository:
             await tx.set(writes)
             return changes
 
-        self._report(await self._keys.run_transaction(address, op))
+        self._report(await self._on_address(jid, op))
 
     async def encrypt_message(self, jid: str, plaintext: bytes) -> tuple[str, bytes]:
         """Encrypt for one device: ``("pkmsg" | "msg", ciphertext)``."""
-        address = await self.resolve_address(jid)
 
-        async def op(tx: Transaction) -> tuple[str, bytes]:
+        async def op(tx: Transaction, address: str) -> tuple[str, bytes]:
             record = await _load_session(tx, address)
             if self._policy is IdentityPolicy.STRICT:
                 await self._check_trusted(tx, address, record)
@@ -208,17 +211,16 @@ class SignalRepository:
             await tx.set({"session": {address: record.to_plain()}})
             return kind, ciphertext
 
-        return await self._keys.run_transaction(address, op)
+        return await self._on_address(jid, op)
 
     async def decrypt_message(self, jid: str, kind: str, ciphertext: bytes) -> bytes:
         """Decrypt a ``pkmsg`` or ``msg`` from one device; the plaintext (still padded)."""
-        address = await self.resolve_address(jid)
         if kind == session_cipher.PKMSG:
-            return await self._decrypt_pre_key(address, bytes(ciphertext))
+            return await self._decrypt_pre_key(jid, bytes(ciphertext))
         if kind != session_cipher.MSG:
             raise InvalidMessage("type", f"expected 'pkmsg' or 'msg', got {kind!r}")
 
-        async def op(tx: Transaction) -> bytes:
+        async def op(tx: Transaction, address: str) -> bytes:
             record = await _load_session(tx, address)
             plaintext, session = session_cipher.decrypt_whisper(
                 record,
@@ -233,12 +235,12 @@ class SignalRepository:
             await tx.set({"session": {address: record.to_plain()}})
             return plaintext
 
-        return await self._keys.run_transaction(address, op)
+        return await self._on_address(jid, op)
 
-    async def _decrypt_pre_key(self, address: str, ciphertext: bytes) -> bytes:
+    async def _decrypt_pre_key(self, jid: str, ciphertext: bytes) -> bytes:
         message = parse_pre_key_message(ciphertext)
 
-        async def op(tx: Transaction) -> tuple[bytes, list[IdentityChange]]:
+        async def op(tx: Transaction, address: str) -> tuple[bytes, list[IdentityChange]]:
             writes, changes, replaced = await self._observe_identity(
                 tx, address, message.identity_key
             )
@@ -259,9 +261,31 @@ class SignalRepository:
             await tx.set(writes)
             return plaintext, changes
 
-        plaintext, changes = await self._keys.run_transaction(address, op)
+        plaintext, changes = await self._on_address(jid, op)
         self._report(changes)
         return plaintext
+
+    async def _on_address(self, jid: str, fn: Callable[[Transaction, str], Awaitable[T]]) -> T:
+        """Run ``fn(tx, address)`` in one transaction locked by ``jid``'s address.
+
+        The address is resolved again inside the transaction (the read is validated
+        at commit): if a ``migrate_session`` moved the contact to its LID after the
+        lock was chosen, the attempt is discarded and runs again on the new address,
+        so an operation never works on a record that was just moved away.
+        """
+        for _ in range(_MAX_ADDRESS_MOVES):
+            address = await self.resolve_address(jid)
+
+            async def op(tx: Transaction, locked: str = address) -> T:
+                if await _resolve(tx.get, jid) != locked:
+                    raise _AddressMoved(locked)
+                return await fn(tx, locked)
+
+            try:
+                return await self._keys.run_transaction(address, op)
+            except _AddressMoved:
+                continue
+        raise InvalidAddress(jid, "its LID mapping kept changing while the operation ran")
 
     async def validate_session(self, jid: str) -> SessionValidation:
         """Whether an open session with ``jid`` exists (never raises for a bad record)."""
@@ -427,9 +451,14 @@ class SignalRepository:
             await self._check_identity_strict(tx, address, session.remote_identity)
 
     def _report(self, changes: list[IdentityChange]) -> None:
-        if self._on_identity_change is not None:
-            for change in changes:
+        """Tell ``on_identity_change``; its failure must not cost the message already committed."""
+        if self._on_identity_change is None:
+            return
+        for change in changes:
+            try:
                 self._on_identity_change(change)
+            except Exception:
+                _log.exception("on_identity_change_failed", address=change.address)
 
     async def _known_devices(self, pn: SignalAddress) -> list[int]:
         found = await self._keys.get("device-list", [pn.user])
@@ -477,6 +506,16 @@ def checked_bundle(bundle: PreKeyBundle) -> PreKeyBundle:
         )
     except InvalidValueError as exc:
         raise InvalidMessage("bundle", str(exc)) from exc
+
+
+async def _resolve(get: Callable[[str, list[str]], Awaitable[dict[str, object]]], jid: str) -> str:
+    address = signal_address(jid)
+    if is_pn_address(address):
+        found = await get("lid-mapping", [address.user])
+        lid_user = found.get(address.user)
+        if isinstance(lid_user, str) and lid_user:
+            address = lid_address_for(address, lid_user)
+    return str(address)
 
 
 async def _load_session(tx: Transaction, address: str) -> SessionRecord:

@@ -120,6 +120,7 @@ def start_outgoing(
     )
     record.close_open_session(now_ms)
     record.put(entry)
+    record.remove_old_sessions()
     return entry
 
 
@@ -159,6 +160,7 @@ def accept_incoming(
     )
     record.close_open_session(now_ms)
     record.put(entry)
+    record.remove_old_sessions()
     return entry, message.pre_key_id
 
 

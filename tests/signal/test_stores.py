@@ -529,13 +529,6 @@ class PausingStore:
         return await self.inner.run_transaction(key, fn)
 
 
-@pytest.mark.xfail(
-    reason="SignalRepository resolves PN→LID outside the operation's transaction: a "
-    "migrate_session committed in between moves the session away from the address the "
-    "operation then locks (NoSession / MissingPreKey instead of the plaintext)",
-    raises=(NoSession, MissingPreKey),
-    strict=False,
-)
 @pytest.mark.parametrize("kind", ["msg", "pkmsg"])
 def test_a_decrypt_racing_migrate_session_reaches_the_moved_session(
     tmp_path: Path, kind: str
@@ -585,12 +578,6 @@ async def _decrypt_racing_migrate_session(tmp_path: Path, kind: str) -> None:
         await close_all(a, b)
 
 
-@pytest.mark.xfail(
-    reason="SignalRepository._report calls on_identity_change after the commit and lets its "
-    "exception replace the plaintext: the message key is spent, the message is lost",
-    raises=DuplicateMessage,
-    strict=False,
-)
 def test_a_raising_identity_callback_loses_no_message(tmp_path: Path) -> None:
     """An on_identity_change that raises either leaves the pkmsg undecrypted (so its
     redelivery decrypts) or does not stop the plaintext from being returned."""
