@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -25,7 +25,6 @@ from actors.signal.errors import (
     InvalidSignature,
     MissingPreKey,
     NoSession,
-    SignalError,
     TooFarInFuture,
 )
 from actors.signal.session_builder import (
@@ -39,6 +38,7 @@ from actors.signal.session_cipher import MSG, PKMSG, decrypt_pre_key, decrypt_wh
 from actors.signal.session_record import MAX_SESSIONS, MAX_SKIP, SessionRecord
 from actors.signal.wire import (
     MAC_LENGTH,
+    build_pre_key_message,
     build_whisper_body,
     parse_pre_key_message,
     parse_whisper,
@@ -447,30 +447,55 @@ def test_a_record_keeps_at_most_40_sessions_dropping_the_longest_closed() -> Non
     assert [entry.is_closed for entry in record.sessions.values()] == [True] * 39 + [False]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="start_outgoing puts the new session without remove_old_sessions(): a record "
-    "grows past 40 sessions until the next encrypt or decrypt",
-)
 def test_starting_sessions_never_leaves_more_than_40_in_the_record() -> None:
-    """Starting 41 sessions from bundles leaves at most 40 in the record (oldest closed dropped)."""
+    """Starting 45 sessions from bundles leaves 40 in the record: the open one, 39 closed last."""
     alice, bob = Peer.make("alice", 1), Peer.make("bob", 2)
-    for _ in range(MAX_SESSIONS + 1):
+    base_keys = []
+    for _ in range(MAX_SESSIONS + 5):
         alice.start(bob, pre_key_id=None)
-    assert len(alice.record(bob).sessions) <= MAX_SESSIONS
+        record = alice.record(bob)
+        assert len(record.sessions) <= MAX_SESSIONS
+        base_keys.append(record.open_session().base_key)
+    assert list(alice.record(bob).sessions) == base_keys[5:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crypto.agree lets stores' InvalidValueError (low-order point) escape instead of "
-    "raising a SignalError naming the field",
-)
-def test_a_low_order_ratchet_key_is_a_signal_error() -> None:
-    """A msg whose ratchet key is a low-order point (all zero) is refused as a SignalError."""
+def test_a_low_order_ratchet_key_is_invalid_message_and_changes_nothing() -> None:
+    """A msg whose ratchet key is a low-order point is InvalidMessage; the record is unchanged."""
     alice, bob = talking()
     message = parse_whisper(alice.send(bob, b"x")[1])
     body = build_whisper_body(b"\x05" + bytes(32), 0, 0, message.ciphertext)
-    with pytest.raises(SignalError):
+    record = bob.record(alice)
+    before = plain_json(record)
+    with pytest.raises(InvalidMessage):
+        decrypt_whisper(
+            record, bob.ours, "alice", body + bytes(MAC_LENGTH), now_ms=1, new_key_pair=key_pair
+        )
+    assert plain_json(record) == before
+
+
+@pytest.mark.parametrize("part", ["base_key", "identity_key"])
+def test_a_low_order_key_in_a_pkmsg_is_invalid_message(part: str) -> None:
+    """A pkmsg whose base key or identity key is a low-order point is refused as InvalidMessage."""
+    alice, bob = pair()
+    genuine = parse_pre_key_message(alice.send(bob, b"x")[1])
+    forged = replace(genuine, **{part: b"\x05" + bytes(32)})
+    with pytest.raises(InvalidMessage):
+        bob.receive(alice, PKMSG, build_pre_key_message(forged))
+    assert bob.record(alice).sessions == {}
+    assert sorted(bob.pre_keys) == [1, 2, 3]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="session_builder.add_ratchet_chain calls crypto.agree without a field, so the "
+    "error says 'public key' instead of naming msg.ephemeral_key",
+)
+def test_a_low_order_ratchet_key_error_names_msg_ephemeral_key() -> None:
+    """The InvalidMessage for a low-order ratchet key names the part: msg.ephemeral_key."""
+    alice, bob = talking()
+    message = parse_whisper(alice.send(bob, b"x")[1])
+    body = build_whisper_body(b"\x05" + bytes(32), 0, 0, message.ciphertext)
+    with pytest.raises(InvalidMessage) as caught:
         decrypt_whisper(
             bob.record(alice),
             bob.ours,
@@ -479,3 +504,4 @@ def test_a_low_order_ratchet_key_is_a_signal_error() -> None:
             now_ms=1,
             new_key_pair=key_pair,
         )
+    assert caught.value.field == "msg.ephemeral_key"
