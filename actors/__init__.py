@@ -14,10 +14,12 @@ from typing import Any
 _EXPORTS = {
     "ConfigError": "actors.errors",
     "ConnectTimeout": "actors.errors",
+    "CredsSnapshotRefused": "actors.errors",
     "ReceiptAbandoned": "actors.errors",
     "ReceiptTimeout": "actors.errors",
     "SessionEnded": "actors.errors",
     "SessionError": "actors.errors",
+    "StaleCredsChange": "actors.errors",
     "TransportClosed": "actors.errors",
     "EndReason": "actors.messages",
     "Receipt": "actors.messages",

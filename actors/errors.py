@@ -71,12 +71,40 @@ class TransportClosed(SessionError):
         self.detail = detail
 
 
+class StaleCredsChange(SessionError):
+    """A numbered creds change from before the writer's fence: a dead incarnation queued it.
+
+    Its batch is refused whole (its keys too): the live writer loaded creds without
+    it and numbers its own changes above the fence, so merging it could hand out
+    pre-key ids twice.
+    """
+
+    def __init__(self, rev: int, fence: int) -> None:
+        super().__init__(f"creds change rev {rev} is at or below the writer's fence {fence}")
+        self.rev = rev
+        self.fence = fence
+
+
+class CredsSnapshotRefused(SessionError, ValueError):
+    """A whole creds snapshot was sent to the creds owner: send the changed fields.
+
+    A snapshot would silently undo fields another component changed after it was
+    taken; ``stores.CredsPatch.between(old, new)`` makes the patch.
+    """
+
+    def __init__(self, sender: str) -> None:
+        super().__init__(f"{sender}: a creds snapshot in a session; send a CredsPatch instead")
+        self.sender = sender
+
+
 __all__ = [
     "ConfigError",
     "ConnectTimeout",
+    "CredsSnapshotRefused",
     "ReceiptAbandoned",
     "ReceiptTimeout",
     "SessionEnded",
     "SessionError",
+    "StaleCredsChange",
     "TransportClosed",
 ]

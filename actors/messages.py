@@ -23,7 +23,7 @@ import trio
 
 from actors.errors import ReceiptAbandoned, ReceiptTimeout
 from runtime.ref import ActorRef
-from stores.creds import AuthCreds
+from stores.creds import AuthCreds, CredsPatch
 from stores.types import Batch, KeyWrites, Transaction
 
 T = TypeVar("T")
@@ -116,40 +116,51 @@ async def call_durable(ref: ActorRef, msg: Any, *, timeout: float) -> Any:  # no
 
 @dataclass(frozen=True)
 class SaveCreds:
-    """Cast: make this creds snapshot durable; only the newest pending one matters.
+    """Cast: merge these creds fields and make them durable (coalesced, not awaited).
 
-    ``rev`` is the sender's monotonic revision; an older revision than one already
-    accepted is ignored.
+    ``rev`` is the sender's monotonic revision; a change older than one already
+    accepted is ignored, one at or below the sender's fence is refused.
     """
 
-    creds: AuthCreds = field(repr=False)
+    patch: CredsPatch
     rev: int
 
 
 @dataclass(frozen=True)
 class CommitBatch:
-    """Call → ``Receipt[int]``: commit keys (+ creds) atomically; resolves with the durable seq.
+    """Call → ``Receipt[int]``: commit keys (+ a creds patch) atomically; resolves with the seq.
 
     Resolved only once durable, failed with the store's error (``DurabilityError``...)
-    otherwise. ``rev`` orders a creds snapshot in the batch with ``SaveCreds`` ones.
+    otherwise. The batch's ``rev`` orders its patch with ``SaveCreds`` ones; a batch
+    whose ``rev`` is at or below the writer's fence fails whole with
+    ``StaleCredsChange``; a whole snapshot (``batch.creds``) fails with
+    ``CredsSnapshotRefused``.
     """
 
     batch: Batch = field(repr=False)
-    rev: int | None = None
 
 
 @dataclass(frozen=True)
 class LoadCreds:
-    """Call → ``Receipt[CredsState]``: the durable creds, after pending snapshots settle."""
+    """Call → ``Receipt[CredsState]``: the durable creds, after pending changes settle.
+
+    With ``writer`` the caller becomes the line of numbered creds changes (the
+    connection actor on init): every change numbered at or below the answer's
+    ``fence`` that arrives later (queued by a dead incarnation) is refused, and the
+    caller numbers its own above it.
+    """
+
+    writer: bool = False
 
 
 @dataclass(frozen=True)
 class CredsState:
-    """Durable creds (a private copy) and the revision and sequence they were written at."""
+    """Durable creds (a private copy), their revision and sequence, and the writer's fence."""
 
     creds: AuthCreds = field(repr=False)
     rev: int
     seq: int | None
+    fence: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,10 +212,10 @@ class KeysSet:
 
 @dataclass(frozen=True)
 class CommitKeysAndCreds:
-    """Call → ``Receipt[int | None]``: keys and a creds snapshot in ONE atomic commit."""
+    """Call → ``Receipt[int | None]``: keys and a creds patch in ONE atomic commit."""
 
     keys: KeyWrites = field(repr=False)
-    creds: AuthCreds = field(repr=False)
+    patch: CredsPatch
     rev: int
 
 

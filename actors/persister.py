@@ -3,18 +3,31 @@
 It owns the backend (a ``stores.Persistence``) for as long as it runs. Nothing
 else in the session writes files:
 
-- ``SaveCreds`` (cast) hands it a creds snapshot. Bursts are *coalesced*: only
-  the newest pending snapshot is written, and a creds-only write waits
+- It is the one owner of the session's creds. Components send *patches* (the
+  fields they changed, ``stores.CredsPatch``), never snapshots; it merges each
+  into its creds in arrival order, so no change undoes a field another component
+  changed after it read the creds. A whole snapshot in a batch is refused
+  (``CredsSnapshotRefused``).
+- ``SaveCreds`` (cast) hands it a patch. Bursts are *coalesced*: one commit
+  writes every patch merged so far, and a creds-only write waits
   ``coalesce_delay`` seconds first so a burst collapses into few commits. The
-  newest snapshot is durable at most two commits after the burst ends (the one
-  in flight, then one holding it).
+  newest change is durable at most two commits after the burst ends (the one in
+  flight, then one holding it).
 - ``CommitBatch`` (call → ``Receipt``) commits key writes and an optional creds
-  snapshot atomically. Every batch pending when the writer is free goes into
-  *one* backend commit (group commit: many callers, one fsync), together with the
-  newest creds snapshot; there is no coalescing delay when a batch waits.
-- Snapshots are ordered by the sender's revision (``SaveCreds.rev``,
-  ``CommitBatch.rev``): creds older than ones already accepted are never
-  written (a batch carrying them still commits its keys).
+  patch atomically. Every batch pending when the writer is free goes into *one*
+  backend commit (group commit: many callers, one fsync), together with the
+  merged creds; there is no coalescing delay when a batch waits.
+- Numbered changes (``SaveCreds.rev``, ``Batch.rev``: the connection's line) are
+  ordered by revision: a change older than one already accepted is ignored (a
+  batch carrying it still commits its keys). Signal transactions' patches carry
+  no revision and are always merged.
+- ``LoadCreds(writer=True)`` (the connection actor's init) *fences* the line:
+  numbered changes at or below the answer's ``fence`` are from an incarnation
+  that died before this load (every cast it made is already merged, mailboxes
+  being FIFO; at most a few calls can still be on their way through the signal
+  store) and are refused: a cast is dropped, a batch fails whole with
+  ``StaleCredsChange``, keys included, so a dead incarnation's pre-keys never land
+  over the ones the live one uploads.
 - A receipt resolves with the backend's durable sequence number only after the
   backend's ``commit`` returned: nothing is acknowledged before it is durable.
 - After each durable commit holding creds it emits ``creds_update`` (version =
@@ -32,12 +45,12 @@ Since 0.1.0.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import trio
 
+from actors.errors import CredsSnapshotRefused, StaleCredsChange
 from actors.messages import (
     CommitBatch,
     CredsState,
@@ -52,12 +65,19 @@ from actors.messages import (
 from runtime.actor import Actor
 from runtime.child import ChildControl
 from runtime.exit import ExitReason
-from stores.creds import AuthCreds
+from stores.creds import AuthCreds, CredsPatch
 from stores.errors import CorruptStateError
 from stores.types import Batch, Persistence, Value
 
 DEFAULT_COALESCE_DELAY = 0.005
-"""Seconds a creds-only write waits for newer snapshots (a burst becomes one commit)."""
+"""Seconds a creds-only write waits for newer changes (a burst becomes one commit)."""
+
+REV_FENCE_GAP = 1 << 16
+"""How far a writer's fence lies above the newest accepted revision (or the last fence).
+
+A dead incarnation awaits every creds change that does not go straight into the
+persister's mailbox, so at most a few of its numbered changes can still arrive
+after the next incarnation loaded; the gap is far above that."""
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -96,12 +116,7 @@ class _Group:
 
 def changed_fields(old: AuthCreds | None, new: AuthCreds) -> dict[str, Any]:
     """The creds fields that differ between ``old`` and ``new`` (snake_case names → new values)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(new):
-        value = getattr(new, f.name)
-        if old is None or getattr(old, f.name) != value:
-            out[f.name] = value
-    return out
+    return dict(CredsPatch.between(old, new).changes)
 
 
 class Persister(Actor):
@@ -119,8 +134,10 @@ class Persister(Actor):
         self._delay = coalesce_delay
         self._backend: Persistence | None = None
         self._durable: AuthCreds | None = None
+        self._current: AuthCreds | None = None
         self._durable_rev = 0
         self._accepted_rev = 0
+        self._fence = 0
         self._seq: int | None = None
         self._next = _Group()
         self._has_batches = False
@@ -153,7 +170,7 @@ class Persister(Actor):
             # open_runtime made sure creds exist before the tree started: their
             # absence now is damage, never a reason to start a new device.
             raise CorruptStateError(backend.location, "creds vanished while the session ran")
-        self._durable = creds
+        self._durable = self._current = creds
         self._book = ReceiptBook(f"{self.ctx.name}#{self.ctx.incarnation}")
         self.ctx.nursery.start_soon(self._writer)
         self.ctx.log.info(
@@ -178,20 +195,35 @@ class Persister(Actor):
     async def handle_cast(self, msg: Any) -> None:
         if isinstance(msg, SaveCreds):
             self._snapshots_received += 1
-            if msg.rev < self._accepted_rev:
-                return  # an older revision than one already handed over
-            self._accepted_rev = msg.rev
-            self._next.creds = msg.creds
-            self._next.rev = msg.rev
-            self._next.snapshots += 1
-            self._wake.set()
+            if msg.rev <= self._fence:
+                self.ctx.log.warning("stale_creds_change", rev=msg.rev, fence=self._fence)
+                return
+            if self._merge(msg.patch, msg.rev):
+                self._next.snapshots += 1
+                self._wake.set()
             return
         await super().handle_cast(msg)
+
+    def _merge(self, patch: CredsPatch | None, rev: int | None) -> bool:
+        """Merge one creds change into the next commit; False for an older numbered one."""
+        if rev is not None:
+            if rev < self._accepted_rev:
+                return False
+            self._accepted_rev = rev
+        if patch:
+            assert self._current is not None  # set by init
+            self._current = patch.apply(self._current)
+            self._next.creds = self._current
+            self._next.rev = self._accepted_rev
+        return True
 
     async def handle_call(self, msg: Any) -> Any:
         if isinstance(msg, CommitBatch):
             return self._on_commit(msg)
         if isinstance(msg, LoadCreds):
+            if msg.writer:
+                # Above every revision the line may have used, accepted or not.
+                self._fence = max(self._accepted_rev, self._fence) + REV_FENCE_GAP
             return self._on_load()
         if isinstance(msg, ReadKeys):
             return await self._backend_now().read_keys(msg.type, list(msg.ids))
@@ -216,20 +248,23 @@ class Persister(Actor):
 
     def _on_commit(self, msg: CommitBatch) -> Receipt[Any]:
         receipt: Receipt[Any] = self._book.issue("commit")
-        if msg.batch.is_empty():
+        batch = msg.batch
+        if batch.creds is not None:
+            receipt.fail(CredsSnapshotRefused(receipt.owner))
+            return receipt
+        if batch.rev is not None and batch.rev <= self._fence:
+            receipt.fail(StaleCredsChange(batch.rev, self._fence))
+            return receipt
+        if batch.is_empty():
             receipt.resolve(self._seq)
             return receipt
         self._batches += 1
         group = self._next
-        for type_, writes in msg.batch.keys.items():
+        for type_, writes in batch.keys.items():
             group.keys.setdefault(type_, {}).update(writes)
-        rev = msg.rev if msg.rev is not None else self._accepted_rev
-        if msg.batch.creds is not None and rev >= self._accepted_rev:
-            # Creds older than a snapshot already handed over would undo it (the
-            # newer one holds every older change); the batch's keys still commit.
-            self._accepted_rev = rev
-            group.creds = msg.batch.creds
-            group.rev = rev
+        # A numbered patch older than one already accepted came out of its sender's
+        # order; it is dropped, and the batch's keys still commit.
+        self._merge(batch.patch, batch.rev)
         group.receipts.append(receipt)
         self._has_batches = True
         self._wake.set()
@@ -331,7 +366,9 @@ class Persister(Actor):
 
     def _creds_state(self) -> CredsState:
         assert self._durable is not None  # set by init
-        return CredsState(creds=self._durable.copy(), rev=self._durable_rev, seq=self._seq)
+        return CredsState(
+            creds=self._durable.copy(), rev=self._durable_rev, seq=self._seq, fence=self._fence
+        )
 
     def _backend_now(self) -> Persistence:
         if self._backend is None:

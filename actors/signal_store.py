@@ -19,7 +19,6 @@ Since 0.1.0.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any
 
 import trio
@@ -47,13 +46,6 @@ SignalStoreFactory = Callable[[ReadFn, CommitFn, Mapping[str, Any]], SignalStore
 
 DEFAULT_STORE_TIMEOUT = 30.0
 """Seconds a read or commit through the persister may take before it fails."""
-
-_CREDS_REV: ContextVar[int | None] = ContextVar("signal_store_creds_rev", default=None)
-# The revision of the creds in the CommitKeysAndCreds this task is committing. The
-# store's commit function only sees a Batch; without this the persister would stamp
-# the snapshot with the previous revision, and an older snapshot could overwrite it.
-# TransactionalStore calls the commit function in the caller's task, so the value
-# never reaches another task's commit.
 
 
 class SignalStoreActor(Actor):
@@ -112,10 +104,8 @@ class SignalStoreActor(Actor):
         return found
 
     async def _commit(self, batch: Batch) -> int:
-        rev = _CREDS_REV.get() if batch.creds is not None else None
-        seq: int = await call_durable(
-            self._persister, CommitBatch(batch, rev=rev), timeout=self._timeout
-        )
+        # The batch carries its creds patch and revision itself: the persister merges.
+        seq: int = await call_durable(self._persister, CommitBatch(batch), timeout=self._timeout)
         return seq
 
     async def handle_call(self, msg: Any) -> Any:
@@ -149,18 +139,13 @@ class SignalStoreActor(Actor):
     async def _commit_with_creds(self, msg: CommitKeysAndCreds) -> int | None:
         store = self.store
         if isinstance(store, TransactionalStore):
-            token = _CREDS_REV.set(msg.rev)
-            try:
-                return await store.commit_batch(Batch(keys=msg.keys, creds=msg.creds))
-            finally:
-                _CREDS_REV.reset(token)
+            return await store.commit_batch(Batch(keys=msg.keys, patch=msg.patch, rev=msg.rev))
         # A custom store cannot join creds to its commit: keys first, then the creds.
         # A crash between them leaves keys without counters, which the next top-up
         # overwrites before anything was uploaded; never counters without keys.
         await store.set(msg.keys)
-        seq: int = await call_durable(
-            self._persister, CommitBatch(Batch(creds=msg.creds), rev=msg.rev), timeout=self._timeout
-        )
+        batch = Batch(patch=msg.patch, rev=msg.rev)
+        seq: int = await call_durable(self._persister, CommitBatch(batch), timeout=self._timeout)
         return seq
 
 

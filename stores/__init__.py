@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         use_native_file_auth_state,
         use_sqlite_auth_state,
     )
-    from stores.creds import AuthCreds, KeyPair, SignedKeyPair, init_auth_creds
+    from stores.creds import AuthCreds, CredsPatch, KeyPair, SignedKeyPair, init_auth_creds
     from stores.errors import (
         CorruptStateError,
         DurabilityError,
@@ -76,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "use_native_file_auth_state": "stores.auth",
     "use_sqlite_auth_state": "stores.auth",
     "AuthCreds": "stores.creds",
+    "CredsPatch": "stores.creds",
     "KeyPair": "stores.creds",
     "SignedKeyPair": "stores.creds",
     "init_auth_creds": "stores.creds",
@@ -117,6 +118,7 @@ __all__ = [
     "AuthState",
     "Batch",
     "CorruptStateError",
+    "CredsPatch",
     "DurabilityError",
     "InvalidValueError",
     "KeyPair",

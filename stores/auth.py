@@ -32,8 +32,10 @@ from stores.errors import CorruptStateError, StoreError
 from stores.memory import open_memory_backend
 from stores.transactions import (
     DEFAULT_CACHE_SIZE,
+    SEQUENCED_ATTRIBUTE,
     CommitFn,
     TransactionalStore,
+    sequenced_on_call,
 )
 from stores.types import Batch, Persistence, SignalStore
 
@@ -113,7 +115,10 @@ class PersistedAuth:
         cache_size: int | None = DEFAULT_CACHE_SIZE,
     ) -> None:
         self.backend = backend
-        self._store = TransactionalStore(backend.read_keys, backend.commit, cache_size=cache_size)
+        self._latest = creds
+        self._store = TransactionalStore(
+            backend.read_keys, self._owner_commit(), cache_size=cache_size
+        )
         self.state = AuthState(creds=creds, keys=self._store)
         self._cache_size = cache_size
         self._exit_stack = exit_stack
@@ -149,6 +154,31 @@ class PersistedAuth:
             self._state_ticket = ticket
             self.state.creds = creds
         return seq
+
+    def _owner_commit(self) -> CommitFn:
+        """The backend's commit with this object as the creds owner: patches merged in order.
+
+        A patch is merged onto the newest creds handed in (before the first checkpoint,
+        so a backend that sequences commits on call keeps them in merge order), and the
+        backend gets a snapshot. A commit that fails may still be durable, so its change
+        stays in the merged view, as it does in the store's uncertain slots.
+        """
+        backend = self.backend
+
+        async def commit(batch: Batch) -> int:
+            if batch.creds is None and batch.patch is None:
+                return await backend.commit(batch)
+            resolved = batch.resolved(self._latest)
+            assert resolved.creds is not None  # a creds change resolves to a snapshot
+            self._latest = resolved.creds
+            seq = await backend.commit(resolved)
+            if batch.patch is not None:
+                self.state.creds = resolved.creds.copy()
+            return seq
+
+        if getattr(backend.commit, SEQUENCED_ATTRIBUTE, False) is True:
+            return sequenced_on_call(commit)
+        return commit
 
     async def aclose(self) -> None:
         """Wait for in-flight commits, then close the backend. Closing twice is harmless."""

@@ -166,6 +166,65 @@ class AuthCreds:
         return cls(**values)
 
 
+@dataclass(frozen=True, repr=False)
+class CredsPatch:
+    """A creds change: the fields that changed and their new values. Since 0.2.0.
+
+    Creds have one owner (the persister in a session, ``PersistedAuth`` as a
+    library) that merges patches in the order they arrive. A component sends only
+    the fields it changed, so it never undoes a field another component changed
+    after it last read the creds (a whole snapshot would). Values are deep-copied
+    in and out: a patch never aliases a caller's object. The repr names the fields,
+    never their values (some hold key bytes).
+    """
+
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(str(name) for name in self.changes if name not in _FIELDS)
+        if unknown:
+            raise InvalidValueError("creds patch", f"unknown creds fields {unknown}")
+        frozen = MappingProxyType({k: _copy.deepcopy(v) for k, v in self.changes.items()})
+        object.__setattr__(self, "changes", frozen)
+
+    def __repr__(self) -> str:
+        return f"CredsPatch({sorted(self.changes)})"
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    @classmethod
+    def of(cls, **changes: Any) -> CredsPatch:
+        """``CredsPatch.of(routing_info=b"...")``: a patch of the named fields."""
+        return cls(changes)
+
+    @classmethod
+    def between(cls, old: AuthCreds | None, new: AuthCreds) -> CredsPatch:
+        """The fields of ``new`` that differ from ``old`` (every field when ``old`` is None)."""
+        return cls(
+            {
+                name: getattr(new, name)
+                for name in _FIELDS
+                if old is None or getattr(old, name) != getattr(new, name)
+            }
+        )
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(self.changes)
+
+    def apply(self, creds: AuthCreds) -> AuthCreds:
+        """A copy of ``creds`` with this patch's fields set; ``creds`` is left unchanged."""
+        out = creds.copy()
+        for name, value in self.changes.items():
+            setattr(out, name, _copy.deepcopy(value))
+        return out
+
+    def then(self, later: CredsPatch) -> CredsPatch:
+        """One patch with the effect of this one followed by ``later``."""
+        return CredsPatch({**self.changes, **later.changes})
+
+
 def init_auth_creds() -> AuthCreds:
     """Fresh creds for a new device, as Baileys v7 ``initAuthCreds()`` makes them."""
     # stores.keys imports KeyPair from this module, so import it late.

@@ -81,7 +81,7 @@ class MemoryBackend:
         """Apply ``batch`` atomically: validated and copied first, then applied in one step."""
         self._check_open()
         writes = validate_writes(batch.keys)
-        creds = None if batch.creds is None else copy.deepcopy(batch.creds)
+        creds = copy.deepcopy(batch.backend_creds())
         await trio.lowlevel.checkpoint()
         self._check_open()
         for (type_, id_), value in writes.items():

@@ -276,12 +276,11 @@ def _prepare(batch: Batch) -> _Prepared:
             ops[name] = None if value is None else layout.encode_key(type, id, value)
     creds = None
     creds_bytes = None
-    if batch.creds is not None:
-        if not isinstance(batch.creds, AuthCreds):
-            raise InvalidValueError(
-                "creds", f"expected AuthCreds, got {type(batch.creds).__name__}"
-            )
-        creds = batch.creds.copy()
+    snapshot = batch.backend_creds()
+    if snapshot is not None:
+        if not isinstance(snapshot, AuthCreds):
+            raise InvalidValueError("creds", f"expected AuthCreds, got {type(snapshot).__name__}")
+        creds = snapshot.copy()
         creds_bytes = buffer_json.dump_bytes(creds_to_baileys_json(creds))
         # Validate as the reader will: never write creds we could not read back.
         try:

@@ -275,7 +275,8 @@ class NativeBackend:
         self._check_open()
         self._committer.check_writable()
         keys = encode_key_writes(batch.keys)
-        creds = None if batch.creds is None else _encode_creds(batch.creds, self.location)
+        snapshot = batch.backend_creds()
+        creds = None if snapshot is None else _encode_creds(snapshot, self.location)
         if not keys and creds is None:
             await trio.lowlevel.checkpoint()
             return self._durable_seq

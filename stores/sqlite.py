@@ -270,8 +270,9 @@ class SqliteBackend:
                     blob,
                 )
         creds = None
-        if batch.creds is not None:
-            plain = batch.creds.to_plain()
+        snapshot = batch.backend_creds()
+        if snapshot is not None:
+            plain = snapshot.to_plain()
             codec.check_plain(plain, "creds")
             try:
                 # Refuse creds that could not be read back: they would brick the account.

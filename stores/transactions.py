@@ -68,7 +68,7 @@ from stores.errors import (
 from stores.types import KEY_TYPES, Batch, KeyWrites, Value
 
 if TYPE_CHECKING:
-    from stores.creds import AuthCreds
+    from stores.creds import AuthCreds, CredsPatch
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
@@ -303,6 +303,9 @@ class _Read:
     pin: int | None = None
 
 
+_Savepoint = tuple[dict[Slot, Value | None], "AuthCreds | None", "CredsPatch | None"]
+
+
 class StoreTransaction:
     """The handle inside ``store.transaction(key)``; reads see its own writes. Since 0.1.0.
 
@@ -319,6 +322,7 @@ class StoreTransaction:
         self._seen: dict[Slot, Value | _Absent] = {}
         self._writes: dict[Slot, Value | None] = {}
         self._creds: AuthCreds | None = None
+        self._patch: CredsPatch | None = None
         self._phase = _Phase.OPEN
         self.commit_seq: int | None = None
 
@@ -381,15 +385,37 @@ class StoreTransaction:
         await trio.lowlevel.checkpoint()
 
     def set_creds(self, creds: AuthCreds) -> None:
-        """Commit this creds snapshot atomically with the transaction's key writes."""
+        """Commit this creds snapshot atomically with the transaction's key writes.
+
+        A snapshot replaces every field; in a session, where other components change
+        creds too, use ``patch_creds``.
+        """
         self._check_open()
         self._creds = copy.deepcopy(creds)
+        self._patch = None
 
-    def _savepoint(self) -> tuple[dict[Slot, Value | None], AuthCreds | None]:
-        return dict(self._writes), self._creds
+    def patch_creds(self, patch: CredsPatch) -> None:
+        """Commit these creds fields atomically with the key writes. Since 0.2.0.
 
-    def _rollback(self, saved: tuple[dict[Slot, Value | None], AuthCreds | None]) -> None:
-        self._writes, self._creds = dict(saved[0]), saved[1]
+        The creds owner merges the patch into its creds in commit order, so fields
+        this transaction did not name keep whatever another component set.
+        """
+        self._check_open()
+        if self._creds is not None:
+            self._creds = patch.apply(self._creds)
+        else:
+            self._patch = patch if self._patch is None else self._patch.then(patch)
+
+    def _batch_creds(self) -> Batch | None:
+        if self._creds is None and self._patch is None:
+            return None
+        return Batch(creds=self._creds, patch=self._patch)
+
+    def _savepoint(self) -> _Savepoint:
+        return dict(self._writes), self._creds, self._patch
+
+    def _rollback(self, saved: _Savepoint) -> None:
+        self._writes, self._creds, self._patch = dict(saved[0]), saved[1], saved[2]
 
 
 class _KeyLocks:
@@ -533,20 +559,22 @@ class TransactionalStore:
         await self._commit("<set>", {}, writes, None)
 
     async def commit_batch(self, batch: Batch) -> int | None:
-        """Commit keys and an optional creds snapshot atomically, outside any transaction.
+        """Commit keys and an optional creds change atomically, outside any transaction.
 
         Returns the durable sequence number (``None`` for an empty batch). This is
-        how creds are saved so that they are ordered with key commits.
+        how creds are saved so that they are ordered with key commits; the batch's
+        ``patch`` and ``rev`` reach the commit function unchanged.
         """
         if self._open_transaction() is not None:
-            raise StoreError("commit_batch inside a transaction: use tx.set and tx.set_creds")
+            raise StoreError("commit_batch inside a transaction: use tx.set and tx.patch_creds")
         self._check_open()
         writes = validate_writes(batch.keys)
         creds = None if batch.creds is None else copy.deepcopy(batch.creds)
-        if not writes and creds is None:
+        if not writes and creds is None and not batch.patch:
             await trio.lowlevel.checkpoint()
             return None
-        return await self._commit("<batch>", {}, writes, creds)
+        change = Batch(creds=creds, patch=batch.patch or None, rev=batch.rev)
+        return await self._commit("<batch>", {}, writes, change)
 
     async def commit_creds(self, creds: AuthCreds) -> int:
         """Make a creds snapshot durable, coalesced with concurrent saves. Since 0.1.0.
@@ -601,7 +629,7 @@ class TransactionalStore:
         try:
             # Shielded: one caller's cancellation must not fail everyone's snapshot.
             with trio.CancelScope(shield=True):
-                round_.seq = await self._commit("<creds>", {}, {}, round_.creds)
+                round_.seq = await self._commit("<creds>", {}, {}, Batch(creds=round_.creds))
             self._creds_commits += 1
         except BaseException as exc:
             round_.error = exc
@@ -803,8 +831,11 @@ class TransactionalStore:
         key: str,
         reads: Mapping[Slot, int],
         writes: dict[Slot, Value | None],
-        creds: AuthCreds | None,
+        creds: Batch | None,
     ) -> int | None:
+        """Validate, then commit ``writes`` with the creds change in ``creds`` (its keys unused)."""
+        if creds is not None and creds.creds is None and not creds.patch:
+            creds = None
         slots = frozenset(writes) if creds is None else frozenset((*writes, _CREDS_SLOT))
         while True:
             self._check_open()
@@ -826,7 +857,9 @@ class TransactionalStore:
         writer_of = self._writer_of
         for slot in slots:
             writer_of[slot] = pending
-        batch = Batch(keys=_group(writes), creds=creds)
+        batch = Batch(keys=_group(writes))
+        if creds is not None:
+            batch = Batch(keys=batch.keys, creds=creds.creds, patch=creds.patch, rev=creds.rev)
         with trio.CancelScope(shield=True):
             try:
                 seq = await self._commit_fn(batch)
@@ -909,7 +942,7 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
         self._key = key
         self._more_keys = more_keys
         self._outer: StoreTransaction | None = None
-        self._saved: tuple[dict[Slot, Value | None], AuthCreds | None] | None = None
+        self._saved: _Savepoint | None = None
         self._tx: StoreTransaction | None = None
         self._pin: int | None = None
         self._token: Token[StoreTransaction | None] | None = None
@@ -961,7 +994,7 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
                 tx._phase = _Phase.DISCARDED
                 return
             tx._phase = _Phase.COMMITTING
-            tx.commit_seq = await store._commit(tx.key, tx._reads, tx._writes, tx._creds)
+            tx.commit_seq = await store._commit(tx.key, tx._reads, tx._writes, tx._batch_creds())
             tx._phase = _Phase.COMMITTED
         finally:
             if tx._phase is not _Phase.COMMITTED:

@@ -14,8 +14,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+from stores.errors import InvalidValueError
+
 if TYPE_CHECKING:
-    from stores.creds import AuthCreds
+    from stores.creds import AuthCreds, CredsPatch
 
 Value = Any
 """Plain data: bytes, str, int, float, bool, None, list of values, dict of str to value."""
@@ -42,13 +44,40 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Batch:
-    """One atomic unit of durable change: key writes and, optionally, a creds snapshot."""
+    """One atomic unit of durable change: key writes and, optionally, a creds change.
+
+    ``creds`` is a whole snapshot: what a backend writes. ``patch`` is the creds
+    fields a component changed; the creds owner (the persister in a session,
+    ``PersistedAuth`` as a library) merges it into its creds in arrival order and
+    hands the backend a snapshot, so a backend never sees a patch. ``rev`` is the
+    sender's revision of the change (the connection numbers its changes; a Signal
+    transaction's patch carries none): the owner refuses a change older than one it
+    already accepted from that sender's line. Since 0.1.0 (``patch``,
+    ``rev``: 0.2.0).
+    """
 
     keys: KeyWrites = field(default_factory=dict)
     creds: AuthCreds | None = None
+    patch: CredsPatch | None = None
+    rev: int | None = None
 
     def is_empty(self) -> bool:
-        return self.creds is None and not any(self.keys.values())
+        return self.creds is None and not self.patch and not any(self.keys.values())
+
+    def backend_creds(self) -> AuthCreds | None:
+        """The snapshot a backend writes; an unmerged patch is refused, never dropped."""
+        if self.patch:
+            raise InvalidValueError(
+                "batch", "a creds patch reached a backend unmerged (the creds owner merges it)"
+            )
+        return self.creds
+
+    def resolved(self, current: AuthCreds) -> Batch:
+        """For a backend: ``patch`` merged onto ``creds`` (or ``current``) as one snapshot."""
+        if self.patch is None:
+            return self
+        base = self.creds if self.creds is not None else current
+        return Batch(keys=self.keys, creds=self.patch.apply(base), rev=self.rev)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,12 @@ Durability rules (nothing acknowledged to the server before it is durable):
 - pre-key top-up: the new keys and the creds counters are committed in ONE
   atomic commit through the signal store (``CommitKeysAndCreds``, awaited)
   *before* the upload is sent;
-- other creds changes (``me.lid`` on login, routing info) are snapshots cast to
-  the persister (coalesced).
+- other creds changes (``me.lid`` on login, routing info) are cast to the
+  persister (coalesced).
+
+Creds have one owner, the persister. This actor keeps a copy to read, and sends
+every change as a patch (the fields it changed) numbered by its revision; its
+first load fences out changes a dead incarnation left on their way.
 
 Timers: the first ``connect_timeout`` seconds cover the transport and the Noise
 handshake; QR codes rotate after their lifetime and the last one ends the attempt
@@ -89,7 +93,7 @@ from actors.messages import (
 from runtime.actor import Actor, StopActor
 from runtime.ref import ActorRef
 from runtime.spec import Backoff
-from stores.creds import AuthCreds, KeyPair
+from stores.creds import AuthCreds, CredsPatch, KeyPair
 from stores.keys import key_pair_from_plain
 from stores.types import Batch
 
@@ -189,10 +193,10 @@ class ConnectionActor(Actor):
 
     async def init(self) -> None:
         state = await call_durable(
-            self._persister, LoadCreds(), timeout=self._settings.store_timeout
+            self._persister, LoadCreds(writer=True), timeout=self._settings.store_timeout
         )
         self._creds = state.creds
-        self._rev = state.rev
+        self._rev = state.fence
         self._status.me = self._me_id()
         self.ctx.nursery.start_soon(self._main)
 
@@ -281,13 +285,7 @@ class ConnectionActor(Actor):
     async def _mark_logged_out(self) -> None:
         marked = self.creds.copy()
         marked.extra[LOGGED_OUT_MARK] = True
-        self._rev += 1
-        await call_durable(
-            self._persister,
-            CommitBatch(Batch(creds=marked.copy()), rev=self._rev),
-            timeout=self._settings.store_timeout,
-        )
-        self._creds = marked
+        await self._commit_creds(marked)
 
     # --- one attempt ----------------------------------------------------------------------
 
@@ -322,18 +320,22 @@ class ConnectionActor(Actor):
         return self._rev
 
     async def save_creds(self, creds: AuthCreds) -> None:
-        """Adopt ``creds`` and hand a snapshot to the persister (coalesced, not awaited)."""
+        """Adopt ``creds`` and hand the changed fields to the persister (coalesced, not awaited)."""
+        patch = CredsPatch.between(self.creds, creds)
         self._creds = creds
-        await self._persister.cast(SaveCreds(creds.copy(), self.next_rev()))
+        await self._persister.cast(SaveCreds(patch, self.next_rev()))
+
+    async def _commit_creds(self, creds: AuthCreds) -> None:
+        """Make the fields ``creds`` changed durable (awaited), then adopt ``creds``."""
+        batch = Batch(patch=CredsPatch.between(self.creds, creds), rev=self.next_rev())
+        await call_durable(
+            self._persister, CommitBatch(batch), timeout=self._settings.store_timeout
+        )
+        self._creds = creds
 
     async def commit_identity(self, creds: AuthCreds) -> None:
         """Pairing: make the account identity durable before the reply goes out."""
-        await call_durable(
-            self._persister,
-            CommitBatch(Batch(creds=creds.copy()), rev=self.next_rev()),
-            timeout=self._settings.store_timeout,
-        )
-        self._creds = creds
+        await self._commit_creds(creds)
         self._status.me = self._me_id()
 
     async def keys_get(self, type_: str, ids: tuple[str, ...]) -> dict[str, Any]:
@@ -346,9 +348,10 @@ class ConnectionActor(Actor):
         """Plan ``count`` pre-keys, commit keys + counters atomically, return what to upload."""
         plan = plan_upload(self.creds, count)
         updated = plan.apply(self.creds)
+        patch = CredsPatch.between(self.creds, updated)
         await call_durable(
             self._signal_store,
-            CommitKeysAndCreds(plan.key_batch(), updated.copy(), self.next_rev()),
+            CommitKeysAndCreds(plan.key_batch(), patch, self.next_rev()),
             timeout=self._settings.store_timeout,
         )
         self._creds = updated

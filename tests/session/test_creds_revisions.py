@@ -11,14 +11,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
+from actors.errors import CredsSnapshotRefused, StaleCredsChange
 from actors.messages import (
     CommitBatch,
     CommitKeysAndCreds,
     LoadCreds,
     ReadKeys,
+    RunTransaction,
     SaveCreds,
     call_durable,
 )
@@ -31,8 +34,9 @@ from runtime.registry import Registry
 from runtime.spec import ChildSpec, Strategy
 from runtime.supervisor import open_supervisor
 from stores.auth import use_memory_auth_state
-from stores.creds import AuthCreds, init_auth_creds
+from stores.creds import AuthCreds, CredsPatch, init_auth_creds
 from stores.memory import MemoryBackend
+from stores.transactions import StoreTransaction
 from stores.types import Batch
 from tests.session.helpers import Recorder, sandbox_config, scanning_phone
 from tests.session.memory_sandbox import open_memory_sandbox
@@ -63,11 +67,9 @@ async def store_tree(
     await source.aclose()
 
 
-def counters(creds: AuthCreds, next_id: int) -> AuthCreds:
-    out = creds.copy()
-    out.next_pre_key_id = next_id
-    out.first_unuploaded_pre_key_id = next_id
-    return out
+def counters(creds: AuthCreds, next_id: int) -> CredsPatch:
+    """The patch that moves both pre-key counters to ``next_id``."""
+    return CredsPatch.of(next_pre_key_id=next_id, first_unuploaded_pre_key_id=next_id)
 
 
 async def test_keys_and_creds_committed_through_the_signal_store_keep_their_revision(
@@ -91,9 +93,7 @@ async def test_an_older_snapshot_never_overwrites_counters_committed_through_the
     async with store_tree(events) as (persister, store, creds):
         keys = {"pre-key": {"1": {"public": b"p" * 32, "private": b"s" * 32}}}
         await call_durable(store, CommitKeysAndCreds(keys, counters(creds, 2), 5), timeout=10)
-        stale = creds.copy()
-        stale.routing_info = b"stale"
-        await persister.cast(SaveCreds(stale, 4))
+        await persister.cast(SaveCreds(CredsPatch.of(routing_info=b"stale"), 4))
         state = await call_durable(persister, LoadCreds(), timeout=10)
     assert state.creds.next_pre_key_id == 2 and state.creds.routing_info is None
 
@@ -126,11 +126,60 @@ async def test_a_batch_with_older_creds_commits_its_keys_but_keeps_the_newer_cre
     async with store_tree(events) as (persister, _store, creds):
         newer = counters(creds, 9)
         await persister.cast(SaveCreds(newer, 4))
-        older = creds.copy()
-        older.routing_info = b"older"
-        batch = Batch(keys={"session": {"a": {"n": 1}}}, creds=older)
-        await call_durable(persister, CommitBatch(batch, rev=3), timeout=10)
+        older = CredsPatch.of(routing_info=b"older")
+        batch = Batch(keys={"session": {"a": {"n": 1}}}, patch=older, rev=3)
+        await call_durable(persister, CommitBatch(batch), timeout=10)
         state = await call_durable(persister, LoadCreds(), timeout=10)
         found = await persister.call(ReadKeys("session", ("a",)), timeout=10)
     assert state.rev == 4 and state.creds.next_pre_key_id == 9
     assert state.creds.routing_info is None and found == {"a": {"n": 1}}
+
+
+async def test_a_transaction_patch_survives_the_connections_next_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A Signal transaction advances next_pre_key_id; the connection's later cast keeps it."""
+    events: list[dict[str, Any]] = []
+    async with store_tree(events) as (persister, store, _creds):
+
+        async def retry_receipt(tx: StoreTransaction) -> None:
+            await tx.set({"pre-key": {"7": {"public": b"p" * 32, "private": b"s" * 32}}})
+            tx.patch_creds(CredsPatch.of(next_pre_key_id=8))
+
+        await call_durable(store, RunTransaction("pre-key", retry_receipt), timeout=10)
+        await persister.cast(SaveCreds(CredsPatch.of(routing_info=b"r"), 1))
+        state = await call_durable(persister, LoadCreds(), timeout=10)
+    assert state.creds.next_pre_key_id == 8 and state.creds.routing_info == b"r"
+
+
+async def test_a_top_up_queued_by_a_dead_incarnation_is_refused_whole(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After the next writer's load, a change numbered below its fence fails, keys and all."""
+    events: list[dict[str, Any]] = []
+    async with store_tree(events) as (persister, store, creds):
+        dead = await call_durable(persister, LoadCreds(writer=True), timeout=10)
+        live = await call_durable(persister, LoadCreds(writer=True), timeout=10)
+        keys = {"pre-key": {"1": {"public": b"p" * 32, "private": b"s" * 32}}}
+        late = CommitKeysAndCreds(keys, counters(creds, 2), dead.fence + 1)
+        with pytest.raises(StaleCredsChange):
+            await call_durable(store, late, timeout=10)
+        await persister.cast(SaveCreds(CredsPatch.of(routing_info=b"stale"), dead.fence + 2))
+        state = await call_durable(persister, LoadCreds(), timeout=10)
+        found = await persister.call(ReadKeys("pre-key", ("1",)), timeout=10)
+    assert live.fence > dead.fence + 2 and found == {}
+    assert state.creds.next_pre_key_id == 1 and state.creds.routing_info is None
+
+
+async def test_a_whole_snapshot_sent_to_the_persister_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """CommitBatch carrying a creds snapshot fails with CredsSnapshotRefused; nothing is written."""
+    events: list[dict[str, Any]] = []
+    async with store_tree(events) as (persister, _store, creds):
+        changed = creds.copy()
+        changed.routing_info = b"whole"
+        with pytest.raises(CredsSnapshotRefused):
+            await call_durable(persister, CommitBatch(Batch(creds=changed)), timeout=10)
+        state = await call_durable(persister, LoadCreds(), timeout=10)
+    assert state.creds.routing_info is None and not events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +26,7 @@ from runtime.ref import ActorRef
 from runtime.spec import ChildSpec
 from runtime.supervisor import Supervisor, open_supervisor
 from stores.auth import use_native_file_auth_state
-from stores.creds import AuthCreds, init_auth_creds
+from stores.creds import AuthCreds, CredsPatch, init_auth_creds
 from stores.errors import DurabilityError
 from stores.memory import MemoryBackend
 from stores.types import Batch
@@ -57,10 +58,9 @@ async def running_persister(
         await source.aclose()
 
 
-def with_counter(creds: AuthCreds, n: int) -> AuthCreds:
-    out = creds.copy()
-    out.account_sync_counter = n
-    return out
+def with_counter(creds: AuthCreds, n: int) -> CredsPatch:
+    """The patch that sets ``account_sync_counter`` to ``n``."""
+    return CredsPatch.between(creds, dataclasses.replace(creds, account_sync_counter=n))
 
 
 async def stats(ref: ActorRef) -> PersisterStatistics:
@@ -182,7 +182,7 @@ async def test_restarted_persister_reopens_the_location_and_rereads_durable_cred
     source = ReopeningBackend(first, location.open)
     async with running_persister(source, [], delay=0.0) as (_sup, ref):
         creds = (await call_durable(ref, LoadCreds(), timeout=10)).creds
-        await call_durable(ref, CommitBatch(Batch(creds=with_counter(creds, 7)), rev=1), timeout=10)
+        await call_durable(ref, CommitBatch(Batch(patch=with_counter(creds, 7), rev=1)), timeout=10)
         await crash_and_wait_restart(ref)
         state = await call_durable(ref, LoadCreds(), timeout=10)
         assert (await stats(ref)).incarnation == 2
@@ -220,7 +220,7 @@ async def test_creds_update_events_carry_the_durable_version_and_the_changed_fie
     events: list[dict[str, Any]] = []
     async with running_persister(SharedBackend(backend), events, delay=0.0) as (_sup, ref):
         changed = with_counter(creds, 5)
-        seq = await call_durable(ref, CommitBatch(Batch(creds=changed), rev=1), timeout=5)
+        seq = await call_durable(ref, CommitBatch(Batch(patch=changed, rev=1)), timeout=5)
     update = events[-1]["creds_update"]
     assert update["version"] == seq
     assert update["changed"] == ["account_sync_counter"]

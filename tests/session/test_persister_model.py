@@ -28,7 +28,7 @@ from actors.session import SharedBackend
 from runtime.errors import ActorDown
 from runtime.spec import ChildSpec
 from runtime.supervisor import open_supervisor
-from stores.creds import init_auth_creds
+from stores.creds import CredsPatch, init_auth_creds
 from stores.memory import MemoryBackend
 from stores.types import Batch
 from tests.session.backends import InstrumentedBackend
@@ -81,9 +81,7 @@ async def run_schedule(ops: list[tuple[str, int]], fsync_ms: int, delay_ms: int)
         for index, (op, arg) in enumerate(ops):
             if op == "save":
                 rev += 1
-                snapshot = creds.copy()
-                snapshot.account_sync_counter = rev
-                await ref.cast(SaveCreds(snapshot, rev))
+                await ref.cast(SaveCreds(CredsPatch.of(account_sync_counter=rev), rev))
                 newest_rev = rev
             elif op == "batch":
                 nursery.start_soon(commit, index)

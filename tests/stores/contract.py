@@ -32,7 +32,7 @@ import pytest
 import trio
 
 from stores.auth import enter_backend
-from stores.creds import AuthCreds, init_auth_creds
+from stores.creds import AuthCreds, CredsPatch, init_auth_creds
 from stores.errors import InvalidValueError, StoreClosedError, TransactionConflict
 from stores.transactions import StoreTransaction, TransactionalStore
 from stores.types import (
@@ -347,6 +347,18 @@ class PersistenceContract(_KitTest):
                     Batch(keys={"session": {"a": b"2"}, "no-such-type": {"x": b"1"}})
                 )
             assert await backend.read_keys("session", ["a"]) == {"a": b"1"}
+
+    async def test_an_unmerged_creds_patch_is_refused(
+        self, backend_kit: BackendKit, location: Path
+    ) -> None:
+        """A batch holding a creds patch (the owner merges those) raises and changes nothing."""
+        async with backend_kit.open(location) as backend:
+            before = await backend.read_creds()
+            patch = CredsPatch.of(routing_info=b"patched")
+            with pytest.raises(InvalidValueError):
+                await backend.commit(Batch(keys={"session": {"a": b"1"}}, patch=patch))
+            assert await backend.read_keys("session", ["a"]) == {}
+            assert await backend.read_creds() == before
 
     async def test_closed_backend_refuses_commits(
         self, backend_kit: BackendKit, location: Path

@@ -312,3 +312,18 @@ def test_every_public_stores_name_resolves_lazily() -> None:
     assert [n for n in stores.__all__ if getattr(stores, n, None) is None] == []
     with pytest.raises(AttributeError):
         _ = stores.not_a_name  # type: ignore[attr-defined]  # the point of the test
+
+
+async def test_a_transaction_patch_merges_into_the_library_creds_in_order() -> None:
+    """As a library, PersistedAuth owns creds: a patch keeps a field saved before it."""
+    async with await stores.use_memory_auth_state() as auth:
+        saved = auth.state.creds.copy()
+        saved.routing_info = b"saved"
+        await auth.save_creds(saved)
+        async with auth.keys.transaction("receipt") as tx:
+            await tx.set({"pre-key": {"5": {"private": b"a" * 32, "public": b"b" * 32}}})
+            tx.patch_creds(stores.CredsPatch.of(next_pre_key_id=6))
+        durable = await auth.backend.read_creds()
+        assert durable is not None
+        assert (durable.routing_info, durable.next_pre_key_id) == (b"saved", 6)
+        assert auth.state.creds.next_pre_key_id == 6

@@ -10,6 +10,7 @@ import pytest
 from stores import buffer_json, keys
 from stores.creds import (
     AuthCreds,
+    CredsPatch,
     KeyPair,
     SignedKeyPair,
     creds_from_baileys_json,
@@ -298,3 +299,35 @@ def test_a_damaged_field_name_is_an_error_not_a_silent_default() -> None:
     obj = creds_to_baileys_json(init_auth_creds())
     obj["nextPreKeyIe"] = 5
     assert creds_from_baileys_json(obj, "creds.json").extra == {"nextPreKeyIe": 5}
+
+
+def test_a_patch_between_two_creds_names_only_the_changed_fields_and_applies_back() -> None:
+    """CredsPatch.between(old, new) holds the changed fields; apply(old) equals new."""
+    old = paired_creds()
+    new = old.copy()
+    new.next_pre_key_id = 40
+    new.me = {"id": "15550001111:3@s.whatsapp.net"}
+    patch = CredsPatch.between(old, new)
+    assert patch.fields == {"next_pre_key_id", "me"}
+    assert patch.apply(old) == new and old.next_pre_key_id != 40
+    assert not CredsPatch.between(new, new)
+
+
+def test_a_patch_copies_its_values_and_merges_later_fields_over_earlier_ones() -> None:
+    """A patch never aliases the caller's objects; then() keeps the later value of a field."""
+    me = {"id": "a@s.whatsapp.net"}
+    patch = CredsPatch.of(me=me, next_pre_key_id=2)
+    me["id"] = "changed"
+    applied = patch.apply(init_auth_creds())
+    assert applied.me == {"id": "a@s.whatsapp.net"}
+    merged = patch.then(CredsPatch.of(next_pre_key_id=3))
+    assert dict(merged.changes) == {"me": {"id": "a@s.whatsapp.net"}, "next_pre_key_id": 3}
+
+
+def test_a_patch_refuses_unknown_fields_and_never_shows_values() -> None:
+    """Unknown field names raise InvalidValueError; the repr names fields, not key bytes."""
+    with pytest.raises(InvalidValueError, match="nonsense"):
+        CredsPatch.of(nonsense=1)
+    secret = init_auth_creds().noise_key
+    text = repr(CredsPatch.of(noise_key=secret))
+    assert text == "CredsPatch(['noise_key'])" and secret.private.hex() not in text

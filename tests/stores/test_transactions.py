@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from stores.creds import AuthCreds
+from stores.creds import AuthCreds, CredsPatch
 from stores.errors import (
     DurabilityError,
     InvalidValueError,
@@ -45,6 +45,9 @@ class Recorder:
 
     async def commit(self, batch: Batch) -> int:
         self.batches.append(batch)
+        if batch.patch is not None:
+            # The recorder is the creds owner here: it merges the patch as a persister would.
+            batch = batch.resolved(await self.backend.read_creds() or make_creds())
         seq = 0
         if self.land_before_gate:
             seq = await self.backend.commit(batch)
@@ -588,6 +591,36 @@ async def test_creds_and_keys_commit_in_one_batch(store: TransactionalStore, rec
     assert batch.creds is not None and batch.creds.next_pre_key_id == 2
     assert "pre-key" in batch.keys
     assert (await rec.backend.read_creds()) == batch.creds
+
+
+async def test_a_creds_patch_rides_in_the_transactions_batch_and_rolls_back_with_a_block(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """tx.patch_creds: merged patches in the batch; a failing nested block drops its own."""
+    async with store.transaction("receipt") as tx:
+        await tx.set({"pre-key": {"7": {"private": b"a" * 32, "public": b"b" * 32}}})
+        tx.patch_creds(CredsPatch.of(next_pre_key_id=8))
+        with pytest.raises(RuntimeError):
+            async with store.transaction("receipt"):
+                tx.patch_creds(CredsPatch.of(routing_info=b"undone"))
+                raise RuntimeError("nested block fails")
+        tx.patch_creds(CredsPatch.of(first_unuploaded_pre_key_id=8))
+    (batch,) = rec.batches
+    assert batch.creds is None and batch.patch is not None
+    assert batch.patch.changes == {"next_pre_key_id": 8, "first_unuploaded_pre_key_id": 8}
+
+
+async def test_commit_batch_hands_the_patch_and_revision_to_the_commit_function(
+    store: TransactionalStore, rec: Recorder
+) -> None:
+    """commit_batch(Batch(patch=..., rev=5)): the commit function gets both, with the keys."""
+    patch = CredsPatch.of(routing_info=b"r")
+    await store.commit_batch(Batch(keys={"session": {"a": b"1"}}, patch=patch, rev=5))
+    await store.commit_batch(Batch(patch=patch, rev=6))
+    assert [(b.patch, b.rev, dict(b.keys)) for b in rec.batches] == [
+        (patch, 5, {"session": {"a": b"1"}}),
+        (patch, 6, {}),
+    ]
 
 
 async def test_commit_batch_outside_and_inside_transactions(
