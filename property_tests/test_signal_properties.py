@@ -204,6 +204,8 @@ def test_the_delivery_model_labels_a_simple_exchange_by_the_rules() -> None:
 
 # -- (b) single bit flips ------------------------------------------------------------
 
+ALICE, BOB, GROUP = "111@s.whatsapp.net", "222@s.whatsapp.net", "g@g.us"
+
 
 @dataclass
 class Account:
@@ -238,9 +240,6 @@ class Account:
         return json.dumps(found, default=lambda b: b.hex(), sort_keys=True)
 
 
-ALICE, GROUP = "111@s.whatsapp.net", "g@g.us"
-
-
 def unauthenticated_bytes(data: bytes) -> set[int]:
     """The indexes of a pkmsg's version byte and its registration id and signed pre-key id
     values (its last fields, tag 28 and tag 30)."""
@@ -267,15 +266,15 @@ def base_key_top_bit(data: bytes) -> int:
 async def flip_and_decrypt(kind: str, bit_seed: int) -> None:
     alice, bob = await Account.open("alice"), await Account.open("bob")
     try:
-        await alice.repo.inject_e2e_session("222@s.whatsapp.net", await bob.bundle())
-        first = await alice.repo.encrypt_message("222@s.whatsapp.net", b"first")
+        await alice.repo.inject_e2e_session(BOB, await bob.bundle())
+        first = await alice.repo.encrypt_message(BOB, b"first")
         plaintext = b"first"
         if kind == MSG:
             await bob.repo.decrypt_message(ALICE, *first)
             reply = await bob.repo.encrypt_message(ALICE, b"reply")
-            await alice.repo.decrypt_message("222@s.whatsapp.net", *reply)
+            await alice.repo.decrypt_message(BOB, *reply)
             plaintext = b"second"
-            kind_sent, data = await alice.repo.encrypt_message("222@s.whatsapp.net", plaintext)
+            kind_sent, data = await alice.repo.encrypt_message(BOB, plaintext)
             assert kind_sent == MSG
         elif kind == PKMSG:
             data = first[1]
