@@ -310,14 +310,12 @@ async def flip_and_decrypt(kind: str, bit_seed: int) -> None:
 @SETTINGS
 @given(st.sampled_from([MSG, PKMSG, "skmsg"]), st.integers(0, 2**16))
 def test_a_single_flipped_bit_is_a_signal_error_and_stores_nothing(kind: str, bit: int) -> None:
-    """Any one bit of a msg, pkmsg or skmsg flipped: SignalError, nothing stored (or, in a
-    pkmsg's unauthenticated ids only, the same plaintext)."""
+    """One flipped bit of a msg, pkmsg or skmsg is a SignalError and changes no stored value."""
     trio.run(flip_and_decrypt, kind, bit)
 
 
 def test_every_bit_of_a_msg_and_an_skmsg_is_covered() -> None:
-    """Exhaustively, on the pure core: each bit of a msg or skmsg flipped is a SignalError and
-    leaves the record untouched."""
+    """Each bit of a msg or skmsg flipped is a SignalError and leaves the core record as it was."""
     alice, bob = Peer.make("alice", 1), Peer.make("bob", 2)
     alice.start(bob)
     bob.receive(alice, *alice.send(bob, b"hello"))
@@ -347,8 +345,7 @@ def test_every_bit_of_a_msg_and_an_skmsg_is_covered() -> None:
 
 
 def test_every_bit_of_a_pkmsg_is_covered() -> None:
-    """Exhaustively, on the pure core: each bit of a pkmsg flipped is a SignalError, except in
-    the bytes outside the MAC, where it may also give the same plaintext."""
+    """Each bit of a pkmsg flipped is a SignalError unless it lies outside the MAC."""
     alice, bob = Peer.make("alice", 1), Peer.make("bob", 2)
     alice.start(bob)
     _, data = alice.send(bob, b"target")
@@ -392,8 +389,7 @@ def test_the_unauthenticated_part_of_a_pkmsg_is_its_two_trailing_ids() -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_session_records_never_hold_more_than_40_sessions(data: st.DataObject) -> None:
-    """Restarts, sends and out-of-order deliveries of pkmsgs from old sessions: both records
-    hold at most 40 sessions after every step, one of them the open one."""
+    """Restarts, sends and deliveries in any order never leave over 40 sessions in a record."""
     alice, bob = Peer.make("alice", 1, pre_keys=0), Peer.make("bob", 2, pre_keys=0)
     alice.start(bob, pre_key_id=None)
     pending: list[tuple[str, tuple[str, bytes]]] = []
@@ -438,8 +434,7 @@ def test_session_records_never_hold_more_than_40_sessions(data: st.DataObject) -
 @SETTINGS
 @given(st.lists(st.integers(0, 8), min_size=1, max_size=30))
 def test_sender_key_records_keep_the_newest_5_distinct_states(order: list[int]) -> None:
-    """skdms from nine generations in any order: the record keeps the 5 newest distinct ones,
-    a repeat changes nothing, and exactly those decrypt."""
+    """skdms in any order: a record keeps the newest 5 distinct states and exactly those decrypt."""
     senders = [own_record(key_id=1000 + i) for i in range(9)]
     member = SenderKeyRecord()
     model: list[int] = []
@@ -465,8 +460,7 @@ def test_sender_key_records_keep_the_newest_5_distinct_states(order: list[int]) 
 def test_kept_group_message_keys_are_the_newest_2000_skipped_iterations(
     data: st.DataObject,
 ) -> None:
-    """Jumps, out-of-order and too-far iterations: kept keys are exactly the newest 2,000
-    skipped iterations not yet used, and decrypt follows that model."""
+    """Kept group keys are the newest 2,000 skipped, unused iterations; decrypt follows suit."""
     sender = own_record()
     member = member_of(sender)
     next_iteration, kept = 0, []  # the member's chain position; skipped, not yet used

@@ -273,8 +273,7 @@ def test_a_message_on_an_older_session_decrypts_after_a_new_session_started() ->
 
 
 def test_simultaneous_initiation_both_pkmsgs_decrypt_and_the_conversation_goes_on() -> None:
-    """Both sides start a session from the other's bundle at once: both pkmsgs decrypt, and later
-    messages on either side's open session decrypt on the other's now-closed one."""
+    """Both start a session from the other's bundle at once: both pkmsgs decrypt, later msgs too."""
     alice, bob = Peer.make("alice", 1), Peer.make("bob", 2)
     alice.start(bob, pre_key_id=1)
     bob.start(alice, pre_key_id=1)

@@ -435,8 +435,7 @@ async def test_first_use_of_an_identity_is_stored_and_reported(open_device: Open
 
 
 async def test_a_new_identity_replaces_the_sessions_and_is_reported(open_device: Opener) -> None:
-    """A pkmsg from a new identity for a known address: its session replaces all others, the
-    new key is stored, on_identity_change hears old and new, and the conversation goes on."""
+    """A pkmsg from a new identity replaces the address's sessions, reporting old and new key."""
     alice, bob, new_alice = await reinstalled(open_device, IdentityPolicy.REPLACE)
     reported = len(bob.changes)
     assert await bob.receive(new_alice, await new_alice.send(bob, b"new phone")) == b"new phone"
@@ -453,8 +452,7 @@ async def test_a_new_identity_replaces_the_sessions_and_is_reported(open_device:
 async def test_strict_policy_refuses_a_new_identity_and_changes_nothing(
     open_device: Opener,
 ) -> None:
-    """With IdentityPolicy.STRICT that pkmsg is UntrustedIdentity: sessions, identity, pre-keys
-    and reports stay as they were, and the old session still works."""
+    """With STRICT that pkmsg is UntrustedIdentity, stores nothing; the old session works."""
     alice, bob, new_alice = await reinstalled(open_device, IdentityPolicy.STRICT)
     before = [await bob.snapshot(t, ALICE_ADDRESS) for t in ("session", "identity-key")]
     pre_keys, reported = await bob.pre_key_ids(), list(bob.changes)
@@ -532,8 +530,7 @@ async def test_a_pn_jid_with_a_lid_mapping_uses_the_lid_session(open_device: Ope
 async def test_migrate_session_moves_open_sessions_and_writes_the_mapping(
     open_device: Opener,
 ) -> None:
-    """migrate_session(pn, lid) moves the PN record to the LID address, maps both ways, and the
-    conversation goes on whichever JID is used."""
+    """migrate_session moves the PN record to the LID address and maps both ways; talk goes on."""
     alice, bob = await talking(open_device)
     before = await bob.stored("session", ALICE_ADDRESS)
     result = await bob.repo.migrate_session(ALICE, ALICE_LID)
@@ -650,8 +647,7 @@ async def test_a_group_message_decrypts_after_its_skdm_through_the_store(
 
 
 async def test_failed_group_decrypts_store_nothing(open_device: Opener) -> None:
-    """No record is NoSenderKey; a tampered skmsg InvalidSignature; a replay DuplicateMessage;
-    none of them changes Bob's stored sender key."""
+    """NoSenderKey, a tampered skmsg and a replay store nothing; a repeated skdm changes nothing."""
     alice, bob = await open_device(ALICE), await open_device(BOB)
     skdm, first = await alice.repo.encrypt_group_message(GROUP, ALICE, b"g0")
     with pytest.raises(NoSenderKey):
