@@ -464,6 +464,20 @@ async def test_strict_policy_refuses_a_new_identity_and_changes_nothing(
     assert await bob.receive(alice, await alice.send(bob, b"old phone")) == b"old phone"
 
 
+async def test_a_bundle_with_a_new_identity_replaces_the_sessions(open_device: Opener) -> None:
+    """Injecting a bundle whose identity changed drops the old sessions and reports the change."""
+    alice, bob = await talking(open_device)
+    new_bob = await open_device(BOB, name="bob reinstalled")
+    reported = len(alice.changes)
+    await alice.repo.inject_e2e_session(BOB, await new_bob.bundle(1))
+    record = SessionRecord.from_plain(await alice.stored("session", BOB_ADDRESS))
+    assert len(record.sessions) == 1
+    assert next(iter(record.sessions.values())).remote_identity == new_bob.identity
+    assert await alice.stored("identity-key", BOB_ADDRESS) == new_bob.identity
+    assert alice.changes[reported:] == [IdentityChange(BOB_ADDRESS, bob.identity, new_bob.identity)]
+    assert await new_bob.receive(alice, await alice.send(new_bob, b"hello again")) == b"hello again"
+
+
 async def test_strict_policy_refuses_a_bundle_with_a_new_identity(open_device: Opener) -> None:
     """With STRICT, a bundle whose identity changed is UntrustedIdentity; nothing is stored."""
     alice, bob = await open_device(ALICE, policy=IdentityPolicy.STRICT), await open_device(BOB)
