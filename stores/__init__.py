@@ -26,12 +26,14 @@ if TYPE_CHECKING:
         use_memory_auth_state,
         use_multi_file_auth_state,
         use_native_file_auth_state,
+        use_postgres_auth_state,
         use_sqlite_auth_state,
     )
     from stores.creds import AuthCreds, CredsPatch, KeyPair, SignedKeyPair, init_auth_creds
     from stores.errors import (
         CorruptStateError,
         DurabilityError,
+        FencedError,
         InvalidValueError,
         MigrationError,
         StoreClosedError,
@@ -74,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "use_memory_auth_state": "stores.auth",
     "use_multi_file_auth_state": "stores.auth",
     "use_native_file_auth_state": "stores.auth",
+    "use_postgres_auth_state": "stores.auth",
     "use_sqlite_auth_state": "stores.auth",
     "AuthCreds": "stores.creds",
     "CredsPatch": "stores.creds",
@@ -82,6 +85,7 @@ _EXPORTS: dict[str, str] = {
     "init_auth_creds": "stores.creds",
     "CorruptStateError": "stores.errors",
     "DurabilityError": "stores.errors",
+    "FencedError": "stores.errors",
     "InvalidValueError": "stores.errors",
     "MigrationError": "stores.errors",
     "StoreClosedError": "stores.errors",
@@ -120,6 +124,7 @@ __all__ = [
     "CorruptStateError",
     "CredsPatch",
     "DurabilityError",
+    "FencedError",
     "InvalidValueError",
     "KeyPair",
     "KeyWrites",
@@ -153,6 +158,7 @@ __all__ = [
     "use_memory_auth_state",
     "use_multi_file_auth_state",
     "use_native_file_auth_state",
+    "use_postgres_auth_state",
     "use_sqlite_auth_state",
 ]
 

@@ -48,6 +48,7 @@ __all__ = [
     "use_memory_auth_state",
     "use_multi_file_auth_state",
     "use_native_file_auth_state",
+    "use_postgres_auth_state",
     "use_sqlite_auth_state",
 ]
 
@@ -306,6 +307,26 @@ async def use_sqlite_auth_state(
     module = _backend_module("sqlite")
     return await _open_with(
         lambda: module.open_sqlite_backend(db_path, account=account), cache_size
+    )
+
+
+async def use_postgres_auth_state(
+    dsn: str,
+    account: str = "default",
+    *,
+    lease_ttl: float = 15.0,
+    cache_size: int | None = DEFAULT_CACHE_SIZE,
+) -> PersistedAuth:
+    """Auth state of one ``account`` in the PostgreSQL database at ``dsn``. Since 0.2.0.
+
+    Takes the account's lease (``StoreLockedError`` names a live owner) and renews it
+    every ``lease_ttl / 3`` seconds; a commit after the lease was lost raises
+    ``FencedError``.
+    """
+    module = _backend_module("postgres")
+    return await _open_with(
+        lambda: module.open_postgres_backend(dsn, account=account, lease_ttl=lease_ttl),
+        cache_size,
     )
 
 

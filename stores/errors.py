@@ -105,3 +105,19 @@ class TransactionConflict(StoreError):
 
 class MigrationError(StoreError):
     """A migration was refused or its verification failed; the source is untouched."""
+
+
+class FencedError(StoreError):
+    """A commit was refused because this owner no longer holds the account's lease.
+
+    Another process took the lease over (this one was paused, partitioned or too slow
+    to renew), or the lease expired without renewal. Nothing of the refused commit was
+    written, and the backend refuses every later write: stop the session, never retry.
+    Since 0.2.0.
+    """
+
+    def __init__(self, location: str, reason: str, epoch: int) -> None:
+        self.location = location
+        self.reason = reason
+        self.epoch = epoch
+        super().__init__(f"{location}: fenced at lease epoch {epoch}: {reason}")

@@ -1,0 +1,839 @@
+"""The PostgreSQL backend: many accounts of many processes in one database, fenced.
+
+Format: the tables of ``stores.postgres_schema`` (schema version and forward
+migrations there); every row carries its ``account``; key values and creds are CBOR
+blobs of plain data with a CRC32 over row identity and blob, exactly as in the SQLite
+backend; the creds row before the newest is kept (slot 1).
+
+Durability: one ``commit`` is one SQL transaction (keys, creds and the account's
+sequence number together), acknowledged only after the server acknowledged COMMIT
+with ``synchronous_commit = on``. Commits that queue up while one is written are
+grouped into the next single transaction.
+
+Threads: psycopg 3 has no Trio support, so each backend owns one *writer thread*
+with one synchronous connection. Every read and commit is one job handed over a
+queue; the thread runs it and reschedules the waiting task. Jobs run in the order
+they were queued, so commits are durable in call order (``sequenced_on_call``).
+
+Ownership (a lease with fencing):
+
+* Opening takes the account's lease row: a new row at epoch 1, or a row whose lease
+  expired (by the server's clock) or was released, at epoch + 1. A live lease of
+  another owner raises ``StoreLockedError`` naming it (owner id, host, pid, expiry).
+* Every commit first reads the lease row ``FOR SHARE`` in the same transaction and
+  refuses (``FencedError``) unless the epoch is still ours and unexpired. The row
+  lock orders the commit against a takeover: a takeover that commits first fences
+  the commit; a commit that locks first lands before the takeover.
+* A lease is renewed every ``ttl / 3`` by one statement renewing *every* lease the
+  process holds in the database (``WHERE owner = <process owner id>``); backends of
+  one process on one database share that statement's result, so renewal costs one
+  statement per period, however many accounts the process owns.
+* A renewal that does not return our (account, epoch) fences the backend; when no
+  renewal succeeds until ``ttl`` after the last successful one was *sent*, the lease
+  is lost locally: ``lease_lost`` is set and commits raise ``FencedError``, before
+  the server would let another process take the account.
+* Once fenced, the backend never writes again.
+
+Connection loss: a commit whose transaction broke before COMMIT was sent fails with
+``DurabilityError``. When the connection broke while COMMIT was in flight, the writer
+reconnects and reads the account's sequence number: a COMMIT the server applied is
+acknowledged, one it did not fails. Broken connections are re-made with backoff (up to
+``reconnect_timeout``) by the next job; the backend stays writable, because PostgreSQL
+either applied a transaction or did not (no page cache to lose).
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar
+
+import psycopg
+import psycopg.conninfo
+import trio
+
+from stores import sqlite_codec as codec
+from stores.creds import AuthCreds
+from stores.errors import (
+    CorruptStateError,
+    DurabilityError,
+    FencedError,
+    InvalidValueError,
+    MigrationError,
+    StoreClosedError,
+    StoreError,
+)
+from stores.postgres_lease import (
+    LeaseInfo,
+    join_board,
+    leave_board,
+    process_owner_id,
+    take_lease,
+)
+from stores.postgres_schema import MIGRATIONS, Migration, prepare
+from stores.postgres_writer import Connect, Writer
+from stores.transactions import sequenced_on_call
+from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value
+
+__all__ = [
+    "DEFAULT_LEASE_TTL",
+    "LeaseInfo",
+    "PostgresBackend",
+    "PostgresStatistics",
+    "open_postgres_backend",
+    "parse_location",
+    "process_owner_id",
+]
+
+T = TypeVar("T")
+
+DEFAULT_LEASE_TTL = 15.0
+"""Seconds a lease lives without renewal; renewed every third of it."""
+
+DEFAULT_RECONNECT_TIMEOUT = 10.0
+"""Seconds a job spends re-making a broken connection (with backoff) before it fails."""
+
+_MAX_ACCOUNT_LEN = 200
+_CURRENT, _PREVIOUS = 0, 1
+_CONNECT_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class PostgresStatistics:
+    """What the backend did since it was opened (``statistics()``)."""
+
+    batches: int
+    """Batches acknowledged by ``commit``."""
+    transactions: int
+    """SQL transactions committed for batches (group commit makes it < batches)."""
+    renewals: int
+    """Renewal statements this backend sent (shared with the process's other backends)."""
+    reconnects: int
+    """Connections re-made after a broken one."""
+    seq: int
+    """The account's durable sequence number."""
+    epoch: int
+    """The lease epoch this backend holds."""
+    fenced: bool
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A batch encoded in the committing task: ``(crc, blob)`` per key, None deletes."""
+
+    keys: dict[tuple[str, str], tuple[int, bytes] | None]
+    creds: tuple[int, bytes] | None
+
+
+# -- the backend ------------------------------------------------------------------------
+
+
+class PostgresBackend:
+    """One account of a PostgreSQL store, owned under a lease; implements ``Persistence``.
+
+    Open it with ``open_postgres_backend``; use ``async with`` or ``aclose()``. Since 0.2.0.
+    """
+
+    backend_name: ClassVar[str] = "postgres"
+
+    def __init__(
+        self,
+        *,
+        conninfo: str,
+        location: str,
+        account: str,
+        owner: str,
+        epoch: int,
+        ttl: float,
+        seq: int,
+        connect: Connect,
+        reconnect_timeout: float,
+        valid_until: float,
+    ) -> None:
+        self._conninfo = conninfo
+        self._location = location
+        self._account = account
+        self._owner = owner
+        self._epoch = epoch
+        self._ttl = ttl
+        self._seq = seq
+        self._writer: Writer[_Pending] = Writer(
+            connect, location, self._write_group, _size, reconnect_timeout
+        )
+        self._closed = False
+        self._fenced: FencedError | None = None
+        self.lease_lost = trio.Event()
+        """Set when the lease is lost (fenced or expired): the session must stop."""
+        self._valid_until = valid_until
+        self._attempt_last = seq  # the seq the transaction in flight would make durable
+        self._board = join_board(conninfo, owner)
+        self._renewals = 0
+        self._batches = 0
+        self._renewal_scope = trio.CancelScope()
+        self._renewal_done = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self._location!r})"
+
+    # -- identity ---------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        """``postgresql://user@host/db#account=NAME`` (never the password)."""
+        return self._location
+
+    @property
+    def account(self) -> str:
+        return self._account
+
+    @property
+    def epoch(self) -> int:
+        """The lease epoch this backend writes under."""
+        return self._epoch
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._ttl
+
+    @property
+    def fenced(self) -> FencedError | None:
+        """Why the backend stopped writing (lease lost), or None while it owns the account."""
+        return self._fenced
+
+    def statistics(self) -> PostgresStatistics:
+        return PostgresStatistics(
+            batches=self._batches,
+            transactions=self._writer.transactions,
+            renewals=self._renewals,
+            reconnects=self._writer.reconnects,
+            seq=self._seq,
+            epoch=self._epoch,
+            fenced=self._fenced is not None,
+        )
+
+    def _where(self, table: str, key: str = "") -> str:
+        row = f" row ({key})" if key else ""
+        return f"{self._location} table {table}{row}"
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def read_creds(self) -> AuthCreds | None:
+        """The newest creds of this account, or None when it has none (a new device)."""
+        return await self._read_creds_slot(_CURRENT)
+
+    async def read_previous_creds(self) -> AuthCreds | None:
+        """The creds copy before the newest."""
+        return await self._read_creds_slot(_PREVIOUS)
+
+    async def _read_creds_slot(self, slot: int) -> AuthCreds | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT crc, blob FROM baileys_creds WHERE account = %s AND slot = %s",
+                (self._account, slot),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return self._decode_creds(slot, row[0], row[1])
+
+    def _decode_creds(self, slot: int, crc: int, blob: bytes) -> AuthCreds:
+        name = "newest" if slot == _CURRENT else "previous"
+        where = self._where("baileys_creds", f"slot {slot}, {name}")
+        plain = codec.decode(_bytes(blob), crc, _creds_identity(self._account), where)
+        if not isinstance(plain, dict):
+            raise CorruptStateError(where, f"creds are a {type(plain).__name__}, not a map")
+        try:
+            return AuthCreds.from_plain(plain, where)
+        except InvalidValueError as exc:
+            raise CorruptStateError(where, f"invalid creds: {exc}") from exc
+
+    async def read_keys(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
+        """The values of the present ``ids`` of ``type``; absent ids are left out."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            await trio.lowlevel.checkpoint()
+            return {}
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT id, crc, value FROM baileys_keys"
+                " WHERE account = %s AND type = %s AND id = ANY(%s)",
+                (self._account, type, wanted),
+            ).fetchall()
+        )
+        return {key_id: self._decode_key(type, key_id, crc, blob) for key_id, crc, blob in rows}
+
+    def _decode_key(self, type: str, key_id: str, crc: int, blob: bytes) -> Value:
+        where = self._where("baileys_keys", f"type {type!r}, id {key_id!r}")
+        return codec.decode(_bytes(blob), crc, _key_identity(self._account, type, key_id), where)
+
+    async def snapshot(self) -> StoreSnapshot:
+        """Creds and every key of this account, read in one repeatable-read transaction."""
+        return self._decode_snapshot(*await self._run(self._read_snapshot_rows))
+
+    def _read_snapshot_rows(self, conn: Any) -> tuple[Any, list[Any]]:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return self._snapshot_rows_in(conn)
+
+    def _snapshot_rows_in(self, conn: Any) -> tuple[Any, list[Any]]:
+        creds = conn.execute(
+            "SELECT crc, blob FROM baileys_creds WHERE account = %s AND slot = %s",
+            (self._account, _CURRENT),
+        ).fetchone()
+        keys = conn.execute(
+            "SELECT type, id, crc, value FROM baileys_keys WHERE account = %s", (self._account,)
+        ).fetchall()
+        return creds, keys
+
+    def _decode_snapshot(self, creds_row: Any, key_rows: list[Any]) -> StoreSnapshot:
+        creds = None if creds_row is None else self._decode_creds(_CURRENT, *creds_row)
+        keys: dict[str, dict[str, Value]] = {}
+        for type, key_id, crc, blob in key_rows:
+            keys.setdefault(type, {})[key_id] = self._decode_key(type, key_id, crc, blob)
+        return StoreSnapshot(creds=creds, keys=keys)
+
+    async def is_empty(self) -> bool:
+        """True when this account holds neither creds nor keys (a new device)."""
+        return await self._run(lambda c: not _account_has_rows(c, self._account))
+
+    # -- writes -----------------------------------------------------------------------
+
+    @sequenced_on_call  # queued before the first checkpoint: durable in call order
+    async def commit(self, batch: Batch) -> int:
+        """Make ``batch`` durable in one SQL transaction, fenced on the lease epoch.
+
+        Raises ``FencedError`` once the lease is lost, ``DurabilityError`` when the
+        server did not confirm the transaction.
+        """
+        self._check_open()
+        self._check_lease()
+        pending = self._encode(batch)
+        if pending is None:
+            await trio.lowlevel.checkpoint()
+            return self._seq
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            seq: int = await self._writer.submit_commit(pending)
+        except FencedError as exc:
+            self._fence(exc)
+            raise
+        self._batches += 1
+        self._seq = max(self._seq, seq)
+        return seq
+
+    def _encode(self, batch: Batch) -> _Pending | None:
+        keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
+        for type, writes in batch.keys.items():
+            if type not in KEY_TYPES:
+                raise InvalidValueError("key type", f"{type!r} is not one of {list(KEY_TYPES)}")
+            for key_id, value in writes.items():
+                if not isinstance(key_id, str) or not key_id or "\0" in key_id:
+                    raise InvalidValueError(f"{type} id", f"{key_id!r} is not a non-empty str")
+                if value is None:
+                    keys[(type, key_id)] = None
+                    continue
+                codec.check_plain(value, f"{type}/{key_id}")
+                blob = codec.encode(value)
+                keys[(type, key_id)] = (
+                    codec.row_crc(_key_identity(self._account, type, key_id), blob),
+                    blob,
+                )
+        if getattr(batch, "patch", None):
+            # The creds owner merges patches; one reaching a backend is refused, not dropped.
+            raise InvalidValueError(
+                "batch", "a creds patch reached a backend unmerged (the creds owner merges it)"
+            )
+        creds = None
+        if batch.creds is not None:
+            plain = batch.creds.to_plain()
+            codec.check_plain(plain, "creds")
+            try:
+                # Refuse creds that could not be read back: they would brick the account.
+                AuthCreds.from_plain(plain, "creds")
+            except CorruptStateError as exc:
+                raise InvalidValueError("creds", exc.reason) from exc
+            creds_blob = codec.encode(plain)
+            creds = (codec.row_crc(_creds_identity(self._account), creds_blob), creds_blob)
+        if not keys and creds is None:
+            return None
+        return _Pending(keys=keys, creds=creds)
+
+    def _write_group(self, conn: Any, group: Sequence[_Pending]) -> list[int]:
+        """One SQL transaction for the whole group; each batch's seq (writer thread)."""
+        try:
+            conn.execute("BEGIN")
+        except psycopg.OperationalError as exc:
+            # A connection that died while idle is found out here: nothing of this
+            # transaction reached the server, so one fresh connection may run it.
+            if not conn.broken:
+                raise DurabilityError(self._location, "postgres commit", exc) from exc
+            conn = self._writer.connection()
+            try:
+                conn.execute("BEGIN")
+            except psycopg.Error as again:
+                raise DurabilityError(self._location, "postgres commit", again) from again
+        committing = False
+        try:
+            try:
+                first = self._write_rows(conn, group)
+                committing = True
+                conn.execute("COMMIT")
+            except BaseException:
+                if not committing:
+                    _rollback_quietly(conn)
+                raise
+        except psycopg.Error as exc:
+            if not committing or not conn.broken:
+                raise DurabilityError(self._location, "postgres commit", exc) from exc
+            # COMMIT was sent and the connection broke: ask the server what happened.
+            first = self._confirm(len(group), exc)
+        return list(range(first, first + len(group)))
+
+    def _confirm(self, count: int, cause: psycopg.Error) -> int:
+        """After a COMMIT without an answer: its first seq if the server applied it."""
+        expected_last = self._attempt_last
+        try:
+            conn = self._writer.connection()
+            row = conn.execute(
+                "SELECT a.seq, l.epoch FROM baileys_accounts a"
+                " JOIN baileys_leases l USING (account) WHERE a.account = %s",
+                (self._account,),
+            ).fetchone()
+        except (psycopg.Error, DurabilityError) as exc:
+            raise DurabilityError(
+                self._location, "postgres commit (outcome unknown: no answer to COMMIT)", exc
+            ) from cause
+        # Under our epoch only we write: the seq this transaction would make means it landed.
+        if row is not None and int(row[1]) == self._epoch and int(row[0]) == expected_last:
+            return expected_last - count + 1
+        raise DurabilityError(self._location, "postgres commit (not applied)", cause)
+
+    def _write_rows(self, conn: Any, group: Sequence[_Pending]) -> int:
+        """Fence, then the writes of a group inside an open transaction; the first seq."""
+        account = self._account
+        row = conn.execute(
+            "SELECT epoch, owner, expires_at > now() FROM baileys_leases"
+            " WHERE account = %s FOR SHARE",
+            (account,),
+        ).fetchone()
+        if row is None or int(row[0]) != self._epoch:
+            taken = "the lease row is gone" if row is None else f"{row[1]} took epoch {row[0]}"
+            raise FencedError(self._location, f"lease taken over: {taken}", self._epoch)
+        if not row[2]:
+            raise FencedError(self._location, "lease expired without renewal", self._epoch)
+        keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
+        creds: tuple[int, bytes] | None = None
+        for pending in group:
+            keys.update(pending.keys)
+            creds = pending.creds or creds
+        last = int(
+            conn.execute(
+                "UPDATE baileys_accounts SET seq = seq + %s WHERE account = %s RETURNING seq",
+                (len(group), account),
+            ).fetchone()[0]
+        )
+        first = last - len(group) + 1
+        self._attempt_last = last
+        upserts = [(account, t, i, *v) for (t, i), v in keys.items() if v is not None]
+        deletes = [(account, t, i) for (t, i), v in keys.items() if v is None]
+        with conn.cursor() as cur:
+            if upserts:
+                cur.executemany(
+                    "INSERT INTO baileys_keys (account, type, id, crc, value)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account, type, id)"
+                    " DO UPDATE SET crc = excluded.crc, value = excluded.value",
+                    upserts,
+                )
+            if deletes:
+                cur.executemany(
+                    "DELETE FROM baileys_keys WHERE account = %s AND type = %s AND id = %s",
+                    deletes,
+                )
+        if creds is not None:
+            self._write_creds(conn, last, creds)
+        return first
+
+    def _write_creds(self, conn: Any, seq: int, creds: tuple[int, bytes]) -> None:
+        account = self._account
+        old = conn.execute(
+            "SELECT crc, blob FROM baileys_creds WHERE account = %s AND slot = %s",
+            (account, _CURRENT),
+        ).fetchone()
+        if old is not None and codec.row_crc(_creds_identity(account), _bytes(old[1])) == old[0]:
+            # The newest copy becomes the previous one; a damaged newest copy is dropped.
+            conn.execute(
+                "DELETE FROM baileys_creds WHERE account = %s AND slot = %s", (account, _PREVIOUS)
+            )
+            conn.execute(
+                "UPDATE baileys_creds SET slot = %s WHERE account = %s AND slot = %s",
+                (_PREVIOUS, account, _CURRENT),
+            )
+        else:
+            conn.execute(
+                "DELETE FROM baileys_creds WHERE account = %s AND slot = %s", (account, _CURRENT)
+            )
+        conn.execute(
+            "INSERT INTO baileys_creds (account, slot, seq, crc, blob) VALUES (%s, %s, %s, %s, %s)",
+            (account, _CURRENT, seq, *creds),
+        )
+
+    async def import_snapshot(
+        self, snapshot: StoreSnapshot, verify: Callable[[StoreSnapshot], None]
+    ) -> int:
+        """Write ``snapshot`` into this (empty) account and verify it in one transaction.
+
+        Everything is written, read back and handed to ``verify`` before COMMIT; if the
+        account is not empty or ``verify`` raises, nothing is written. For migration.
+        """
+        self._check_open()
+        self._check_lease()
+        pending = self._encode(Batch(keys=snapshot.keys, creds=snapshot.creds))
+        if pending is None:
+            raise InvalidValueError("snapshot", "holds neither creds nor keys")
+
+        def run(conn: Any) -> int:
+            with conn.transaction():
+                if _account_has_rows(conn, self._account):
+                    raise MigrationError(f"{self._location} already holds data")
+                first = self._write_rows(conn, [pending])
+                verify(self._decode_snapshot(*self._snapshot_rows_in(conn)))
+            return first
+
+        try:
+            seq = await self._run(run)
+        except FencedError as exc:
+            self._fence(exc)
+            raise
+        self._seq = seq
+        return seq
+
+    # -- the lease ------------------------------------------------------------------------
+
+    def _check_lease(self) -> None:
+        if self._fenced is None and trio.current_time() >= self._valid_until:
+            self._fence(
+                FencedError(
+                    self._location,
+                    f"lease not renewed for {self._ttl:g} s (it may be taken over now)",
+                    self._epoch,
+                )
+            )
+        if self._fenced is not None:
+            raise FencedError(self._fenced.location, self._fenced.reason, self._epoch)
+
+    def _fence(self, error: FencedError) -> None:
+        if self._fenced is None:
+            self._fenced = error
+        self.lease_lost.set()
+
+    async def renew_lease(self) -> bool:
+        """Renew this process's leases in the database now; True if ours is still held.
+
+        One statement renews every lease the process holds there; a renewal another
+        backend of this process sent less than ``ttl / 3`` ago is reused instead.
+        Fences the backend (and returns False) when our lease is no longer ours.
+        """
+        self._check_open()
+        if self._fenced is not None:
+            await trio.lowlevel.checkpoint()
+            return False
+        board = self._board
+        while board.in_flight is not None:
+            await board.in_flight.wait()  # a sibling's statement is renewing ours too
+        fresh = board.sent_at is not None and (
+            trio.current_time() - board.sent_at < self._ttl / 3 * 0.9
+        )
+        if fresh and board.sent_at is not None and self._account in board.held:
+            await trio.lowlevel.checkpoint()
+            return self._renewed(board.held, board.sent_at)
+        sent_at = trio.current_time()
+        board.in_flight = done = trio.Event()
+        try:
+            rows = await self._writer.run(
+                lambda c: c.execute(
+                    "UPDATE baileys_leases SET expires_at = now() + ttl"
+                    " WHERE owner = %s AND expires_at > now() RETURNING account, epoch",
+                    (self._owner,),
+                ).fetchall()
+            )
+            self._renewals += 1
+            held = {str(account): int(epoch) for account, epoch in rows}
+            if board.sent_at is None or sent_at >= board.sent_at:
+                board.sent_at, board.held = sent_at, held
+        finally:
+            board.in_flight = None
+            done.set()
+        return self._renewed(held, sent_at)
+
+    def _renewed(self, held: dict[str, int], sent_at: float) -> bool:
+        if held.get(self._account) != self._epoch:
+            self._fence(FencedError(self._location, "lease lost before renewal", self._epoch))
+            return False
+        self._valid_until = max(self._valid_until, sent_at + self._ttl)
+        return True
+
+    async def _renew_forever(self) -> None:
+        """The renewal loop (a system task): every ttl/3, retrying every ttl/15 on error."""
+        try:
+            with self._renewal_scope:
+                next_at = trio.current_time() + self._ttl / 3
+                while not self.lease_lost.is_set():
+                    await trio.sleep_until(next_at)
+                    try:
+                        held = await self.renew_lease()
+                    except (StoreError, psycopg.Error):
+                        # Connection trouble: retry soon; commits refuse once ttl passes.
+                        next_at = trio.current_time() + self._ttl / 15
+                        self._check_expiry_quietly()
+                        continue
+                    if not held:
+                        return
+                    next_at = trio.current_time() + self._ttl / 3
+        finally:
+            self._renewal_done.set()
+
+    def _check_expiry_quietly(self) -> None:
+        try:
+            self._check_lease()
+        except FencedError:
+            pass  # recorded in self._fenced; lease_lost is set
+
+    def _start_renewal(self) -> None:
+        trio.lowlevel.spawn_system_task(
+            self._renew_forever, name=f"postgres lease renewal {self._location}"
+        )
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop renewing, release the lease (if still ours), close the connection."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            self._renewal_scope.cancel()
+            await self._renewal_done.wait()
+            leave_board(self._board)
+            if self._fenced is None:
+                try:
+                    await self._writer.run(self._release)
+                except (StoreError, psycopg.Error):
+                    pass  # the lease expires by itself after the TTL
+            self._writer.stop()
+            await trio.to_thread.run_sync(self._writer.join)
+
+    def _release(self, conn: Any) -> None:
+        conn.execute(
+            "UPDATE baileys_leases SET expires_at = now() WHERE account = %s AND epoch = %s",
+            (self._account, self._epoch),
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self._location} is closed")
+
+    async def _run(self, fn: Callable[[Any], T]) -> T:
+        self._check_open()
+        try:
+            return await self._writer.run(fn)
+        except psycopg.OperationalError as exc:
+            raise DurabilityError(self._location, "postgres read", exc) from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"{self._location}: database error: {exc}") from exc
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _size(pending: _Pending) -> int:
+    size = 64 if pending.creds is None else 64 + len(pending.creds[1])
+    for (type_, id_), value in pending.keys.items():
+        size += 64 + len(type_) + len(id_) + (0 if value is None else len(value[1]))
+    return size
+
+
+def _bytes(blob: Any) -> bytes:
+    return bytes(blob) if isinstance(blob, memoryview | bytearray) else blob
+
+
+def _rollback_quietly(conn: Any) -> None:
+    if conn.broken or conn.closed:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass  # the transaction is gone either way; the caller reports the first error
+
+
+def _account_has_rows(conn: Any, account: str) -> bool:
+    for table in ("baileys_creds", "baileys_keys"):
+        sql = f"SELECT 1 FROM {table} WHERE account = %s LIMIT 1"
+        if conn.execute(sql, (account,)).fetchone() is not None:
+            return True
+    return False
+
+
+def _key_identity(account: str, type: str, key_id: str) -> str:
+    return f"key\0{account}\0{type}\0{key_id}"
+
+
+def _creds_identity(account: str) -> str:
+    return f"creds\0{account}"
+
+
+def _check_account(account: str) -> None:
+    if not isinstance(account, str) or not account:
+        raise InvalidValueError("account", f"{account!r} is not a non-empty str")
+    if len(account) > _MAX_ACCOUNT_LEN or "\0" in account:
+        raise InvalidValueError("account", f"longer than {_MAX_ACCOUNT_LEN} or holds NUL")
+
+
+# -- locations --------------------------------------------------------------------------
+
+
+def describe_dsn(dsn: str) -> str:
+    """``postgresql://user@host:port/dbname?host=/socket/dir``: the DSN without its password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise InvalidValueError("dsn", f"not a PostgreSQL connection string: {exc}") from exc
+    user = str(params.pop("user", "") or "")
+    host = str(params.pop("host", "") or "")
+    port = str(params.pop("port", "") or "")
+    dbname = str(params.pop("dbname", "") or "")
+    params.pop("password", None)
+    query: dict[str, str] = {k: str(v) for k, v in sorted(params.items()) if v is not None}
+    netloc = ""
+    if user:
+        netloc = urllib.parse.quote(user, safe="") + "@"
+    if host.startswith("/"):
+        query = {"host": host, **query}
+    else:
+        netloc += host
+    if port:
+        netloc += f":{port}"
+    text = f"postgresql://{netloc}/{urllib.parse.quote(dbname, safe='')}"
+    if query:
+        text += "?" + urllib.parse.urlencode(query, safe="/")
+    return text
+
+
+def location_of(dsn: str, account: str) -> str:
+    """The location string of one account: ``<dsn without password>#account=<name>``."""
+    return f"{describe_dsn(dsn)}#account={urllib.parse.quote(account, safe='@.+-_')}"
+
+
+def parse_location(location: str, default_account: str = "default") -> tuple[str, str]:
+    """``postgresql://...#account=NAME`` -> ``(dsn, account)``; no fragment: the default."""
+    dsn, _, fragment = location.partition("#")
+    if not dsn.startswith(("postgres://", "postgresql://")):
+        raise InvalidValueError("location", f"{location!r} is not a postgresql:// URI")
+    account = default_account
+    if fragment:
+        values = urllib.parse.parse_qs(fragment, keep_blank_values=True)
+        unknown = sorted(set(values) - {"account"})
+        if unknown or len(values.get("account", [])) != 1:
+            raise InvalidValueError("location", f"fragment {fragment!r} is not account=NAME")
+        account = values["account"][0]
+    return dsn, account
+
+
+# -- opening ----------------------------------------------------------------------------
+
+
+def _default_connect(dsn: str) -> Connect:
+    def connect() -> Any:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
+        try:
+            # Acknowledged means on the server's disk, whatever the database default says.
+            conn.execute("SET synchronous_commit TO on")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    return connect
+
+
+async def open_postgres_backend(
+    dsn: str,
+    *,
+    account: str = "default",
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+    owner: str | None = None,
+    reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+    connect: Connect | None = None,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> PostgresBackend:
+    """Open one account of a PostgreSQL store, taking its lease. Since 0.2.0.
+
+    Creates the tables in an empty database. Raises ``StoreLockedError`` naming the
+    live owner when another process holds the lease, ``WrongBackendError`` or
+    ``UnsupportedFormatError`` for tables that are not ours or newer, and
+    ``DurabilityError`` when the server cannot be reached. ``owner`` defaults to this
+    process's id (``process_owner_id()``); ``connect`` and ``migrations`` are seams
+    for tests.
+    """
+    _check_account(account)
+    if not (isinstance(lease_ttl, int | float) and math.isfinite(lease_ttl) and lease_ttl > 0):
+        raise InvalidValueError("lease_ttl", f"{lease_ttl!r} is not a positive number of seconds")
+    location = location_of(dsn, account)
+    owner = owner or process_owner_id()
+    make = connect or _default_connect(dsn)
+    sent_at = trio.current_time()
+    conn, epoch, seq = await trio.to_thread.run_sync(
+        _open_blocking, make, location, account, owner, lease_ttl, migrations
+    )
+    backend = PostgresBackend(
+        conninfo=describe_dsn(dsn),
+        location=location,
+        account=account,
+        owner=owner,
+        epoch=epoch,
+        ttl=lease_ttl,
+        seq=seq,
+        connect=make,
+        reconnect_timeout=reconnect_timeout,
+        valid_until=sent_at + lease_ttl,
+    )
+    backend._writer.start(conn)
+    backend._start_renewal()
+    return backend
+
+
+def _open_blocking(
+    connect: Connect,
+    location: str,
+    account: str,
+    owner: str,
+    ttl: float,
+    migrations: Sequence[Migration],
+) -> tuple[Any, int, int]:
+    try:
+        conn = connect()
+    except psycopg.OperationalError as exc:
+        raise DurabilityError(location, "connecting", exc) from exc
+    try:
+        prepare(conn, location, migrations)
+        epoch = take_lease(conn, location, account, owner, ttl)
+        row = conn.execute(
+            "SELECT seq FROM baileys_accounts WHERE account = %s", (account,)
+        ).fetchone()
+        seq = 0 if row is None else int(row[0])
+    except BaseException:
+        conn.close()
+        raise
+    return conn, epoch, seq

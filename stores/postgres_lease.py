@@ -1,0 +1,159 @@
+"""Leases of the PostgreSQL backend: who owns an account, at which epoch, until when.
+
+A lease row per account (``baileys_leases``: owner id, host, pid, epoch, ttl,
+expiry) says which process may write the account. ``take_lease`` takes it at
+epoch + 1 when it is free (no row, expired by the server's clock, or released) and
+otherwise raises ``StoreLockedError`` naming the live owner. The backend fences every
+commit on the epoch (``stores.postgres``).
+
+Renewal is per process, not per account: one statement renews every lease one owner
+id holds in a database, and the backends of one process on one database share its
+result through a ``RenewalBoard`` (one per database, owner and Trio run), so a process
+owning 1,000 accounts sends one renewal a period, not 1,000.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import trio
+
+from stores.errors import StoreLockedError
+
+__all__ = [
+    "LeaseInfo",
+    "RenewalBoard",
+    "join_board",
+    "leave_board",
+    "process_owner_id",
+    "read_lease",
+    "take_lease",
+]
+
+_CONNECT_TIMEOUT = 10
+
+_owner: tuple[int, str] | None = None
+
+
+def process_owner_id() -> str:
+    """This process's lease owner id: ``host:pid:random`` (a fork gets a new one)."""
+    global _owner
+    pid = os.getpid()
+    if _owner is None or _owner[0] != pid:
+        _owner = (pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}")
+    return _owner[1]
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A lease row as read from the database."""
+
+    account: str
+    owner: str
+    host: str
+    pid: int
+    epoch: int
+    expires_in: float
+    """Seconds until it expires by the server's clock (negative: expired)."""
+
+    def describe(self) -> str:
+        state = (
+            f"expires in {self.expires_in:.1f} s"
+            if self.expires_in > 0
+            else f"expired {-self.expires_in:.1f} s ago"
+        )
+        return f"owner {self.owner} (pid {self.pid} on {self.host}), epoch {self.epoch}, {state}"
+
+
+class RenewalBoard:
+    """The newest renewal of one process's leases in one database, shared by its backends.
+
+    One per (database, owner, trio run); backends open on it are counted, and the last
+    one to close removes it.
+    """
+
+    def __init__(self, key: tuple[str, str, object]) -> None:
+        self.key = key
+        self.users = 0
+        self.sent_at: float | None = None  # trio time the newest statement was sent
+        self.held: dict[str, int] = {}
+        self.in_flight: trio.Event | None = None
+
+
+_renewals: dict[tuple[str, str, object], RenewalBoard] = {}
+
+
+def join_board(conninfo: str, owner: str) -> RenewalBoard:
+    key = (conninfo, owner, trio.lowlevel.current_trio_token())
+    board = _renewals.get(key)
+    if board is None:
+        board = _renewals[key] = RenewalBoard(key)
+    board.users += 1
+    return board
+
+
+def leave_board(board: RenewalBoard) -> None:
+    board.users -= 1
+    if board.users <= 0:
+        _renewals.pop(board.key, None)
+
+
+def take_lease(conn: Any, location: str, account: str, owner: str, ttl: float) -> int:
+    """Take the lease at epoch + 1, or raise ``StoreLockedError`` naming the live owner."""
+    host, pid = socket.gethostname(), os.getpid()
+    interval = f"{ttl} seconds"
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO baileys_accounts (account, seq) VALUES (%s, 0)"
+            " ON CONFLICT (account) DO NOTHING",
+            (account,),
+        )
+        row = conn.execute(
+            "SELECT owner, host, pid, epoch, extract(epoch FROM expires_at - now())"
+            " FROM baileys_leases WHERE account = %s FOR UPDATE",
+            (account,),
+        ).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO baileys_leases"
+                " (account, owner, host, pid, epoch, ttl, expires_at, acquired_at)"
+                " VALUES (%s, %s, %s, %s, 1, %s::interval, now() + %s::interval, now())",
+                (account, owner, host, pid, interval, interval),
+            )
+            return 1
+        live = LeaseInfo(account, str(row[0]), str(row[1]), int(row[2]), int(row[3]), float(row[4]))
+        if live.expires_in > 0:
+            raise StoreLockedError(location, live.describe())
+        epoch = live.epoch + 1
+        conn.execute(
+            "UPDATE baileys_leases SET owner = %s, host = %s, pid = %s, epoch = %s,"
+            " ttl = %s::interval, expires_at = now() + %s::interval, acquired_at = now()"
+            " WHERE account = %s",
+            (owner, host, pid, epoch, interval, interval, account),
+        )
+        return epoch
+
+
+async def read_lease(dsn: str, account: str) -> LeaseInfo | None:
+    """The lease row of ``account`` (for ``inspect`` and tests), or None."""
+
+    def read() -> LeaseInfo | None:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT) as conn:
+            found = conn.execute("SELECT to_regclass('baileys_leases')").fetchone()
+            if found is None or found[0] is None:
+                return None
+            row = conn.execute(
+                "SELECT owner, host, pid, epoch, extract(epoch FROM expires_at - now())"
+                " FROM baileys_leases WHERE account = %s",
+                (account,),
+            ).fetchone()
+        if row is None:
+            return None
+        return LeaseInfo(account, str(row[0]), str(row[1]), int(row[2]), int(row[3]), float(row[4]))
+
+    return await trio.to_thread.run_sync(read)
