@@ -34,11 +34,24 @@ def b64encode(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
-def b64decode(value: object, where: str) -> bytes:
-    """Decode a standard base64 string, or :class:`InvalidRecord` naming ``where``."""
+def b64decode(value: object, where: str, sizes: tuple[int, ...] = ()) -> bytes:
+    """Decode a standard base64 string, or :class:`InvalidRecord` naming ``where``.
+
+    With ``sizes``, the decoded length must be one of them (a key of the wrong
+    length is damage, refused here rather than failing later inside the crypto).
+    """
     if not isinstance(value, str):
         raise InvalidRecord(where, f"expected a base64 string, got {type(value).__name__}")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRecord(where, "not valid base64") from exc
+    check_size(decoded, where, sizes)
+    return decoded
+
+
+def check_size(value: bytes, where: str, sizes: tuple[int, ...]) -> None:
+    """:class:`InvalidRecord` naming ``where`` unless ``len(value)`` is one of ``sizes``."""
+    if sizes and len(value) not in sizes:
+        allowed = " or ".join(str(size) for size in sizes)
+        raise InvalidRecord(where, f"expected {allowed} bytes, got {len(value)}")

@@ -128,6 +128,9 @@ class SenderKeySeed:
     chain_key: bytes
     signing: SignalKeyPair
 
+    def __repr__(self) -> str:
+        return f"SenderKeySeed(key_id={self.key_id})"
+
 
 def random_sender_key() -> SenderKeySeed:
     """A random sender key as Baileys' keyhelper makes one."""
@@ -313,7 +316,8 @@ class SignalRepository:
         Devices looked at: the contact's ``device-list`` plus ``pn_jid``'s own device.
         A device's open PN session moves to the LID address (the device kept) and the
         PN record is deleted; a device whose LID address has an open session already
-        keeps that one. The ``lid-mapping`` pair is written in the same transaction,
+        keeps that one. The identity key trusted under the PN address is trusted
+        under the LID address too. The ``lid-mapping`` pair is written in the same transaction,
         so later lookups by either JID reach the LID session.
         """
         pn, lid = signal_address(pn_jid), signal_address(lid_jid)
@@ -331,14 +335,20 @@ class SignalRepository:
 
         async def op(tx: Transaction) -> MigrationResult:
             found = await tx.get("session", locks)
+            identities = await tx.get("identity-key", locks)
             moves: dict[str, object] = {}
+            trusted: dict[str, object] = {}
             for pn_address, lid_address in pairs:
                 if _has_open(found.get(pn_address)) and not _has_open(found.get(lid_address)):
                     moves[lid_address] = found[pn_address]
                     moves[pn_address] = None
+                # The identity trusted under the PN address stays trusted under the
+                # LID one: a migration must not restart trust on first use.
+                if pn_address in identities and lid_address not in identities:
+                    trusted[lid_address] = identities[pn_address]
             migrated = len(moves) // 2
             mapping = {pn.user: lid.user, f"{lid.user}_reverse": pn.user}
-            await tx.set({"session": moves, "lid-mapping": mapping})
+            await tx.set({"session": moves, "identity-key": trusted, "lid-mapping": mapping})
             return MigrationResult(migrated, len(pairs) - migrated, len(pairs))
 
         return await self._locked(locks, op)

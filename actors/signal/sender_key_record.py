@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.signal.errors import InvalidRecord
-from actors.signal.plain import as_int, as_mapping
+from actors.signal.plain import as_int, as_mapping, check_size
 from stores.buffer_json import loads as buffer_json_loads
 from stores.buffer_json import revive
 from stores.errors import CorruptStateError
@@ -147,11 +147,11 @@ def _state_from_plain(value: object, where: str) -> SenderKeyState:
     return SenderKeyState(
         key_id=as_int(data.get("senderKeyId"), f"{where}.senderKeyId"),
         iteration=as_int(chain.get("iteration"), f"{where}.senderChainKey.iteration"),
-        chain_key=_bytes(chain.get("seed"), f"{where}.senderChainKey.seed"),
-        signing_public=_bytes(signing.get("public"), f"{where}.senderSigningKey.public"),
+        chain_key=_bytes(chain.get("seed"), f"{where}.senderChainKey.seed", (32,)),
+        signing_public=_bytes(signing.get("public"), f"{where}.senderSigningKey.public", (32, 33)),
         signing_private=b""
         if private is None
-        else _bytes(private, f"{where}.senderSigningKey.private"),
+        else _bytes(private, f"{where}.senderSigningKey.private", (0, 32)),
         message_keys=[
             _kept_key(item, f"{where}.senderMessageKeys[{i}]") for i, item in enumerate(keys)
         ],
@@ -161,18 +161,20 @@ def _state_from_plain(value: object, where: str) -> SenderKeyState:
 def _kept_key(value: object, where: str) -> tuple[int, bytes]:
     data = as_mapping(value, where)
     return as_int(data.get("iteration"), f"{where}.iteration"), _bytes(
-        data.get("seed"), f"{where}.seed"
+        data.get("seed"), f"{where}.seed", (32,)
     )
 
 
-def _bytes(value: object, where: str) -> bytes:
+def _bytes(value: object, where: str, sizes: tuple[int, ...]) -> bytes:
     if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
+        data = bytes(value)
+    elif isinstance(value, str):
         # Seeds that went through protobuf toJSON arrive as plain base64.
         try:
-            revived = revive({"type": "Buffer", "data": value}, where)
+            data = bytes(revive({"type": "Buffer", "data": value}, where))
         except CorruptStateError as exc:
             raise InvalidRecord(where, str(exc)) from exc
-        return bytes(revived)
-    raise InvalidRecord(where, f"expected bytes, got {type(value).__name__}")
+    else:
+        raise InvalidRecord(where, f"expected bytes, got {type(value).__name__}")
+    check_size(data, where, sizes)
+    return data

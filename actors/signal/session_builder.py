@@ -177,12 +177,15 @@ def _init_session(
     now_ms: int,
     new_key_pair: KeyPairFactory,
 ) -> SessionEntry:
-    dh1 = agree(their_signed, ours.identity.private)
-    dh2 = agree(their_identity, our_signed.private)
-    dh3 = agree(their_signed, our_signed.private)
+    their_side = "bundle" if initiator else "pkmsg"
+    signed_field = f"{their_side}.signed_pre_key" if initiator else "pkmsg.base_key"
+    dh1 = agree(their_signed, ours.identity.private, signed_field)
+    dh2 = agree(their_identity, our_signed.private, f"{their_side}.identity_key")
+    dh3 = agree(their_signed, our_signed.private, signed_field)
     secret = _MASTER_PREFIX + (dh1 + dh2 if initiator else dh2 + dh1) + dh3
     if our_base is not None and their_base is not None:
-        secret += agree(their_base, our_base.private)
+        base_field = "bundle.pre_key" if initiator else "pkmsg.base_key"
+        secret += agree(their_base, our_base.private, base_field)
     root_key = derive_secrets(secret, ZERO_SALT, INFO_TEXT)[0]
     if initiator:
         assert our_base is not None
@@ -213,7 +216,7 @@ def add_ratchet_chain(entry: SessionEntry, remote_key: bytes, kind: ChainType, c
 
     A sending chain is named by our ephemeral public key, a receiving one by ``remote_key``.
     """
-    shared = agree(remote_key, entry.ephemeral.private)
+    shared = agree(remote_key, entry.ephemeral.private, "msg.ephemeral_key")
     derived = derive_secrets(shared, entry.root_key, INFO_RATCHET, chunks)
     name = entry.ephemeral.public if kind is ChainType.SENDING else remote_key
     entry.add_chain(name, Chain(kind, -1, derived[1]))

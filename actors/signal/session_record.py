@@ -44,6 +44,10 @@ from actors.signal.plain import as_int, as_mapping, b64decode, b64encode
 RECORD_VERSION = "v1"
 MAX_SESSIONS = 40
 """libsignal's CLOSED_SESSIONS_MAX: a record keeps at most this many sessions."""
+PUBLIC = 33
+"""Public keys in records are libsignal's 33-byte ``05 ||`` form."""
+SECRET = 32
+"""Private keys, root keys, chain keys and message key seeds."""
 MAX_SKIP = 2000
 """How far ahead of its chain a message counter may be (libsignal refuses more)."""
 
@@ -216,7 +220,7 @@ class SessionRecord:
         for key, entry_value in sessions.items():
             path = f"{where}._sessions[{key}]"
             entry = _entry_from_plain(entry_value, path, fallback_registration)
-            record.sessions[b64decode(key, path)] = entry
+            record.sessions[b64decode(key, path, (PUBLIC,))] = entry
         return record
 
 
@@ -276,27 +280,27 @@ def _entry_from_plain(value: object, where: str, fallback_registration: int | No
             else fallback_registration
         ),
         ephemeral=SignalKeyPair(
-            public=_b64_field(pair, "pubKey", f"{where}.currentRatchet.ephemeralKeyPair"),
-            private=_b64_field(pair, "privKey", f"{where}.currentRatchet.ephemeralKeyPair"),
+            public=_b64_field(pair, "pubKey", f"{where}.currentRatchet.ephemeralKeyPair", PUBLIC),
+            private=_b64_field(pair, "privKey", f"{where}.currentRatchet.ephemeralKeyPair", SECRET),
         ),
         last_remote_ephemeral=_b64_field(
-            ratchet, "lastRemoteEphemeralKey", f"{where}.currentRatchet"
+            ratchet, "lastRemoteEphemeralKey", f"{where}.currentRatchet", PUBLIC
         ),
         previous_counter=as_int(
             ratchet.get("previousCounter"), f"{where}.currentRatchet.previousCounter"
         ),
-        root_key=_b64_field(ratchet, "rootKey", f"{where}.currentRatchet"),
-        base_key=_b64_field(info, "baseKey", f"{where}.indexInfo"),
+        root_key=_b64_field(ratchet, "rootKey", f"{where}.currentRatchet", SECRET),
+        base_key=_b64_field(info, "baseKey", f"{where}.indexInfo", PUBLIC),
         base_key_type=_enum(BaseKeyType, info.get("baseKeyType"), f"{where}.indexInfo.baseKeyType"),
         closed=as_int(info.get("closed"), f"{where}.indexInfo.closed"),
         used=as_int(info.get("used", 0), f"{where}.indexInfo.used"),
         created=as_int(info.get("created", 0), f"{where}.indexInfo.created"),
-        remote_identity=_b64_field(info, "remoteIdentityKey", f"{where}.indexInfo"),
+        remote_identity=_b64_field(info, "remoteIdentityKey", f"{where}.indexInfo", PUBLIC),
     )
     chains = as_mapping(data.get("_chains", {}), f"{where}._chains")
     for key, chain_value in chains.items():
         path = f"{where}._chains[{key}]"
-        entry.chains[b64decode(key, path)] = _chain_from_plain(chain_value, path)
+        entry.chains[b64decode(key, path, (PUBLIC,))] = _chain_from_plain(chain_value, path)
     pending = data.get("pendingPreKey")
     if pending is not None:
         entry.pending_pre_key = _pending_from_plain(pending, f"{where}.pendingPreKey")
@@ -312,11 +316,11 @@ def _chain_from_plain(value: object, where: str) -> Chain:
         path = f"{where}.messageKeys[{index}]"
         if not isinstance(index, str) or not index.lstrip("-").isdigit():
             raise InvalidRecord(path, "a message key index must be a decimal number")
-        message_keys[int(index)] = b64decode(seed, path)
+        message_keys[int(index)] = b64decode(seed, path, (SECRET,))
     return Chain(
         chain_type=_enum(ChainType, data.get("chainType"), f"{where}.chainType"),
         counter=as_int(chain_key.get("counter"), f"{where}.chainKey.counter"),
-        key=None if key_value is None else b64decode(key_value, f"{where}.chainKey.key"),
+        key=None if key_value is None else b64decode(key_value, f"{where}.chainKey.key", (SECRET,)),
         message_keys=message_keys,
     )
 
@@ -326,13 +330,13 @@ def _pending_from_plain(value: object, where: str) -> PendingPreKey:
     pre_key = data.get("preKeyId")
     return PendingPreKey(
         signed_key_id=as_int(data.get("signedKeyId"), f"{where}.signedKeyId"),
-        base_key=_b64_field(data, "baseKey", where),
+        base_key=_b64_field(data, "baseKey", where, PUBLIC),
         pre_key_id=None if pre_key is None else as_int(pre_key, f"{where}.preKeyId"),
     )
 
 
-def _b64_field(data: Mapping[str, Any], name: str, where: str) -> bytes:
-    return b64decode(data.get(name), f"{where}.{name}")
+def _b64_field(data: Mapping[str, Any], name: str, where: str, size: int) -> bytes:
+    return b64decode(data.get(name), f"{where}.{name}", (size,))
 
 
 def _enum(kind: type[_E], value: object, where: str) -> _E:

@@ -226,4 +226,8 @@ def _key(proto: object, name: str, field: str) -> bytes:
         raise InvalidMessage(
             f"{field}.{name}", f"expected a 33-byte 05-prefixed key, got {len(value)} bytes"
         )
+    if value[-1] & 0x80:
+        # X25519 ignores this bit, so two spellings would name one key: a replayed
+        # pkmsg with it flipped would look like a new session. Honest peers never set it.
+        raise InvalidMessage(f"{field}.{name}", "the key's unused top bit is set")
     return value

@@ -266,11 +266,6 @@ def test_a_record_that_is_not_an_object_is_invalid_record() -> None:
     assert caught.value.field == "session 111.0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session_record reads keys of any length: a 31-byte rootKey loads and later "
-    "fails as ValueError('salt must be 32 bytes') inside a decrypt",
-)
 def test_a_root_key_of_the_wrong_length_is_invalid_record() -> None:
     """A 31-byte root key is malformed: InvalidRecord naming currentRatchet.rootKey."""
     _, _, record = busy_record()
@@ -727,10 +722,6 @@ async def test_reprs_show_no_key_bytes() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SenderKeySeed is a plain dataclass: its repr prints chain_key bytes",
-)
 def test_a_fresh_sender_key_seed_repr_shows_no_key_bytes() -> None:
     """repository.SenderKeySeed (a new sender key) hides its chain key and signing private key."""
     seed = random_sender_key()

@@ -335,12 +335,6 @@ async def test_failed_decrypts_leave_every_stored_record_byte_for_byte(open_devi
     assert await bob.receive(alice, msg) == b"msg"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="X25519 ignores a public key's top bit but sessions are found by the base key's "
-    "bytes: a pkmsg replayed with that bit flipped starts a 'new' session with the same "
-    "keys and decrypts again (wire._key should refuse non-canonical keys)",
-)
 async def test_a_pkmsg_replayed_with_a_malleated_base_key_is_refused(open_device: Opener) -> None:
     """A pkmsg replayed with its base key's ignored top bit flipped is not decrypted twice."""
     alice, bob = await started(open_device, pre_key_id=None)
@@ -583,11 +577,6 @@ async def test_migrate_session_goes_from_pn_to_lid_only(open_device: Opener) -> 
             await bob.repo.migrate_session(pn, lid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="migrate_session moves session records but not the identity-key, so the LID "
-    "address starts over at trust-on-first-use and STRICT accepts a changed identity",
-)
 async def test_strict_policy_still_refuses_a_new_identity_after_migration(
     open_device: Opener,
 ) -> None:
