@@ -16,6 +16,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from actors.connection.binary import LID, S_WHATSAPP_NET, Jid
+from actors.connection.binary.errors import JidError
 from sandbox.errors import InvalidAccountError, UnknownTargetError
 
 #: First phone number handed out to a new account (a fictitious range).
@@ -131,6 +132,34 @@ class Account:
     devices: dict[int, Device] = field(default_factory=dict)
     next_device_id: int = 1
     next_key_index: int = 1
+    #: The name its messages carry (``notify``); since 0.2.0.
+    push_name: str | None = None
+
+    @property
+    def jid(self) -> str:
+        """``user@s.whatsapp.net``. Since 0.2.0."""
+        return str(Jid(self.user, S_WHATSAPP_NET))
+
+    @property
+    def lid(self) -> str:
+        """``lid_user@lid``. Since 0.2.0."""
+        return str(Jid(self.lid_user, LID))
+
+    def listed_devices(self) -> list[Device]:
+        """The devices usync lists and messages reach, by id. Since 0.2.0.
+
+        The phone (device 0) when it holds Signal keys in the sandbox (a simulated
+        contact's does; a bot account's phone only scans QR codes and does not),
+        then every paired companion device.
+        """
+        found = []
+        for device_id in sorted(self.devices):
+            device = self.devices[device_id]
+            if device_id == 0 and device.signed_pre_key is not None:
+                found.append(device)
+            elif device_id != 0 and device.paired:
+                found.append(device)
+        return found
 
 
 class Registry:
@@ -199,6 +228,25 @@ class Registry:
         """The device ``user:device_id``, or None."""
         account = self._accounts.get(user)
         return None if account is None else account.devices.get(device_id)
+
+    def account_of(self, jid: str) -> Account:
+        """The account of a user or device JID (phone-number or LID form); UnknownTargetError.
+
+        Since 0.2.0.
+        """
+        try:
+            parsed = Jid.parse(jid)
+        except JidError as exc:
+            raise UnknownTargetError(f"not a JID: {jid!r}") from exc
+        if parsed.server == S_WHATSAPP_NET:
+            found = self._accounts.get(parsed.user)
+            if found is not None:
+                return found
+        elif parsed.server == LID:
+            for account in self._accounts.values():
+                if account.lid_user == parsed.user:
+                    return account
+        raise UnknownTargetError(f"no account {jid!r} in the sandbox")
 
     def find(self, jid: str) -> Device:
         """The device of ``jid`` (phone-number or LID form); UnknownTargetError if none."""

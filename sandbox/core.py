@@ -24,6 +24,15 @@ v7 client does it (observed)":
 - then pre-key count / upload / digest / rotate, passive, ping, abt props,
   blocklist and privacy iqs; any other iq gets ``error code=501``.
 
+Messaging (0.2.0; the rules are :mod:`sandbox.routing`'s table): ``usync`` and
+``encrypt/get > key`` are answered from the registry, ``w:g2 > query`` from
+:mod:`sandbox.groups`; ``message`` and ``receipt`` stanzas of a logged-in device
+are acked and routed to the devices they address, each waiting in that device's
+offline queue until it acks; after ``success`` (and ``edge_routing``) a device
+gets its queue in order, then ``ib > offline{count}``. Simulated contacts
+(:mod:`sandbox.contacts`) are devices too: what is routed to one is handed to it
+at once, and what it answers is routed like a client's stanza.
+
 Since 0.1.0.
 """
 
@@ -60,8 +69,11 @@ from actors.connection.noise import (
 from actors.connection.proto import wa_pb2
 from sandbox import adv
 from sandbox.accounts import Device, Registry, SignedPreKey
-from sandbox.errors import ScanRejectedError, UnknownTargetError
+from sandbox.contacts import Contact, Contacts
+from sandbox.errors import InvalidAccountError, ScanRejectedError, UnknownTargetError
+from sandbox.groups import Group, Groups
 from sandbox.identity import ServerIdentity
+from sandbox.routing import Delivery, Router, key_bundle_result, key_of, usync_result
 from stores.keys import KEY_BUNDLE_TYPE, verify
 
 #: Status codes of ``stream:error`` / ``failure`` (Baileys' DisconnectReason).
@@ -137,6 +149,9 @@ class SandboxConfig:
     #: The phone's platform name sent in ``pair-success > platform``.
     platform_name: str = "android"
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    #: Send ``ib > offline{count}`` after a login's queued stanzas (Baileys flushes
+    #: its buffered events on it). Since 0.2.0.
+    send_offline_marker: bool = True
 
 
 @dataclass(frozen=True)
@@ -202,6 +217,13 @@ class CoreStatistics:
     routed_intros: int
     protocol_errors: int
     unknown_iqs: int
+    #: Since 0.2.0: message and receipt stanzas routed, stanzas waiting for an ack,
+    #: simulated contacts and groups.
+    messages_routed: int = 0
+    receipts_routed: int = 0
+    queued_stanzas: int = 0
+    contacts: int = 0
+    groups: int = 0
 
 
 @dataclass(eq=False)
@@ -265,6 +287,9 @@ class ServerCore:
         self._refs: dict[str, IssuedRef] = {}
         self._routing_infos: set[bytes] = set()
         self._count = _Counters()
+        self.groups = Groups()
+        self.contacts = Contacts(self.registry, self.groups)
+        self.router = Router(self.registry, self.groups)
 
     def __repr__(self) -> str:
         return f"ServerCore(connections={len(self._connections)}, registry={self.registry!r})"
@@ -501,7 +526,43 @@ class ServerCore:
             routed_intros=n.routed_intros,
             protocol_errors=n.protocol_errors,
             unknown_iqs=n.unknown_iqs,
+            messages_routed=self.router.messages_routed,
+            receipts_routed=self.router.receipts_routed,
+            queued_stanzas=self.router.queues.total,
+            contacts=len(self.contacts),
+            groups=len(self.groups),
         )
+
+    # --- contacts and groups ------------------------------------------------------
+
+    def add_contact(self, name: str | None = None) -> Contact:
+        """A new simulated contact (an account whose phone's keys are uploaded). Since 0.2.0."""
+        return self.contacts.create(name)
+
+    def contact_send(
+        self, contact: str, to: str, text: str, now: float
+    ) -> tuple[str, list[Output]]:
+        """Have contact ``contact`` send ``text`` to a user or group JID; ``(id, outputs)``.
+
+        UnknownTargetError for an unknown contact or recipient. Since 0.2.0.
+        """
+        sender = self.contacts.get(contact)
+        msg_id, stanza = sender.send_text(to, text, self._now_ms())
+        reply, out = self._route(sender.device, stanza, now)
+        if reply is not None and reply.attr("error"):
+            raise UnknownTargetError(f"the server refused the message: error {reply.attr('error')}")
+        return msg_id, out
+
+    def create_group(self, subject: str, participants: list[str]) -> Group:
+        """A group of accounts (user JIDs, either form); the first one creates it. Since 0.2.0."""
+        if not participants:
+            raise InvalidAccountError("a group needs at least its creator")
+        members = [self.registry.account_of(jid).jid for jid in participants]
+        return self.groups.create(subject, members[0], members[1:], int(self._wall_clock()))
+
+    def pending(self, jid: str) -> list[BinaryNode]:
+        """The stanzas waiting for device ``jid``'s ack, oldest first. Since 0.2.0."""
+        return self.router.queues.pending(key_of(self.registry.find(jid)))
 
     # --- internals: plumbing ----------------------------------------------------
 
@@ -667,13 +728,28 @@ class ServerCore:
             device.routing_info = info
             routing = BinaryNode("edge_routing", {}, [BinaryNode("routing_info", {}, info)])
             out += self._send(conn, BinaryNode("ib", {}, [routing]))
+        queued = self.router.queues.pending(key_of(device))
+        for node in queued:
+            out += self._send(conn, node)
+        if self.config.send_offline_marker:
+            offline = BinaryNode("offline", {"count": str(len(queued))})
+            out += self._send(conn, BinaryNode("ib", {"from": S_WHATSAPP_NET}, [offline]))
         return out
 
     # --- internals: nodes ----------------------------------------------------------
 
     def _on_node(self, conn: _Connection, node: BinaryNode, now: float) -> list[Output]:
+        if node.tag in ("message", "receipt", "ack") and conn.state is ConnState.LOGGED_IN:
+            assert conn.device is not None
+            if node.tag == "ack":
+                self.router.on_ack(conn.device, node)
+                return []
+            reply, out = self._route(conn.device, node, now)
+            if reply is not None:
+                out = self._send(conn, reply) + out
+            return out
         if node.tag != "iq":
-            return []  # ib, presence, acks: nothing the sandbox answers
+            return []  # ib, presence: nothing the sandbox answers
         kind = node.attr("type")
         iq_id = node.attr("id")
         if kind in ("result", "error"):
@@ -714,7 +790,64 @@ class ServerCore:
         linked: list[Output] = [Linked(link.ticket.ref, device.jid, device.lid)]
         return linked + self._stream_error(conn, RESTART_REQUIRED, now)
 
+    # --- routing ---------------------------------------------------------------------
+
+    def _route(
+        self, device: Device, node: BinaryNode, now: float, depth: int = 0
+    ) -> tuple[BinaryNode | None, list[Output]]:
+        """Route a stanza ``device`` sent: the reply for it, and the outputs to others."""
+        t = self._t()
+        if node.tag == "message":
+            routed = self.router.on_message(device, node, t)
+        elif node.tag == "receipt":
+            routed = self.router.on_receipt(device, node, t)
+        else:
+            return None, []
+        return routed.reply, self._deliver(routed.deliveries, now, depth)
+
+    def _deliver(self, deliveries: list[Delivery], now: float, depth: int) -> list[Output]:
+        """Queue each stanza for its device and send it where the device is logged in.
+
+        A contact takes its stanza at once; what it answers (receipts, resends) is
+        routed in turn. Contacts answer messages and retry receipts only, so the
+        chain ends; ``depth`` guards it anyway.
+        """
+        out: list[Output] = []
+        for delivery in deliveries:
+            contact = self.contacts.of_device(delivery.device)
+            if contact is not None:
+                if depth >= _MAX_CONTACT_DEPTH:
+                    continue
+                for answer in contact.receive(delivery.node, self._now_ms()):
+                    _, more = self._route(delivery.device, answer, now, depth + 1)
+                    out += more
+                continue
+            self.router.queues.push(key_of(delivery.device), delivery.node)
+            for conn in self._connections.values():
+                if conn.device is delivery.device and conn.state is ConnState.LOGGED_IN:
+                    out += self._gate(conn, self._send(conn, delivery.node))
+        return out
+
+    def _now_ms(self) -> int:
+        return int(self._wall_clock() * 1000)
+
     # --- iq handlers (logged in) ---------------------------------------------------
+
+    def _iq_usync(self, device: Device, node: BinaryNode) -> BinaryNode:
+        try:
+            return _result(node, usync_result(self.registry, node))
+        except MissingNodeError as exc:
+            return _error(node, 400, str(exc))
+
+    def _iq_key_bundles(self, device: Device, node: BinaryNode) -> BinaryNode:
+        return _result(node, key_bundle_result(self.registry, node))
+
+    def _iq_group(self, device: Device, node: BinaryNode) -> BinaryNode:
+        group = self.groups.get(node.attr("to") or "")
+        if group is None:
+            return _error(node, 404, "item-not-found")
+        attrs = {"from": group.jid, "type": "result", "id": node.require_attr("id")}
+        return BinaryNode("iq", attrs, [group.metadata()])
 
     def _iq_count(self, device: Device, node: BinaryNode) -> BinaryNode:
         return _result(node, [BinaryNode("count", {"value": str(device.pre_key_count)})])
@@ -785,7 +918,12 @@ _LOGGED_IN_IQS: dict[tuple[str | None, str | None, str | None], _Handler] = {
     ("abt", "get", "props"): ServerCore._iq_props,
     ("blocklist", "get", None): ServerCore._iq_blocklist,
     ("privacy", "get", "privacy"): ServerCore._iq_privacy,
+    ("usync", "get", "usync"): ServerCore._iq_usync,
+    ("encrypt", "get", "key"): ServerCore._iq_key_bundles,
+    ("w:g2", "get", "query"): ServerCore._iq_group,
 }
+#: How deep contacts' answers may chain (a message → receipt → nothing).
+_MAX_CONTACT_DEPTH = 4
 
 
 class _BadRequest(ValueError):

@@ -222,7 +222,8 @@ def test_login_of_a_paired_device_succeeds_with_t_lid_and_edge_routing() -> None
     device = FakeDevice()
     world.pair(device)
     client, nodes = world.login(device)
-    success, ib = nodes
+    success, ib, offline = nodes
+    assert offline.require_child("offline").attr("count") == "0"
     assert success.tag == "success"
     assert success.attrs == {"t": "1700000000", "lid": device.lid}
     info = ib.require_child("edge_routing", "routing_info").require_bytes()

@@ -188,6 +188,7 @@ async def test_ping_is_answered_over_the_socket() -> None:
                 await client.handshake(device.login_payload())
                 await client.receive()  # success
                 await client.receive()  # edge_routing
+                await client.receive()  # ib > offline (the empty offline queue)
                 ping = BinaryNode(
                     "iq", {"id": "p", "xmlns": "w:p", "type": "get"}, [BinaryNode("ping", {})]
                 )
