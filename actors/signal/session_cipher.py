@@ -41,7 +41,14 @@ from actors.signal.errors import (
     TooFarInFuture,
 )
 from actors.signal.session_builder import LocalIdentity, accept_incoming, add_ratchet_chain
-from actors.signal.session_record import MAX_SKIP, Chain, ChainType, SessionEntry, SessionRecord
+from actors.signal.session_record import (
+    MAX_RECEIVING_CHAINS,
+    MAX_SKIP,
+    Chain,
+    ChainType,
+    SessionEntry,
+    SessionRecord,
+)
 from actors.signal.wire import (
     MAC_LENGTH,
     PreKeyWhisperMessage,
@@ -180,12 +187,28 @@ def _maybe_step_ratchet(
         _fill_message_keys(previous, previous_counter, address)
         previous.key = None
     add_ratchet_chain(session, remote_key, ChainType.RECEIVING, chunks=2)
+    _drop_old_receiving_chains(session)
     sending = session.chains.pop(session.ephemeral.public, None)
     if sending is not None:
         session.previous_counter = sending.counter
     session.ephemeral = new_key_pair()
     add_ratchet_chain(session, remote_key, ChainType.SENDING, chunks=2)
     session.last_remote_ephemeral = remote_key
+
+
+def _drop_old_receiving_chains(session: SessionEntry) -> None:
+    """Keep the newest ``MAX_RECEIVING_CHAINS`` receiving chains, oldest dropped first.
+
+    libsignal-node keeps every chain, so a long conversation's record grows without
+    end (slower to read, write and copy at every message); Signal's libsignal keeps
+    five. A message from a chain dropped here (five ratchet turns late) no longer
+    decrypts, as in Signal's own apps.
+    """
+    receiving = [
+        key for key, chain in session.chains.items() if chain.chain_type is ChainType.RECEIVING
+    ]
+    for key in receiving[: max(0, len(receiving) - MAX_RECEIVING_CHAINS)]:
+        del session.chains[key]
 
 
 def _fill_message_keys(chain: Chain, counter: int, address: str) -> None:

@@ -48,6 +48,8 @@ PUBLIC = 33
 """Public keys in records are libsignal's 33-byte ``05 ||`` form."""
 SECRET = 32
 """Private keys, root keys, chain keys and message key seeds."""
+MAX_RECEIVING_CHAINS = 5
+"""Receiving chains a session keeps (Signal's libsignal; libsignal-node keeps all)."""
 MAX_SKIP = 2000
 """How far ahead of its chain a message counter may be (libsignal refuses more)."""
 

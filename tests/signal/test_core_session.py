@@ -25,6 +25,7 @@ from actors.signal.errors import (
     InvalidSignature,
     MissingPreKey,
     NoSession,
+    SignalError,
     TooFarInFuture,
 )
 from actors.signal.session_builder import (
@@ -35,7 +36,13 @@ from actors.signal.session_builder import (
     start_outgoing,
 )
 from actors.signal.session_cipher import MSG, PKMSG, decrypt_pre_key, decrypt_whisper, encrypt
-from actors.signal.session_record import MAX_SESSIONS, MAX_SKIP, SessionRecord
+from actors.signal.session_record import (
+    MAX_RECEIVING_CHAINS,
+    MAX_SESSIONS,
+    MAX_SKIP,
+    ChainType,
+    SessionRecord,
+)
 from actors.signal.wire import (
     MAC_LENGTH,
     build_pre_key_message,
@@ -499,3 +506,35 @@ def test_a_low_order_ratchet_key_error_names_msg_ephemeral_key() -> None:
             new_key_pair=key_pair,
         )
     assert caught.value.field == "msg.ephemeral_key"
+
+
+def test_a_session_keeps_only_its_five_newest_receiving_chains() -> None:
+    """Ratchet turns add receiving chains; beyond five the oldest go, so records stay bounded."""
+    alice, bob = talking()
+    delayed = alice.send(bob, b"delayed on turn 0")
+    for turn in range(12):
+        sender, receiver = (alice, bob) if turn % 2 == 0 else (bob, alice)
+        assert receiver.receive(sender, *sender.send(receiver, b"x")) == b"x"
+        for record in (alice.record(bob), bob.record(alice)):
+            session = record.open_session()
+            assert session is not None
+            receiving = [c for c in session.chains.values() if c.chain_type is ChainType.RECEIVING]
+            assert len(receiving) <= MAX_RECEIVING_CHAINS
+    before = plain_json(bob.record(alice))
+    with pytest.raises(SignalError):
+        bob.receive(alice, *delayed)
+    assert plain_json(bob.record(alice)) == before
+
+
+def test_a_message_from_a_chain_five_turns_back_still_decrypts() -> None:
+    """The bound drops only chains older than the five newest: recent late messages still arrive."""
+    alice, bob = talking()
+    for _ in range(2):
+        assert bob.receive(alice, *alice.send(bob, b"a")) == b"a"
+        assert alice.receive(bob, *bob.send(alice, b"b")) == b"b"
+    late = alice.send(bob, b"late")
+    assert bob.receive(alice, *alice.send(bob, b"on time")) == b"on time"
+    for _ in range(3):
+        assert alice.receive(bob, *bob.send(alice, b"b")) == b"b"
+        assert bob.receive(alice, *alice.send(bob, b"a")) == b"a"
+    assert bob.receive(alice, *late) == b"late"
