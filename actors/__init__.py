@@ -14,6 +14,9 @@ from typing import Any
 _EXPORTS = {
     "ConfigError": "actors.errors",
     "ConnectTimeout": "actors.errors",
+    "ConnectionLost": "actors.errors",
+    "NotConnected": "actors.errors",
+    "QueryTimeout": "actors.errors",
     "CredsSnapshotRefused": "actors.errors",
     "ReceiptAbandoned": "actors.errors",
     "ReceiptTimeout": "actors.errors",

@@ -71,6 +71,33 @@ class TransportClosed(SessionError):
         self.detail = detail
 
 
+class NotConnected(SessionError):
+    """A request needs an open connection and there is none now (``state`` says where)."""
+
+    def __init__(self, account: str, state: str) -> None:
+        super().__init__(f"{account}: not connected (state: {state})")
+        self.account = account
+        self.state = state
+
+
+class QueryTimeout(SessionError, TimeoutError):
+    """An iq sent with ``query`` got no answer within its deadline (the outcome is unknown)."""
+
+    def __init__(self, iq_id: str, timeout: float) -> None:
+        super().__init__(f"no answer to iq {iq_id!r} within {timeout:g} s")
+        self.iq_id = iq_id
+        self.timeout = timeout
+
+
+class ConnectionLost(SessionError):
+    """The connection ended before the answer came; ``code`` and ``detail`` say how."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"connection ended ({code}: {detail}) before the answer came")
+        self.code = code
+        self.detail = detail
+
+
 class StaleCredsChange(SessionError):
     """A numbered creds change from before the writer's fence: a dead incarnation queued it.
 
@@ -100,7 +127,10 @@ class CredsSnapshotRefused(SessionError, ValueError):
 __all__ = [
     "ConfigError",
     "ConnectTimeout",
+    "ConnectionLost",
     "CredsSnapshotRefused",
+    "NotConnected",
+    "QueryTimeout",
     "ReceiptAbandoned",
     "ReceiptTimeout",
     "SessionEnded",

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from actors.connection.binary import BinaryNode
 from actors.errors import ReceiptAbandoned, ReceiptTimeout
 from runtime.ref import ActorRef
 from stores.creds import AuthCreds, CredsPatch
@@ -236,6 +237,28 @@ class ConnectionInfo:
 
 
 @dataclass(frozen=True)
+class Query:
+    """Call → ``Receipt[BinaryNode]``: send an iq on the open connection, its answer.
+
+    The receipt fails with ``NotConnected`` when no connection is open,
+    ``QueryTimeout`` after ``timeout`` seconds (``None``: the configured query
+    timeout), ``ConnectionLost`` if the connection ends first. Since 0.2.0.
+    """
+
+    node: BinaryNode
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class SendNode:
+    """Call → ``Receipt[None]``: send a stanza on the open connection (``NotConnected``
+    when none is open); resolved once handed to the connection's writer. Since 0.2.0.
+    """
+
+    node: BinaryNode
+
+
+@dataclass(frozen=True)
 class ConnectionSnapshot:
     """Where the connection actor is."""
 
@@ -256,11 +279,13 @@ __all__ = [
     "LoadCreds",
     "PersisterStatistics",
     "PersisterStats",
+    "Query",
     "ReadKeys",
     "Receipt",
     "ReceiptBook",
     "RunTransaction",
     "SaveCreds",
+    "SendNode",
     "SessionStatus",
     "call_durable",
 ]
