@@ -52,7 +52,7 @@ from runtime.supervisor import open_supervisor
 from stores.creds import AuthCreds, CredsPatch, init_auth_creds
 from stores.memory import MemoryBackend
 from stores.transactions import StoreTransaction
-from stores.types import Batch
+from stores.types import Batch, Transaction
 from tests.session.helpers import crash_and_wait_restart
 
 CONNECTION_FIELDS = ("routing_info", "platform", "next_pre_key_id")
@@ -154,7 +154,8 @@ async def transaction(h: Harness, delay: int, field: str) -> None:
     change, patch = h.change(field)
     key = f"tx{change.made}"
 
-    async def work(tx: StoreTransaction) -> None:
+    async def work(tx: Transaction) -> None:
+        assert isinstance(tx, StoreTransaction)  # the session's store: patches ride along
         await tx.set({"session": {key: {"n": change.made}}})
         tx.patch_creds(patch)
 
