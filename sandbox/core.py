@@ -73,7 +73,7 @@ from sandbox.contacts import Contact, Contacts
 from sandbox.errors import InvalidAccountError, ScanRejectedError, UnknownTargetError
 from sandbox.groups import Group, Groups
 from sandbox.identity import ServerIdentity
-from sandbox.routing import Delivery, Router, key_bundle_result, key_of, usync_result
+from sandbox.routing import Delivery, Routed, Router, key_bundle_result, key_of, usync_result
 from stores.keys import KEY_BUNDLE_TYPE, verify
 
 #: Status codes of ``stream:error`` / ``failure`` (Baileys' DisconnectReason).
@@ -548,10 +548,11 @@ class ServerCore:
         """
         sender = self.contacts.get(contact)
         msg_id, stanza = sender.send_text(to, text, self._now_ms())
-        reply, out = self._route(sender.device, stanza, now)
+        routed = self._routed(sender.device, stanza)
+        reply = routed.reply
         if reply is not None and reply.attr("error"):
             raise UnknownTargetError(f"the server refused the message: error {reply.attr('error')}")
-        return msg_id, out
+        return msg_id, self._deliver(routed.deliveries, now, 0)
 
     def create_group(self, subject: str, participants: list[str]) -> Group:
         """A group of accounts (user JIDs, either form); the first one creates it. Since 0.2.0."""
@@ -744,10 +745,12 @@ class ServerCore:
             if node.tag == "ack":
                 self.router.on_ack(conn.device, node)
                 return []
-            reply, out = self._route(conn.device, node, now)
-            if reply is not None:
-                out = self._send(conn, reply) + out
-            return out
+            routed = self._routed(conn.device, node)
+            # The reply is encrypted (and so sent) before what the routing sends on to
+            # others: a delivery may come back to this very connection (a contact's
+            # receipt), and frames must leave in the order they were encrypted.
+            out = self._send(conn, routed.reply) if routed.reply is not None else []
+            return out + self._deliver(routed.deliveries, now, 0)
         if node.tag != "iq":
             return []  # ib, presence: nothing the sandbox answers
         kind = node.attr("type")
@@ -792,18 +795,14 @@ class ServerCore:
 
     # --- routing ---------------------------------------------------------------------
 
-    def _route(
-        self, device: Device, node: BinaryNode, now: float, depth: int = 0
-    ) -> tuple[BinaryNode | None, list[Output]]:
-        """Route a stanza ``device`` sent: the reply for it, and the outputs to others."""
+    def _routed(self, device: Device, node: BinaryNode) -> Routed:
+        """Route a stanza ``device`` sent: the reply for it, and the deliveries to others."""
         t = self._t()
         if node.tag == "message":
-            routed = self.router.on_message(device, node, t)
-        elif node.tag == "receipt":
-            routed = self.router.on_receipt(device, node, t)
-        else:
-            return None, []
-        return routed.reply, self._deliver(routed.deliveries, now, depth)
+            return self.router.on_message(device, node, t)
+        if node.tag == "receipt":
+            return self.router.on_receipt(device, node, t)
+        return Routed(None)
 
     def _deliver(self, deliveries: list[Delivery], now: float, depth: int) -> list[Output]:
         """Queue each stanza for its device and send it where the device is logged in.
@@ -819,8 +818,8 @@ class ServerCore:
                 if depth >= _MAX_CONTACT_DEPTH:
                     continue
                 for answer in contact.receive(delivery.node, self._now_ms()):
-                    _, more = self._route(delivery.device, answer, now, depth + 1)
-                    out += more
+                    routed = self._routed(delivery.device, answer)
+                    out += self._deliver(routed.deliveries, now, depth + 1)
                 continue
             self.router.queues.push(key_of(delivery.device), delivery.node)
             for conn in self._connections.values():

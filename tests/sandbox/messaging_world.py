@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from actors.connection.binary import BinaryNode
 from actors.connection.proto import wa_pb2
+from actors.messaging.content import encode_padded
 from actors.messaging.incoming import ack_for, delivery_receipt, parse_message_stanza
 from actors.messaging.outgoing import message_stanza, new_message_id
 from actors.messaging.queries import (
@@ -78,6 +79,12 @@ class World:
         client = self.wire.client(device)
         client.handshake(device.login_payload(), now)
         return client, client.take()
+
+    def contact_send(self, contact: str, to: str, text: str, now: float = 0.0) -> str:
+        """Have a contact send ``text``; its outputs go over the wire. The message id."""
+        msg_id, outputs = self.core.contact_send(contact, to, text, now)
+        self.wire.route(outputs)
+        return msg_id
 
     async def bot(self, user: str | None = None, *, pre_keys: int = 10) -> Bot:
         """A paired, logged-in bot device of ``user`` (a new account if None), keys uploaded."""
@@ -192,6 +199,45 @@ class Bot:
         )
         msg_id = new_message_id()
         client.send(message_stanza(msg_id, to, devices), now)
+        return msg_id
+
+    async def send_group_text(self, group: str, text: str, now: float = 0.0) -> str:
+        """Send ``text`` to a group as Baileys does: skdm to every device, then one skmsg."""
+        client = self.client_or_fail()
+        meta = client.query(
+            BinaryNode(
+                "iq",
+                {"xmlns": "w:g2", "type": "get", "to": group},
+                [BinaryNode("query", {"request": "interactive"})],
+            )
+        )
+        members = [p.require_attr("jid") for p in meta.require_child("group").children()]
+        result = client.iq("usync", "get", usync_devices_iq("u", "sid", members).children())
+        devices = []
+        for user in parse_usync_devices(result):
+            devices += device_jids(user.jid, user.devices, exclude=self.jid)
+        missing = await devices_without_session(self.repository, devices)
+        bundles = parse_key_bundles(client.query(key_bundles_iq("k", missing))) if missing else {}
+        message = wa_pb2.Message(conversation=text)
+        skdm, skmsg = await self.repository.encrypt_group_message(
+            group, self.jid, encode_padded(message)
+        )
+        distribution = wa_pb2.Message(
+            senderKeyDistributionMessage=wa_pb2.Message.SenderKeyDistributionMessage(
+                groupId=group, axolotlSenderKeyDistributionMessage=skdm
+            )
+        )
+        sealed = await encrypt_for_devices(
+            self.auth.state.keys,
+            self.repository,
+            distribution,
+            destination=group,
+            recipients=[j for j in devices if j not in missing or j in bundles],
+            bundles=bundles,
+        )
+        msg_id = new_message_id()
+        stanza = message_stanza(msg_id, group, sealed, group_ciphertext=skmsg, addressing_mode="pn")
+        client.send(stanza, now)
         return msg_id
 
     async def aclose(self) -> None:
