@@ -106,7 +106,11 @@ SIGN_CASES: list[tuple[bytes, bytes]] = [
     (b"\x99" * 32, bytes(range(256)) * 3),
 ]
 
-GROUP_KEYS: dict[str, Any] = {"sender_key_id": 4242, "sender_key": b"\x07" * 32, "signing_private": b"\x09" * 32}
+GROUP_KEYS: dict[str, Any] = {
+    "sender_key_id": 4242,
+    "sender_key": b"\x07" * 32,
+    "signing_private": b"\x09" * 32,
+}
 GROUP_TEXTS = ["g0", "g1", "g2", "g3", "g4"]
 
 _serial = itertools.count()
