@@ -6,6 +6,14 @@ the shape of ``runtime.cli.Command``; heavy imports happen inside ``run``.
 - ``baileys-trio sandbox [--host H] [--port P] [--root-key HEX]`` prints the
   websocket URL on its first line and the root public key (hex) on its second,
   flushed, then serves until SIGINT/SIGTERM (exit 0).
+- ``baileys-trio sandbox contact add|send|messages ...`` and ``baileys-trio
+  sandbox group create ...`` (0.2.0) talk to a running sandbox through its
+  control channel (``--sandbox URL``): ``contact add [--name N]`` prints the new
+  contact's JID; ``contact send JID TEXT [--to JID]`` has that contact send TEXT
+  (to the sandbox's first phone's account by default) and prints the message id;
+  ``contact messages JID [--json]`` prints what it received, one line each
+  (``id<TAB>chat<TAB>author<TAB>text``); ``group create SUBJECT JID...`` prints
+  the group's JID. Exit 0, or 1 with one stderr line when the sandbox refused.
 - ``baileys-trio phone scan "<qr>" --sandbox URL [--user N] [--timeout S]`` has
   the sandbox's phone scan the QR through the control channel; it prints the
   linked device's JID and exits 0 once the sandbox paired it, 1 when the sandbox
@@ -30,7 +38,13 @@ SANDBOX_DESCRIPTION = (
     "certificate root and a simulated phone. Prints its websocket URL and its root public "
     "key (hex) on the first two lines, then serves until interrupted."
 )
-SANDBOX_EXAMPLES = ("baileys-trio sandbox", "baileys-trio sandbox --port 8765")
+SANDBOX_EXAMPLES = (
+    "baileys-trio sandbox",
+    "baileys-trio sandbox --port 8765",
+    "baileys-trio sandbox contact add --name Ann --sandbox ws://127.0.0.1:8765/ws/chat",
+    "baileys-trio sandbox contact send 15550100001@s.whatsapp.net 'hello' "
+    "--sandbox ws://127.0.0.1:8765/ws/chat",
+)
 PHONE_HELP = "act as the sandbox's phone: scan a pairing QR string"
 PHONE_DESCRIPTION = (
     "Hand a pairing QR string to the sandbox's simulated phone, as a person would show "
@@ -46,7 +60,7 @@ EXIT_FAILED = 1
 
 
 def configure_sandbox(parser: argparse.ArgumentParser) -> None:
-    """Add the ``sandbox`` command's arguments."""
+    """Add the ``sandbox`` command's arguments (and its ``contact`` / ``group`` subcommands)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind (default: any free)")
     parser.add_argument(
@@ -55,10 +69,34 @@ def configure_sandbox(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the root private key as 64 hex digits (default: a fresh one per run)",
     )
+    sub = parser.add_subparsers(dest="sandbox_command", metavar="{contact,group}")
+    contact = sub.add_parser("contact", help="simulated contacts of a running sandbox")
+    actions = contact.add_subparsers(dest="contact_action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="create a contact; prints its JID")
+    add.add_argument("--name", default=None, help="its push name (default: Contact N)")
+    send = actions.add_parser("send", help="have a contact send a text; prints the message id")
+    send.add_argument("jid", help="the contact that sends")
+    send.add_argument("text", help="what it says")
+    send.add_argument(
+        "--to", default=None, help="recipient user or group JID (default: the first phone's)"
+    )
+    messages = actions.add_parser("messages", help="print what a contact received")
+    messages.add_argument("jid", help="the contact")
+    messages.add_argument("--json", action="store_true", help="one JSON object per line")
+    group = sub.add_parser("group", help="groups of a running sandbox")
+    group_actions = group.add_subparsers(dest="group_action", required=True, metavar="ACTION")
+    create = group_actions.add_parser("create", help="create a group; prints its JID")
+    create.add_argument("subject", help="the group's subject")
+    create.add_argument("participants", nargs="+", metavar="JID", help="members; the first creates")
+    for child in (add, send, messages, create):
+        child.add_argument("--sandbox", required=True, metavar="URL", help="the sandbox's URL")
+        child.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
 
 
 def run_sandbox(args: argparse.Namespace, log: object = None, *, out: TextIO | None = None) -> int:
-    """Serve until SIGINT or SIGTERM; print URL and root key first."""
+    """Serve until SIGINT or SIGTERM; print URL and root key first (or run a subcommand)."""
+    if getattr(args, "sandbox_command", None) is not None:
+        return _run_control(args, out if out is not None else sys.stdout)
     import trio
 
     from sandbox.identity import ServerIdentity
@@ -87,6 +125,55 @@ def run_sandbox(args: argparse.Namespace, log: object = None, *, out: TextIO | N
 
     trio.run(serve)
     return EXIT_OK
+
+
+def _run_control(args: argparse.Namespace, stream: TextIO) -> int:
+    """``sandbox contact ...`` / ``sandbox group ...`` through the control channel."""
+    import json
+
+    import trio
+
+    from sandbox import control
+    from sandbox.errors import SandboxError
+
+    url = args.sandbox
+
+    async def act() -> list[str]:
+        with trio.fail_after(args.timeout):
+            if args.sandbox_command == "group":
+                return [
+                    await control.create_group_via_control(url, args.subject, args.participants)
+                ]
+            if args.contact_action == "add":
+                return [await control.add_contact_via_control(url, name=args.name)]
+            if args.contact_action == "send":
+                return [
+                    await control.contact_send_via_control(url, args.jid, args.text, to=args.to)
+                ]
+            found = await control.contact_messages_via_control(url, args.jid)
+            if args.json:
+                return [json.dumps(m) for m in found]
+            return [_message_line(m) for m in found]
+
+    try:
+        lines = trio.run(act)
+    except (SandboxError, trio.TooSlowError) as exc:
+        what = (
+            f"{args.sandbox_command} {getattr(args, 'contact_action', None) or args.group_action}"
+        )
+        print(f"baileys-trio sandbox {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in lines:
+        print(line, file=stream)
+    stream.flush()
+    return EXIT_OK
+
+
+def _message_line(message: dict[str, object]) -> str:
+    text = message.get("text")
+    shown = text if isinstance(text, str) else f"(undecryptable: {message.get('error')})"
+    fields = [str(message.get("id")), str(message.get("chat")), str(message.get("author"))]
+    return "\t".join([*fields, shown.replace("\n", " ")])
 
 
 def configure_phone(parser: argparse.ArgumentParser) -> None:

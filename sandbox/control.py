@@ -4,7 +4,14 @@ One JSON object per websocket text message each way. Requests:
 
 - ``{"op": "scan", "qr": "<qr string>", "user": "<phone number>"?, "timeout": 30?}``
   → ``{"ok": true, "jid": ..., "lid": ..., "ref": ...}`` once the device is linked;
-- ``{"op": "statistics"}`` → ``{"ok": true, "statistics": {...}}``.
+- ``{"op": "statistics"}`` → ``{"ok": true, "statistics": {...}}``;
+- ``{"op": "contact_add", "name": "..."?}`` → ``{"ok": true, "jid", "lid", "name"}``;
+- ``{"op": "contact_send", "jid": <contact>, "text": "...", "to": <jid>?}`` →
+  ``{"ok": true, "id": <message id>}`` (``to`` defaults to the first phone's account);
+- ``{"op": "contact_messages", "jid": <contact>}`` → ``{"ok": true, "messages":
+  [{"id", "chat", "author", "text", "timestamp", "error"}, ...]}``;
+- ``{"op": "group_create", "subject": "...", "participants": [<jid>, ...]}`` →
+  ``{"ok": true, "jid": <group jid>}`` (the first participant creates it).
 
 Errors: ``{"ok": false, "error": "<error class>", "message": "..."}``. The
 client side, :func:`scan_via_control`, raises :class:`ControlError` (or the
@@ -36,6 +43,7 @@ _ERRORS: dict[str, type[errors.SandboxError]] = {
         errors.ScanRejectedError,
         errors.PairingFailedError,
         errors.UnknownTargetError,
+        errors.InvalidAccountError,
     )
 }
 
@@ -68,6 +76,8 @@ async def _answer(sandbox: Sandbox, message: str | bytes) -> dict[str, Any]:
         if op == "statistics":
             stats = dataclasses.asdict(sandbox.statistics())
             return {"ok": True, "statistics": stats}
+        if op in _OPS:
+            return _OPS[op](sandbox, request)
     except errors.SandboxError as exc:
         return _error(type(exc).__name__, str(exc))
     return _error("ControlError", f"unknown op {op!r}")
@@ -88,6 +98,51 @@ async def _scan(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
         linked = await phone.scan(qr)
         return {"ok": True, "jid": linked.jid, "lid": linked.lid, "ref": linked.ref}
     raise errors.PairingFailedError(f"no pair-device-sign from the client within {timeout} s")
+
+
+def _contact_add(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
+    name = request.get("name")
+    if name is not None and not isinstance(name, str):
+        return _error("ControlError", "'name' must be a string")
+    contact = sandbox.new_contact(name)
+    return {"ok": True, "jid": contact.jid, "lid": contact.lid, "name": contact.name}
+
+
+def _contact_send(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
+    jid, text, to = request.get("jid"), request.get("text"), request.get("to")
+    if not isinstance(jid, str) or not isinstance(text, str):
+        return _error("ControlError", "contact_send needs 'jid' and 'text', strings")
+    if to is None:
+        to = sandbox.core.registry.account(sandbox.phone.user).jid
+    if not isinstance(to, str):
+        return _error("ControlError", "'to' must be a string")
+    return {"ok": True, "id": sandbox.contact_send(jid, to, text)}
+
+
+def _contact_messages(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
+    jid = request.get("jid")
+    if not isinstance(jid, str):
+        return _error("ControlError", "contact_messages needs 'jid', a string")
+    messages = [dataclasses.asdict(m) for m in sandbox.contact_messages(jid)]
+    return {"ok": True, "messages": messages}
+
+
+def _group_create(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
+    subject, participants = request.get("subject"), request.get("participants")
+    if not isinstance(subject, str):
+        return _error("ControlError", "group_create needs 'subject', a string")
+    if not isinstance(participants, list) or not all(isinstance(p, str) for p in participants):
+        return _error("ControlError", "'participants' must be a list of JID strings")
+    group = sandbox.create_group(subject, participants)
+    return {"ok": True, "jid": group.jid}
+
+
+_OPS = {
+    "contact_add": _contact_add,
+    "contact_send": _contact_send,
+    "contact_messages": _contact_messages,
+    "group_create": _group_create,
+}
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
@@ -141,3 +196,40 @@ async def scan_via_control(
         request["user"] = user
     reply = await request_control(sandbox_url, request)
     return LinkedDevice(jid=reply["jid"], lid=reply["lid"], ref=reply["ref"])
+
+
+async def add_contact_via_control(sandbox_url: str, *, name: str | None = None) -> str:
+    """Create a simulated contact; its JID. Since 0.2.0."""
+    request: dict[str, Any] = {"op": "contact_add"}
+    if name is not None:
+        request["name"] = name
+    reply = await request_control(sandbox_url, request)
+    return str(reply["jid"])
+
+
+async def contact_send_via_control(
+    sandbox_url: str, contact: str, text: str, *, to: str | None = None
+) -> str:
+    """Have a contact send ``text`` (to the first phone's account unless ``to``); the id.
+
+    Since 0.2.0.
+    """
+    request: dict[str, Any] = {"op": "contact_send", "jid": contact, "text": text}
+    if to is not None:
+        request["to"] = to
+    reply = await request_control(sandbox_url, request)
+    return str(reply["id"])
+
+
+async def contact_messages_via_control(sandbox_url: str, contact: str) -> list[dict[str, Any]]:
+    """What a contact received, as the control channel reports it. Since 0.2.0."""
+    reply = await request_control(sandbox_url, {"op": "contact_messages", "jid": contact})
+    messages: list[dict[str, Any]] = reply["messages"]
+    return messages
+
+
+async def create_group_via_control(sandbox_url: str, subject: str, participants: list[str]) -> str:
+    """Create a group (the first participant creates it); its JID. Since 0.2.0."""
+    request = {"op": "group_create", "subject": subject, "participants": participants}
+    reply = await request_control(sandbox_url, request)
+    return str(reply["jid"])

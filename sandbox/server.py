@@ -7,6 +7,10 @@ Usage::
         sb.root_public_key         # 32 bytes: the client's trust anchor
         linked = await sb.phone.scan(qr_string)
         other = sb.new_phone()     # a second account
+        ann = sb.new_contact("Ann")  # a simulated contact (our Signal code)
+        sb.contact_send(ann.jid, other_bot_jid, "hello")
+        ann.messages               # what the contact received
+        sb.create_group("Team", [ann.jid, other_bot_jid])
         sb.faults.stream_error(440)
         sb.statistics()
 
@@ -33,6 +37,7 @@ from trio_websocket import (
     serve_websocket,
 )
 
+from sandbox.contacts import Contact, ContactMessage
 from sandbox.control import CONTROL_PATH, serve_control
 from sandbox.core import (
     BAD_SESSION,
@@ -49,6 +54,7 @@ from sandbox.core import (
     ServerCore,
 )
 from sandbox.errors import UnknownTargetError
+from sandbox.groups import Group
 from sandbox.identity import ServerIdentity
 from sandbox.phone import Phone
 from stores.keys import generate_key_pair
@@ -175,6 +181,41 @@ class Sandbox:
         if found is None:
             raise UnknownTargetError(f"no phone {user!r} in the sandbox")
         return found
+
+    def new_contact(self, name: str | None = None) -> Contact:
+        """A new simulated contact (an account of its own). Since 0.2.0."""
+        contact = self.core.add_contact(name)
+        self._bump()
+        return contact
+
+    def contact_send(self, contact: str, to: str, text: str) -> str:
+        """Have contact ``contact`` send ``text`` to a user or group JID; the message id.
+
+        Since 0.2.0.
+        """
+        msg_id, outputs = self.core.contact_send(contact, to, text, trio.current_time())
+        self.dispatch(outputs)
+        self._bump()
+        return msg_id
+
+    def contact_messages(self, contact: str) -> list[ContactMessage]:
+        """What contact ``contact`` received, oldest first. Since 0.2.0."""
+        return list(self.core.contacts.get(contact).messages)
+
+    def create_group(self, subject: str, participants: list[str]) -> Group:
+        """A group of accounts or contacts; the first one creates it. Since 0.2.0."""
+        group = self.core.create_group(subject, participants)
+        self._bump()
+        return group
+
+    async def wait_contact_messages(self, contact: str, count: int) -> list[ContactMessage]:
+        """Wait until contact ``contact`` received ``count`` messages; return them all.
+
+        Unbounded: wrap it in ``trio.fail_after``. Since 0.2.0.
+        """
+        while len(self.core.contacts.get(contact).messages) < count:
+            await self._changed.wait()
+        return self.contact_messages(contact)
 
     def statistics(self) -> CoreStatistics:
         """Server counters (connections, logins, links, uploads, ...)."""
