@@ -7,7 +7,8 @@ A stanza (Baileys v7, lib/Utils/decode-wa-message.js)::
       > enc{v=2, type=pkmsg|msg|skmsg, count?}*  (or plaintext)
 
 :func:`parse_message_stanza` turns it into an :class:`IncomingStanza`: who wrote it
-(``author``), the chat it belongs to (``key.remote_jid``), and its encrypted parts in
+(``author``, a device JID), the chat it belongs to (``key.remote_jid``: the user JID
+for 1:1, the group JID for groups), and its encrypted parts in
 order (a group message carries the sender-key distribution in a ``pkmsg``/``msg``
 part before its ``skmsg``). The answers: :func:`ack_for` (every stanza class the
 server expects an ack for), :func:`delivery_receipt`, :func:`retry_receipt`.
@@ -87,7 +88,8 @@ def parse_message_stanza(node: BinaryNode, me: Sequence[str]) -> IncomingStanza:
         from_me = _user(sender) in own_users
         if recipient and not from_me:
             raise StanzaError("message[@recipient]", "present on a message not from us")
-        chat, author = (recipient if recipient else sender), sender
+        # The chat is the user, not the device that wrote (a bot answers the chat).
+        chat, author = _user_jid(recipient if recipient else sender), sender
         participant = None
     elif server == G_US:
         if not participant:
@@ -259,6 +261,13 @@ def _int_attr(node: BinaryNode, name: str) -> int | None:
 
 def _server(jid: str) -> str:
     return jid.rpartition("@")[2]
+
+
+def _user_jid(jid: str) -> str:
+    try:
+        return str(Jid.parse(jid).user_jid())
+    except JidError as exc:
+        raise StanzaError("message[@from]", f"not a JID: {jid!r}") from exc
 
 
 def _user(jid: str) -> str:

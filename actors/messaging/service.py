@@ -1,0 +1,360 @@
+"""One account's messaging: receive, send, receipts and retries over a link to the server.
+
+:class:`MessagingService` is what a connection hands stanzas to and what
+``send_message`` calls. It knows nothing of sockets or actors: it talks to the
+server through a :class:`Link` (``send`` a node, ``query`` an iq and wait for its
+result) and to durable state through a ``SignalStore`` and a ``SignalRepository``.
+
+The order that makes it crash-safe:
+
+- receive: decrypt every part in one store transaction, whose commit is durable
+  (through the persister in the session tree) BEFORE the event is emitted and
+  BEFORE the delivery receipt and the ack go out. A crash before the commit means
+  no ack, so the server delivers again.
+- send: every session change made by encryption is durable (same rule) BEFORE the
+  stanza leaves; ``send_message`` returns once the server acked the stanza.
+- a message that does not decrypt is emitted as undecryptable and answered with a
+  retry receipt (count, registration id; from the second retry on, a fresh
+  pre-key bundle), at most five per message; a retry receipt for a message we sent
+  is answered by encrypting it again for the device that asked, from the bounded
+  store of recently sent messages.
+
+Since 0.2.0.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from actors.connection.binary.jid import Jid
+from actors.connection.binary.node import BinaryNode
+from actors.connection.proto import wa_pb2
+from actors.messaging.content import Content, to_message
+from actors.messaging.errors import MessagingError, StanzaError
+from actors.messaging.incoming import (
+    MessageKey,
+    RetryKeys,
+    ack_for,
+    delivery_receipt,
+    parse_message_stanza,
+    retry_receipt,
+)
+from actors.messaging.outgoing import (
+    DeviceCiphertext,
+    message_stanza,
+    new_message_id,
+    resend_stanza,
+)
+from actors.messaging.queries import (
+    key_bundles_iq,
+    parse_key_bundles,
+    parse_usync_devices,
+    usync_devices_iq,
+)
+from actors.messaging.receive import ReceivedMessage, decrypt_stanza
+from actors.messaging.send import device_jids, devices_without_session, encrypt_for_devices
+from actors.signal.repository import SignalRepository
+from actors.signal.session_builder import PreKeyBundle
+from stores.types import SignalStore
+
+MAX_RETRIES = 5
+"""Retry receipts sent for one message at most (Baileys' maxMsgRetryCount)."""
+RECENT_SENT = 256
+"""Sent messages kept to answer retry receipts."""
+ACK_TIMEOUT = 60.0
+"""How long ``send_message`` waits for the server's ack of a stanza."""
+
+Event = dict[str, Any]
+
+
+class Link(Protocol):
+    """What the service needs of a live connection."""
+
+    async def send(self, node: BinaryNode) -> None: ...
+
+    async def query(self, node: BinaryNode) -> BinaryNode: ...
+
+    def next_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who we are: our device JID (``user:device@s.whatsapp.net``), LID, the signed identity."""
+
+    jid: str
+    lid: str | None
+    device_identity: bytes
+
+    def __repr__(self) -> str:
+        return f"Identity({self.jid!r}, lid={self.lid!r})"
+
+
+class AckTimeout(MessagingError):
+    """The server did not ack a stanza we sent in time."""
+
+
+class SendRefused(MessagingError):
+    """The server answered our stanza with an error ack."""
+
+
+@dataclass
+class _AckWaiter:
+    done: trio.Event = field(default_factory=trio.Event)
+    error: str | None = None
+
+
+class MessagingService:
+    """Receive and send for one account. Since 0.2.0."""
+
+    def __init__(
+        self,
+        keys: SignalStore,
+        repository: SignalRepository,
+        link: Link,
+        identity: Callable[[], Identity],
+        emit: Callable[[Event], None],
+        *,
+        retry_keys: Callable[[], Awaitable[RetryKeys]] | None = None,
+        registration_id: Callable[[], int],
+    ) -> None:
+        self._keys = keys
+        self._repo = repository
+        self._link = link
+        self._identity = identity
+        self._emit = emit
+        self._retry_keys = retry_keys
+        self._registration_id = registration_id
+        self._retries: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._sent: collections.OrderedDict[str, tuple[str, wa_pb2.Message]] = (
+            collections.OrderedDict()
+        )
+        self._acks: dict[str, _AckWaiter] = {}
+
+    # -- receive ---------------------------------------------------------------------
+
+    async def on_message(self, node: BinaryNode) -> ReceivedMessage | None:
+        """Handle a ``<message>``: decrypt durably, emit, then receipt and ack."""
+        me = self._identity()
+        try:
+            stanza = parse_message_stanza(node, [me.jid, me.lid or ""])
+        except StanzaError:
+            # Baileys' NACK "parsing error": the server stops redelivering it.
+            await self._link.send(ack_for(node, me.jid, error=487))
+            return None
+        received = await decrypt_stanza(self._keys, self._repo, stanza)
+        self._emit(message_event(received))
+        if received.error is None:
+            self._retries.pop(stanza.key.id, None)
+            await self._link.send(delivery_receipt(stanza))
+        else:
+            await self._ask_retry(node, stanza.key.id)
+        await self._link.send(ack_for(node, me.jid))
+        return received
+
+    async def _ask_retry(self, node: BinaryNode, message_id: str) -> None:
+        count = self._retries.get(message_id, 0) + 1
+        if count > MAX_RETRIES:
+            return
+        self._retries[message_id] = count
+        _trim(self._retries, RECENT_SENT)
+        keys = await self._retry_keys() if (count > 1 and self._retry_keys is not None) else None
+        await self._link.send(retry_receipt(node, count, self._registration_id(), keys))
+
+    async def on_receipt(self, node: BinaryNode) -> None:
+        """A receipt for a message we sent: report it, answer a retry, ack it."""
+        me = self._identity()
+        kind = node.attr("type")
+        if kind == "retry":
+            await self._resend(node)
+        else:
+            self._emit(receipt_event(node))
+        await self._link.send(ack_for(node, me.jid))
+
+    def on_ack(self, node: BinaryNode) -> None:
+        """The server's ``ack`` of a stanza we sent."""
+        if node.attr("class") != "message":
+            return
+        waiter = self._acks.get(node.attr("id") or "")
+        if waiter is not None:
+            waiter.error = node.attr("error")
+            waiter.done.set()
+
+    def connection_lost(self) -> None:
+        """Every send waiting for an ack fails: the stanza may or may not have arrived."""
+        for waiter in self._acks.values():
+            waiter.error = "connection lost"
+            waiter.done.set()
+
+    # -- send ------------------------------------------------------------------------
+
+    async def send_message(self, jid: str, content: Content) -> MessageKey:
+        """Encrypt ``content`` for every device of ``jid`` (and ours), send, await the ack."""
+        message = to_message(content)
+        me = self._identity()
+        recipient = str(Jid.parse(jid).user_jid())
+        own_user = str(Jid.parse(me.jid).user_jid())
+        devices = await self._devices([recipient, own_user])
+        recipients = device_jids(recipient, devices.get(recipient, (0,)))
+        own = device_jids(own_user, devices.get(own_user, (0,)), exclude=me.jid)
+        bundles = await self._bundles(recipients + own)
+        encrypted = await encrypt_for_devices(
+            self._keys,
+            self._repo,
+            message,
+            destination=recipient,
+            recipients=recipients,
+            own_devices=own,
+            bundles=bundles,
+        )
+        message_id = new_message_id()
+        self._sent[message_id] = (recipient, message)
+        _trim(self._sent, RECENT_SENT)
+        stanza = message_stanza(
+            message_id, recipient, encrypted, device_identity=me.device_identity
+        )
+        await self._send_and_wait(stanza, message_id)
+        return MessageKey(recipient, True, message_id)
+
+    async def _devices(self, users: Sequence[str]) -> dict[str, tuple[int, ...]]:
+        result = await self._link.query(
+            usync_devices_iq(self._link.next_id(), self._link.next_id(), users)
+        )
+        found: dict[str, tuple[int, ...]] = {}
+        for user in parse_usync_devices(result):
+            found[user.jid] = user.devices or (0,)
+            await self._keys.set(
+                {"device-list": {Jid.parse(user.jid).user: [str(d) for d in found[user.jid]]}}
+            )
+            if user.lid and not Jid.parse(user.jid).is_lid:
+                await self._repo.migrate_session(user.jid, user.lid)
+        return found
+
+    async def _bundles(self, devices: Sequence[str]) -> Mapping[str, PreKeyBundle]:
+        missing = await devices_without_session(self._repo, devices)
+        if not missing:
+            return {}
+        result = await self._link.query(key_bundles_iq(self._link.next_id(), missing))
+        return parse_key_bundles(result)
+
+    async def _send_and_wait(self, stanza: BinaryNode, message_id: str) -> None:
+        waiter = _AckWaiter()
+        self._acks[message_id] = waiter
+        try:
+            await self._link.send(stanza)
+            with trio.move_on_after(ACK_TIMEOUT) as scope:
+                await waiter.done.wait()
+            if scope.cancelled_caught:
+                raise AckTimeout(f"no ack for message {message_id} in {ACK_TIMEOUT:.0f} s")
+            if waiter.error is not None:
+                raise SendRefused(f"message {message_id}: server answered {waiter.error}")
+        finally:
+            self._acks.pop(message_id, None)
+
+    async def _resend(self, node: BinaryNode) -> None:
+        message_id = node.attr("id") or ""
+        kept = self._sent.get(message_id)
+        device = node.attr("participant") or node.attr("from")
+        if kept is None or device is None:
+            return
+        recipient, message = kept
+        retry = node.child("retry")
+        count = int(retry.attr("count") or "1") if retry is not None else 1
+        own_user = str(Jid.parse(self._identity().jid).user_jid())
+        is_own = str(Jid.parse(device).user_jid()) == own_user
+        # A retry with keys means the device lost our session: start a fresh one
+        # from the bundle it sent, so the resend is a pkmsg it can read.
+        offered = retry_bundle(node)
+        bundles = {device: offered} if offered is not None else await self._bundles([device])
+        encrypted = await encrypt_for_devices(
+            self._keys,
+            self._repo,
+            message,
+            destination=recipient,
+            recipients=[] if is_own else [device],
+            own_devices=[device] if is_own else [],
+            bundles=bundles,
+        )
+        [part] = encrypted
+        stanza = resend_stanza(
+            message_id,
+            recipient,
+            DeviceCiphertext(device, part.kind, part.ciphertext),
+            count,
+            device_identity=self._identity().device_identity,
+        )
+        await self._link.send(stanza)
+
+
+def retry_bundle(node: BinaryNode) -> PreKeyBundle | None:
+    """The pre-key bundle a retry receipt carries (from its second retry on), if any."""
+    keys = node.child("keys")
+    registration = node.child("registration")
+    if keys is None or registration is None or not isinstance(registration.content, bytes):
+        return None
+    wrapped = BinaryNode(
+        "iq",
+        {},
+        [
+            BinaryNode(
+                "list", {}, [BinaryNode("user", {"jid": "retry"}, [registration, *keys.children()])]
+            )
+        ],
+    )
+    try:
+        return parse_key_bundles(wrapped)["retry"]
+    except StanzaError:
+        return None
+
+
+def message_event(received: ReceivedMessage) -> Event:
+    """``{"messages_upsert": {"type": "notify", "messages": [...]}}`` for one message."""
+    key = received.key
+    entry: dict[str, Any] = {
+        "key": {
+            "remote_jid": key.remote_jid,
+            "from_me": key.from_me,
+            "id": key.id,
+            "participant": key.participant,
+        },
+        "message": received.message,
+        "text": received.text,
+        "push_name": received.push_name,
+        "timestamp": received.timestamp,
+    }
+    if received.error is not None:
+        entry["undecryptable"] = received.error
+    return {"messages_upsert": {"type": "notify", "messages": [entry]}}
+
+
+def receipt_event(node: BinaryNode) -> Event:
+    """``{"messages_update": [...]}``: delivery (``type`` None) or read receipts we got."""
+    ids = [node.attr("id") or ""]
+    listed = node.child("list")
+    if listed is not None:
+        ids += [item.attr("id") or "" for item in listed.children("item")]
+    status = node.attr("type") or "delivery"
+    remote = node.attr("from") or ""
+    return {
+        "messages_update": [
+            {
+                "key": {
+                    "remote_jid": remote,
+                    "from_me": True,
+                    "id": mid,
+                    "participant": node.attr("participant"),
+                },
+                "update": {"status": status, "timestamp": node.attr("t")},
+            }
+            for mid in ids
+        ]
+    }
+
+
+def _trim(book: collections.OrderedDict[str, Any], size: int) -> None:
+    while len(book) > size:
+        book.popitem(last=False)

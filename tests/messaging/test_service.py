@@ -1,0 +1,390 @@
+"""MessagingService between accounts through a minimal in-memory server (usync, keys, routing)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+
+from actors.connection.binary.jid import Jid
+from actors.connection.binary.node import BinaryNode
+from actors.messaging.incoming import RetryKeys
+from actors.messaging.service import (
+    AckTimeout,
+    Identity,
+    MessagingService,
+    SendRefused,
+)
+from actors.signal import SignalRepository
+from stores import PersistedAuth, use_memory_auth_state
+from stores.keys import generate_pre_keys
+
+
+@dataclass
+class Device:
+    """One account device on the fake server: its store, repository, service, events."""
+
+    jid: str
+    auth: PersistedAuth
+    repo: SignalRepository
+    server: Server
+    events: list[dict[str, Any]] = field(default_factory=list)
+    pre_key_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    service: MessagingService = field(init=False)
+    uploaded: dict[int, bytes] = field(default_factory=dict)
+
+    async def upload_pre_keys(self, count: int = 3) -> None:
+        keys = generate_pre_keys(next(self.pre_key_ids), count)
+        for _ in range(count - 1):
+            next(self.pre_key_ids)
+        await self.auth.keys.set({"pre-key": keys})
+        self.uploaded.update({int(k): v["public"] for k, v in keys.items()})
+
+    async def retry_keys(self) -> RetryKeys:
+        key_id = next(self.pre_key_ids)
+        keys = generate_pre_keys(key_id, 1)
+        await self.auth.keys.set({"pre-key": keys})
+        creds = self.auth.state.creds
+        return RetryKeys(
+            identity=creds.signed_identity_key.public,
+            pre_key_id=key_id,
+            pre_key=keys[str(key_id)]["public"],
+            signed_pre_key_id=creds.signed_pre_key.key_id,
+            signed_pre_key=creds.signed_pre_key.key_pair.public,
+            signed_pre_key_signature=creds.signed_pre_key.signature,
+            device_identity=b"adv",
+        )
+
+    def texts(self) -> list[str | None]:
+        return [
+            m["text"]
+            for e in self.events
+            if "messages_upsert" in e
+            for m in e["messages_upsert"]["messages"]
+        ]
+
+
+class Link:
+    """The device's side of the fake connection."""
+
+    def __init__(self, server: Server, jid: str) -> None:
+        self.server, self.jid = server, jid
+        self.ids = itertools.count(1)
+
+    async def send(self, node: BinaryNode) -> None:
+        await self.server.receive(self.jid, node)
+
+    async def query(self, node: BinaryNode) -> BinaryNode:
+        return self.server.answer(node)
+
+    def next_id(self) -> str:
+        return f"{self.jid}-{next(self.ids)}"
+
+
+class Server:
+    """Routes stanzas between registered devices and answers usync / key iqs."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, Device] = {}
+        self.sent: list[tuple[str, BinaryNode]] = []
+        self.refuse_with: str | None = None
+        self.swallow_acks = False
+        self.tamper: Any = None
+
+    async def add(self, jid: str) -> Device:
+        auth = await use_memory_auth_state(jid)
+        repo = SignalRepository(auth.keys, auth.state.creds)
+        device = Device(jid, auth, repo, self)
+        device.service = MessagingService(
+            auth.keys,
+            repo,
+            Link(self, jid),
+            lambda: Identity(jid, None, b"adv"),
+            device.events.append,
+            retry_keys=device.retry_keys,
+            registration_id=lambda: auth.state.creds.registration_id,
+        )
+        await device.upload_pre_keys()
+        self.devices[jid] = device
+        return device
+
+    def user_devices(self, user: str) -> list[Device]:
+        return [d for jid, d in self.devices.items() if Jid.parse(jid).user == Jid.parse(user).user]
+
+    def answer(self, node: BinaryNode) -> BinaryNode:
+        xmlns = node.attr("xmlns")
+        if xmlns == "usync":
+            users = node.children("usync")[0].children("list")[0].children("user")
+            listed = []
+            for user in users:
+                devices = [
+                    BinaryNode(
+                        "device", {"id": str(Jid.parse(d.jid).device or 0), "key-index": "1"}
+                    )
+                    for d in self.user_devices(user.attrs["jid"])
+                ]
+                listed.append(
+                    BinaryNode(
+                        "user",
+                        {"jid": user.attrs["jid"]},
+                        [BinaryNode("devices", {}, [BinaryNode("device-list", {}, devices)])],
+                    )
+                )
+            return BinaryNode(
+                "iq",
+                {"type": "result"},
+                [BinaryNode("usync", {}, [BinaryNode("list", {}, listed)])],
+            )
+        assert xmlns == "encrypt"
+        users = []
+        for user in node.children("key")[0].children("user"):
+            device = self.devices[user.attrs["jid"]]
+            users.append(BinaryNode("user", {"jid": device.jid}, self.bundle_nodes(device)))
+        return BinaryNode("iq", {"type": "result"}, [BinaryNode("list", {}, users)])
+
+    def bundle_nodes(self, device: Device) -> list[BinaryNode]:
+        creds = device.auth.state.creds
+        nodes = [
+            BinaryNode("registration", {}, creds.registration_id.to_bytes(4, "big")),
+            BinaryNode("type", {}, b"\x05"),
+            BinaryNode("identity", {}, creds.signed_identity_key.public),
+            BinaryNode(
+                "skey",
+                {},
+                [
+                    BinaryNode("id", {}, creds.signed_pre_key.key_id.to_bytes(3, "big")),
+                    BinaryNode("value", {}, creds.signed_pre_key.key_pair.public),
+                    BinaryNode("signature", {}, creds.signed_pre_key.signature),
+                ],
+            ),
+        ]
+        if device.uploaded:
+            key_id = min(device.uploaded)
+            public = device.uploaded.pop(key_id)
+            nodes.append(
+                BinaryNode(
+                    "key",
+                    {},
+                    [
+                        BinaryNode("id", {}, key_id.to_bytes(3, "big")),
+                        BinaryNode("value", {}, public),
+                    ],
+                )
+            )
+        return nodes
+
+    async def receive(self, sender: str, node: BinaryNode) -> None:
+        self.sent.append((sender, node))
+        if node.tag == "message":
+            await self.route_message(sender, node)
+        elif node.tag == "receipt":
+            await self.route_receipt(sender, node)
+
+    async def route_message(self, sender: str, node: BinaryNode) -> None:
+        ack_attrs = {"class": "message", "id": node.attrs["id"], "from": node.attrs["to"]}
+        if self.refuse_with:
+            ack_attrs["error"] = self.refuse_with
+        if not self.swallow_acks:
+            self.devices[sender].service.on_ack(BinaryNode("ack", ack_attrs))
+        if self.refuse_with:
+            return
+        targets: list[tuple[str, list[BinaryNode]]] = []
+        for participants in node.children("participants"):
+            targets += [(to.attrs["jid"], to.children("enc")) for to in participants.children("to")]
+        if not node.children("participants"):
+            targets.append((node.attrs["to"], node.children("enc")))
+        for jid, encs in targets:
+            target = self.devices[jid]
+            attrs = {"id": node.attrs["id"], "from": sender, "t": "1700000000", "type": "text"}
+            if Jid.parse(jid).user == Jid.parse(sender).user:
+                attrs["recipient"] = node.attrs["to"]
+            if self.tamper is not None:
+                encs = self.tamper(encs)
+            await target.service.on_message(BinaryNode("message", attrs, encs))
+
+    async def route_receipt(self, sender: str, node: BinaryNode) -> None:
+        original = next(
+            (s for s, n in self.sent if n.tag == "message" and n.attrs["id"] == node.attrs["id"]),
+            None,
+        )
+        if original is None:
+            return
+        attrs = dict(node.attrs)
+        attrs.pop("to", None)
+        attrs["from"] = sender
+        await self.devices[original].service.on_receipt(BinaryNode("receipt", attrs, node.content))
+
+
+ALICE, BOB = "111:1@s.whatsapp.net", "222@s.whatsapp.net"
+
+
+async def test_a_sent_text_arrives_decrypted_and_the_sender_hears_of_delivery() -> None:
+    """send_message returns once acked; the recipient emits it; a delivery receipt comes back."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    key = await alice.service.send_message("222@s.whatsapp.net", {"text": "hello"})
+    assert key.from_me and key.remote_jid == "222@s.whatsapp.net" and key.id.startswith("3EB0")
+    assert bob.texts() == ["hello"]
+    [event] = bob.events
+    message = event["messages_upsert"]["messages"][0]
+    assert message["key"] == {
+        "remote_jid": "111@s.whatsapp.net",
+        "from_me": False,
+        "id": key.id,
+        "participant": None,
+    }
+    updates = [e["messages_update"] for e in alice.events if "messages_update" in e]
+    assert (
+        updates
+        and updates[0][0]["key"]["id"] == key.id
+        and updates[0][0]["update"]["status"] == "delivery"
+    )
+    acked = [n for s, n in server.sent if s == BOB and n.tag == "ack"]
+    assert acked and acked[0].attrs["class"] == "message"
+    # Bob's first one-time pre-key was consumed by the pkmsg.
+    assert await bob.auth.keys.get("pre-key", ["1"]) == {}
+
+
+async def test_a_conversation_goes_both_ways() -> None:
+    """Replies decrypt at the first sender; later messages are msg, not pkmsg."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "one"})
+    await bob.service.send_message("111@s.whatsapp.net", {"text": "two"})
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "three"})
+    assert bob.texts() == ["one", "three"] and alice.texts() == ["two"]
+    last = [n for s, n in server.sent if s == ALICE and n.tag == "message"][-1]
+    kinds = [
+        enc.attrs["type"]
+        for p in last.children("participants")
+        for to in p.children("to")
+        for enc in to.children("enc")
+    ]
+    assert kinds == ["msg"]
+
+
+async def test_our_other_devices_get_a_copy_as_from_me() -> None:
+    """A second device of the sender receives the message as from_me in the recipient's chat."""
+    server = Server()
+    alice, alice_phone, bob = (
+        await server.add(ALICE),
+        await server.add("111@s.whatsapp.net"),
+        await server.add(BOB),
+    )
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "hi"})
+    assert bob.texts() == ["hi"]
+    [event] = alice_phone.events
+    message = event["messages_upsert"]["messages"][0]
+    assert message["key"]["from_me"] and message["key"]["remote_jid"] == "222@s.whatsapp.net"
+    assert message["text"] == "hi"
+
+
+async def test_a_lost_session_is_recovered_through_retry_receipts() -> None:
+    """Bob loses his session: retry 1 without keys, retry 2 with keys, the resend decrypts."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "first"})
+    await bob.repo.delete_session(["111:1@s.whatsapp.net"])
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "second"})
+    upserts = [
+        m for e in bob.events if "messages_upsert" in e for m in e["messages_upsert"]["messages"]
+    ]
+    assert [m["text"] for m in upserts] == ["first", None, None, "second"]
+    assert "undecryptable" in upserts[1] and "undecryptable" in upserts[2]
+    retries = [
+        n
+        for s, n in server.sent
+        if s == BOB and n.tag == "receipt" and n.attrs.get("type") == "retry"
+    ]
+    assert [r.children("retry")[0].attrs["count"] for r in retries] == ["1", "2"]
+    assert retries[0].child("keys") is None and retries[1].child("keys") is not None
+    resends = [n for s, n in server.sent if s == ALICE and n.tag == "message"][2:]
+    assert [n.children("enc")[0].attrs.get("count") for n in resends] == ["1", "2"]
+
+
+async def test_retries_stop_after_five() -> None:
+    """A message that never decrypts gets at most five retry receipts."""
+    server = Server()
+    alice = await server.add(ALICE)
+    await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "first"})
+
+    def garble(encs: list[BinaryNode]) -> list[BinaryNode]:
+        return [BinaryNode("enc", enc.attrs, b"\x33" + b"\x01" * 60) for enc in encs]
+
+    server.tamper = garble
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "never"})
+    retries = [
+        n
+        for s, n in server.sent
+        if s == BOB and n.tag == "receipt" and n.attrs.get("type") == "retry"
+    ]
+    assert len(retries) == 5
+
+
+async def test_a_refused_stanza_is_send_refused() -> None:
+    """An error ack from the server fails send_message with SendRefused."""
+    server = Server()
+    alice = await server.add(ALICE)
+    await server.add(BOB)
+    server.refuse_with = "463"
+    with pytest.raises(SendRefused, match="463"):
+        await alice.service.send_message("222@s.whatsapp.net", {"text": "x"})
+
+
+async def test_no_ack_is_a_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    """Without the server's ack, send_message gives up with AckTimeout after 60 s."""
+    server = Server()
+    alice = await server.add(ALICE)
+    await server.add(BOB)
+    server.swallow_acks = True
+    with pytest.raises(AckTimeout):
+        await alice.service.send_message("222@s.whatsapp.net", {"text": "x"})
+
+
+async def test_a_connection_lost_fails_waiting_sends() -> None:
+    """connection_lost wakes every send waiting for an ack with an error."""
+    server = Server()
+    alice = await server.add(ALICE)
+    await server.add(BOB)
+    server.swallow_acks = True
+    async with trio.open_nursery() as nursery:
+
+        async def send() -> None:
+            with pytest.raises(SendRefused, match="connection lost"):
+                await alice.service.send_message("222@s.whatsapp.net", {"text": "x"})
+
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked()
+        alice.service.connection_lost()
+
+
+async def test_a_malformed_stanza_is_nacked_not_raised() -> None:
+    """A message stanza that does not parse gets an ack with error 487 and no event."""
+    server = Server()
+    bob = await server.add(BOB)
+    await bob.service.on_message(BinaryNode("message", {"id": "1", "from": "g@g.us"}))
+    [(_, nack)] = [(s, n) for s, n in server.sent if n.tag == "ack"]
+    assert nack.attrs["error"] == "487" and bob.events == []
+
+
+async def test_a_device_sent_copy_is_unwrapped_before_the_event() -> None:
+    """The event carries the inner message of a deviceSentMessage, not the wrapper."""
+    server = Server()
+    alice, alice_phone = await server.add(ALICE), await server.add("111@s.whatsapp.net")
+    await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "hey"})
+    copy = next(n for s, n in server.sent if s == ALICE and n.tag == "message")
+    to_phone = next(
+        to
+        for p in copy.children("participants")
+        for to in p.children("to")
+        if to.attrs["jid"] == alice_phone.jid
+    )
+    enc = to_phone.children("enc")[0]
+    assert enc.attrs["type"] == "pkmsg"
+    message = alice_phone.events[0]["messages_upsert"]["messages"][0]["message"]
+    assert not message.HasField("deviceSentMessage") and message.conversation == "hey"
