@@ -141,3 +141,39 @@ def _int(value: str | None, where: str) -> int:
     if value is None or not value.isdigit():
         raise StanzaError(where, f"expected a number, got {value!r}")
     return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMetadata:
+    """What ``w:g2`` says of a group: subject, addressing mode and participants."""
+
+    jid: str
+    subject: str
+    addressing_mode: str
+    participants: tuple[str, ...]
+
+
+def group_metadata_iq(iq_id: str, group: str) -> BinaryNode:
+    """Ask for a group's metadata (Baileys' groupMetadata: ``query{request=interactive}``)."""
+    return BinaryNode(
+        "iq",
+        {"id": iq_id, "to": group, "type": "get", "xmlns": "w:g2"},
+        [BinaryNode("query", {"request": "interactive"})],
+    )
+
+
+def parse_group_metadata(result: BinaryNode, group: str) -> GroupMetadata:
+    """``group{id, subject, addressing_mode} > participant{jid}*`` from a ``w:g2`` result."""
+    node = _child(result, "group", "iq")
+    participants = []
+    for index, participant in enumerate(node.children("participant")):
+        jid = participant.attr("jid")
+        if not jid:
+            raise StanzaError(f"group/participant[{index}][@jid]", "missing")
+        participants.append(jid)
+    return GroupMetadata(
+        jid=group,
+        subject=node.attr("subject") or "",
+        addressing_mode=node.attr("addressing_mode") or "pn",
+        participants=tuple(participants),
+    )

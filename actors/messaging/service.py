@@ -31,10 +31,10 @@ from typing import Any, Protocol
 
 import trio
 
-from actors.connection.binary.jid import Jid
+from actors.connection.binary.jid import G_US, Jid
 from actors.connection.binary.node import BinaryNode
 from actors.connection.proto import wa_pb2
-from actors.messaging.content import Content, to_message
+from actors.messaging.content import Content, encode_padded, to_message
 from actors.messaging.errors import MessagingError, StanzaError
 from actors.messaging.incoming import (
     MessageKey,
@@ -51,7 +51,9 @@ from actors.messaging.outgoing import (
     resend_stanza,
 )
 from actors.messaging.queries import (
+    group_metadata_iq,
     key_bundles_iq,
+    parse_group_metadata,
     parse_key_bundles,
     parse_usync_devices,
     usync_devices_iq,
@@ -195,6 +197,8 @@ class MessagingService:
     async def send_message(self, jid: str, content: Content) -> MessageKey:
         """Encrypt ``content`` for every device of ``jid`` (and ours), send, await the ack."""
         message = to_message(content)
+        if jid.endswith("@" + G_US):
+            return await self._send_group(jid, message)
         me = self._identity()
         recipient = str(Jid.parse(jid).user_jid())
         own_user = str(Jid.parse(me.jid).user_jid())
@@ -219,6 +223,56 @@ class MessagingService:
         )
         await self._send_and_wait(stanza, message_id)
         return MessageKey(recipient, True, message_id)
+
+    async def _send_group(self, group: str, message: wa_pb2.Message) -> MessageKey:
+        """Sender-key message to the group; our sender key to devices that lack it."""
+        me = self._identity()
+        metadata = parse_group_metadata(
+            await self._link.query(group_metadata_iq(self._link.next_id(), group)), group
+        )
+        own_user = str(Jid.parse(me.jid).user_jid())
+        users = sorted({str(Jid.parse(p).user_jid()) for p in metadata.participants} | {own_user})
+        devices = await self._devices(users)
+        targets = [
+            jid
+            for user in users
+            for jid in device_jids(user, devices.get(user, (0,)), exclude=me.jid)
+        ]
+        skdm, skmsg = await self._repo.encrypt_group_message(group, me.jid, encode_padded(message))
+        memory_found = await self._keys.get("sender-key-memory", [group])
+        memory = dict(memory_found.get(group) or {})
+        lacking = [jid for jid in targets if not memory.get(jid)]
+        distribution = wa_pb2.Message(
+            senderKeyDistributionMessage=wa_pb2.Message.SenderKeyDistributionMessage(
+                groupId=group, axolotlSenderKeyDistributionMessage=skdm
+            )
+        )
+        encrypted = await encrypt_for_devices(
+            self._keys,
+            self._repo,
+            distribution,
+            destination=group,
+            recipients=lacking,
+            bundles=await self._bundles(lacking),
+        )
+        message_id = new_message_id()
+        self._sent[message_id] = (group, message)
+        _trim(self._sent, RECENT_SENT)
+        stanza = message_stanza(
+            message_id,
+            group,
+            encrypted,
+            device_identity=me.device_identity,
+            group_ciphertext=skmsg,
+            addressing_mode=metadata.addressing_mode,
+        )
+        await self._send_and_wait(stanza, message_id)
+        if lacking:
+            # Only once the server took the stanza: a device marked earlier might never
+            # get the key and could not read the group again.
+            memory.update(dict.fromkeys(lacking, True))
+            await self._keys.set({"sender-key-memory": {group: memory}})
+        return MessageKey(group, True, message_id, me.jid)
 
     async def _devices(self, users: Sequence[str]) -> dict[str, tuple[int, ...]]:
         result = await self._link.query(
@@ -285,6 +339,7 @@ class MessagingService:
             recipient,
             DeviceCiphertext(device, part.kind, part.ciphertext),
             count,
+            participant=device if recipient.endswith("@" + G_US) else None,
             device_identity=self._identity().device_identity,
         )
         await self._link.send(stanza)

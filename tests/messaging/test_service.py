@@ -93,6 +93,7 @@ class Server:
         self.refuse_with: str | None = None
         self.swallow_acks = False
         self.tamper: Any = None
+        self.groups: dict[str, list[str]] = {}
 
     async def add(self, jid: str) -> Device:
         auth = await use_memory_auth_state(jid)
@@ -138,6 +139,11 @@ class Server:
                 {"type": "result"},
                 [BinaryNode("usync", {}, [BinaryNode("list", {}, listed)])],
             )
+        if xmlns == "w:g2":
+            group = node.attrs["to"]
+            members = [BinaryNode("participant", {"jid": jid}) for jid in self.groups[group]]
+            attrs = {"id": group, "subject": "test", "addressing_mode": "pn"}
+            return BinaryNode("iq", {"type": "result"}, [BinaryNode("group", attrs, members)])
         assert xmlns == "encrypt"
         users = []
         for user in node.children("key")[0].children("user"):
@@ -183,6 +189,25 @@ class Server:
         elif node.tag == "receipt":
             await self.route_receipt(sender, node)
 
+    async def route_group(self, sender: str, node: BinaryNode) -> None:
+        group = node.attrs["to"]
+        per_device = {
+            to.attrs["jid"]: to.children("enc")
+            for p in node.children("participants")
+            for to in p.children("to")
+        }
+        members = [d for user in self.groups[group] for d in self.user_devices(user)]
+        for device in members:
+            if device.jid == sender:
+                continue
+            parts = per_device.get(device.jid, []) + node.children("enc")
+            if node.attrs.get("participant"):  # a resend to one device
+                if node.attrs["participant"] != device.jid:
+                    continue
+                parts = node.children("enc")
+            attrs = {"id": node.attrs["id"], "from": group, "participant": sender, "t": "1"}
+            await device.service.on_message(BinaryNode("message", attrs, parts))
+
     async def route_message(self, sender: str, node: BinaryNode) -> None:
         ack_attrs = {"class": "message", "id": node.attrs["id"], "from": node.attrs["to"]}
         if self.refuse_with:
@@ -190,6 +215,9 @@ class Server:
         if not self.swallow_acks:
             self.devices[sender].service.on_ack(BinaryNode("ack", ack_attrs))
         if self.refuse_with:
+            return
+        if node.attrs["to"].endswith("@g.us"):
+            await self.route_group(sender, node)
             return
         targets: list[tuple[str, list[BinaryNode]]] = []
         for participants in node.children("participants"):
@@ -388,3 +416,42 @@ async def test_a_device_sent_copy_is_unwrapped_before_the_event() -> None:
     assert enc.attrs["type"] == "pkmsg"
     message = alice_phone.events[0]["messages_upsert"]["messages"][0]["message"]
     assert not message.HasField("deviceSentMessage") and message.conversation == "hey"
+
+
+async def test_a_group_message_reaches_every_member_device_once_with_the_sender_key() -> None:
+    """The first group send carries our sender key to every device; the next one does not."""
+    server = Server()
+    alice, bob, carol = (
+        await server.add(ALICE),
+        await server.add(BOB),
+        await server.add("333@s.whatsapp.net"),
+    )
+    group = "1203@g.us"
+    server.groups[group] = ["111@s.whatsapp.net", "222@s.whatsapp.net", "333@s.whatsapp.net"]
+    key = await alice.service.send_message(group, {"text": "hi all"})
+    assert key.remote_jid == group and key.participant == ALICE
+    await alice.service.send_message(group, {"text": "again"})
+    for member in (bob, carol):
+        assert member.texts() == ["hi all", "again"]
+        message = member.events[0]["messages_upsert"]["messages"][0]
+        assert message["key"]["remote_jid"] == group and message["key"]["participant"] == ALICE
+    sends = [n for s, n in server.sent if s == ALICE and n.tag == "message"]
+    assert [bool(n.children("participants")) for n in sends] == [True, False]
+    memory = await alice.auth.keys.get("sender-key-memory", [group])
+    assert set(memory[group]) == {BOB, "333@s.whatsapp.net"}
+
+
+async def test_a_new_member_device_gets_the_sender_key_on_the_next_send() -> None:
+    """A device not in sender-key-memory is sent the distribution message."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    group = "1203@g.us"
+    server.groups[group] = ["111@s.whatsapp.net", "222@s.whatsapp.net"]
+    await alice.service.send_message(group, {"text": "one"})
+    dave = await server.add("444@s.whatsapp.net")
+    server.groups[group].append("444@s.whatsapp.net")
+    await alice.service.send_message(group, {"text": "two"})
+    assert bob.texts() == ["one", "two"] and dave.texts() == ["two"]
+    last = [n for s, n in server.sent if s == ALICE and n.tag == "message"][-1]
+    [participants] = last.children("participants")
+    assert [to.attrs["jid"] for to in participants.children("to")] == ["444@s.whatsapp.net"]
