@@ -196,7 +196,7 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
 
 
 def cli_commands(command: Callable[..., _C]) -> list[_C]:
-    """The ``run`` command built with ``runtime.cli.Command``.
+    """The ``run`` command built with ``runtime.command.Command``.
 
     ``runtime/cli.py`` does ``COMMANDS += cli_commands(Command)``; taking the class
     as an argument keeps this module free of a cycle with the CLI.
@@ -215,7 +215,7 @@ def cli_commands(command: Callable[..., _C]) -> list[_C]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m actors.cli run ...``: the command without the full CLI."""
-    from runtime.cli import Command, build_parser
+    from runtime.command import Command, build_parser
     from runtime.log import make_logger
 
     (command,) = cli_commands(Command)
