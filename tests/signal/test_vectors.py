@@ -199,8 +199,7 @@ def _sealed(message: int) -> tuple[str, bytes]:
 async def test_every_ciphertext_and_session_record_of_the_conversation_is_libsignals(
     replay: Replay,
 ) -> None:
-    """Same keys, same order, same clock: every pkmsg/msg and the acting party's session JSON
-    (key order included) after every step equal libsignal-node's, initiator and responder."""
+    """Every pkmsg/msg and the session JSON after every step is byte-identical to libsignal's."""
     for index, step in enumerate(SESSIONS["steps"]):
         replay.clock[0] = step["now"]
         me, peer = replay.sides[step["by"]], replay.sides[_other(step["by"])]
@@ -229,8 +228,7 @@ def step_plaintext(step: dict[str, Any]) -> bytes:
 
 
 def test_the_conversation_covers_both_pkmsg_kinds_and_closed_sessions() -> None:
-    """The scripted run has pkmsgs with and without a one-time pre-key, msgs, and a record
-    holding a closed session next to the open one."""
+    """The script has pkmsgs with and without a one-time pre-key and a closed session."""
     pkmsgs = [
         parse_pre_key_message(h(s["ciphertext"]))
         for s in SESSIONS["steps"]
@@ -246,8 +244,7 @@ def test_the_conversation_covers_both_pkmsg_kinds_and_closed_sessions() -> None:
 async def test_the_pkmsg_stores_the_identity_and_consumes_the_pre_key_as_libsignal(
     replay: Replay,
 ) -> None:
-    """Replaying the conversation stores Alice's identity at Bob and deletes pre-key 9, as
-    libsignal-node's store ends up."""
+    """Replaying stores Alice's identity at Bob and deletes pre-key 9, as libsignal does."""
     for step in SESSIONS["steps"]:
         replay.clock[0] = step["now"]
         me, peer = replay.sides[step["by"]], replay.sides[_other(step["by"])]
@@ -286,8 +283,7 @@ def own_record() -> SenderKeyRecord:
 
 
 def test_our_skdm_and_new_record_from_the_same_keys_are_baileys_bytes() -> None:
-    """From Baileys' key id, chain key and signing key our skdm and our stored record are
-    byte-identical to Baileys' (and read back to the same record)."""
+    """From Baileys' group keys our skdm and new sender-key record are Baileys' bytes."""
     record = own_record()
     assert group_cipher.distribution_message(record, NAME).hex() == GROUP["skdm"]
     assert record.to_bytes() == GROUP["created_record"].encode()
@@ -306,8 +302,7 @@ def test_baileys_skmsgs_carry_signatures_stores_keys_verifies() -> None:
 
 
 async def test_our_receiver_record_after_each_baileys_message_is_baileys_bytes() -> None:
-    """Taking Baileys' skdm and decrypting its skmsgs in order leaves our stored sender-key
-    record byte-identical to Baileys' receiver record after every message."""
+    """Our receiver record after each Baileys skmsg is byte-identical to Baileys' own."""
     auth = await use_memory_auth_state("vector-group")
     try:
         repo = SignalRepository(auth.keys, creds_for(SESSIONS["parties"]["bob"]))
@@ -328,8 +323,7 @@ async def test_our_receiver_record_after_each_baileys_message_is_baileys_bytes()
 
 
 def test_baileys_skmsgs_decrypt_in_ours_in_any_order_and_only_once() -> None:
-    """Baileys' skmsgs (iterations 0, 2, 4...) decrypt in our group cipher backwards and
-    shuffled; each one a second time is a DuplicateMessage."""
+    """Baileys' skmsgs decrypt in our group cipher in any order, each only once."""
     messages = GROUP["messages"]
     for order in (list(reversed(range(len(messages)))), [2, 0, 4, 1, 3]):
         record = SenderKeyRecord()
@@ -352,8 +346,7 @@ def _shape(value: Any) -> Any:
 
 
 def test_our_sender_record_keeps_baileys_shape_and_our_first_skmsg_body_is_baileys() -> None:
-    """Encrypting from the same state: our first skmsg's signed part equals Baileys' (only the
-    randomized signature differs), and our sender record has Baileys' JSON shape."""
+    """Our first skmsg's signed part is Baileys'; our sender record has Baileys' JSON shape."""
     record = own_record()
     ours = [group_cipher.encrypt(record, NAME, m["plaintext"].encode()) for m in GROUP["messages"]]
     first = h(GROUP["messages"][0]["skmsg"])
