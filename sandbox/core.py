@@ -896,6 +896,10 @@ class ServerCore:
     def _iq_passive(self, device: Device, node: BinaryNode) -> BinaryNode:
         return _result(node)
 
+    def _iq_tokens(self, device: Device, node: BinaryNode) -> BinaryNode:
+        # Baileys issues privacy tokens after a send; the sandbox keeps none.
+        return _result(node)
+
     def _iq_props(self, device: Device, node: BinaryNode) -> BinaryNode:
         return _result(node, [BinaryNode("props", {"protocol": "1"})])
 
@@ -917,6 +921,7 @@ _LOGGED_IN_IQS: dict[tuple[str | None, str | None, str | None], _Handler] = {
     ("abt", "get", "props"): ServerCore._iq_props,
     ("blocklist", "get", None): ServerCore._iq_blocklist,
     ("privacy", "get", "privacy"): ServerCore._iq_privacy,
+    ("privacy", "set", "tokens"): ServerCore._iq_tokens,
     ("usync", "get", "usync"): ServerCore._iq_usync,
     ("encrypt", "get", "key"): ServerCore._iq_key_bundles,
     ("w:g2", "get", "query"): ServerCore._iq_group,
