@@ -36,7 +36,8 @@ from actors.signal import (
     SignedPreKey,
     TooFarInFuture,
 )
-from actors.signal.crypto import chain_step
+from actors.signal.crypto import chain_step, random_key_pair
+from actors.signal.repository import SenderKeySeed
 from actors.signal.wire import (
     build_pre_key_message,
     parse_pre_key_message,
@@ -45,10 +46,12 @@ from actors.signal.wire import (
 from stores.auth import PersistedAuth, use_memory_auth_state, use_multi_file_auth_state
 from stores.creds import AuthCreds, KeyPair, SignedKeyPair, init_auth_creds
 from stores.keys import (
+    MAX_KEY_ID,
     generate_pre_keys,
     public_from_private,
     sign,
     signal_public_key,
+    signed_key_pair,
     verify,
 )
 from tests.signal.libsignal_peer import LibsignalPeer, PeerError
@@ -512,6 +515,58 @@ async def test_a_tampered_pkmsg_is_refused_and_consumes_nothing_on_either_side(
     assert node.call("has_pre_key", key_id=2)["present"] is True
     assert node.receive(me, ours_genuine) == b"ours"
     assert node.call("has_pre_key", key_id=2)["present"] is False
+
+
+@pytest.mark.parametrize(
+    ("registration_id", "key_id", "pre_key_id", "sender_key_id"),
+    [(0, 0, None, 0), (16383, MAX_KEY_ID, MAX_KEY_ID, 2**31 - 2)],
+    ids=["zero", "largest"],
+)
+async def test_zero_and_largest_ids_cross_both_ways(
+    libsignal_peer: LibsignalPeer,
+    ours: OpenOurs,
+    registration_id: int,
+    key_id: int,
+    pre_key_id: int | None,
+    sender_key_id: int,
+) -> None:
+    """Registration, signed/one-time pre-key and sender-key ids at 0 or their maximum cross."""
+    creds = init_auth_creds()
+    creds.registration_id = registration_id
+    creds.signed_pre_key = signed_key_pair(creds.signed_identity_key, key_id)
+    me = await ours(creds=creds)
+    seed = SenderKeySeed(sender_key_id, b"\x01" * 32, random_key_pair())
+    me.repo = SignalRepository(me.auth.keys, creds, new_sender_key=lambda: seed)
+    pre_keys = [] if pre_key_id is None else [{"id": pre_key_id}]
+    node = theirs(
+        libsignal_peer, registration_id=registration_id, signed_pre_key_id=key_id, pre_keys=pre_keys
+    )
+    if pre_key_id is not None:
+        await me.auth.keys.set({"pre-key": generate_pre_keys(pre_key_id, 1)})
+
+    node.call("process_bundle", address=me.address, bundle=await me.bundle(pre_key_id))
+    sealed = node.send(me, b"to us")
+    parsed = parse_pre_key_message(sealed[1])
+    assert (parsed.registration_id, parsed.signed_pre_key_id) == (registration_id, key_id)
+    assert parsed.pre_key_id == pre_key_id
+    assert await me.receive(node, sealed) == b"to us"
+
+    other = await ours(creds=creds)
+    await other.repo.inject_e2e_session(node.jid, node.bundle(pre_key_id))
+    sealed = await other.send(node, b"to node")
+    parsed = parse_pre_key_message(sealed[1])
+    assert (parsed.registration_id, parsed.signed_pre_key_id) == (registration_id, key_id)
+    assert node.receive(other, sealed) == b"to node"
+
+    skdm, message = await me.repo.encrypt_group_message(GROUP, me.jid, b"group")
+    assert parse_sender_key_message(message).key_id == sender_key_id
+    node.group_process(me, skdm)
+    assert node.group_decrypt(me, message) == b"group"
+    libsignal_peer.call("set_group_keys", sender_key_id=sender_key_id)
+    skdm, message = node.group_encrypt(b"from baileys")
+    assert parse_sender_key_message(message).key_id == sender_key_id
+    await me.repo.process_sender_key_distribution_message(GROUP, node.jid, skdm)
+    assert await me.repo.decrypt_group_message(GROUP, node.jid, message) == b"from baileys"
 
 
 @pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 1000, 70_000])
