@@ -1095,6 +1095,27 @@ async def test_a_pending_pkmsg_session_made_here_continues_in_libsignal(
     assert after.receive(contact, contact.send(after, b"reply")) == b"reply"
 
 
+async def test_a_pending_pkmsg_session_made_in_libsignal_continues_here(
+    libsignal_peer: LibsignalPeer, ours: OpenOurs
+) -> None:
+    """libsignal's unanswered session handed to us still sends pkmsgs the contact decrypts."""
+    before, contact = theirs(libsignal_peer), theirs(libsignal_peer)
+    before.call("process_bundle", address=contact.address, bundle=node_bundle(contact, None))
+    first = before.send(contact, b"first")
+    session = before.session(contact)
+    assert "pendingPreKey" in next(iter(session["_sessions"].values()))
+    me = await ours(creds=creds_from_node(before), user=before.user)
+    await me.auth.keys.set({"session": {contact.address: session}})
+    second = await me.send(contact, b"second")
+    assert second[0] == "pkmsg"
+    parsed = parse_pre_key_message(second[1])
+    assert (parsed.pre_key_id, parsed.registration_id) == (None, before.keys["registration_id"])
+    assert contact.receive(me, second) == b"second"
+    assert contact.receive(me, first) == b"first"
+    assert await me.receive(contact, contact.send(me, b"reply")) == b"reply"
+    assert (await me.send(contact, b"now a msg"))[0] == "msg"
+
+
 def _sender_key_name(author: Ours | Theirs) -> str:
     """Baileys' SenderKeyName for ``author`` in GROUP (the address's name and device)."""
     name, _, device = author.address.rpartition(".")
