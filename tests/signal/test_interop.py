@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from actors.signal import (
+    BadMac,
     DuplicateMessage,
     PreKey,
     PreKeyBundle,
@@ -567,6 +568,30 @@ async def test_zero_and_largest_ids_cross_both_ways(
     assert parse_sender_key_message(message).key_id == sender_key_id
     await me.repo.process_sender_key_distribution_message(GROUP, node.jid, skdm)
     assert await me.repo.decrypt_group_message(GROUP, node.jid, message) == b"from baileys"
+
+
+async def test_a_one_time_pre_key_with_id_0_is_unusable_here_unlike_libsignal(
+    libsignal_peer: LibsignalPeer, ours: OpenOurs
+) -> None:
+    """Pinned difference: pre-key id 0 is left out of pkmsgs; libsignal reads it back, we don't."""
+    # libsignal writes preKeyId only when truthy and reads an absent one as protobufjs' default
+    # 0, so its receiver holding pre-key 0 uses it (and then fails every pkmsg made without a
+    # one-time pre-key). We read "absent" as none. Neither Baileys nor we make pre-key id 0.
+    me, node = await ours(), theirs(libsignal_peer, pre_keys=[{"id": 0}])
+    await me.auth.keys.set({"pre-key": generate_pre_keys(0, 1)})
+    node.call("process_bundle", address=me.address, bundle=await me.bundle(0))
+    sealed = node.send(me, b"pre-key 0")
+    assert parse_pre_key_message(sealed[1]).pre_key_id is None
+    with pytest.raises(BadMac):
+        await me.receive(node, sealed)
+    assert await me.has_pre_key(0)
+
+    other = await ours()
+    await other.repo.inject_e2e_session(node.jid, node.bundle(0))
+    sealed = await other.send(node, b"pre-key 0")
+    assert parse_pre_key_message(sealed[1]).pre_key_id is None
+    assert node.receive(other, sealed) == b"pre-key 0"  # libsignal takes its pre-key 0 anyway
+    assert node.call("has_pre_key", key_id=0)["present"] is True  # ...and never removes it
 
 
 @pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 1000, 70_000])
