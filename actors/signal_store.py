@@ -7,10 +7,10 @@ becomes visible only after its durable ack. A custom store factory given in the
 config (``Config.signal_store``) is used instead; it receives the same read and
 commit functions and the configured options.
 
-Requests (``KeysGet``, ``KeysSet``, ``CommitKeysAndCreds``, ``RunTransaction``)
-are answered at once with a ``Receipt`` and run as tasks of this incarnation,
-so transactions proceed concurrently (the store isolates them) and their commits
-group at the persister. A restarted incarnation builds a fresh store: its view
+Requests (``KeysGet``, ``KeysSet``, ``CommitKeysAndCreds``, ``RunTransaction``,
+``WithStore``) are answered at once with a ``Receipt`` and run as tasks of this
+incarnation, so transactions proceed concurrently (the store isolates them) and
+their commits group at the persister. A restarted incarnation builds a fresh store: its view
 is re-read from the backend, never carried over.
 
 Since 0.1.0.
@@ -19,6 +19,7 @@ Since 0.1.0.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -40,6 +41,18 @@ from runtime.exit import ExitReason
 from runtime.ref import ActorRef
 from stores.transactions import DEFAULT_CACHE_SIZE, CommitFn, ReadFn, TransactionalStore
 from stores.types import Batch, SignalStore, Value
+
+
+@dataclass(frozen=True)
+class WithStore:
+    """Run ``fn(store)`` in this actor (the message layer's decrypts and encrypts).
+
+    For work that needs the store itself rather than one transaction handle: a
+    repository operation opens its own transactions, nested as it needs them.
+    """
+
+    fn: Callable[[SignalStore], Awaitable[Any]]
+
 
 SignalStoreFactory = Callable[[ReadFn, CommitFn, Mapping[str, Any]], SignalStore]
 """``factory(read, commit, options) -> SignalStore``: a custom store for the session."""
@@ -115,6 +128,8 @@ class SignalStoreActor(Actor):
             return self._spawn("set", lambda: self.store.set(msg.data))
         if isinstance(msg, CommitKeysAndCreds):
             return self._spawn("commit keys and creds", lambda: self._commit_with_creds(msg))
+        if isinstance(msg, WithStore):
+            return self._spawn("with store", lambda: msg.fn(self.store))
         if isinstance(msg, RunTransaction):
             return self._spawn(
                 f"transaction {msg.key!r}", lambda: self.store.run_transaction(msg.key, msg.fn)
@@ -149,4 +164,4 @@ class SignalStoreActor(Actor):
         return seq
 
 
-__all__ = ["DEFAULT_STORE_TIMEOUT", "SignalStoreActor", "SignalStoreFactory"]
+__all__ = ["DEFAULT_STORE_TIMEOUT", "SignalStoreActor", "SignalStoreFactory", "WithStore"]

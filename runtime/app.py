@@ -39,6 +39,7 @@ from actors.connection.actor import (
 )
 from actors.connection.certs import WHATSAPP_ROOT, RootKey
 from actors.connection.client_state import ClientState
+from actors.connection.messenger import SendMessage
 from actors.connection.payload import DEFAULT_VERSION, Browser, ClientIdentity
 from actors.connection.transport import Transport, WebSocketTransport
 from actors.errors import ConfigError, ConnectTimeout, SessionEnded, SessionError
@@ -51,6 +52,8 @@ from actors.messages import (
     SessionStatus,
     call_durable,
 )
+from actors.messaging.content import Content
+from actors.messaging.incoming import MessageKey
 from actors.persister import DEFAULT_COALESCE_DELAY
 from actors.session import (
     ReopeningBackend,
@@ -79,6 +82,10 @@ from stores.creds import AuthCreds
 from stores.transactions import DEFAULT_CACHE_SIZE
 
 BACKENDS = ("native", "multi-file", "sqlite")
+
+
+SEND_TIMEOUT = 180.0
+"""How long ``send_message`` may take in all: queries, encryption, the server's ack."""
 
 
 class SessionFailed(SessionError):
@@ -327,6 +334,18 @@ class Session:
         await self.closed.wait()
         return self.status.end_reason or EndReason.STOPPED
 
+    async def send_message(self, jid: str, content: Content) -> MessageKey:
+        """Send ``{"text": ...}`` or a ``wa_pb2.Message`` to a user or group JID.
+
+        Returns the ``MessageKey`` once the server acked the stanza; every session
+        change the encryption made is durable before the stanza leaves. Raises
+        ``NotConnected`` without an open connection. Since 0.2.0.
+        """
+        key: MessageKey = await call_durable(
+            self.refs["connection"], SendMessage(jid, content), timeout=SEND_TIMEOUT
+        )
+        return key
+
 
 class Runtime:
     """A running runtime (from ``open_runtime``); the first session is the primary one."""
@@ -381,6 +400,10 @@ class Runtime:
         if primary.status.end_reason is EndReason.FAILED:
             raise SessionFailed(primary.account, primary.status.error)
         return primary.status.end_reason or EndReason.STOPPED
+
+    async def send_message(self, jid: str, content: Content) -> MessageKey:
+        """``send_message`` on the primary session. Since 0.2.0."""
+        return await self.primary.send_message(jid, content)
 
     # --- sessions -------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ from typing import Any, NoReturn
 import trio
 
 from actors.connection.attempt import Attempt, AttemptTimers, Outcome, reason_name
+from actors.connection.binary import BinaryNode
 from actors.connection.certs import WHATSAPP_ROOT, RootKey
 from actors.connection.client import ClientConnection
 from actors.connection.client_state import (
@@ -64,6 +65,7 @@ from actors.connection.client_state import (
     DisconnectReason,
     QrCode,
 )
+from actors.connection.messenger import Messenger, SendMessage
 from actors.connection.payload import ClientIdentity
 from actors.connection.prekeys import PRE_KEY_TYPE, plan_upload
 from actors.connection.transport import Transport, WebSocketTransport
@@ -83,6 +85,8 @@ from actors.messages import (
     SessionStatus,
     call_durable,
 )
+from actors.messaging.errors import MessagingError
+from actors.signal.errors import SignalError
 from runtime.actor import Actor, StopActor
 from runtime.ref import ActorRef
 from runtime.spec import Backoff
@@ -144,6 +148,7 @@ class ConnectionActor(Actor):
         self._rev = 0
         self._attempts = 0
         self._live: Attempt | None = None
+        self._messenger: Messenger | None = None
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -154,6 +159,9 @@ class ConnectionActor(Actor):
         self._creds = state.creds
         self._rev = state.fence
         self._status.me = self.me_id()
+        self._messenger = Messenger(
+            self, self._signal_store, self._settings.store_timeout, self.ctx.log
+        )
         self.ctx.nursery.start_soon(self._main)
 
     async def terminate(self, reason: Any) -> None:
@@ -169,6 +177,10 @@ class ConnectionActor(Actor):
             return self._on_live("query", lambda live: live.query(msg.node, timeout=msg.timeout))
         if isinstance(msg, SendNode):
             return self._on_live("send", lambda live: live.send_node(msg.node))
+        if isinstance(msg, SendMessage):
+            return self._on_live(
+                "send_message", lambda _live: self.messenger.send_message(msg.jid, msg.content)
+            )
         return await super().handle_call(msg)
 
     def _on_live(self, what: str, work: Callable[[Attempt], Awaitable[Any]]) -> Receipt[Any]:
@@ -182,8 +194,9 @@ class ConnectionActor(Actor):
         async def run() -> None:
             try:
                 receipt.resolve(await work(live))
-            except SessionError as exc:
-                receipt.fail(exc)  # a timeout or a lost connection is the caller's answer
+            except (SessionError, MessagingError, SignalError) as exc:
+                # A timeout, a lost connection or a refused message is the caller's answer.
+                receipt.fail(exc)
             finally:
                 receipt.abandon()  # no-op once settled; covers this incarnation's end
 
@@ -203,6 +216,15 @@ class ConnectionActor(Actor):
 
     def set_state(self, state: ClientState) -> None:
         self._status.set_state(state.value)
+
+    @property
+    def messenger(self) -> Messenger:
+        if self._messenger is None:
+            raise RuntimeError("connection actor used before init")
+        return self._messenger
+
+    def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
+        return self.messenger.stanza_received(node)
 
     def emit(self, event: dict[str, Any]) -> None:
         self._emit(event)
@@ -297,7 +319,10 @@ class ConnectionActor(Actor):
             async with settings.transport.connect(settings.url) as channel:
                 self._live = attempt
                 try:
-                    outcome = await attempt.run(channel)
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(self.messenger.run, attempt)
+                        outcome = await attempt.run(channel)
+                        nursery.cancel_scope.cancel()
                 finally:
                     self._live = None
         except TransportClosed as exc:

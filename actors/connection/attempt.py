@@ -160,6 +160,10 @@ class AttemptHost(Protocol):
 
     async def show_qr(self, event: QrCode) -> None: ...
 
+    def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
+        """A stanza for the message layer (never waits); an ack to send at once, if any."""
+        ...
+
 
 class Attempt:
     """One connection; see the module docstring. ``run`` once, ``query`` from any task."""
@@ -245,6 +249,10 @@ class Attempt:
             data = produce()
             if data:
                 await self._outbound_in.send(data)
+
+    def next_id(self) -> str:
+        """A fresh stanza id of this connection."""
+        return self.conn.next_id()
 
     async def send_node(self, node: BinaryNode) -> None:
         """Send one stanza (from any task)."""
@@ -354,8 +362,10 @@ class Attempt:
         elif isinstance(event, Ping):
             await self.send_node(event.response())
         elif isinstance(event, NodeReceived):
-            # No layer above takes stanzas yet (messaging will); never block on them.
-            self.log.debug("stanza_unhandled", tag=event.node.tag)
+            # The messenger queues what needs waiting; an ack it answers goes out now.
+            answer = self.host.stanza_received(event.node)
+            if answer is not None:
+                await self.send_node(answer)
         elif isinstance(event, HandshakeComplete):
             state = ClientState.PAIRING if event.registering else ClientState.LOGGING_IN
             self.host.set_state(state)

@@ -29,3 +29,7 @@ class PaddingError(MessagingError):
 
 class ContentError(MessagingError):
     """A decrypted plaintext is not a ``wa.Message`` (or content to send is not one)."""
+
+
+class RecipientError(MessagingError):
+    """A message was addressed to something that is not a user or group JID."""

@@ -3,7 +3,7 @@
 :class:`MessagingService` is what a connection hands stanzas to and what
 ``send_message`` calls. It knows nothing of sockets or actors: it talks to the
 server through a :class:`Link` (``send`` a node, ``query`` an iq and wait for its
-result) and to durable state through a ``SignalStore`` and a ``SignalRepository``.
+result) and to durable state through a :class:`MessageCrypto` port.
 
 The order that makes it crash-safe:
 
@@ -31,11 +31,13 @@ from typing import Any, Protocol
 
 import trio
 
+from actors.connection.binary.errors import JidError
 from actors.connection.binary.jid import G_US, Jid
 from actors.connection.binary.node import BinaryNode
 from actors.connection.proto import wa_pb2
 from actors.messaging.content import Content, encode_padded, to_message
-from actors.messaging.errors import MessagingError, StanzaError
+from actors.messaging.crypto import MessageCrypto
+from actors.messaging.errors import MessagingError, RecipientError, StanzaError
 from actors.messaging.incoming import (
     MessageKey,
     RetryKeys,
@@ -58,11 +60,9 @@ from actors.messaging.queries import (
     parse_usync_devices,
     usync_devices_iq,
 )
-from actors.messaging.receive import ReceivedMessage, decrypt_stanza
-from actors.messaging.send import device_jids, devices_without_session, encrypt_for_devices
-from actors.signal.repository import SignalRepository
+from actors.messaging.receive import ReceivedMessage
+from actors.messaging.send import device_jids
 from actors.signal.session_builder import PreKeyBundle
-from stores.types import SignalStore
 
 MAX_RETRIES = 5
 """Retry receipts sent for one message at most (Baileys' maxMsgRetryCount)."""
@@ -115,8 +115,7 @@ class MessagingService:
 
     def __init__(
         self,
-        keys: SignalStore,
-        repository: SignalRepository,
+        crypto: MessageCrypto,
         link: Link,
         identity: Callable[[], Identity],
         emit: Callable[[Event], None],
@@ -124,8 +123,7 @@ class MessagingService:
         retry_keys: Callable[[], Awaitable[RetryKeys]] | None = None,
         registration_id: Callable[[], int],
     ) -> None:
-        self._keys = keys
-        self._repo = repository
+        self._crypto = crypto
         self._link = link
         self._identity = identity
         self._emit = emit
@@ -148,7 +146,7 @@ class MessagingService:
             # Baileys' NACK "parsing error": the server stops redelivering it.
             await self._link.send(ack_for(node, me.jid, error=487))
             return None
-        received = await decrypt_stanza(self._keys, self._repo, stanza)
+        received = await self._crypto.decrypt(stanza)
         self._emit(message_event(received))
         if received.error is None:
             self._retries.pop(stanza.key.id, None)
@@ -197,18 +195,19 @@ class MessagingService:
     async def send_message(self, jid: str, content: Content) -> MessageKey:
         """Encrypt ``content`` for every device of ``jid`` (and ours), send, await the ack."""
         message = to_message(content)
+        try:
+            recipient = str(Jid.parse(jid).user_jid())
+        except JidError as exc:
+            raise RecipientError(f"cannot send to {jid!r}: {exc}") from exc
         if jid.endswith("@" + G_US):
-            return await self._send_group(jid, message)
+            return await self._send_group(recipient, message)
         me = self._identity()
-        recipient = str(Jid.parse(jid).user_jid())
         own_user = str(Jid.parse(me.jid).user_jid())
         devices = await self._devices([recipient, own_user])
         recipients = device_jids(recipient, devices.get(recipient, (0,)))
         own = device_jids(own_user, devices.get(own_user, (0,)), exclude=me.jid)
         bundles = await self._bundles(recipients + own)
-        encrypted = await encrypt_for_devices(
-            self._keys,
-            self._repo,
+        encrypted = await self._crypto.encrypt(
             message,
             destination=recipient,
             recipients=recipients,
@@ -238,8 +237,8 @@ class MessagingService:
             for user in users
             for jid in device_jids(user, devices.get(user, (0,)), exclude=me.jid)
         ]
-        skdm, skmsg = await self._repo.encrypt_group_message(group, me.jid, encode_padded(message))
-        memory_found = await self._keys.get("sender-key-memory", [group])
+        skdm, skmsg = await self._crypto.encrypt_group(group, me.jid, encode_padded(message))
+        memory_found = await self._crypto.get("sender-key-memory", [group])
         memory = dict(memory_found.get(group) or {})
         lacking = [jid for jid in targets if not memory.get(jid)]
         distribution = wa_pb2.Message(
@@ -247,9 +246,7 @@ class MessagingService:
                 groupId=group, axolotlSenderKeyDistributionMessage=skdm
             )
         )
-        encrypted = await encrypt_for_devices(
-            self._keys,
-            self._repo,
+        encrypted = await self._crypto.encrypt(
             distribution,
             destination=group,
             recipients=lacking,
@@ -271,7 +268,7 @@ class MessagingService:
             # Only once the server took the stanza: a device marked earlier might never
             # get the key and could not read the group again.
             memory.update(dict.fromkeys(lacking, True))
-            await self._keys.set({"sender-key-memory": {group: memory}})
+            await self._crypto.set({"sender-key-memory": {group: memory}})
         return MessageKey(group, True, message_id, me.jid)
 
     async def _devices(self, users: Sequence[str]) -> dict[str, tuple[int, ...]]:
@@ -281,15 +278,15 @@ class MessagingService:
         found: dict[str, tuple[int, ...]] = {}
         for user in parse_usync_devices(result):
             found[user.jid] = user.devices or (0,)
-            await self._keys.set(
+            await self._crypto.set(
                 {"device-list": {Jid.parse(user.jid).user: [str(d) for d in found[user.jid]]}}
             )
             if user.lid and not Jid.parse(user.jid).is_lid:
-                await self._repo.migrate_session(user.jid, user.lid)
+                await self._crypto.migrate(user.jid, user.lid)
         return found
 
     async def _bundles(self, devices: Sequence[str]) -> Mapping[str, PreKeyBundle]:
-        missing = await devices_without_session(self._repo, devices)
+        missing = await self._crypto.without_session(devices)
         if not missing:
             return {}
         result = await self._link.query(key_bundles_iq(self._link.next_id(), missing))
@@ -324,9 +321,7 @@ class MessagingService:
         # from the bundle it sent, so the resend is a pkmsg it can read.
         offered = retry_bundle(node)
         bundles = {device: offered} if offered is not None else await self._bundles([device])
-        encrypted = await encrypt_for_devices(
-            self._keys,
-            self._repo,
+        encrypted = await self._crypto.encrypt(
             message,
             destination=recipient,
             recipients=[] if is_own else [device],

@@ -11,6 +11,7 @@ import trio
 
 from actors.connection.binary.jid import Jid
 from actors.connection.binary.node import BinaryNode
+from actors.messaging.crypto import LocalCrypto
 from actors.messaging.incoming import RetryKeys
 from actors.messaging.service import (
     AckTimeout,
@@ -100,8 +101,7 @@ class Server:
         repo = SignalRepository(auth.keys, auth.state.creds)
         device = Device(jid, auth, repo, self)
         device.service = MessagingService(
-            auth.keys,
-            repo,
+            LocalCrypto(auth.keys, repo),
             Link(self, jid),
             lambda: Identity(jid, None, b"adv"),
             device.events.append,

@@ -1,0 +1,102 @@
+"""A bot on the in-memory sandbox receives and sends: contacts, groups, crashes, restarts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from actors.connection.binary.jid import Jid
+from runtime.app import open_runtime
+from stores.auth import use_memory_auth_state
+from tests.session.helpers import Recorder, crash_and_wait_restart, sandbox_config, scanning_phone
+from tests.session.memory_sandbox import MemorySandbox, open_memory_sandbox
+
+
+def texts(events: Recorder) -> list[str | None]:
+    """The text of every message the runtime emitted, in order."""
+    return [m["text"] for e in events.of("messages_upsert") for m in e["messages"]]
+
+
+async def contact_texts(sb: MemorySandbox, contact: str, count: int) -> list[str | None]:
+    """Wait until ``contact`` received ``count`` messages; their texts."""
+    return [m.text for m in await sb.wait_contact_messages(contact, count)]
+
+
+async def paired(rt: Any) -> str:
+    await rt.wait_connected(timeout=120)
+    creds = await rt.auth_state()
+    return str(Jid.parse(creds.me["id"]).user_jid())
+
+
+async def test_a_contact_and_the_bot_exchange_texts(autojump_clock):
+    """A contact's pkmsg is emitted as messages_upsert; the bot's reply decrypts at the contact."""
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        auth = await use_memory_auth_state()
+        events = Recorder()
+        config = sandbox_config(sb, auth, on_qr=scanning_phone(sb, nursery))
+        async with open_runtime(config, subscribe=events) as rt:
+            bot = await paired(rt)
+            carol = sb.new_contact("Carol")
+            sent_id = sb.contact_send(carol.jid, bot, "hello bot")
+            await events.wait_for(lambda r: "hello bot" in texts(r))
+            [message] = [m for e in events.of("messages_upsert") for m in e["messages"]]
+            assert message["key"]["id"] == sent_id and not message["key"]["from_me"]
+            assert message["key"]["remote_jid"] == str(Jid.parse(carol.jid).user_jid())
+            assert message["push_name"] == "Carol"
+            key = await rt.send_message(carol.jid, {"text": "hello carol"})
+            assert key.from_me and key.id.startswith("3EB0")
+            assert await contact_texts(sb, carol.jid, 1) == ["hello carol"]
+            sb.contact_send(carol.jid, bot, "second")
+            await events.wait_for(lambda r: "second" in texts(r))
+            await rt.send_message(carol.jid, {"text": "again"})
+            assert await contact_texts(sb, carol.jid, 2) == ["hello carol", "again"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_sessions_survive_a_crash_of_every_actor(autojump_clock):
+    """After the connection and signal-store actors restart, the conversation goes on."""
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        auth = await use_memory_auth_state()
+        events = Recorder()
+        config = sandbox_config(sb, auth, on_qr=scanning_phone(sb, nursery))
+        async with open_runtime(config, subscribe=events) as rt:
+            bot = await paired(rt)
+            carol = sb.new_contact("Carol")
+            sb.contact_send(carol.jid, bot, "before")
+            await events.wait_for(lambda r: "before" in texts(r))
+            for name in ("signal_store", "connection"):
+                await crash_and_wait_restart(rt.primary.refs[name])
+            await rt.wait_connected(timeout=120)
+            sb.contact_send(carol.jid, bot, "after")
+            await events.wait_for(lambda r: "after" in texts(r))
+            await rt.send_message(carol.jid, {"text": "still here"})
+            assert await contact_texts(sb, carol.jid, 1) == ["still here"]
+            undecryptable = [
+                m
+                for e in events.of("messages_upsert")
+                for m in e["messages"]
+                if m.get("undecryptable")
+            ]
+            assert undecryptable == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_group_message_reaches_the_bot_and_its_answer_the_members(autojump_clock):
+    """A contact's group message (skdm + skmsg) is emitted; the bot's reply reaches members."""
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        auth = await use_memory_auth_state()
+        events = Recorder()
+        config = sandbox_config(sb, auth, on_qr=scanning_phone(sb, nursery))
+        async with open_runtime(config, subscribe=events) as rt:
+            bot = await paired(rt)
+            carol, dave = sb.new_contact("Carol"), sb.new_contact("Dave")
+            group = sb.create_group("friends", [carol.jid, dave.jid, bot])
+            sb.contact_send(carol.jid, group.jid, "hi group")
+            await events.wait_for(lambda r: "hi group" in texts(r))
+            [message] = [m for e in events.of("messages_upsert") for m in e["messages"]]
+            assert message["key"]["remote_jid"] == group.jid
+            assert message["key"]["participant"] is not None
+            await rt.send_message(group.jid, {"text": "hi all"})
+            assert "hi all" in await contact_texts(sb, dave.jid, 2)
+        nursery.cancel_scope.cancel()
