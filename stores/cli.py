@@ -67,7 +67,8 @@ EXIT_LOCKED = 5
 EXIT_REFUSED = 6
 EXIT_FAILED = 7
 
-BACKEND_CHOICES = ("native", "multi-file", "sqlite")
+BACKEND_CHOICES = ("native", "multi-file", "sqlite", "postgres")
+_ACCOUNT_BACKENDS = ("sqlite", "postgres")  # backends holding many accounts
 LOG_FORMATS = ("console", "json", "auto")
 DEFAULT_PROGRESS_AFTER = 0.5
 """Seconds a migration runs before the progress bar appears (a few thousand keys)."""
@@ -90,7 +91,11 @@ class CommandInfo:
 
 def configure_inspect(parser: argparse.ArgumentParser) -> None:
     """Add ``inspect``'s arguments to ``parser``."""
-    parser.add_argument("path", metavar="PATH", help="an auth directory or SQLite database file")
+    parser.add_argument(
+        "path",
+        metavar="PATH",
+        help="an auth directory, a SQLite database file or a postgresql:// URI",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--backend",
@@ -99,7 +104,9 @@ def configure_inspect(parser: argparse.ArgumentParser) -> None:
         help="the backend PATH holds (default: auto-detect)",
     )
     parser.add_argument(
-        "--account", metavar="NAME", help="SQLite only: inspect this account (default: all)"
+        "--account",
+        metavar="NAME",
+        help="SQLite/PostgreSQL: inspect this account (default: all)",
     )
 
 
@@ -112,8 +119,8 @@ def run_inspect(args: argparse.Namespace, log: object = None) -> int:
     try:
         if args.account is not None:
             found = detect_backend(args.path) if args.backend == "auto" else args.backend
-            if found != "sqlite":
-                return out.usage(f"--account is for SQLite databases; {args.path} is {found}")
+            if found not in _ACCOUNT_BACKENDS:
+                return out.usage(f"--account is for SQLite and PostgreSQL; {args.path} is {found}")
         report = inspect_location(args.path, args.backend, account=args.account)
     except StoreError as exc:
         return out.fail(exc)
@@ -172,7 +179,11 @@ def _counts_line(counts: Mapping[str, int]) -> str:
 
 def configure_migrate(parser: argparse.ArgumentParser) -> None:
     """Add ``migrate``'s arguments to ``parser``."""
-    parser.add_argument("src", metavar="SRC", help="the auth location to copy from (not changed)")
+    parser.add_argument(
+        "src",
+        metavar="SRC",
+        help="the auth location to copy from (not changed); PostgreSQL: a postgresql:// URI",
+    )
     parser.add_argument("dst", metavar="DST", help="an absent or empty location to create")
     parser.add_argument(
         "--from",
@@ -184,11 +195,15 @@ def configure_migrate(parser: argparse.ArgumentParser) -> None:
         "--to",
         dest="dst_backend",
         choices=BACKEND_CHOICES,
-        default="native",
-        help="the backend to write at DST (default: native)",
+        default=None,
+        help="the backend to write at DST (default: postgres for a URI, else native)",
     )
-    parser.add_argument("--src-account", metavar="A", help="SQLite source: the account to read")
-    parser.add_argument("--dst-account", metavar="B", help="SQLite target: the account to write")
+    parser.add_argument(
+        "--src-account", metavar="A", help="SQLite/PostgreSQL source: the account to read"
+    )
+    parser.add_argument(
+        "--dst-account", metavar="B", help="SQLite/PostgreSQL target: the account to write"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument(
         "--no-progress", action="store_true", help="never show the progress bar on stderr"
@@ -228,11 +243,16 @@ def run_migrate(args: argparse.Namespace, log: object = None) -> int:
         return out.fail_message(
             EXIT_REFUSED, "MigrationError", f"{args.src}: the source is empty, nothing to migrate"
         )
-    if args.src_account is not None and src_backend != "sqlite":
-        return out.usage(f"--src-account is for a SQLite source; {args.src} is {src_backend}")
-    if args.dst_account is not None and args.dst_backend != "sqlite":
+    if args.dst_backend is None:
+        uri = str(args.dst).startswith(("postgres://", "postgresql://"))
+        args.dst_backend = "postgres" if uri else "native"
+    if args.src_account is not None and src_backend not in _ACCOUNT_BACKENDS:
         return out.usage(
-            f"--dst-account is for a SQLite target (--to sqlite), not {args.dst_backend}"
+            f"--src-account is for a SQLite source (or PostgreSQL); {args.src} is {src_backend}"
+        )
+    if args.dst_account is not None and args.dst_backend not in _ACCOUNT_BACKENDS:
+        return out.usage(
+            f"--dst-account is for a SQLite target (or PostgreSQL), not {args.dst_backend}"
         )
     progress = _Progress(
         sys.stderr,
@@ -476,7 +496,8 @@ INSPECT = CommandInfo(
     help="check an auth location: backend, account, key counts, lock owner, integrity",
     description=(
         "Read every record of an auth location (native directory, Baileys multi-file "
-        "directory or SQLite database) and report its backend, format version, account "
+        "directory, SQLite database or PostgreSQL URI) and report its backend, format "
+        "version, account "
         "id, key counts per type, last durable sequence number, the live lock owner if "
         "any, and whether every record is intact. Never writes, never creates a file, "
         "never takes the lock: safe on a location a runtime is using. Exits 1 when "
@@ -486,6 +507,7 @@ INSPECT = CommandInfo(
         "baileys-trio inspect auth/",
         "baileys-trio inspect baileys_auth_info --json | jq .accounts",
         "baileys-trio inspect bots.db --account bot1",
+        "baileys-trio inspect 'postgresql://bot@db/auth#account=bot1'",
     ),
     configure=configure_inspect,
     run=run_inspect,
@@ -505,6 +527,7 @@ MIGRATE = CommandInfo(
         "baileys-trio migrate auth/ baileys_auth_info --to multi-file",
         "baileys-trio migrate auth/ bots.db --to sqlite --dst-account bot1",
         "baileys-trio migrate bots.db auth2/ --src-account bot1 --json",
+        "baileys-trio migrate auth/ 'postgresql://bot@db/auth' --dst-account bot1",
     ),
     configure=configure_migrate,
     run=run_migrate,

@@ -9,7 +9,9 @@ then reads *every* record of it and checks it the way an open would, and more:
   ``.creds.json.last-good``, every ``<type>-<id>.json`` key file, a pending intent
   journal (and every file in it), the open counter;
 * SQLite: ``PRAGMA integrity_check``, then every row of every account (or of one
-  account): CRC over the row's identity and blob, CBOR, creds validation.
+  account): CRC over the row's identity and blob, CBOR, creds validation;
+* PostgreSQL (a ``postgresql://`` URI, ``#account=NAME`` optional): the same row
+  checks in one read-only transaction (``stores.postgres_inspect``), leases as owners.
 
 It never writes, never creates a file in or beside the location, and never takes
 an ownership lock: the lock owner is only probed (``stores.lock.lock_owner``), so
@@ -23,6 +25,7 @@ Since 0.1.0.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sqlite3
@@ -65,7 +68,7 @@ __all__ = [
     "inspect_location",
 ]
 
-BACKEND_NAMES = ("native", "multi-file", "sqlite")
+BACKEND_NAMES = ("native", "multi-file", "sqlite", "postgres")
 _LOCK_NAMES = frozenset({native_format.LOCK_NAME, mf_layout.LOCK_FILE})
 _MODE_HINTS = ("(want 0600)", "(want 0700)")
 
@@ -159,6 +162,8 @@ def detect_backend(path: StrPath) -> str | None:
     Raises ``WrongBackendError`` when the path does not exist or holds something that
     is none of ours (never guesses between two backends).
     """
+    if _is_postgres_uri(path):
+        return "postgres"
     location = Path(path)
     try:
         st = location.stat()
@@ -184,6 +189,10 @@ def detect_backend(path: StrPath) -> str | None:
     raise WrongBackendError(
         str(location), f"an auth location (files: {', '.join(names[:5])})", "unrecognised"
     )
+
+
+def _is_postgres_uri(path: StrPath) -> bool:
+    return isinstance(path, str) and path.startswith(("postgres://", "postgresql://"))
 
 
 def _detect_file(path: Path) -> str:
@@ -213,6 +222,13 @@ def inspect_location(
     backend's data raises ``WrongBackendError``. ``account`` restricts a SQLite
     report to one account. Blocking: async callers use ``trio.to_thread``.
     """
+    if _is_postgres_uri(path):
+        if backend not in ("auto", "postgres"):
+            raise WrongBackendError(str(path), backend, "a postgresql:// URI")
+        # Imported on use: only a PostgreSQL location pays for psycopg.
+        module = importlib.import_module("stores.postgres_inspect")
+        report: InspectReport = module.inspect_postgres(str(path), account)
+        return report
     location = Path(os.path.abspath(path))
     if backend != "auto" and backend not in BACKEND_NAMES:
         raise WrongBackendError(str(location), backend, "an unknown backend name")

@@ -14,6 +14,13 @@ parent directory. Into an existing database file the account is written, read ba
 and compared inside one SQLite transaction that commits only when they match. Any
 failure leaves the target as it was (absent or empty) and removes the staging copy.
 
+PostgreSQL (since 0.2.0): a location is a ``postgresql://`` URI; the account is
+``src_account``/``dst_account`` or the URI's ``#account=NAME`` fragment (the form a
+backend's ``location`` prints). The source account is opened, which takes its lease
+(a running owner is refused with ``StoreLockedError``) and writes nothing else; the
+target account, which must be empty, is written, read back and compared inside one
+SQL transaction that commits only when they match.
+
 Since 0.1.0.
 """
 
@@ -59,12 +66,13 @@ class Layout(enum.Enum):
 
     DIRECTORY = "directory"
     DATABASE = "database file"
+    SERVER = "database server"
 
 
-Opener = Callable[[Path, str], Any]
+Opener = Callable[[Any, str], Any]
 """Start opening a backend at ``(path, account)``: returns an awaitable of the backend
 or an async context manager (as ``stores.auth.enter_backend`` takes). Directory
-backends ignore the account."""
+backends ignore the account; PostgreSQL gets its DSN (a str) instead of a path."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,12 @@ def _open_sqlite(path: Path, account: str) -> Any:
     return open_sqlite_backend(path, account=account)
 
 
+def _open_postgres(dsn: Path | str, account: str) -> Any:
+    return importlib.import_module("stores.postgres").open_postgres_backend(
+        str(dsn), account=account
+    )
+
+
 def _native_lock_name() -> str:
     name: str = importlib.import_module("stores.native_format").LOCK_NAME
     return name
@@ -110,10 +124,16 @@ BACKENDS: dict[str, BackendKind] = {
         "multi-file", Layout.DIRECTORY, _open_multi_file, _multi_file_lock_name
     ),
     "sqlite": BackendKind("sqlite", Layout.DATABASE, _open_sqlite),
+    "postgres": BackendKind("postgres", Layout.SERVER, _open_postgres),
 }
 """Backends by name. ``compat-json`` and ``baileys`` are accepted for ``multi-file``."""
 
-_ALIASES = {"compat-json": "multi-file", "baileys": "multi-file", "multi_file": "multi-file"}
+_ALIASES = {
+    "compat-json": "multi-file",
+    "baileys": "multi-file",
+    "multi_file": "multi-file",
+    "postgresql": "postgres",
+}
 
 
 @dataclass(frozen=True)
@@ -129,9 +149,9 @@ class MigrationSummary:
     key_counts: Mapping[str, int]
     """Number of ids per key type (types with none are left out)."""
     src_account: str | None = None
-    """The SQLite account read from, when the source is SQLite."""
+    """The account read from, when the source is SQLite or PostgreSQL."""
     dst_account: str | None = None
-    """The SQLite account written, when the target is SQLite."""
+    """The account written, when the target is SQLite or PostgreSQL."""
 
     @property
     def total_keys(self) -> int:
@@ -189,6 +209,10 @@ async def migrate(
     source itself (``CorruptStateError``, ``WrongBackendError``...) pass through.
     """
     src_kind, dst_kind = _kind(src_backend_name), _kind(dst_backend_name)
+    if Layout.SERVER in (src_kind.layout, dst_kind.layout):
+        return await _migrate_server(
+            src_kind, src, dst_kind, dst, src_account=src_account, dst_account=dst_account
+        )
     src_path, dst_path = await trio.to_thread.run_sync(_absolute, src, dst)
     same_place = src_path == dst_path and (
         src_kind.layout is Layout.DIRECTORY or src_account == dst_account
@@ -205,30 +229,49 @@ async def migrate(
             await _to_directory(dst_kind, dst_path, snapshot)
         else:
             await _to_database(dst_kind, dst_path, dst_account, snapshot)
-    me = snapshot.creds.me or {}
+    return _summary(
+        src_kind, str(src_path), src_account, dst_kind, str(dst_path), dst_account, snapshot
+    )
+
+
+def _summary(
+    src_kind: BackendKind,
+    src: str,
+    src_account: str,
+    dst_kind: BackendKind,
+    dst: str,
+    dst_account: str,
+    snapshot: StoreSnapshot,
+) -> MigrationSummary:
+    me = (snapshot.creds.me if snapshot.creds is not None else None) or {}
     account_id = me.get("id")
     return MigrationSummary(
         src_backend=src_kind.name,
-        src=str(src_path),
+        src=src,
         dst_backend=dst_kind.name,
-        dst=str(dst_path),
+        dst=dst,
         account_id=account_id if isinstance(account_id, str) else None,
         key_counts=MappingProxyType({t: len(ids) for t, ids in sorted(snapshot.keys.items())}),
-        src_account=src_account if src_kind.layout is Layout.DATABASE else None,
-        dst_account=dst_account if dst_kind.layout is Layout.DATABASE else None,
+        src_account=src_account if src_kind.layout is not Layout.DIRECTORY else None,
+        dst_account=dst_account if dst_kind.layout is not Layout.DIRECTORY else None,
     )
 
 
 @asynccontextmanager
 async def _source_snapshot(
-    kind: BackendKind, src: Path, account: str, dst: Path
+    kind: BackendKind, src: Path | str, account: str, dst: Path
 ) -> AsyncIterator[StoreSnapshot]:
-    """The source's snapshot, its owner lock held for the duration of the block."""
-    if kind.layout is Layout.DATABASE or kind.lock_name is None:
+    """The source's snapshot, its owner lock held for the duration of the block.
+
+    ``dst`` is where scratch copies go beside (the target, or the source itself).
+    """
+    if kind.layout is not Layout.DIRECTORY or kind.lock_name is None:
         # SQLite: opening without a pending schema migration writes no byte.
+        # PostgreSQL: opening takes the account's lease (its owner's lock), no more.
         async with _opened(kind, src, account) as source:
             yield _normalized(await source.snapshot())
         return
+    assert isinstance(src, Path)
     lock_name = kind.lock_name()
     lock = await trio.to_thread.run_sync(acquire_lock, src, lock_name)
     try:
@@ -254,7 +297,7 @@ def _private_copy(src: Path, scratch: Path, lock_name: str) -> Path:
 
 
 @asynccontextmanager
-async def _opened(kind: BackendKind, path: Path, account: str) -> AsyncIterator[Persistence]:
+async def _opened(kind: BackendKind, path: Path | str, account: str) -> AsyncIterator[Persistence]:
     async with AsyncExitStack() as stack:
         yield await enter_backend(stack, kind.open(path, account))
 
@@ -441,3 +484,73 @@ def _remove_staging_files(staging: Path) -> None:
         sync_dir(REAL_FS, staging.parent)
     except StoreError:
         pass  # the staging name was never published; nothing depends on its removal
+
+
+# --- PostgreSQL sources and targets ------------------------------------------------------
+
+
+async def _migrate_server(
+    src_kind: BackendKind,
+    src: str | os.PathLike[str],
+    dst_kind: BackendKind,
+    dst: str | os.PathLike[str],
+    *,
+    src_account: str,
+    dst_account: str,
+) -> MigrationSummary:
+    """``migrate`` when either side is a PostgreSQL URI (the other may be anything)."""
+    postgres = importlib.import_module("stores.postgres")
+    src_place, src_name, src_account = await _place(postgres, src_kind, src, src_account)
+    dst_place, dst_name, dst_account = await _place(postgres, dst_kind, dst, dst_account)
+    if src_name == dst_name and src_account == dst_account:
+        raise MigrationError(f"{src_name}: source and target are the same location")
+    if isinstance(src_place, str):
+        if not await postgres.account_holds_data(src_place, src_account):
+            raise MigrationError(
+                f"{src_name} account {src_account!r}: the source is absent or empty"
+            )
+    else:
+        await trio.to_thread.run_sync(_check_source_present, src_kind, src_place)
+    # Scratch copies of a directory source go beside a path target, else beside itself.
+    beside = dst_place if isinstance(dst_place, Path) else Path(src_name)
+    async with _source_snapshot(src_kind, src_place, src_account, beside) as snapshot:
+        if snapshot.creds is None:
+            raise MigrationError(f"{src_name}: the source holds no creds, nothing to migrate")
+        if isinstance(dst_place, str):
+            await _to_server(dst_kind, dst_place, dst_name, dst_account, snapshot)
+        elif dst_kind.layout is Layout.DIRECTORY:
+            await _to_directory(dst_kind, dst_place, snapshot)
+        else:
+            await _to_database(dst_kind, dst_place, dst_account, snapshot)
+    return _summary(src_kind, src_name, src_account, dst_kind, dst_name, dst_account, snapshot)
+
+
+async def _place(
+    postgres: Any, kind: BackendKind, where: str | os.PathLike[str], account: str
+) -> tuple[Path | str, str, str]:
+    """``(what to open, what to print, account)``; a URI's ``#account=`` wins the default."""
+    if kind.layout is not Layout.SERVER:
+        path = Path(await trio.to_thread.run_sync(os.path.abspath, where))
+        return path, str(path), account
+    text = os.fspath(where)
+    if not postgres.is_postgres_location(text):
+        raise MigrationError(f"{text!r}: a postgres location is a postgresql:// URI")
+    dsn, named = postgres.parse_location(text, account)
+    if named != account and account != "default":
+        raise MigrationError(f"{text}: names account {named!r} but {account!r} was asked for")
+    # Printed and compared without the password.
+    return dsn, str(postgres.describe_dsn(dsn)), named
+
+
+async def _to_server(
+    kind: BackendKind, dsn: str, name: str, account: str, snapshot: StoreSnapshot
+) -> None:
+    """Write the snapshot into an empty account and compare, in one SQL transaction."""
+    where = f"{name} account {account!r}"
+    async with _opened(kind, dsn, account) as target:
+        # A PostgresBackend (the Persistence protocol has neither method).
+        if not await target.is_empty():  # type: ignore[attr-defined]
+            raise MigrationError(f"{where}: the target account is not empty")
+        await target.import_snapshot(  # type: ignore[attr-defined]
+            snapshot, lambda got: compare_snapshots(snapshot, got, where)
+        )

@@ -235,7 +235,7 @@ async def test_source_without_creds_is_refused(tmp_path: Path) -> None:
 async def test_unknown_backend_and_same_location_are_refused(tmp_path: Path) -> None:
     """An unknown backend name or a target equal to the source raises MigrationError."""
     with pytest.raises(MigrationError, match="unknown backend"):
-        await migrate("postgres", tmp_path / "a", "native", tmp_path / "b")
+        await migrate("oracle", tmp_path / "a", "native", tmp_path / "b")
     with pytest.raises(MigrationError, match="same location"):
         await migrate("native", tmp_path / "a", "native", tmp_path / "a")
 
