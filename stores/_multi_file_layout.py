@@ -23,7 +23,7 @@ from typing import Any
 
 from stores import buffer_json
 from stores.errors import CorruptStateError, InvalidValueError
-from stores.types import KEY_TYPES
+from stores.types import KEY_TYPES, check_key_type
 
 Value = Any
 
@@ -47,8 +47,7 @@ def fix_file_name(name: str) -> str:
 
 def key_file_name(type: str, id: str) -> str:
     """The file holding key ``type``/``id``; ``InvalidValueError`` for unusable ids."""
-    if type not in KEY_TYPES:
-        raise InvalidValueError("key type", f"{type!r} is not one of {', '.join(KEY_TYPES)}")
+    check_key_type(type)
     if not isinstance(id, str) or not id:
         raise InvalidValueError(f"{type} id", f"expected a non-empty string, got {id!r}")
     if "\x00" in id:

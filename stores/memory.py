@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import trio
 
-from stores.errors import InvalidValueError, StoreClosedError
+from stores.errors import StoreClosedError
 from stores.transactions import copy_value, validate_writes
-from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value
+from stores.types import Batch, StoreSnapshot, Value, check_key_type
 
 if TYPE_CHECKING:
     from stores.creds import AuthCreds
@@ -71,8 +71,7 @@ class MemoryBackend:
 
     async def read_keys(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
         self._check_open()
-        if type not in KEY_TYPES:
-            raise InvalidValueError("key type", f"{type!r} is not one of {list(KEY_TYPES)}")
+        check_key_type(type)
         await trio.lowlevel.checkpoint()
         stored = self._keys.get(type, {})
         return {id_: copy_value(stored[id_]) for id_ in ids if id_ in stored}

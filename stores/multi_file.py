@@ -75,7 +75,7 @@ from stores.group_commit import GroupCommitStatistics, GroupCommitter
 from stores.keys import check_creds_keys
 from stores.lock import LockHandle, acquire_lock
 from stores.native_format import MAGIC as NATIVE_MAGIC
-from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value
+from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value, check_key_type
 
 BACKEND_NAME = "multi-file"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -269,8 +269,7 @@ class MultiFileBackend:
 def _prepare(batch: Batch) -> _Prepared:
     ops: dict[str, bytes | None] = {}
     for type, writes in batch.keys.items():
-        if type not in KEY_TYPES:
-            raise InvalidValueError("key type", f"{type!r} is not one of {', '.join(KEY_TYPES)}")
+        check_key_type(type)
         for id, value in writes.items():
             name = layout.key_file_name(type, id)
             ops[name] = None if value is None else layout.encode_key(type, id, value)

@@ -24,7 +24,7 @@ from stores.errors import (
     UnsupportedFormatError,
     WrongBackendError,
 )
-from stores.types import KEY_TYPES, KeyWrites
+from stores.types import KeyWrites, check_key_type
 
 MAGIC = b"\x89BTN\r\n\x1a\n"
 """First 8 bytes of every native file (PNG-style: catches text-mode mangling)."""
@@ -199,8 +199,7 @@ def encode_key_writes(keys: KeyWrites) -> EncodedKeys:
     """Validate and encode a batch's key writes (in the caller, so bad input fails alone)."""
     out: EncodedKeys = {}
     for type_, entries in keys.items():
-        if type_ not in KEY_TYPES:
-            raise InvalidValueError("key type", f"{type_!r} is not one of {list(KEY_TYPES)}")
+        check_key_type(type_)
         if not isinstance(entries, Mapping):
             raise InvalidValueError(f"keys[{type_}]", "expected a mapping of id to value")
         encoded: dict[str, bytes | None] = {}

@@ -30,18 +30,11 @@ from stores.native_format import (
     log_name,
     scan_log,
 )
+from stores.types import KEY_FILE_PREFIXES
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-BAILEYS_PREFIXES = (
-    "pre-key-",
-    "session-",
-    "sender-key-",
-    "app-state-sync-",
-    "lid-mapping-",
-    "device-list-",
-    "tctoken-",
-    "identity-key-",
-)
+BAILEYS_PREFIXES = KEY_FILE_PREFIXES
+# A directory holding Baileys key files is never taken for an empty native one.
 
 
 class Layout(enum.Enum):

@@ -42,7 +42,7 @@ from stores.group_commit import GroupCommitter
 from stores.lock import LockHandle, acquire_lock
 from stores.sqlite_schema import MIGRATIONS, Migration, check_header, prepare
 from stores.transactions import sequenced_on_call
-from stores.types import KEY_TYPES, Batch, StoreSnapshot, Value
+from stores.types import Batch, StoreSnapshot, Value, check_key_type
 
 __all__ = ["SqliteBackend", "SqliteStatistics", "open_sqlite_backend"]
 
@@ -255,8 +255,7 @@ class SqliteBackend:
     def _encode(self, batch: Batch) -> _Pending | None:
         keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
         for type, writes in batch.keys.items():
-            if type not in KEY_TYPES:
-                raise InvalidValueError("key type", f"{type!r} is not one of {list(KEY_TYPES)}")
+            check_key_type(type)
             for key_id, value in writes.items():
                 if not isinstance(key_id, str) or not key_id:
                     raise InvalidValueError(f"{type} id", f"{key_id!r} is not a non-empty str")

@@ -65,7 +65,7 @@ from stores.errors import (
     StoreError,
     TransactionConflict,
 )
-from stores.types import KEY_TYPES, Batch, KeyWrites, Value
+from stores.types import Batch, KeyWrites, Value, check_key_type
 
 if TYPE_CHECKING:
     from stores.creds import AuthCreds, CredsPatch
@@ -123,8 +123,6 @@ def sequenced_on_call(commit: F) -> F:
     setattr(commit, SEQUENCED_ATTRIBUTE, True)  # a function attribute, by name
     return commit
 
-
-_KEY_TYPES = frozenset(KEY_TYPES)
 
 _CREDS_SLOT: Slot = ("creds", "")
 # Creds are write-only for this layer; the pseudo-slot orders creds commits.
@@ -223,8 +221,7 @@ def copy_value(value: Value, where: str = "value") -> Value:
 
 
 def _check_type_and_ids(type_: str, ids: Iterable[str]) -> list[str]:
-    if type_ not in KEY_TYPES:
-        raise InvalidValueError("key type", f"{type_!r} is not one of {list(KEY_TYPES)}")
+    check_key_type(type_)
     if isinstance(ids, str):
         raise InvalidValueError(f"{type_} ids", "expected a sequence of ids, got one str")
     checked: list[str] = []
@@ -239,8 +236,7 @@ def validate_writes(data: KeyWrites) -> dict[Slot, Value | None]:
     """Check and copy ``{type: {id: value | None}}`` into ``{(type, id): value | None}``."""
     writes: dict[Slot, Value | None] = {}
     for type_, entries in data.items():
-        if type_ not in _KEY_TYPES:
-            _check_type_and_ids(type_, ())  # raises, naming the type
+        check_key_type(type_)
         for id_, value in entries.items():
             if not isinstance(id_, str) or not id_:
                 _check_type_and_ids(type_, [id_])  # raises, naming the id

@@ -37,7 +37,21 @@ KEY_TYPES: tuple[str, ...] = (
     "tctoken",
     "identity-key",
 )
-"""The key types of Baileys v7 (v6 has the first six)."""
+"""The key types of Baileys v7 (v6 has the first six). Adding one here is the whole change:
+every backend checks types with ``check_key_type`` and the multi-file layout derives
+its file names from this tuple."""
+
+KEY_FILE_PREFIXES: tuple[str, ...] = tuple(f"{type_}-" for type_ in KEY_TYPES)
+"""How Baileys' multi-file key file names start (``<type>-<id>.json``)."""
+
+_KEY_TYPE_SET = frozenset(KEY_TYPES)
+
+
+def check_key_type(type_: str) -> str:
+    """``type_`` itself when it is one of ``KEY_TYPES``; else ``InvalidValueError`` naming it."""
+    if type_ not in _KEY_TYPE_SET:
+        raise InvalidValueError("key type", f"{type_!r} is not one of {list(KEY_TYPES)}")
+    return type_
 
 T = TypeVar("T")
 

@@ -342,7 +342,7 @@ class PersistenceContract(_KitTest):
         """A batch with an unknown key type raises InvalidValueError and changes nothing."""
         async with backend_kit.open(location) as backend:
             await backend.commit(Batch(keys={"session": {"a": b"1"}}))
-            with pytest.raises(InvalidValueError):
+            with pytest.raises(InvalidValueError, match="'no-such-type' is not one of"):
                 await backend.commit(
                     Batch(keys={"session": {"a": b"2"}, "no-such-type": {"x": b"1"}})
                 )

@@ -24,7 +24,7 @@ from stores.errors import (
 )
 from stores.native import NativeBackend, open_native_backend
 from stores.native_format import MAGIC, frame, log_name
-from stores.types import Batch, Persistence
+from stores.types import KEY_TYPES, Batch, Persistence
 
 LOG0 = log_name(0)
 
@@ -182,6 +182,17 @@ async def test_baileys_json_directory_is_wrong_backend(tmp_path: Path) -> None:
         await open_native_backend(tmp_path)
     assert "Baileys" in info.value.found
     assert sorted(os.listdir(tmp_path)) == ["creds.json", "pre-key-1.json"]
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+async def test_a_baileys_key_file_of_any_type_makes_a_directory_foreign(
+    tmp_path: Path, key_type: str
+) -> None:
+    """A lone ``<type>-<id>.json`` of every key type is recognised as Baileys', never as empty."""
+    (tmp_path / f"{key_type}-1.json").write_text("{}")
+    with pytest.raises(WrongBackendError) as info:
+        await open_native_backend(tmp_path)
+    assert "Baileys" in info.value.found
 
 
 async def test_sqlite_file_is_wrong_backend(tmp_path: Path) -> None:
