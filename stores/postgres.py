@@ -82,6 +82,12 @@ __all__ = [
     "LeaseInfo",
     "PostgresBackend",
     "PostgresStatistics",
+    "account_holds_data",
+    "creds_identity",
+    "describe_dsn",
+    "is_postgres_location",
+    "key_identity",
+    "location_of",
     "open_postgres_backend",
     "parse_location",
     "process_owner_id",
@@ -245,7 +251,7 @@ class PostgresBackend:
     def _decode_creds(self, slot: int, crc: int, blob: bytes) -> AuthCreds:
         name = "newest" if slot == _CURRENT else "previous"
         where = self._where("baileys_creds", f"slot {slot}, {name}")
-        plain = codec.decode(_bytes(blob), crc, _creds_identity(self._account), where)
+        plain = codec.decode(_bytes(blob), crc, creds_identity(self._account), where)
         if not isinstance(plain, dict):
             raise CorruptStateError(where, f"creds are a {type(plain).__name__}, not a map")
         try:
@@ -270,7 +276,7 @@ class PostgresBackend:
 
     def _decode_key(self, type: str, key_id: str, crc: int, blob: bytes) -> Value:
         where = self._where("baileys_keys", f"type {type!r}, id {key_id!r}")
-        return codec.decode(_bytes(blob), crc, _key_identity(self._account, type, key_id), where)
+        return codec.decode(_bytes(blob), crc, key_identity(self._account, type, key_id), where)
 
     async def snapshot(self) -> StoreSnapshot:
         """Creds and every key of this account, read in one repeatable-read transaction."""
@@ -340,7 +346,7 @@ class PostgresBackend:
                 codec.check_plain(value, f"{type}/{key_id}")
                 blob = codec.encode(value)
                 keys[(type, key_id)] = (
-                    codec.row_crc(_key_identity(self._account, type, key_id), blob),
+                    codec.row_crc(key_identity(self._account, type, key_id), blob),
                     blob,
                 )
         if getattr(batch, "patch", None):
@@ -358,7 +364,7 @@ class PostgresBackend:
             except CorruptStateError as exc:
                 raise InvalidValueError("creds", exc.reason) from exc
             creds_blob = codec.encode(plain)
-            creds = (codec.row_crc(_creds_identity(self._account), creds_blob), creds_blob)
+            creds = (codec.row_crc(creds_identity(self._account), creds_blob), creds_blob)
         if not keys and creds is None:
             return None
         return _Pending(keys=keys, creds=creds)
@@ -464,7 +470,7 @@ class PostgresBackend:
             "SELECT crc, blob FROM baileys_creds WHERE account = %s AND slot = %s",
             (account, _CURRENT),
         ).fetchone()
-        if old is not None and codec.row_crc(_creds_identity(account), _bytes(old[1])) == old[0]:
+        if old is not None and codec.row_crc(creds_identity(account), _bytes(old[1])) == old[0]:
             # The newest copy becomes the previous one; a damaged newest copy is dropped.
             conn.execute(
                 "DELETE FROM baileys_creds WHERE account = %s AND slot = %s", (account, _PREVIOUS)
@@ -685,11 +691,13 @@ def _account_has_rows(conn: Any, account: str) -> bool:
     return False
 
 
-def _key_identity(account: str, type: str, key_id: str) -> str:
+def key_identity(account: str, type: str, key_id: str) -> str:
+    """What a key row's CRC covers besides its blob (shared with ``inspect``)."""
     return f"key\0{account}\0{type}\0{key_id}"
 
 
-def _creds_identity(account: str) -> str:
+def creds_identity(account: str) -> str:
+    """What a creds row's CRC covers besides its blob."""
     return f"creds\0{account}"
 
 
@@ -735,10 +743,15 @@ def location_of(dsn: str, account: str) -> str:
     return f"{describe_dsn(dsn)}#account={urllib.parse.quote(account, safe='@.+-_')}"
 
 
+def is_postgres_location(text: object) -> bool:
+    """True for a ``postgres://`` or ``postgresql://`` URI (what migrate and inspect take)."""
+    return isinstance(text, str) and text.startswith(("postgres://", "postgresql://"))
+
+
 def parse_location(location: str, default_account: str = "default") -> tuple[str, str]:
     """``postgresql://...#account=NAME`` -> ``(dsn, account)``; no fragment: the default."""
     dsn, _, fragment = location.partition("#")
-    if not dsn.startswith(("postgres://", "postgresql://")):
+    if not is_postgres_location(dsn):
         raise InvalidValueError("location", f"{location!r} is not a postgresql:// URI")
     account = default_account
     if fragment:
@@ -836,3 +849,25 @@ def _open_blocking(
         conn.close()
         raise
     return conn, epoch, seq
+
+
+async def account_holds_data(dsn: str, account: str) -> bool:
+    """True when ``account`` has creds or keys at ``dsn``; reads only, creates nothing.
+
+    For migration's "is the source there" check: opening a backend would create the
+    tables and take a lease on an account that does not exist.
+    """
+    location = location_of(dsn, account)
+
+    def read() -> bool:
+        try:
+            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
+        except psycopg.OperationalError as exc:
+            raise DurabilityError(location, "connecting", exc) from exc
+        with conn:
+            found = conn.execute("SELECT to_regclass('baileys_store_meta')").fetchone()
+            if found is None or found[0] is None:
+                return False
+            return _account_has_rows(conn, account)
+
+    return await trio.to_thread.run_sync(read)
