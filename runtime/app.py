@@ -24,7 +24,8 @@ import math
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,11 +50,12 @@ from actors.messages import (
     LoadCreds,
     PersisterStatistics,
     PersisterStats,
+    SendNode,
     SessionStatus,
     call_durable,
 )
 from actors.messaging.content import Content
-from actors.messaging.incoming import MessageKey
+from actors.messaging.incoming import MessageKey, read_receipts
 from actors.persister import DEFAULT_COALESCE_DELAY
 from actors.session import (
     ReopeningBackend,
@@ -346,6 +348,13 @@ class Session:
         )
         return key
 
+    async def read_messages(self, keys: Sequence[MessageKey]) -> None:
+        """Send read receipts for received messages (one per chat and author). Since 0.2.0."""
+        for receipt in read_receipts(keys, int(time.time())):
+            await call_durable(
+                self.refs["connection"], SendNode(receipt), timeout=self._store_timeout
+            )
+
 
 class Runtime:
     """A running runtime (from ``open_runtime``); the first session is the primary one."""
@@ -404,6 +413,10 @@ class Runtime:
     async def send_message(self, jid: str, content: Content) -> MessageKey:
         """``send_message`` on the primary session. Since 0.2.0."""
         return await self.primary.send_message(jid, content)
+
+    async def read_messages(self, keys: Sequence[MessageKey]) -> None:
+        """``read_messages`` on the primary session. Since 0.2.0."""
+        await self.primary.read_messages(keys)
 
     # --- sessions -------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ stanzas one after another, in arrival order, through ``MessagingService``; its
 decrypts and encrypts run inside the signal-store actor (``WithStore``), so every
 session change commits through the persister before anything is acknowledged.
 
+A ``notification type=encrypt`` saying the server holds few of our pre-keys left
+tops them up as at login: the new keys and counters durable first, then the upload.
+
 ``send_message`` reaches the open attempt through the connection actor
 (``SendMessage``); it fails with ``NotConnected`` when there is none.
 
@@ -23,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 import trio
 
 from actors.connection.binary import BinaryNode
+from actors.connection.prekeys import upload_count, upload_iq
 from actors.connection.proto import wa_pb2
 from actors.errors import ConnectionLost, SessionError
 from actors.messages import call_durable
@@ -196,8 +200,26 @@ class Messenger:
     async def _handle(self, service: MessagingService, node: BinaryNode) -> None:
         if node.tag == "message":
             await service.on_message(node)
-        else:
+        elif node.tag == "receipt":
             await service.on_receipt(node)
+        else:
+            await self._on_encrypt_notification(service, node)
+
+    async def _on_encrypt_notification(self, service: MessagingService, node: BinaryNode) -> None:
+        """The server says how many of our pre-keys it has left: top up, durable first."""
+        count_node = node.child("count")
+        value = count_node.attr("value") if count_node is not None else None
+        if value is not None and value.isdecimal():
+            creds = self._host.creds
+            count = upload_count(
+                int(value), newest_local_exists=True, next_pre_key_id=creds.next_pre_key_id
+            )
+            if count:
+                keys = await self._host.prepare_prekeys(count)
+                link = service.link
+                await link.query(upload_iq(link.next_id(), self._host.creds, keys))
+                self._log.info("prekeys_topped_up", server=int(value), uploaded=len(keys))
+        await service.link.send(ack_for(node, self._me()))
 
     def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
         """From the read loop, never waiting; returns an ack to send at once, if any."""
@@ -207,6 +229,12 @@ class Messenger:
                 service.on_ack(node)
             return None
         if node.tag in ("message", "receipt"):
+            try:
+                self._inbox_in.send_nowait(node)
+            except trio.WouldBlock:
+                self._log.warning("inbox_full", tag=node.tag, id=node.attr("id"))
+            return None
+        if node.tag == "notification" and node.attr("type") == "encrypt":
             try:
                 self._inbox_in.send_nowait(node)
             except trio.WouldBlock:

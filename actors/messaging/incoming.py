@@ -152,6 +152,18 @@ def read_receipt(
     return BinaryNode("receipt", attrs, [BinaryNode("list", {}, rest)] if rest else None)
 
 
+def read_receipts(keys: Sequence[MessageKey], now_s: int) -> list[BinaryNode]:
+    """Read receipts for received messages: one per chat and author, ids in order."""
+    grouped: dict[tuple[str, str | None], list[str]] = {}
+    for key in keys:
+        if key.from_me:
+            continue  # our own messages are not ours to mark read
+        grouped.setdefault((key.remote_jid, key.participant), []).append(key.id)
+    return [
+        read_receipt(chat, participant, ids, now_s) for (chat, participant), ids in grouped.items()
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class RetryKeys:
     """The key bundle a retry receipt carries from the second retry on."""

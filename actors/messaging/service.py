@@ -135,6 +135,10 @@ class MessagingService:
         )
         self._acks: dict[str, _AckWaiter] = {}
 
+    @property
+    def link(self) -> Link:
+        return self._link
+
     # -- receive ---------------------------------------------------------------------
 
     async def on_message(self, node: BinaryNode) -> ReceivedMessage | None:

@@ -7,7 +7,10 @@ from typing import Any
 import trio
 
 from actors.connection.binary.jid import Jid
+from actors.connection.binary.node import BinaryNode
+from actors.messaging.incoming import MessageKey
 from runtime.app import open_runtime
+from sandbox.core import ConnState
 from stores.auth import use_memory_auth_state
 from tests.session.helpers import Recorder, crash_and_wait_restart, sandbox_config, scanning_phone
 from tests.session.memory_sandbox import MemorySandbox, open_memory_sandbox
@@ -21,6 +24,15 @@ def texts(events: Recorder) -> list[str | None]:
 async def contact_texts(sb: MemorySandbox, contact: str, count: int) -> list[str | None]:
     """Wait until ``contact`` received ``count`` messages; their texts."""
     return [m.text for m in await sb.wait_contact_messages(contact, count)]
+
+
+async def until(condition: Any) -> None:
+    """Let the runtime and the sandbox work until ``condition()`` holds (60 s of mock time)."""
+    for _ in range(6000):
+        if condition():
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("condition never held")
 
 
 async def paired(rt: Any) -> str:
@@ -99,4 +111,45 @@ async def test_a_group_message_reaches_the_bot_and_its_answer_the_members(autoju
             assert message["key"]["participant"] is not None
             await rt.send_message(group.jid, {"text": "hi all"})
             assert "hi all" in await contact_texts(sb, dave.jid, 2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_read_messages_sends_read_receipts_the_contact_sees(autojump_clock):
+    """rt.read_messages marks a contact's message read: the contact gets a read receipt."""
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        auth = await use_memory_auth_state()
+        events = Recorder()
+        config = sandbox_config(sb, auth, on_qr=scanning_phone(sb, nursery))
+        async with open_runtime(config, subscribe=events) as rt:
+            bot = await paired(rt)
+            carol = sb.new_contact("Carol")
+            sent_id = sb.contact_send(carol.jid, bot, "read me")
+            await events.wait_for(lambda r: "read me" in texts(r))
+            [message] = [m for e in events.of("messages_upsert") for m in e["messages"]]
+            key = MessageKey(**message["key"])
+            await rt.read_messages([key])
+            contact = sb.core.contacts.get(carol.jid)
+            await until(lambda: any(r.id == sent_id and r.type == "read" for r in contact.receipts))
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_bot_tops_up_pre_keys_when_the_server_says_few_are_left(autojump_clock):
+    """A pre-key-low notification makes new keys durable, then uploads them."""
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        auth = await use_memory_auth_state()
+        events = Recorder()
+        config = sandbox_config(sb, auth, on_qr=scanning_phone(sb, nursery))
+        async with open_runtime(config, subscribe=events) as rt:
+            await paired(rt)
+            before = (await rt.auth_state()).next_pre_key_id
+            uploads = sb.statistics().pre_key_uploads
+            [conn] = [c.conn_id for c in sb.connections() if c.state is ConnState.LOGGED_IN]
+            notification = BinaryNode(
+                "notification",
+                {"id": "N1", "from": "s.whatsapp.net", "type": "encrypt", "t": "1"},
+                [BinaryNode("count", {"value": "2"})],
+            )
+            sb.dispatch(sb.core.send_node(conn, notification))
+            await until(lambda: sb.statistics().pre_key_uploads > uploads)
+            assert (await rt.auth_state()).next_pre_key_id > before
         nursery.cancel_scope.cancel()
