@@ -32,7 +32,7 @@ import itertools
 import secrets
 from dataclasses import dataclass, field
 
-from actors.connection.binary import BinaryNode, Jid, MissingNodeError
+from actors.connection.binary import BinaryNode, Jid, JidError, MissingNodeError
 from actors.connection.proto import wa_pb2
 from actors.messaging.content import (
     decode_padded,
@@ -54,7 +54,7 @@ from actors.messaging.queries import parse_key_bundles
 from actors.signal import group_cipher, session_builder, session_cipher
 from actors.signal.address import jid_to_signal_address, sender_key_name
 from actors.signal.crypto import SignalKeyPair, random_key_pair
-from actors.signal.errors import SignalError
+from actors.signal.errors import NoSession, SignalError
 from actors.signal.sender_key_record import SenderKeyRecord
 from actors.signal.session_builder import LocalIdentity, PreKey, PreKeyBundle, SignedPreKey
 from actors.signal.session_record import SessionRecord
@@ -333,21 +333,40 @@ class Contact:
         return message
 
     def _resend(self, receipt: BinaryNode, now_ms: int) -> list[BinaryNode]:
+        """Answer a retry receipt for one of our messages; nothing for a malformed one."""
         msg_id = receipt.attr("id") or ""
         sent = self._sent.get(msg_id)
+        if sent is None:
+            return []
         requester = receipt.attr("participant") or receipt.attr("from") or ""
         try:
             device = self.registry.find(requester)
-        except UnknownTargetError:
-            return []
-        if sent is None:
+        except (UnknownTargetError, JidError):
             return []
         retry = receipt.child("retry")
-        count = int(retry.attr("count") or "1") if retry is not None else 1
+        count_text = (retry.attr("count") if retry is not None else None) or "1"
+        if not count_text.isdigit() or not 0 < int(count_text) <= MAX_RETRIES:
+            return []
+        count = int(count_text)
+        try:
+            return [self._resend_to(device, msg_id, sent, count, receipt, now_ms)]
+        except SignalError:
+            return []  # a bundle from the receipt that does not verify: no resend
+
+    def _resend_to(
+        self,
+        device: Device,
+        msg_id: str,
+        sent: _Sent,
+        count: int,
+        receipt: BinaryNode,
+        now_ms: int,
+    ) -> BinaryNode:
         bundle = _bundle_from_receipt(receipt) or _bundle_of(device)
         if bundle is None:
-            return []
+            raise NoSession(device.jid, "no bundle to start a session for the resend")
         is_group = sent.chat.endswith("@g.us")
+        content = []
         if is_group:
             record, name = self._own_sender_key(sent.chat)
             skdm = group_cipher.distribution_message(record, name)
@@ -355,11 +374,11 @@ class Contact:
         else:
             padded = encode_padded(sent.message)
         sealed = self._encrypt(device, padded, now_ms, bundle=bundle)
-        assert sealed is not None  # a bundle was given
+        if sealed is None:
+            raise NoSession(device.jid, "no session for the resend")
         target = BinaryNode(
             "to", {"jid": device.jid}, [enc_node(sealed.kind, sealed.ciphertext, count)]
         )
-        content = []
         if is_group:
             self.sender_key_memory.setdefault(sent.chat, set()).add(device.jid)
             skmsg = group_cipher.encrypt(record, name, encode_padded(sent.message))
@@ -368,7 +387,7 @@ class Contact:
         attrs = {"id": msg_id, "to": sent.chat, "type": "text"}
         if is_group:
             attrs["addressing_mode"] = "pn"
-        return [BinaryNode("message", attrs, content)]
+        return BinaryNode("message", attrs, content)
 
 
 def _chat(stanza: IncomingStanza) -> str:
