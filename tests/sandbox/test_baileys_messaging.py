@@ -106,6 +106,12 @@ async def test_baileys_and_a_contact_exchange_texts_both_ways(
         assert [(m.id, m.chat, m.text, m.error) for m in messages] == [
             (reply_id, bot_user, "hi Ann, Baileys here", None)
         ]
+        # Ann's delivery receipt: DELIVERY_ACK (3). (Baileys v7 reads the server's message
+        # ack only for errors, so no SERVER_ACK update comes before it.)
+        await bot.next_event(
+            lambda e: e["event"] == "update" and (e["id"], e["status"]) == (reply_id, 3),
+            within=10,
+        )
         sb.contact_send(ann.jid, bot_user, "second from Ann")
         await bot.next_event(_text("second from Ann"), within=20)
         await bot.send(ann.jid, "second from Baileys")
@@ -137,3 +143,9 @@ async def test_baileys_and_contacts_talk_in_a_group(
             )
         sb.contact_send(ben.jid, group.jid, "from Ben")
         await bot.next_event(_text("from Ben"), within=20)
+        # Both contacts' delivery receipts for the group message reach Baileys as group receipts.
+        receipts = [
+            await bot.next_event(lambda e: e["event"] == "receipt" and e["id"] == msg_id, within=10)
+            for _ in range(2)
+        ]
+        assert sorted(r["userJid"] for r in receipts) == sorted([ann.jid, ben.jid])

@@ -135,7 +135,7 @@ stanzas = st.one_of(
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(stanzas, min_size=1, max_size=4))
 def test_random_stanzas_from_a_logged_in_client_never_raise(nodes: list[BinaryNode]) -> None:
     """Message/receipt/ack stanzas of any shape: acked, routed or dropped; nothing escapes."""
