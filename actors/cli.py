@@ -191,6 +191,7 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
         EndReason.REPLACED: EXIT_REPLACED,
         EndReason.REFUSED: EXIT_REFUSED,
         EndReason.FAILED: EXIT_ERROR,
+        EndReason.FENCED: EXIT_STORE_LOCKED,
     }
     return codes[reason]
 

@@ -302,6 +302,7 @@ class EndReason(enum.Enum):
     REPLACED = "replaced"  # 440: another client took over the session
     REFUSED = "refused"  # 403/411: the server refuses this device
     FAILED = "failed"  # the session tree gave up (restart intensity) or failed to start
+    FENCED = "fenced"  # the store's lease was lost: another process may own the account
 
 
 class SessionStatus:

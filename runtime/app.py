@@ -78,12 +78,14 @@ from stores.auth import (
     PersistedAuth,
     use_multi_file_auth_state,
     use_native_file_auth_state,
+    use_postgres_auth_state,
     use_sqlite_auth_state,
 )
 from stores.creds import AuthCreds
 from stores.transactions import DEFAULT_CACHE_SIZE
+from stores.types import Persistence
 
-BACKENDS = ("native", "multi-file", "sqlite")
+BACKENDS = ("native", "multi-file", "sqlite", "postgres")
 
 
 SEND_TIMEOUT = 180.0
@@ -101,14 +103,17 @@ class SessionFailed(SessionError):
 
 @dataclass(frozen=True)
 class AuthLocation:
-    """An auth location by path: ``backend`` is native, multi-file or sqlite.
+    """An auth location by path: ``backend`` is native, multi-file, sqlite or postgres.
 
-    For sqlite, ``path`` is the database file and ``account`` the account in it.
+    For sqlite, ``path`` is the database file and ``account`` the account in it; for
+    postgres (since 0.2.0), ``path`` is the DSN and ``lease_ttl`` the account lease's
+    lifetime (renewed every third of it).
     """
 
     path: str | os.PathLike[str]
     backend: str = "native"
     account: str = "default"
+    lease_ttl: float = 15.0
 
     def __post_init__(self) -> None:
         if not str(self.path):
@@ -117,6 +122,7 @@ class AuthLocation:
             raise ConfigError("auth.backend", f"must be one of {BACKENDS}, got {self.backend!r}")
         if not isinstance(self.account, str) or not self.account:
             raise ConfigError("auth.account", "must be a non-empty string")
+        _positive("auth.lease_ttl", self.lease_ttl)
 
     async def open(self) -> PersistedAuth:
         """Open the location (creates fresh creds only if it is empty or absent)."""
@@ -124,6 +130,10 @@ class AuthLocation:
             return await use_native_file_auth_state(self.path)
         if self.backend == "multi-file":
             return await use_multi_file_auth_state(self.path)
+        if self.backend == "postgres":
+            return await use_postgres_auth_state(
+                os.fspath(self.path), self.account, lease_ttl=self.lease_ttl
+            )
         return await use_sqlite_auth_state(self.path, self.account)
 
 
@@ -254,10 +264,10 @@ class Config:
 
     @property
     def account_name(self) -> str:
-        """The session's name: ``account``, else the sqlite account, else ``default``."""
+        """The session's name: ``account``, else the database account, else ``default``."""
         if self.account is not None:
             return self.account
-        if isinstance(self.auth, AuthLocation) and self.auth.backend == "sqlite":
+        if isinstance(self.auth, AuthLocation) and self.auth.backend in ("sqlite", "postgres"):
             return self.auth.account.replace("/", "_")
         return "default"
 
@@ -430,8 +440,8 @@ class Runtime:
         account = config.account_name
         if account in self.sessions:
             raise ConfigError("account", f"a session {account!r} already runs")
-        source = await _open_source(config)
         status = SessionStatus(account)
+        source = await _open_source(config, self._lease_watch(status))
         plan = SessionPlan(
             account=account,
             source=source,
@@ -512,6 +522,16 @@ class Runtime:
                 self.sessions.pop(session.account, None)
                 session.closed.set()
 
+    def _lease_watch(self, status: SessionStatus) -> Callable[[Persistence], None]:
+        """Ends the session (``fenced``) once a backend with a lease (PostgreSQL) loses it."""
+
+        def watch(backend: Persistence) -> None:
+            lost = getattr(backend, "lease_lost", None)
+            if isinstance(lost, trio.Event) and self._nursery is not None:
+                self._nursery.start_soon(_end_when_lease_lost, backend, lost, status)
+
+        return watch
+
     def _emitter(self, account: str) -> Callable[[Event], None]:
         def emit(event: Event) -> None:
             tagged = {
@@ -529,13 +549,38 @@ class Runtime:
             self.log.debug("event_not_emitted", error=repr(exc))
 
 
-async def _open_source(config: Config) -> SharedBackend | ReopeningBackend:
+async def _end_when_lease_lost(
+    backend: Persistence, lost: trio.Event, status: SessionStatus
+) -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def session_over() -> None:
+            await status.ended.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(session_over)
+        await lost.wait()
+        status.end(EndReason.FENCED, getattr(backend, "fenced", None))
+        nursery.cancel_scope.cancel()
+
+
+async def _open_source(
+    config: Config, watch: Callable[[Persistence], None]
+) -> SharedBackend | ReopeningBackend:
     auth = config.auth
     if isinstance(auth, PersistedAuth):
+        watch(auth.config.backend)
         return SharedBackend(auth.config.backend)
     assert isinstance(auth, AuthLocation)  # Config normalised it
-    first = await auth.open()
-    return ReopeningBackend(first, auth.open)
+    location = auth
+
+    async def open_watched() -> PersistedAuth:
+        opened = await location.open()
+        watch(opened.backend)
+        return opened
+
+    first = await open_watched()
+    return ReopeningBackend(first, open_watched)
 
 
 @asynccontextmanager

@@ -217,10 +217,12 @@ class CoreStatistics:
     routed_intros: int
     protocol_errors: int
     unknown_iqs: int
-    #: Since 0.2.0: message and receipt stanzas routed, stanzas waiting for an ack,
+    #: Since 0.2.0: message and receipt stanzas routed, addressed parts that reached no
+    #: device (unknown, or not the recipient's), stanzas waiting for an ack,
     #: simulated contacts and groups.
     messages_routed: int = 0
     receipts_routed: int = 0
+    stanzas_dropped: int = 0
     queued_stanzas: int = 0
     contacts: int = 0
     groups: int = 0
@@ -528,6 +530,7 @@ class ServerCore:
             unknown_iqs=n.unknown_iqs,
             messages_routed=self.router.messages_routed,
             receipts_routed=self.router.receipts_routed,
+            stanzas_dropped=self.router.stanzas_dropped,
             queued_stanzas=self.router.queues.total,
             contacts=len(self.contacts),
             groups=len(self.groups),

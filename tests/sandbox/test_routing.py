@@ -108,6 +108,19 @@ async def test_a_message_is_acked_and_delivered_to_each_addressed_device() -> No
     assert world.core.statistics().messages_routed == 1
 
 
+async def test_parts_for_devices_outside_the_conversation_are_dropped() -> None:
+    """A part addressed to a third account's device, or to no device, reaches nobody."""
+    world = World()
+    alice, bob, carol = await world.bot(), await world.bot(), await world.bot()
+    for bot in (alice, bob, carol):
+        bot.client_or_fail().take()
+    targets = {carol.jid: b"not yours", "15550199999:1@s.whatsapp.net": b"nobody", bob.jid: b"ok"}
+    alice.client_or_fail().send(_stanza("M4", bob.user_jid, targets))
+    assert [n.require_child("enc").content for n in bob.client_or_fail().take()] == [b"ok"]
+    assert carol.client_or_fail().take() == []
+    assert world.core.statistics().stanzas_dropped == 2
+
+
 async def test_a_pkmsg_carries_the_senders_device_identity_along() -> None:
     """device-identity goes with a pkmsg enc, not with a msg one."""
     world = World()
