@@ -23,6 +23,9 @@ import trio
 
 from actors.connection.binary import BinaryNode
 from actors.errors import ReceiptAbandoned, ReceiptTimeout
+from runtime.actor import Actor
+from runtime.child import ChildControl
+from runtime.exit import ExitReason
 from runtime.ref import ActorRef
 from stores.creds import AuthCreds, CredsPatch
 from stores.types import Batch, KeyWrites, Transaction
@@ -101,6 +104,57 @@ class ReceiptBook:
         open_, self._open = self._open, set()
         for receipt in open_:
             receipt.abandon()
+
+
+class RepliesLater(Actor):
+    """An actor that answers calls with a ``Receipt`` settled later. Since 0.2.0.
+
+    The receipts of an incarnation come from one book (``receipts``), and every way
+    out of the incarnation abandons what is still open, even when it is killed: no
+    caller waits for an answer that will not come. ``reply_later(what, work)`` runs
+    ``work`` as a task of the incarnation and settles the receipt with its result,
+    or with its error when that is one of ``answers``; another error crashes the
+    actor, as an error in a handler would.
+    """
+
+    _receipts: ReceiptBook | None = None
+
+    @property
+    def receipts(self) -> ReceiptBook:
+        if self._receipts is None:
+            # One actor object serves one incarnation: a ChildSpec builds a fresh one.
+            self._receipts = ReceiptBook(f"{self.ctx.name}#{self.ctx.incarnation}")
+        return self._receipts
+
+    async def run_child(
+        self, control: ChildControl, task_status: trio.TaskStatus[None]
+    ) -> ExitReason:
+        try:
+            return await super().run_child(control, task_status)
+        finally:
+            if self._receipts is not None:
+                self._receipts.abandon_all()
+
+    def reply_later(
+        self,
+        what: str,
+        work: Callable[[], Awaitable[Any]],
+        *,
+        answers: tuple[type[Exception], ...] = (Exception,),
+    ) -> Receipt[Any]:
+        """A receipt for ``what``, settled by ``work`` running as a task of this incarnation."""
+        receipt: Receipt[Any] = self.receipts.issue(what)
+
+        async def run() -> None:
+            try:
+                value = await work()
+            except answers as exc:
+                receipt.fail(exc)
+            else:
+                receipt.resolve(value)
+
+        self.ctx.nursery.start_soon(run)
+        return receipt
 
 
 async def call_durable(ref: ActorRef, msg: Any, *, timeout: float) -> Any:  # noqa: ASYNC109 - call deadline, as ActorRef.call
@@ -283,6 +337,7 @@ __all__ = [
     "ReadKeys",
     "Receipt",
     "ReceiptBook",
+    "RepliesLater",
     "RunTransaction",
     "SaveCreds",
     "SendNode",

@@ -59,11 +59,9 @@ from actors.messages import (
     PersisterStats,
     ReadKeys,
     Receipt,
-    ReceiptBook,
+    RepliesLater,
     SaveCreds,
 )
-from runtime.actor import Actor
-from runtime.child import ChildControl
 from runtime.exit import ExitReason
 from stores.creds import AuthCreds, CredsPatch
 from stores.errors import CorruptStateError
@@ -119,7 +117,7 @@ def changed_fields(old: AuthCreds | None, new: AuthCreds) -> dict[str, Any]:
     return dict(CredsPatch.between(old, new).changes)
 
 
-class Persister(Actor):
+class Persister(RepliesLater):
     """The single durable writer; see the module docstring."""
 
     def __init__(
@@ -145,22 +143,12 @@ class Persister(Actor):
         self._urgent = trio.Event()
         self._writing = False
         self._flush_waiters: list[Receipt[Any]] = []
-        self._book = ReceiptBook("persister")
         self._commits = 0
         self._snapshots_received = 0
         self._snapshots_written = 0
         self._batches = 0
 
     # --- lifecycle -----------------------------------------------------------------
-
-    async def run_child(
-        self, control: ChildControl, task_status: trio.TaskStatus[None]
-    ) -> ExitReason:
-        try:
-            return await super().run_child(control, task_status)
-        finally:
-            # Even when killed: no caller may wait for an answer that will not come.
-            self._book.abandon_all()
 
     async def init(self) -> None:
         backend = await self._source.acquire()
@@ -171,7 +159,6 @@ class Persister(Actor):
             # absence now is damage, never a reason to start a new device.
             raise CorruptStateError(backend.location, "creds vanished while the session ran")
         self._durable = self._current = creds
-        self._book = ReceiptBook(f"{self.ctx.name}#{self.ctx.incarnation}")
         self.ctx.nursery.start_soon(self._writer)
         self.ctx.log.info(
             "persister_ready", backend=backend.backend_name, location=backend.location
@@ -187,7 +174,7 @@ class Persister(Actor):
                 group = self._take()
                 await self._commit(group)
         finally:
-            self._book.abandon_all()
+            self.receipts.abandon_all()
             await self._source.release(backend)
 
     # --- messages ----------------------------------------------------------------
@@ -247,7 +234,7 @@ class Persister(Actor):
         )
 
     def _on_commit(self, msg: CommitBatch) -> Receipt[Any]:
-        receipt: Receipt[Any] = self._book.issue("commit")
+        receipt: Receipt[Any] = self.receipts.issue("commit")
         batch = msg.batch
         if batch.creds is not None:
             receipt.fail(CredsSnapshotRefused(receipt.owner))
@@ -272,7 +259,7 @@ class Persister(Actor):
         return receipt
 
     def _on_load(self) -> Receipt[Any]:
-        receipt: Receipt[Any] = self._book.issue("load creds")
+        receipt: Receipt[Any] = self.receipts.issue("load creds")
         if self._pending() or self._writing:
             self._flush_waiters.append(receipt)
             self._urgent.set()

@@ -31,12 +31,10 @@ from actors.messages import (
     KeysSet,
     ReadKeys,
     Receipt,
-    ReceiptBook,
+    RepliesLater,
     RunTransaction,
     call_durable,
 )
-from runtime.actor import Actor
-from runtime.child import ChildControl
 from runtime.exit import ExitReason
 from runtime.ref import ActorRef
 from stores.transactions import DEFAULT_CACHE_SIZE, CommitFn, ReadFn, TransactionalStore
@@ -61,7 +59,7 @@ DEFAULT_STORE_TIMEOUT = 30.0
 """Seconds a read or commit through the persister may take before it fails."""
 
 
-class SignalStoreActor(Actor):
+class SignalStoreActor(RepliesLater):
     """Owns the session's SignalStore view; see the module docstring."""
 
     def __init__(
@@ -79,18 +77,8 @@ class SignalStoreActor(Actor):
         self._cache_size = cache_size
         self._timeout = timeout
         self._store: SignalStore | None = None
-        self._book = ReceiptBook("signal_store")
-
-    async def run_child(
-        self, control: ChildControl, task_status: trio.TaskStatus[None]
-    ) -> ExitReason:
-        try:
-            return await super().run_child(control, task_status)
-        finally:
-            self._book.abandon_all()
 
     async def init(self) -> None:
-        self._book = ReceiptBook(f"{self.ctx.name}#{self.ctx.incarnation}")
         if self._factory is not None:
             self._store = self._factory(self._read, self._commit, self._options)
         else:
@@ -137,19 +125,8 @@ class SignalStoreActor(Actor):
         return await super().handle_call(msg)
 
     def _spawn(self, what: str, work: Callable[[], Awaitable[Any]]) -> Receipt[Any]:
-        receipt: Receipt[Any] = self._book.issue(what)
-
-        async def run() -> None:
-            try:
-                value = await work()
-            except Exception as exc:
-                # The caller gets the store's error; the store itself stays consistent.
-                receipt.fail(exc)
-            else:
-                receipt.resolve(value)
-
-        self.ctx.nursery.start_soon(run)
-        return receipt
+        # The caller gets the store's error; the store itself stays consistent.
+        return self.reply_later(what, work)
 
     async def _commit_with_creds(self, msg: CommitKeysAndCreds) -> int | None:
         store = self.store

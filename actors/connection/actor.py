@@ -80,6 +80,7 @@ from actors.messages import (
     LoadCreds,
     Query,
     Receipt,
+    RepliesLater,
     SaveCreds,
     SendNode,
     SessionStatus,
@@ -87,7 +88,7 @@ from actors.messages import (
 )
 from actors.messaging.errors import MessagingError
 from actors.signal.errors import SignalError
-from runtime.actor import Actor, StopActor
+from runtime.actor import StopActor
 from runtime.ref import ActorRef
 from runtime.spec import Backoff
 from stores.creds import AuthCreds, CredsPatch, KeyPair
@@ -127,7 +128,7 @@ class ConnectionSettings:
     on_qr: QrCallback | None = None
 
 
-class ConnectionActor(Actor):
+class ConnectionActor(RepliesLater):
     """Connects, pairs or logs in, keeps the connection alive; see the module docstring."""
 
     def __init__(
@@ -185,23 +186,14 @@ class ConnectionActor(Actor):
 
     def _on_live(self, what: str, work: Callable[[Attempt], Awaitable[Any]]) -> Receipt[Any]:
         """Answer at once with a receipt; ``work`` runs on the open attempt as a task."""
-        receipt: Receipt[Any] = Receipt(f"{self.ctx.name}#{self.ctx.incarnation}", what)
         live = self._live
         if live is None or not live.is_open:
+            receipt: Receipt[Any] = self.receipts.issue(what)
             receipt.fail(NotConnected(self.ctx.name, self._status.state))
             return receipt
-
-        async def run() -> None:
-            try:
-                receipt.resolve(await work(live))
-            except (SessionError, MessagingError, SignalError) as exc:
-                # A timeout, a lost connection or a refused message is the caller's answer.
-                receipt.fail(exc)
-            finally:
-                receipt.abandon()  # no-op once settled; covers this incarnation's end
-
-        self.ctx.nursery.start_soon(run)
-        return receipt
+        # A timeout, a lost connection or a refused message is the caller's answer.
+        answers = (SessionError, MessagingError, SignalError)
+        return self.reply_later(what, lambda: work(live), answers=answers)
 
     @property
     def creds(self) -> AuthCreds:

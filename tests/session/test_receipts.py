@@ -1,12 +1,17 @@
-"""Receipts: the deferred answers of the persister and the signal store."""
+"""Receipts: the deferred answers of the persister, the signal store and the connection."""
 
 from __future__ import annotations
+
+from functools import partial
+from typing import Any
 
 import pytest
 import trio
 
 from actors.errors import ReceiptAbandoned, ReceiptTimeout
-from actors.messages import Receipt, ReceiptBook
+from actors.messages import Receipt, ReceiptBook, RepliesLater, call_durable
+from runtime.spec import ChildSpec, Restart
+from runtime.supervisor import open_supervisor
 
 
 async def test_a_receipt_resolves_once_and_later_settlements_are_ignored(autojump_clock):
@@ -45,3 +50,35 @@ async def test_abandon_all_fails_every_open_receipt_of_an_ending_incarnation(aut
     assert await receipts[0].wait(1) == "done"
     with pytest.raises(ReceiptAbandoned, match="signal_store#2 ended before answering tx 5"):
         await receipts[5].wait(1)
+
+
+class Slow(RepliesLater):
+    """Answers ("wait", s) after s seconds and ("fail", _) with a KeyError, both later."""
+
+    async def handle_call(self, msg: Any) -> Any:
+        kind, seconds = msg
+        if kind == "wait":
+            return self.reply_later(f"wait {seconds}", partial(trio.sleep, seconds))
+        return self.reply_later("fail", self._fail, answers=(KeyError,))
+
+    async def _fail(self) -> None:
+        await trio.lowlevel.checkpoint()
+        raise KeyError("missing")
+
+
+async def test_reply_later_settles_from_a_task_and_an_ended_incarnation_abandons_the_rest(
+    autojump_clock,
+):
+    """reply_later: a listed error reaches the caller; receipts still open when the
+    incarnation ends fail with ReceiptAbandoned naming it, never hang."""
+    spec = ChildSpec("slow", Slow, name="slow", restart=Restart.TEMPORARY)
+    async with open_supervisor([spec]) as sup:
+        ref = sup.ref("slow")
+        with pytest.raises(KeyError):
+            await call_durable(ref, ("fail", 0), timeout=5)
+        quick = await ref.call(("wait", 1), timeout=5)
+        slow = await ref.call(("wait", 3600), timeout=5)
+        assert await quick.wait(5) is None
+        await sup.terminate_child("slow")
+    with pytest.raises(ReceiptAbandoned, match=r"slow#1 ended before answering wait 3600"):
+        await slow.wait(5)
