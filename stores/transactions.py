@@ -36,6 +36,11 @@ covers is acknowledged by it (a burst of N saves costs two or three commits, not
 N). Rounds run strictly one after another, each with a newer snapshot than the
 last, so an older snapshot never lands after a newer one.
 
+A transaction changes creds with ``tx.patch_creds(patch)``: the fields it names
+ride in its batch (``Batch.patch``, with ``Batch.rev`` for ``commit_batch``) and the
+creds owner behind the commit function (the persister, or ``PersistedAuth``) merges
+them in commit order; a creds pseudo-slot orders creds commits like key commits.
+
 Per-key mutual exclusion (Baileys' ``transaction(key)`` mutex) is kept on top: two
 transactions on one key never run at the same time. Locks are taken in sorted
 order; a nested transaction on a key that sorts *before* a key already held tries
