@@ -18,7 +18,8 @@ Its crypto is our own (``actors.signal``'s pure functions, synchronously):
   when a part does not decrypt, with a retry receipt (at most 5 per message).
 - **retry receipts** for its own messages: a new session from the receipt's
   ``keys`` (or a fresh bundle), then the message again to that one device,
-  ``enc{count}``, same id (in a group with the distribution again).
+  ``enc{count}``, same id, as Baileys v7 relays a resend (in a group the
+  message carries the sender key's distribution along, no ``skmsg``).
 
 Everything is sans-IO: :meth:`Contact.receive` and the send methods return the
 stanzas the contact sends; the core routes them as it routes a client's.
@@ -362,32 +363,30 @@ class Contact:
         receipt: BinaryNode,
         now_ms: int,
     ) -> BinaryNode:
+        """The resend as Baileys v7 relays it: one ``enc{count}`` for the one device.
+
+        1:1 ``message{id, to=<device>} > enc``; in a group ``message{id, to=<group>,
+        participant=<device>} > enc`` whose message carries our sender key's
+        distribution along (no ``skmsg``: the device reads it all from the enc).
+        """
         bundle = _bundle_from_receipt(receipt) or _bundle_of(device)
         if bundle is None:
             raise NoSession(device.jid, "no bundle to start a session for the resend")
+        message = wa_pb2.Message()
+        message.CopyFrom(sent.message)
         is_group = sent.chat.endswith("@g.us")
-        content = []
         if is_group:
             record, name = self._own_sender_key(sent.chat)
-            skdm = group_cipher.distribution_message(record, name)
-            padded = encode_padded(_distribution(sent.chat, skdm))
-        else:
-            padded = encode_padded(sent.message)
-        sealed = self._encrypt(device, padded, now_ms, bundle=bundle)
+            distribution = _distribution(sent.chat, group_cipher.distribution_message(record, name))
+            message.MergeFrom(distribution)
+            self.sender_key_memory.setdefault(sent.chat, set()).add(device.jid)
+        sealed = self._encrypt(device, encode_padded(message), now_ms, bundle=bundle)
         if sealed is None:
             raise NoSession(device.jid, "no session for the resend")
-        target = BinaryNode(
-            "to", {"jid": device.jid}, [enc_node(sealed.kind, sealed.ciphertext, count)]
-        )
+        attrs = {"id": msg_id, "to": device.jid, "type": "text"}
         if is_group:
-            self.sender_key_memory.setdefault(sent.chat, set()).add(device.jid)
-            skmsg = group_cipher.encrypt(record, name, encode_padded(sent.message))
-            content.append(enc_node("skmsg", skmsg, count))
-        content.append(BinaryNode("participants", {}, [target]))
-        attrs = {"id": msg_id, "to": sent.chat, "type": "text"}
-        if is_group:
-            attrs["addressing_mode"] = "pn"
-        return BinaryNode("message", attrs, content)
+            attrs.update({"to": sent.chat, "participant": device.jid})
+        return BinaryNode("message", attrs, [enc_node(sealed.kind, sealed.ciphertext, count)])
 
 
 def _chat(stanza: IncomingStanza) -> str:

@@ -16,6 +16,11 @@ stanza            what the server does
                   addressing_mode=pn} > [enc pkmsg|msg (if addressed to it),
                   enc skmsg]``; unknown group → ack ``error=404``, D's account
                   not a participant → ``error=403``
+resend            Baileys' shape after a retry receipt, ``message{to=<device>
+                  (recipient=<chat> for an own device) | to=<group>,
+                  participant=<device>} > enc{count}``: that one device only
+                  (in the 1:1 or group form above); a group stanza whose encs
+                  carry ``count`` reaches only the devices it addresses
 ``receipt``       ``ack{class=receipt, id, from=<to>, type?}`` to D; a plain or
                   read receipt goes to every listed device of the message's
                   original sender (``from=<D's user>``; groups ``from=<group>,
@@ -182,7 +187,9 @@ class Router:
                 continue
             attrs = {"id": msg_id, "from": sender.jid, "t": t, "type": node.attr("type") or "text"}
             if own:
-                attrs["recipient"] = recipient.jid
+                # A resend to one own device names the chat in ``recipient`` (``to`` is
+                # the device then); otherwise the chat is ``to``.
+                attrs["recipient"] = node.attr("recipient") or recipient.jid
             elif account.push_name:
                 attrs["notify"] = account.push_name
             deliveries.append(

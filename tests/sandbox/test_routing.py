@@ -263,3 +263,23 @@ def test_offline_queue_ack_matches_class_id_sender_and_type() -> None:
     assert queues.ack(("u", 1), typed) is read
     assert queues.ack(("u", 1), ack) is plain
     assert queues.total == 0
+
+
+async def test_a_resend_to_one_device_reaches_only_that_device() -> None:
+    """Baileys' resend shapes: to=<device> > enc{count}; own device: to=<device>, recipient."""
+    world = World()
+    alice = await world.bot()
+    alice2 = await world.bot(alice.jid.split(":")[0])
+    bob = await world.bot()
+    bob2 = await world.bot(bob.jid.split(":")[0])
+    for bot in (alice, alice2, bob, bob2):
+        bot.client_or_fail().take()
+    enc = BinaryNode("enc", {"v": "2", "type": "msg", "count": "1"}, b"again")
+    alice.client_or_fail().send(BinaryNode("message", {"id": "S1", "to": bob2.jid}, [enc]))
+    (resent,) = bob2.client_or_fail().take()
+    assert (resent.attr("id"), resent.require_child("enc").content) == ("S1", b"again")
+    assert bob.client_or_fail().take() == []
+    own = BinaryNode("message", {"id": "S1", "to": alice2.jid, "recipient": bob.user_jid}, [enc])
+    alice.client_or_fail().send(own)
+    (copy,) = alice2.client_or_fail().take()
+    assert (copy.attr("from"), copy.attr("recipient")) == (alice.jid, bob.user_jid)
