@@ -43,6 +43,13 @@ after reading a multi-file directory (``JSON.parse`` with ``BufferJSON.reviver``
 ``tctoken``
     ``{"token": bytes, "timestamp": str, "senderTimestamp": int}`` (timestamps
     optional); the sentinel id Baileys uses for its index holds other plain data.
+``received-message`` (ours; Baileys has no such type)
+    ``{"ids": [stanza id, ...], "messages": {stanza id: bytes}}``, id the author's
+    Signal address: the newest decrypted ``wa.Message`` bytes from that author, so a
+    stanza the server delivers again after a crash is answered from here.
+``sent-message`` (ours)
+    the same shape, id the chat JID: our newest sent messages there, to encrypt again
+    when a device asks with a retry receipt, also after a restart.
 ``identity-key``
     ``bytes``: the 33-byte ``05 || public`` identity key of a remote address.
 

@@ -25,7 +25,7 @@ Value = Any
 KeyWrites = Mapping[str, Mapping[str, Value | None]]
 """``{type: {id: value or None}}``; ``None`` deletes the id."""
 
-KEY_TYPES: tuple[str, ...] = (
+BAILEYS_KEY_TYPES: tuple[str, ...] = (
     "pre-key",
     "session",
     "sender-key",
@@ -37,7 +37,12 @@ KEY_TYPES: tuple[str, ...] = (
     "tctoken",
     "identity-key",
 )
-"""The key types of Baileys v7 (v6 has the first six). Adding one here is the whole change:
+"""The key types of Baileys v7 (v6 has the first six)."""
+
+KEY_TYPES: tuple[str, ...] = (*BAILEYS_KEY_TYPES, "received-message", "sent-message")
+"""Every key type: Baileys' and our own two (the messages kept so a redelivered stanza
+is answered without decrypting twice, and those kept to answer retry receipts).
+Adding one here is the whole change:
 every backend checks types with ``check_key_type`` and the multi-file layout derives
 its file names from this tuple."""
 

@@ -35,6 +35,7 @@ from actors.messaging.crypto import LocalCrypto
 from actors.messaging.incoming import IncomingStanza, MessageKey, RetryKeys, ack_for
 from actors.messaging.outgoing import DeviceCiphertext
 from actors.messaging.receive import ReceivedMessage
+from actors.messaging.send import KeptSend
 from actors.messaging.service import Event, Identity, MessagingService
 from actors.signal.repository import SignalRepository
 from actors.signal.session_builder import PreKeyBundle
@@ -113,6 +114,7 @@ class ActorCrypto:
         recipients: Sequence[str],
         own_devices: Sequence[str] = (),
         bundles: Mapping[str, PreKeyBundle] | None = None,
+        keep: KeptSend | None = None,
     ) -> list[DeviceCiphertext]:
         return await self._run(
             lambda c: c.encrypt(
@@ -121,6 +123,7 @@ class ActorCrypto:
                 recipients=recipients,
                 own_devices=own_devices,
                 bundles=bundles,
+                keep=keep,
             )
         )
 

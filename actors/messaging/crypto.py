@@ -17,7 +17,7 @@ from actors.connection.proto import wa_pb2
 from actors.messaging.incoming import IncomingStanza
 from actors.messaging.outgoing import DeviceCiphertext
 from actors.messaging.receive import ReceivedMessage, decrypt_stanza
-from actors.messaging.send import devices_without_session, encrypt_for_devices
+from actors.messaging.send import KeptSend, devices_without_session, encrypt_for_devices
 from actors.signal.repository import SignalRepository
 from actors.signal.session_builder import PreKeyBundle
 from stores.types import KeyWrites, SignalStore
@@ -36,6 +36,7 @@ class MessageCrypto(Protocol):
         recipients: Sequence[str],
         own_devices: Sequence[str] = (),
         bundles: Mapping[str, PreKeyBundle] | None = None,
+        keep: KeptSend | None = None,
     ) -> list[DeviceCiphertext]: ...
 
     async def encrypt_group(
@@ -72,6 +73,7 @@ class LocalCrypto:
         recipients: Sequence[str],
         own_devices: Sequence[str] = (),
         bundles: Mapping[str, PreKeyBundle] | None = None,
+        keep: KeptSend | None = None,
     ) -> list[DeviceCiphertext]:
         return await encrypt_for_devices(
             self._keys,
@@ -81,6 +83,7 @@ class LocalCrypto:
             recipients=recipients,
             own_devices=own_devices,
             bundles=bundles,
+            keep=keep,
         )
 
     async def encrypt_group(self, group: str, me_jid: str, plaintext: bytes) -> tuple[bytes, bytes]:

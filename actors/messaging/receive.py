@@ -6,9 +6,10 @@ so the PN and LID forms of one contact share it. Inside it each part is decrypte
 sender key), the padding removed and the ``wa.Message`` parsed; a sender-key
 distribution inside is processed in the same transaction, so the ``skmsg`` after it
 decrypts. A part that fails is reported and its writes alone are rolled back; what
-the other parts changed stays. The caller commits (the transaction's exit) BEFORE it
-emits the message or acks the stanza: a crash before that means no ack, and the
-server delivers again.
+the other parts changed stays. The decrypted message is kept (``received-message``)
+in the same transaction, so a stanza delivered again is answered from it. The
+caller commits (the transaction's exit) BEFORE it emits the message or acks the
+stanza: a crash before that means no ack, and the server delivers again.
 
 Since 0.2.0.
 """
@@ -21,6 +22,7 @@ from actors.connection.proto import wa_pb2
 from actors.messaging.content import decode_padded, parse_message, text_of, unwrap_device_sent
 from actors.messaging.errors import MessagingError
 from actors.messaging.incoming import PLAINTEXT, IncomingStanza, MessageKey
+from actors.messaging.kept import RECEIVED, kept_lookup, kept_with
 from actors.signal.errors import SignalError
 from actors.signal.repository import SignalRepository
 from stores.types import SignalStore, Transaction
@@ -52,6 +54,13 @@ async def decrypt_stanza(
     lock = await repository.resolve_address(stanza.author)
 
     async def op(tx: Transaction) -> ReceivedMessage:
+        kept = (await tx.get(RECEIVED, [lock])).get(lock)
+        again = kept_lookup(kept, stanza.key.id)
+        if again is not None:
+            # Delivered again (our ack was lost): decrypting twice would fail.
+            return ReceivedMessage(
+                stanza.key, parse_message(again), stanza.push_name, stanza.timestamp
+            )
         message = wa_pb2.Message()
         errors: list[str] = []
         decrypted = 0
@@ -69,6 +78,9 @@ async def decrypt_stanza(
             # Baileys merges the parts: the skdm part and the skmsg part form one message.
             message.MergeFrom(part_message)
         error = "; ".join(errors) or (None if decrypted else "no decryptable part")
+        if error is None:
+            data = message.SerializeToString()
+            await tx.set({RECEIVED: {lock: kept_with(kept, stanza.key.id, data)}})
         return ReceivedMessage(
             key=stanza.key,
             message=message if decrypted else None,

@@ -13,14 +13,28 @@ Since 0.2.0.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from actors.connection.binary.jid import Jid
 from actors.connection.proto import wa_pb2
 from actors.messaging.content import device_sent, encode_padded
+from actors.messaging.kept import SENT, kept_with
 from actors.messaging.outgoing import DeviceCiphertext
 from actors.signal.repository import SignalRepository
 from actors.signal.session_builder import PreKeyBundle
 from stores.types import SignalStore, Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class KeptSend:
+    """A sent message to keep for retry receipts: chat, id and ``wa.Message`` bytes."""
+
+    chat: str
+    message_id: str
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"KeptSend({self.chat}, {self.message_id})"
 
 
 async def devices_without_session(
@@ -43,18 +57,25 @@ async def encrypt_for_devices(
     recipients: Sequence[str],
     own_devices: Sequence[str] = (),
     bundles: Mapping[str, PreKeyBundle] | None = None,
+    keep: KeptSend | None = None,
 ) -> list[DeviceCiphertext]:
-    """Encrypt ``message`` for each device, starting sessions from ``bundles`` first."""
+    """Encrypt ``message`` for each device, starting sessions from ``bundles`` first.
+
+    With ``keep``, the sent message is kept (``sent-message``) in the same transaction.
+    """
     padded = encode_padded(message)
     own_copy = encode_padded(device_sent(destination, message)) if own_devices else b""
     plan = [(jid, padded) for jid in recipients] + [(jid, own_copy) for jid in own_devices]
     addresses = {jid: await repository.resolve_address(jid) for jid, _ in plan}
     # Locks are taken in sorted order, so concurrent sends never wait on each other in a cycle.
     plan.sort(key=lambda item: addresses[item[0]])
-    if not plan:
+    if not plan and keep is None:
         return []
 
     async def op(tx: Transaction) -> list[DeviceCiphertext]:
+        if keep is not None:
+            kept = (await tx.get(SENT, [keep.chat])).get(keep.chat)
+            await tx.set({SENT: {keep.chat: kept_with(kept, keep.message_id, keep.data)}})
         out = []
         for jid, plaintext in plan:
             bundle = (bundles or {}).get(jid)
@@ -64,7 +85,8 @@ async def encrypt_for_devices(
             out.append(DeviceCiphertext(jid, kind, ciphertext))
         return out
 
-    return await keys.run_transaction(addresses[plan[0][0]], op)
+    lock = addresses[plan[0][0]] if plan else f"sent::{keep.chat if keep else destination}"
+    return await keys.run_transaction(lock, op)
 
 
 def device_jids(user: str, devices: Sequence[int], *, exclude: str | None = None) -> list[str]:

@@ -16,8 +16,9 @@ The order that makes it crash-safe:
 - a message that does not decrypt is emitted as undecryptable and answered with a
   retry receipt (count, registration id; from the second retry on, a fresh
   pre-key bundle), at most five per message; a retry receipt for a message we sent
-  is answered by encrypting it again for the device that asked, from the bounded
-  store of recently sent messages.
+  is answered by encrypting it again for the device that asked, from the sent
+  messages kept durably per chat (``sent-message``, the newest 16), so also after
+  a restart.
 
 Since 0.2.0.
 """
@@ -35,7 +36,7 @@ from actors.connection.binary.errors import JidError
 from actors.connection.binary.jid import G_US, Jid
 from actors.connection.binary.node import BinaryNode
 from actors.connection.proto import wa_pb2
-from actors.messaging.content import Content, encode_padded, to_message
+from actors.messaging.content import Content, encode_padded, parse_message, to_message
 from actors.messaging.crypto import MessageCrypto
 from actors.messaging.errors import MessagingError, RecipientError, StanzaError
 from actors.messaging.incoming import (
@@ -46,6 +47,7 @@ from actors.messaging.incoming import (
     parse_message_stanza,
     retry_receipt,
 )
+from actors.messaging.kept import SENT, kept_lookup
 from actors.messaging.outgoing import (
     DeviceCiphertext,
     message_stanza,
@@ -61,13 +63,13 @@ from actors.messaging.queries import (
     usync_devices_iq,
 )
 from actors.messaging.receive import ReceivedMessage
-from actors.messaging.send import device_jids
+from actors.messaging.send import KeptSend, device_jids
 from actors.signal.session_builder import PreKeyBundle
 
 MAX_RETRIES = 5
 """Retry receipts sent for one message at most (Baileys' maxMsgRetryCount)."""
-RECENT_SENT = 256
-"""Sent messages kept to answer retry receipts."""
+RETRIES_TRACKED = 256
+"""Messages whose retry count is remembered (in memory, as Baileys)."""
 ACK_TIMEOUT = 60.0
 """How long ``send_message`` waits for the server's ack of a stanza."""
 
@@ -130,9 +132,6 @@ class MessagingService:
         self._retry_keys = retry_keys
         self._registration_id = registration_id
         self._retries: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._sent: collections.OrderedDict[str, tuple[str, wa_pb2.Message]] = (
-            collections.OrderedDict()
-        )
         self._acks: dict[str, _AckWaiter] = {}
 
     @property
@@ -165,7 +164,7 @@ class MessagingService:
         if count > MAX_RETRIES:
             return
         self._retries[message_id] = count
-        _trim(self._retries, RECENT_SENT)
+        _trim(self._retries, RETRIES_TRACKED)
         keys = await self._retry_keys() if (count > 1 and self._retry_keys is not None) else None
         await self._link.send(retry_receipt(node, count, self._registration_id(), keys))
 
@@ -211,16 +210,15 @@ class MessagingService:
         recipients = device_jids(recipient, devices.get(recipient, (0,)))
         own = device_jids(own_user, devices.get(own_user, (0,)), exclude=me.jid)
         bundles = await self._bundles(recipients + own)
+        message_id = new_message_id()
         encrypted = await self._crypto.encrypt(
             message,
             destination=recipient,
             recipients=recipients,
             own_devices=own,
             bundles=bundles,
+            keep=KeptSend(recipient, message_id, message.SerializeToString()),
         )
-        message_id = new_message_id()
-        self._sent[message_id] = (recipient, message)
-        _trim(self._sent, RECENT_SENT)
         stanza = message_stanza(
             message_id, recipient, encrypted, device_identity=me.device_identity
         )
@@ -250,15 +248,14 @@ class MessagingService:
                 groupId=group, axolotlSenderKeyDistributionMessage=skdm
             )
         )
+        message_id = new_message_id()
         encrypted = await self._crypto.encrypt(
             distribution,
             destination=group,
             recipients=lacking,
             bundles=await self._bundles(lacking),
+            keep=KeptSend(group, message_id, message.SerializeToString()),
         )
-        message_id = new_message_id()
-        self._sent[message_id] = (group, message)
-        _trim(self._sent, RECENT_SENT)
         stanza = message_stanza(
             message_id,
             group,
@@ -312,11 +309,15 @@ class MessagingService:
 
     async def _resend(self, node: BinaryNode) -> None:
         message_id = node.attr("id") or ""
-        kept = self._sent.get(message_id)
         device = node.attr("participant") or node.attr("from")
-        if kept is None or device is None:
+        if device is None:
             return
-        recipient, message = kept
+        recipient = _chat_of_receipt(node)
+        found = await self._crypto.get(SENT, [recipient])
+        data = kept_lookup(found.get(recipient), message_id)
+        if data is None:
+            return  # older than what is kept: nothing to send again
+        message = parse_message(data)
         retry = node.child("retry")
         count = int(retry.attr("count") or "1") if retry is not None else 1
         own_user = str(Jid.parse(self._identity().jid).user_jid())
@@ -407,6 +408,15 @@ def receipt_event(node: BinaryNode) -> Event:
             for mid in ids
         ]
     }
+
+
+def _chat_of_receipt(node: BinaryNode) -> str:
+    """The chat a receipt is about: the group, the recipient (our own devices' receipts
+    for what we sent), or the user of the device that sent it."""
+    sender = node.attr("from") or ""
+    if sender.endswith("@" + G_US):
+        return sender
+    return str(Jid.parse(node.attr("recipient") or sender).user_jid())
 
 
 def _trim(book: collections.OrderedDict[str, Any], size: int) -> None:

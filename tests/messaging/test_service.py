@@ -13,6 +13,7 @@ from actors.connection.binary.jid import Jid
 from actors.connection.binary.node import BinaryNode
 from actors.messaging.crypto import LocalCrypto
 from actors.messaging.incoming import RetryKeys
+from actors.messaging.kept import KEEP, kept_lookup, kept_with
 from actors.messaging.service import (
     AckTimeout,
     Identity,
@@ -100,6 +101,14 @@ class Server:
         auth = await use_memory_auth_state(jid)
         repo = SignalRepository(auth.keys, auth.state.creds)
         device = Device(jid, auth, repo, self)
+        await self.restart(device)
+        await device.upload_pre_keys()
+        self.devices[jid] = device
+        return device
+
+    async def restart(self, device: Device) -> None:
+        """A new service over the device's store, as after a process restart."""
+        auth, repo, jid = device.auth, device.repo, device.jid
         device.service = MessagingService(
             LocalCrypto(auth.keys, repo),
             Link(self, jid),
@@ -108,9 +117,6 @@ class Server:
             retry_keys=device.retry_keys,
             registration_id=lambda: auth.state.creds.registration_id,
         )
-        await device.upload_pre_keys()
-        self.devices[jid] = device
-        return device
 
     def user_devices(self, user: str) -> list[Device]:
         return [d for jid, d in self.devices.items() if Jid.parse(jid).user == Jid.parse(user).user]
@@ -455,3 +461,52 @@ async def test_a_new_member_device_gets_the_sender_key_on_the_next_send() -> Non
     last = [n for s, n in server.sent if s == ALICE and n.tag == "message"][-1]
     [participants] = last.children("participants")
     assert [to.attrs["jid"] for to in participants.children("to")] == ["444@s.whatsapp.net"]
+
+
+async def test_a_stanza_delivered_again_is_answered_from_the_kept_message() -> None:
+    """The same stanza twice (our ack was lost): both emit the text, no retry receipt."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "once"})
+    delivered = next(n for s, n in server.sent if s == ALICE and n.tag == "message")
+    encs = [
+        enc
+        for p in delivered.children("participants")
+        for to in p.children("to")
+        if to.attrs["jid"] == BOB
+        for enc in to.children("enc")
+    ]
+    again = BinaryNode("message", {"id": delivered.attrs["id"], "from": ALICE, "t": "1"}, encs)
+    await bob.service.on_message(again)
+    assert bob.texts() == ["once", "once"]
+    retries = [n for s, n in server.sent if s == BOB and n.attrs.get("type") == "retry"]
+    assert retries == []
+    kept = await bob.auth.keys.get("received-message", ["111.1"])
+    assert kept["111.1"]["ids"] == [delivered.attrs["id"]]
+
+
+async def test_a_retry_after_a_restart_is_answered_from_the_durable_sent_store() -> None:
+    """A fresh service over the same store (a restart) still resends what was sent before."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "first"})
+    old_service = alice.service
+    await server.restart(alice)
+    assert alice.service is not old_service
+    await bob.repo.delete_session(["111:1@s.whatsapp.net"])
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "second"})
+    assert bob.texts()[-1] == "second"
+    sent = await alice.auth.keys.get("sent-message", ["222@s.whatsapp.net"])
+    assert len(sent["222@s.whatsapp.net"]["ids"]) == 2
+
+
+def test_kept_messages_are_bounded_and_newest_last() -> None:
+    """At most KEEP per author or chat; the oldest go first; an id kept twice moves to the end."""
+    value: object = None
+    for i in range(KEEP + 5):
+        value = kept_with(value, f"m{i}", bytes([i]))
+    assert isinstance(value, dict)
+    assert value["ids"] == [f"m{i}" for i in range(5, KEEP + 5)]
+    assert kept_lookup(value, "m4") is None and kept_lookup(value, "m5") == bytes([5])
+    value = kept_with(value, "m5", b"x")
+    assert value["ids"][-1] == "m5" and len(value["ids"]) == KEEP

@@ -150,6 +150,15 @@ SAMPLE_VALUES: dict[str, dict[str, Value]] = {
         "15550001111@s.whatsapp.net": {"token": b"\x01\x02\x03", "timestamp": "1700000000"}
     },
     "identity-key": {"15550001111.0": b"\x05" + bytes(range(32))},
+    "received-message": {
+        "15550001111.0": {
+            "ids": ["3EB0AA", "3EB0BB"],
+            "messages": {"3EB0AA": b"\n\x02hi", "3EB0BB": b""},
+        }
+    },
+    "sent-message": {
+        "15550001111@s.whatsapp.net": {"ids": ["3EB0CC"], "messages": {"3EB0CC": b"\n\x01x"}}
+    },
 }
 
 

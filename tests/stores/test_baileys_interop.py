@@ -22,7 +22,8 @@ from stores import buffer_json, keys
 from stores._multi_file_layout import app_state_key_to_proto_json
 from stores.creds import AuthCreds, creds_to_baileys_json, init_auth_creds
 from stores.multi_file import open_multi_file_backend
-from stores.types import KEY_TYPES, Batch
+from stores.types import BAILEYS_KEY_TYPES as KEY_TYPES
+from stores.types import Batch
 from tests.baileys_peer import BaileysPeer
 
 FIXTURES = Path(__file__).parent / "fixtures"
