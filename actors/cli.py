@@ -8,7 +8,9 @@ one JSON object per line on stdout (``{"event": "qr", "qr": "..."}``,
 ``{"event": "connection_update", "connection": "open", ...}``, ...), among the
 JSON log lines; creds updates list the changed field names and the durable
 version only, never key material. With ``console`` the QR is drawn in the
-terminal.
+terminal and a received message is one line (``message ID from NAME <JID> [in
+GROUP]: TEXT``, or ``undecryptable: why``); in JSON its ``wa.Message`` is
+protobuf's JSON form.
 
 Exit codes:
 
@@ -89,17 +91,61 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def json_event_lines(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """The JSON objects printed for one event map (secrets left out)."""
+    """The JSON objects printed for one event map (secrets left out, every value JSON)."""
     lines: list[dict[str, Any]] = []
     for name, payload in event.items():
+        if name == "messages_update" and isinstance(payload, list):
+            lines.append({"event": name, "updates": [_plain(u) for u in payload]})
+            continue
         body = dict(payload) if isinstance(payload, dict) else {"value": payload}
         if name == "connection_update" and "qr" in body:
             lines.append({"event": "qr", **body})
             continue
         if name == "creds_update":
             body = {k: body[k] for k in ("version", "rev", "changed", "account") if k in body}
+        if name == "messages_upsert" and isinstance(body.get("messages"), list):
+            body["messages"] = [_message_entry(m) for m in body["messages"]]
         lines.append({"event": name, **body})
     return lines
+
+
+def _message_entry(entry: object) -> object:
+    """A received message with its ``wa.Message`` as protobuf JSON (key material left out)."""
+    if not isinstance(entry, dict):
+        return _plain(entry)
+    return {k: message_json(v) if k == "message" else _plain(v) for k, v in entry.items()}
+
+
+def message_json(message: object) -> object:
+    """A ``wa.Message`` in protobuf's JSON form (bytes as base64), or None.
+
+    The sender-key distribution a group message carries is dropped: it holds the
+    sender's chain key, which must never reach a log.
+    """
+    if message is None:
+        return None
+    from google.protobuf import json_format
+    from google.protobuf.message import Message
+
+    if not isinstance(message, Message):
+        return _plain(message)
+    shown = type(message)()
+    shown.CopyFrom(message)
+    if shown.DESCRIPTOR.fields_by_name.get("senderKeyDistributionMessage") is not None:
+        shown.ClearField("senderKeyDistributionMessage")
+    as_dict: dict[str, Any] = json_format.MessageToDict(shown)
+    return as_dict
+
+
+def _plain(value: object) -> object:
+    """``value`` made of JSON types: containers walked, bytes as their length, others repr."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return _json_default(value)
 
 
 def _json_default(value: object) -> object:
@@ -124,12 +170,60 @@ def event_printer(fmt: str, out: TextIO) -> Callable[[dict[str, Any]], None]:
                 out.write(f"scan this QR with WhatsApp (code {line.get('qr_index', 0) + 1})\n")
             elif name == "connection_update" and line.get("connection") == "close":
                 out.write(_describe_close(line) + "\n")
+            elif name == "messages_upsert":
+                for message in line.get("messages") or ():
+                    out.write(describe_message(message) + "\n")
+            elif name == "messages_update":
+                for update in line.get("updates") or ():
+                    out.write(describe_update(update) + "\n")
             else:
                 shown = " ".join(f"{k}={v}" for k, v in line.items() if k != "delta")
                 out.write(f"{name}: {shown}\n")
         out.flush()
 
     return print_json if fmt == "json" else print_console
+
+
+def describe_message(entry: Any) -> str:
+    """A received message as a person reads it: who, in which chat, and what it says."""
+    if not isinstance(entry, dict):
+        return f"message: {entry!r}"
+    key = _mapping(entry.get("key"))
+    chat = key.get("remote_jid") or "?"
+    if key.get("from_me"):
+        who = "me (another device of this account)"
+    else:
+        author = key.get("participant") or chat
+        name = entry.get("push_name")
+        who = f"{name} <{author}>" if name else str(author)
+    if str(chat).endswith("@g.us"):
+        where = f" in {chat}"
+    else:
+        where = f" to {chat}" if key.get("from_me") else ""
+    if entry.get("undecryptable"):
+        said = f"undecryptable: {entry['undecryptable']}"
+    elif entry.get("text") is not None:
+        said = str(entry["text"])
+    else:
+        shown = entry.get("message")
+        fields = sorted(shown) if isinstance(shown, dict) else []
+        said = f"(no text: {', '.join(fields) or 'empty message'})"
+    return f"message {key.get('id', '?')} from {who}{where}: {said}"
+
+
+def describe_update(update: Any) -> str:
+    """A receipt for a message we sent: which message, in which chat, what became of it."""
+    if not isinstance(update, dict):
+        return f"message update: {update!r}"
+    key = _mapping(update.get("key"))
+    change = _mapping(update.get("update"))
+    by = f" by {key['participant']}" if key.get("participant") else ""
+    status = change.get("status", "?")
+    return f"message {key.get('id', '?')} to {key.get('remote_jid', '?')}: {status}{by}"
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _describe_close(line: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Every ```python block of docs/*.md runs as written, so the docs cannot rot.
+"""Every ```python block of docs/*.md and README.md runs as written, so the docs cannot rot.
 
 Rules for doc authors (also in docs/README.md):
 
@@ -13,6 +13,15 @@ Rules for doc authors (also in docs/README.md):
   before its fence, by ``<!-- not-run: the reason -->``. Skips are counted and
   printed (``pytest -rs`` lists each with its reason); a marker that is not right
   before a python block, or has no reason, fails the suite.
+
+README.md's blocks are bots, run as a user runs them against the real server,
+but given a sandbox (``tests/docs/sandbox_bot.py``): the same runner in a fresh
+directory, with ``WA_URL`` and ``WA_ROOT_KEY`` naming a sandbox this test serves
+(the settings README's bot reads; unset, it dials WhatsApp). The sandbox's phone
+scans the QR the program prints; once it is logged in a contact writes to it and
+must get its text back (the README bot echoes); then the program is stopped with
+SIGINT, as Ctrl-C stops it, and the auth directory it leaves must be intact and
+unlocked.
 """
 
 from __future__ import annotations
@@ -26,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 FENCE = re.compile(r"^```python\s*$")
 MARKER = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
 SAMPLE_TIMEOUT = 60
@@ -112,6 +123,7 @@ def collect() -> tuple[list[Block], list[str]]:
 
 
 BLOCKS, MARKER_ERRORS = collect()
+README_BLOCKS, README_MARKER_ERRORS = extract(README)
 
 
 def test_docs_have_runnable_samples_and_skips_are_counted() -> None:
@@ -125,6 +137,12 @@ def test_docs_have_runnable_samples_and_skips_are_counted() -> None:
         print(f"  skipped {block.name}: {block.skip}")
     assert MARKER_ERRORS == []
     assert len(BLOCKS) - len(skipped) >= 5
+
+
+def test_readme_has_a_bot_and_no_skipped_block() -> None:
+    """README.md holds at least one python block, and every one of them runs."""
+    assert README_MARKER_ERRORS == []
+    assert README_BLOCKS and [b.name for b in README_BLOCKS if b.skip is not None] == []
 
 
 def test_markers_are_found_and_misplaced_ones_reported(tmp_path: Path) -> None:
@@ -197,3 +215,30 @@ def test_file_blocks_are_importable_by_every_block_of_the_page(tmp_path: Path) -
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     assert run_block(alone, fresh).returncode != 0  # other pages do not see it
+
+
+@pytest.mark.parametrize("block", README_BLOCKS, ids=[b.name for b in README_BLOCKS])
+async def test_readme_bot_answers_a_contact_on_the_sandbox(block: Block, tmp_path: Path) -> None:
+    """README's program pairs by its printed QR, echoes a contact's text, stops on Ctrl-C."""
+    from sandbox.contacts import ContactMessage
+    from stores.inspection import inspect_location
+    from tests.docs.sandbox_bot import Bot, run_bot
+
+    answers: list[ContactMessage] = []
+
+    async def converse(bot: Bot) -> None:
+        ann = bot.sb.new_contact("Ann")
+        bot.sb.contact_send(ann.jid, bot.user_jid, "hello bot")
+        answers.extend(await bot.sb.wait_contact_messages(ann.jid, 1))
+
+    bot = await run_bot(
+        lambda sb: [sys.executable, "-c", RUNNER, block.name],
+        tmp_path,
+        converse,
+        stdin=block.code.encode(),
+    )
+    assert [(m.text, m.error) for m in answers] == [("hello bot", None)], bot.output
+    assert bot.stopped_by_sigint and bot.returncode == 0, bot.output
+    report = await trio.to_thread.run_sync(inspect_location, tmp_path / "auth")
+    assert report.ok and report.accounts[0].lock_owner is None, report
+    assert report.accounts[0].account_id == bot.linked[0].jid
