@@ -165,6 +165,7 @@ class PostgresBackend:
         self._epoch = epoch
         self._ttl = ttl
         self._seq = seq
+        self._reconnect_timeout = reconnect_timeout
         self._writer: Writer[_Pending] = Writer(
             connect, location, self._write_group, _size, reconnect_timeout
         )
@@ -565,7 +566,8 @@ class PostgresBackend:
                     "UPDATE baileys_leases SET expires_at = now() + ttl"
                     " WHERE owner = %s AND expires_at > now() RETURNING account, epoch",
                     (self._owner,),
-                ).fetchall()
+                ).fetchall(),
+                cancellable=True,
             )
             self._renewals += 1
             held = {str(account): int(epoch) for account, epoch in rows}
@@ -590,10 +592,15 @@ class PostgresBackend:
                 next_at = trio.current_time() + self._ttl / 3
                 while not self.lease_lost.is_set():
                     await trio.sleep_until(next_at)
-                    try:
-                        held = await self.renew_lease()
-                    except (StoreError, psycopg.Error):
-                        # Connection trouble: retry soon; commits refuse once ttl passes.
+                    held: bool | None = None
+                    # A renewal still unanswered when the lease runs out locally (a hung
+                    # connection) is given up: the lease is lost either way.
+                    with trio.move_on_at(self._valid_until):
+                        try:
+                            held = await self.renew_lease()
+                        except (StoreError, psycopg.Error):
+                            pass  # connection trouble: retried soon
+                    if held is None:
                         next_at = trio.current_time() + self._ttl / 15
                         self._check_expiry_quietly()
                         continue
@@ -626,13 +633,16 @@ class PostgresBackend:
             self._renewal_scope.cancel()
             await self._renewal_done.wait()
             leave_board(self._board)
-            if self._fenced is None:
-                try:
-                    await self._writer.run(self._release)
-                except (StoreError, psycopg.Error):
-                    pass  # the lease expires by itself after the TTL
-            self._writer.stop()
-            await trio.to_thread.run_sync(self._writer.join)
+            # Bounded: a hung connection must not hang the close (the thread is a
+            # daemon, and an unreleased lease expires by itself after the TTL).
+            with trio.move_on_after(self._reconnect_timeout + _CONNECT_TIMEOUT):
+                if self._fenced is None:
+                    try:
+                        await self._writer.run(self._release, cancellable=True)
+                    except (StoreError, psycopg.Error):
+                        pass  # the lease expires by itself after the TTL
+                self._writer.stop()
+                await trio.to_thread.run_sync(self._writer.join, abandon_on_cancel=True)
 
     def _release(self, conn: Any) -> None:
         conn.execute(
@@ -766,9 +776,24 @@ def parse_location(location: str, default_account: str = "default") -> tuple[str
 # -- opening ----------------------------------------------------------------------------
 
 
+_KEEPALIVES = {
+    # A peer that vanished (a partition, a dead server host) is noticed in about 30 s
+    # instead of the OS default of hours; a DSN that sets these keeps its own values.
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 def _default_connect(dsn: str) -> Connect:
+    given = psycopg.conninfo.conninfo_to_dict(dsn)
+    extra: dict[str, Any] = {k: v for k, v in _KEEPALIVES.items() if k not in given}
+    extra.setdefault("connect_timeout", _CONNECT_TIMEOUT)
+
     def connect() -> Any:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
+        conn = psycopg.connect(dsn, autocommit=True, **extra)
         try:
             # Acknowledged means on the server's disk, whatever the database default says.
             conn.execute("SET synchronous_commit TO on")

@@ -39,17 +39,18 @@ DEFAULT_MAX_GROUP_BYTES = 8 << 20
 
 
 class _Job(Generic[G]):
-    __slots__ = ("fn", "group", "reply")
+    __slots__ = ("abandoned", "fn", "group", "reply")
 
-    def __init__(
-        self,
-        fn: Callable[[Any], Any] | None,
-        group: G | None,
-        reply: Callable[[outcome.Outcome[Any]], None],
-    ) -> None:
+    def __init__(self, fn: Callable[[Any], Any] | None, group: G | None) -> None:
         self.fn = fn
         self.group = group
-        self.reply = reply
+        self.reply: Callable[[outcome.Outcome[Any]], None] = _nobody
+        self.abandoned = False
+        """Set (in the Trio thread) when its waiter was cancelled: not run if not begun."""
+
+
+def _nobody(_: outcome.Outcome[Any]) -> None:
+    pass
 
 
 class Writer(Generic[G]):
@@ -88,28 +89,45 @@ class Writer(Generic[G]):
         self.conn = conn
         self._thread.start()
 
-    async def run(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(conn)`` on the writer thread; not cancellable once queued."""
+    async def run(self, fn: Callable[[Any], T], *, cancellable: bool = False) -> T:
+        """Run ``fn(conn)`` on the writer thread; wait for it to end.
+
+        Not cancellable once queued, unless ``cancellable``: then a cancelled waiter
+        leaves at once and the job is skipped if the thread has not begun it (or its
+        result is dropped if it has). For jobs whose outcome nobody needs after a
+        deadline (lease renewal, release), so a hung connection cannot hang them.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
-        return await self._submit(fn, None)  # type: ignore[no-any-return]
+        return await self._submit(fn, None, cancellable)  # type: ignore[no-any-return]
 
     def submit_commit(self, item: G) -> Any:
         """Queue a commit now (no checkpoint before it); await the result to get its seq."""
-        return self._submit(None, item)
+        return self._submit(None, item, False)
 
-    async def _submit(self, fn: Callable[[Any], Any] | None, group: G | None) -> Any:
+    async def _submit(
+        self, fn: Callable[[Any], Any] | None, group: G | None, cancellable: bool
+    ) -> Any:
         token = trio.lowlevel.current_trio_token()
         task = trio.lowlevel.current_task()
+        job: _Job[G] = _Job(fn, group)
+
+        def deliver(result: outcome.Outcome[Any]) -> None:
+            if not job.abandoned:
+                trio.lowlevel.reschedule(task, result)
 
         def reply(result: outcome.Outcome[Any]) -> None:
             try:
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+                token.run_sync_soon(deliver, result)
             except trio.RunFinishedError:
                 pass  # nobody is waiting any more
 
-        self._queue.put(_Job(fn, group, reply))
+        job.reply = reply
+        self._queue.put(job)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
+            if cancellable:
+                job.abandoned = True
+                return trio.lowlevel.Abort.SUCCEEDED
             return trio.lowlevel.Abort.FAILED  # the job runs to the end
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
@@ -135,7 +153,8 @@ class Writer(Generic[G]):
                 return
             if job.group is None:
                 assert job.fn is not None
-                job.reply(outcome.capture(self._call, job.fn))
+                if not job.abandoned:
+                    job.reply(outcome.capture(self._call, job.fn))
                 continue
             jobs = [job]
             size = self._size(job.group)

@@ -7,6 +7,7 @@ renewal loop runs on trio's MockClock.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -203,4 +204,43 @@ async def test_lost_renewal_past_expiry_stops_the_owner(
         with pytest.raises(FencedError, match="not renewed"):
             await backend.commit(Batch(keys={"session": {"x": b"1"}}))
     finally:
+        await backend.aclose()
+
+
+class _HangingRenewal:
+    """A connection whose lease renewals block until released (a black-holed network)."""
+
+    def __init__(self, real: Any, hang: threading.Event, release: threading.Event) -> None:
+        self._real, self._hang, self._release = real, hang, release
+
+    def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._hang.is_set() and "expires_at = now() + ttl" in str(statement):
+            self._release.wait(30)
+        return self._real.execute(statement, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+async def test_a_hung_renewal_loses_the_lease_when_the_ttl_runs_out(
+    postgres_dsn: str, mock_clock: trio.testing.MockClock
+) -> None:
+    """A renewal stuck on a hung connection is given up at the TTL: lease_lost, then fenced."""
+    hang, release = threading.Event(), threading.Event()
+
+    def connect() -> Any:
+        return _HangingRenewal(psycopg.connect(postgres_dsn, autocommit=True), hang, release)
+
+    backend = await open_postgres_backend(postgres_dsn, account="a", lease_ttl=6.0, connect=connect)
+    try:
+        hang.set()
+        mock_clock.jump(2.1)  # the renewal is sent, and hangs
+        await trio.testing.wait_all_tasks_blocked()
+        assert not backend.lease_lost.is_set()
+        mock_clock.jump(4.0)  # past the TTL counted from the open
+        await _until(backend.lease_lost.is_set)
+        with pytest.raises(FencedError, match="not renewed"):
+            await backend.commit(Batch(keys={"session": {"x": b"1"}}))
+    finally:
+        release.set()
         await backend.aclose()
