@@ -29,7 +29,6 @@ from actors.connection.binary import BinaryNode
 from actors.connection.prekeys import upload_count, upload_iq
 from actors.connection.proto import wa_pb2
 from actors.errors import ConnectionLost, SessionError
-from actors.messages import call_durable
 from actors.messaging.content import Content
 from actors.messaging.crypto import LocalCrypto
 from actors.messaging.incoming import IncomingStanza, MessageKey, RetryKeys, ack_for
@@ -40,8 +39,10 @@ from actors.messaging.service import Event, Identity, MessagingService
 from actors.signal.repository import SignalRepository
 from actors.signal.session_builder import PreKeyBundle
 from actors.signal_store import WithStore
+from runtime.errors import ReplyAbandoned, ReplyTimeout
 from runtime.log import Logger
 from runtime.ref import ActorRef
+from runtime.reply import call_durable
 from stores.creds import AuthCreds, KeyPair
 from stores.types import KeyWrites, SignalStore
 
@@ -130,6 +131,9 @@ class ActorCrypto:
     async def encrypt_group(self, group: str, me_jid: str, plaintext: bytes) -> tuple[bytes, bytes]:
         return await self._run(lambda c: c.encrypt_group(group, me_jid, plaintext))
 
+    async def distribution(self, group: str, me_jid: str) -> bytes:
+        return await self._run(lambda c: c.distribution(group, me_jid))
+
     async def without_session(self, devices: Sequence[str]) -> list[str]:
         return await self._run(lambda c: c.without_session(devices))
 
@@ -193,7 +197,7 @@ class Messenger:
                     await self._handle(service, node)
                 except ConnectionLost:
                     return
-                except SessionError as exc:
+                except (SessionError, ReplyAbandoned, ReplyTimeout) as exc:
                     # A store timeout: the stanza stays un-acked and comes again.
                     self._log.warning("stanza_failed", tag=node.tag, error=str(exc))
         finally:

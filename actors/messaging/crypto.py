@@ -43,6 +43,8 @@ class MessageCrypto(Protocol):
         self, group: str, me_jid: str, plaintext: bytes
     ) -> tuple[bytes, bytes]: ...
 
+    async def distribution(self, group: str, me_jid: str) -> bytes: ...
+
     async def without_session(self, devices: Sequence[str]) -> list[str]: ...
 
     async def migrate(self, pn_jid: str, lid_jid: str) -> None: ...
@@ -88,6 +90,9 @@ class LocalCrypto:
 
     async def encrypt_group(self, group: str, me_jid: str, plaintext: bytes) -> tuple[bytes, bytes]:
         return await self._repo.encrypt_group_message(group, me_jid, plaintext)
+
+    async def distribution(self, group: str, me_jid: str) -> bytes:
+        return await self._repo.get_sender_key_distribution_message(group, me_jid)
 
     async def without_session(self, devices: Sequence[str]) -> list[str]:
         return await devices_without_session(self._repo, devices)

@@ -80,17 +80,26 @@ def message_stanza(
 
 def resend_stanza(
     message_id: str,
-    to: str,
+    destination: str,
     device: DeviceCiphertext,
     retry_count: int,
     *,
-    participant: str | None = None,
+    own_device: bool = False,
     device_identity: bytes | None = None,
 ) -> BinaryNode:
-    """Answer a retry receipt: the message again, to the one device that asked."""
-    attrs = {"id": message_id, "to": to, "type": "text"}
-    if participant:
-        attrs["participant"] = participant
+    """Answer a retry receipt: the message again, one ``enc{count}``, to the device that asked.
+
+    As Baileys' relayMessage for a retry: in a group ``to`` is the group and
+    ``participant`` the device; to one of our own devices ``to`` is the device and
+    ``recipient`` the chat; else ``to`` is the device.
+    """
+    attrs = {"id": message_id, "type": "text"}
+    if destination.endswith("@g.us"):
+        attrs.update(to=destination, participant=device.jid)
+    elif own_device:
+        attrs.update(to=device.jid, recipient=destination)
+    else:
+        attrs["to"] = device.jid
     content = [enc_node(device.kind, device.ciphertext, retry_count)]
     if device_identity is not None and device.kind == "pkmsg":
         content.append(BinaryNode("device-identity", {}, device_identity))

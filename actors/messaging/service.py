@@ -318,6 +318,14 @@ class MessagingService:
         if data is None:
             return  # older than what is kept: nothing to send again
         message = parse_message(data)
+        if recipient.endswith("@" + G_US):
+            # The device may lack our sender key too: it travels with the resend.
+            skdm = await self._crypto.distribution(recipient, self._identity().jid)
+            message.senderKeyDistributionMessage.CopyFrom(
+                wa_pb2.Message.SenderKeyDistributionMessage(
+                    groupId=recipient, axolotlSenderKeyDistributionMessage=skdm
+                )
+            )
         retry = node.child("retry")
         count = int(retry.attr("count") or "1") if retry is not None else 1
         own_user = str(Jid.parse(self._identity().jid).user_jid())
@@ -339,7 +347,7 @@ class MessagingService:
             recipient,
             DeviceCiphertext(device, part.kind, part.ciphertext),
             count,
-            participant=device if recipient.endswith("@" + G_US) else None,
+            own_device=is_own,
             device_identity=self._identity().device_identity,
         )
         await self._link.send(stanza)

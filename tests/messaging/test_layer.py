@@ -483,3 +483,15 @@ def test_key_bundles_parse_into_33_byte_keys() -> None:
     assert bundle.signed_pre_key.public_key == b"\x05" + b"v" * 32
     with pytest.raises(StanzaError, match=r"skey/value"):
         parse_key_bundles(BinaryNode("iq", {}, [BinaryNode("list", {}, [user(b"v" * 31)])]))
+
+
+def test_resends_are_addressed_as_baileys_addresses_them() -> None:
+    """A resend goes to the device; to our own device with recipient; in a group, participant."""
+    device = DeviceCiphertext("1:3@s.whatsapp.net", "pkmsg", b"c")
+    one = resend_stanza("ID", "1@s.whatsapp.net", device, 2)
+    assert one.attrs == {"id": "ID", "type": "text", "to": "1:3@s.whatsapp.net"}
+    own = resend_stanza("ID", "2@s.whatsapp.net", device, 2, own_device=True)
+    assert own.attrs["to"] == "1:3@s.whatsapp.net" and own.attrs["recipient"] == "2@s.whatsapp.net"
+    group = resend_stanza("ID", "12@g.us", device, 2, device_identity=b"adv")
+    assert group.attrs["to"] == "12@g.us" and group.attrs["participant"] == "1:3@s.whatsapp.net"
+    assert [c.tag for c in group.children()] == ["enc", "device-identity"]
