@@ -251,7 +251,7 @@ def _draw_qr(qr: str, out: TextIO) -> None:
 def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> int:
     """Run the session; returns the exit code (see the module docstring)."""
     from actors.errors import ConfigError
-    from actors.messages import EndReason
+    from actors.status import EndReason
     from runtime.app import AuthLocation, Config, SessionFailed
     from runtime.app import run as run_session
     from stores.errors import StoreError, StoreLockedError

@@ -22,28 +22,6 @@ class ConfigError(SessionError, ValueError):
         self.problem = problem
 
 
-class ReceiptAbandoned(SessionError):
-    """The actor that owed this answer ended before giving it.
-
-    The request may or may not have taken effect (a commit may be durable): treat
-    the outcome as unknown and re-read the durable state.
-    """
-
-    def __init__(self, actor: str, what: str) -> None:
-        super().__init__(f"{actor} ended before answering {what}; the outcome is unknown")
-        self.actor = actor
-        self.what = what
-
-
-class ReceiptTimeout(SessionError, TimeoutError):
-    """No answer on a receipt within its deadline (the outcome is unknown)."""
-
-    def __init__(self, what: str, timeout: float) -> None:
-        super().__init__(f"no answer to {what} within {timeout:g} s; the outcome is unknown")
-        self.what = what
-        self.timeout = timeout
-
-
 class SessionEnded(SessionError):
     """The session stopped for good (logged out, replaced, stopped) while it was awaited."""
 
@@ -131,8 +109,6 @@ __all__ = [
     "CredsSnapshotRefused",
     "NotConnected",
     "QueryTimeout",
-    "ReceiptAbandoned",
-    "ReceiptTimeout",
     "SessionEnded",
     "SessionError",
     "StaleCredsChange",

@@ -13,7 +13,7 @@ else in the session writes files:
   ``coalesce_delay`` seconds first so a burst collapses into few commits. The
   newest change is durable at most two commits after the burst ends (the one in
   flight, then one holding it).
-- ``CommitBatch`` (call → ``Receipt``) commits key writes and an optional creds
+- ``CommitBatch`` (call → ``Reply``) commits key writes and an optional creds
   patch atomically. Every batch pending when the writer is free goes into *one*
   backend commit (group commit: many callers, one fsync), together with the
   merged creds; there is no coalescing delay when a batch waits.
@@ -51,18 +51,17 @@ from typing import Any, Protocol
 import trio
 
 from actors.errors import CredsSnapshotRefused, StaleCredsChange
-from actors.messages import (
+from actors.mail import (
     CommitBatch,
     CredsState,
     LoadCreds,
     PersisterStatistics,
     PersisterStats,
     ReadKeys,
-    Receipt,
-    RepliesLater,
     SaveCreds,
 )
 from runtime.exit import ExitReason
+from runtime.reply import RepliesLater, Reply
 from stores.creds import AuthCreds, CredsPatch
 from stores.errors import CorruptStateError
 from stores.types import Batch, Persistence, Value
@@ -105,7 +104,7 @@ class _Group:
         self.keys: dict[str, dict[str, Value | None]] = {}
         self.creds: AuthCreds | None = None
         self.rev = 0
-        self.receipts: list[Receipt[Any]] = []
+        self.replies: list[Reply[Any]] = []
         self.snapshots = 0
 
     def batch(self) -> Batch:
@@ -142,7 +141,7 @@ class Persister(RepliesLater):
         self._wake = trio.Event()
         self._urgent = trio.Event()
         self._writing = False
-        self._flush_waiters: list[Receipt[Any]] = []
+        self._flush_waiters: list[Reply[Any]] = []
         self._commits = 0
         self._snapshots_received = 0
         self._snapshots_written = 0
@@ -174,7 +173,7 @@ class Persister(RepliesLater):
                 group = self._take()
                 await self._commit(group)
         finally:
-            self.receipts.abandon_all()
+            self.replies.abandon_all()
             await self._source.release(backend)
 
     # --- messages ----------------------------------------------------------------
@@ -233,8 +232,8 @@ class Persister(RepliesLater):
             pending=self._pending() or self._writing,
         )
 
-    def _on_commit(self, msg: CommitBatch) -> Receipt[Any]:
-        receipt: Receipt[Any] = self.receipts.issue("commit")
+    def _on_commit(self, msg: CommitBatch) -> Reply[Any]:
+        receipt: Reply[Any] = self.replies.issue("commit")
         batch = msg.batch
         if batch.creds is not None:
             receipt.fail(CredsSnapshotRefused(receipt.owner))
@@ -252,14 +251,14 @@ class Persister(RepliesLater):
         # A numbered patch older than one already accepted came out of its sender's
         # order; it is dropped, and the batch's keys still commit.
         self._merge(batch.patch, batch.rev)
-        group.receipts.append(receipt)
+        group.replies.append(receipt)
         self._has_batches = True
         self._wake.set()
         self._urgent.set()
         return receipt
 
-    def _on_load(self) -> Receipt[Any]:
-        receipt: Receipt[Any] = self.receipts.issue("load creds")
+    def _on_load(self) -> Reply[Any]:
+        receipt: Reply[Any] = self.replies.issue("load creds")
         if self._pending() or self._writing:
             self._flush_waiters.append(receipt)
             self._urgent.set()
@@ -276,7 +275,7 @@ class Persister(RepliesLater):
                 with trio.move_on_after(self._delay):
                     await self._urgent.wait()
             group = self._take()
-            if group.receipts or group.creds is not None:
+            if group.replies or group.creds is not None:
                 await self._commit(group)
             if not self._pending():
                 waiters, self._flush_waiters = self._flush_waiters, []
@@ -302,7 +301,7 @@ class Persister(RepliesLater):
             with trio.CancelScope(shield=True):
                 seq = await backend.commit(group.batch())
         except BaseException as exc:
-            for receipt in group.receipts:
+            for receipt in group.replies:
                 receipt.fail(exc)
             self._report_failure(backend, exc)
             raise
@@ -310,7 +309,7 @@ class Persister(RepliesLater):
             self._writing = False
         self._commits += 1
         self._seq = seq
-        for receipt in group.receipts:
+        for receipt in group.replies:
             receipt.resolve(seq)
         if group.creds is not None:
             self._snapshots_written += 1

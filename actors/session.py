@@ -32,9 +32,9 @@ from typing import Any, ClassVar
 import trio
 
 from actors.connection.actor import ConnectionActor, ConnectionSettings, EventSink
-from actors.messages import EndReason, SessionStatus
 from actors.persister import DEFAULT_COALESCE_DELAY, BackendSource, Persister
 from actors.signal_store import DEFAULT_STORE_TIMEOUT, SignalStoreActor, SignalStoreFactory
+from actors.status import EndReason, SessionStatus
 from runtime.child import ChildControl
 from runtime.core import DEFAULT_MAX_RESTARTS, DEFAULT_MAX_SECONDS
 from runtime.exit import ExitReason, unwrap_group

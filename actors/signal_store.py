@@ -8,7 +8,7 @@ config (``Config.signal_store``) is used instead; it receives the same read and
 commit functions and the configured options.
 
 Requests (``KeysGet``, ``KeysSet``, ``CommitKeysAndCreds``, ``RunTransaction``,
-``WithStore``) are answered at once with a ``Receipt`` and run as tasks of this
+``WithStore``) are answered at once with a ``Reply`` and run as tasks of this
 incarnation, so transactions proceed concurrently (the store isolates them) and
 their commits group at the persister. A restarted incarnation builds a fresh store: its view
 is re-read from the backend, never carried over.
@@ -24,19 +24,10 @@ from typing import Any
 
 import trio
 
-from actors.messages import (
-    CommitBatch,
-    CommitKeysAndCreds,
-    KeysGet,
-    KeysSet,
-    ReadKeys,
-    Receipt,
-    RepliesLater,
-    RunTransaction,
-    call_durable,
-)
+from actors.mail import CommitBatch, CommitKeysAndCreds, KeysGet, KeysSet, ReadKeys, RunTransaction
 from runtime.exit import ExitReason
 from runtime.ref import ActorRef
+from runtime.reply import RepliesLater, Reply, call_durable
 from stores.transactions import DEFAULT_CACHE_SIZE, CommitFn, ReadFn, TransactionalStore
 from stores.types import Batch, SignalStore, Value
 
@@ -124,7 +115,7 @@ class SignalStoreActor(RepliesLater):
             )
         return await super().handle_call(msg)
 
-    def _spawn(self, what: str, work: Callable[[], Awaitable[Any]]) -> Receipt[Any]:
+    def _spawn(self, what: str, work: Callable[[], Awaitable[Any]]) -> Reply[Any]:
         # The caller gets the store's error; the store itself stays consistent.
         return self.reply_later(what, work)
 

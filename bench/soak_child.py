@@ -79,9 +79,10 @@ def creds_line(update: dict[str, Any]) -> dict[str, Any]:
 
 async def child(args: argparse.Namespace, out: TextIO, sink: TextIO) -> int:
     from actors.errors import SessionEnded
-    from actors.messages import RunTransaction, call_durable
+    from actors.mail import RunTransaction
     from runtime.app import Config, open_runtime
     from runtime.log import make_logger
+    from runtime.reply import call_durable
     from sandbox.control import scan_via_control
 
     rng = random.Random(args.seed * 1_000_003 + args.run)

@@ -32,21 +32,15 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.errors import ReceiptAbandoned, StaleCredsChange
-from actors.messages import (
-    CommitBatch,
-    CommitKeysAndCreds,
-    LoadCreds,
-    RunTransaction,
-    SaveCreds,
-    call_durable,
-)
+from actors.errors import StaleCredsChange
+from actors.mail import CommitBatch, CommitKeysAndCreds, LoadCreds, RunTransaction, SaveCreds
 from actors.persister import Persister
 from actors.session import SharedBackend
 from actors.signal_store import SignalStoreActor
-from runtime.errors import ActorDown
+from runtime.errors import ActorDown, ReplyAbandoned
 from runtime.ref import ActorRef
 from runtime.registry import Registry
+from runtime.reply import call_durable
 from runtime.spec import ChildSpec, Strategy
 from runtime.supervisor import open_supervisor
 from stores.creds import AuthCreds, CredsPatch, init_auth_creds
@@ -58,7 +52,7 @@ from tests.session.helpers import crash_and_wait_restart
 CONNECTION_FIELDS = ("routing_info", "platform", "next_pre_key_id")
 TRANSACTION_FIELDS = ("my_app_state_key_id", "last_account_sync_timestamp", "next_pre_key_id")
 # next_pre_key_id is written by both sides, as a top-up and a retry receipt both do.
-UNKNOWN = (ReceiptAbandoned, ActorDown, StaleCredsChange)
+UNKNOWN = (ReplyAbandoned, ActorDown, StaleCredsChange)
 # Outcomes that acknowledge nothing: the change may or may not be in.
 
 CONNECTION_OPS = st.one_of(

@@ -24,6 +24,8 @@ from runtime.errors import (
     MaxChildren,
     NameTaken,
     NoSuchChild,
+    ReplyAbandoned,
+    ReplyTimeout,
     SupervisorGaveUp,
     SupervisorNotRunning,
     UnexpectedMessage,
@@ -33,6 +35,7 @@ from runtime.exit import ExitKind, ExitReason
 from runtime.log import Logger, make_logger
 from runtime.ref import ActorRef, RefStatistics
 from runtime.registry import Registry
+from runtime.reply import RepliesLater, Reply, ReplyBook, call_durable
 from runtime.spec import Backoff, ChildKind, ChildSpec, Restart, Strategy
 from runtime.supervisor import Supervisor, open_supervisor
 
@@ -92,6 +95,11 @@ __all__ = [
     "NoSuchChild",
     "RefStatistics",
     "Registry",
+    "RepliesLater",
+    "Reply",
+    "ReplyAbandoned",
+    "ReplyBook",
+    "ReplyTimeout",
     "Restart",
     "Runtime",
     "Session",
@@ -105,6 +113,7 @@ __all__ = [
     "SupervisorState",
     "SupervisorStatistics",
     "UnexpectedMessage",
+    "call_durable",
     "make_logger",
     "open_dynamic_supervisor",
     "open_event_bus",

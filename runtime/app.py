@@ -44,16 +44,7 @@ from actors.connection.messenger import SendMessage
 from actors.connection.payload import DEFAULT_VERSION, Browser, ClientIdentity
 from actors.connection.transport import Transport, WebSocketTransport
 from actors.errors import ConfigError, ConnectTimeout, SessionEnded, SessionError
-from actors.messages import (
-    CredsState,
-    EndReason,
-    LoadCreds,
-    PersisterStatistics,
-    PersisterStats,
-    SendNode,
-    SessionStatus,
-    call_durable,
-)
+from actors.mail import CredsState, LoadCreds, PersisterStatistics, PersisterStats, SendNode
 from actors.messaging.content import Content
 from actors.messaging.incoming import MessageKey, read_receipts
 from actors.persister import DEFAULT_COALESCE_DELAY
@@ -65,6 +56,7 @@ from actors.session import (
     session_spec,
 )
 from actors.signal_store import DEFAULT_STORE_TIMEOUT, SignalStoreFactory
+from actors.status import EndReason, SessionStatus
 from runtime.core import DEFAULT_MAX_RESTARTS, DEFAULT_MAX_SECONDS
 from runtime.dynamic import DynamicSupervisor, open_dynamic_supervisor
 from runtime.errors import ChildStartError
@@ -73,6 +65,7 @@ from runtime.exit import unwrap_group
 from runtime.log import Logger, default_logger
 from runtime.ref import ActorRef
 from runtime.registry import Registry
+from runtime.reply import call_durable
 from runtime.spec import Backoff
 from stores.auth import (
     PersistedAuth,
@@ -306,12 +299,12 @@ class Session:
         self.closed = trio.Event()
 
     def __repr__(self) -> str:
-        return f"Session({self.account!r}, state={self.status.state})"
+        return f"Session({self.account!r}, state={self.status.state.value})"
 
     @property
     def connection_state(self) -> str:
         """connecting, handshaking, pairing, logging_in, open or closed."""
-        return self.status.state
+        return self.status.state.value
 
     @property
     def end_reason(self) -> EndReason | None:
@@ -333,13 +326,13 @@ class Session:
     async def wait_connected(self, timeout: float = math.inf) -> None:  # noqa: ASYNC109 - issue 5 fixes this signature
         """Return once the connection is open; ``ConnectTimeout`` or ``SessionEnded`` otherwise."""
         with trio.move_on_after(timeout):
-            while self.status.state != ClientState.OPEN.value:
+            while self.status.state is not ClientState.OPEN:
                 if self.status.ended.is_set():
                     reason = self.status.end_reason
                     raise SessionEnded(self.account, reason.value if reason else "ended")
                 await self.status.wait_changed()
             return
-        raise ConnectTimeout(self.account, timeout, self.status.state)
+        raise ConnectTimeout(self.account, timeout, self.status.state.value)
 
     async def wait_ended(self) -> EndReason:
         """Wait until the session ended for good and its tree has stopped."""

@@ -58,6 +58,30 @@ class MailboxFull(ActorRuntimeError, trio.WouldBlock):
         self.name = name
 
 
+class ReplyAbandoned(ActorRuntimeError):
+    """The actor that owed this reply ended before giving it.
+
+    The request may or may not have taken effect (a commit may be durable): treat
+    the outcome as unknown and re-read the durable state. Since 0.2.0 (was
+    ``actors.errors.ReceiptAbandoned``).
+    """
+
+    def __init__(self, actor: str, what: str) -> None:
+        super().__init__(f"{actor} ended before answering {what}; the outcome is unknown")
+        self.actor = actor
+        self.what = what
+
+
+class ReplyTimeout(ActorRuntimeError, TimeoutError):
+    """No reply within its deadline (the outcome is unknown). Since 0.2.0 (was
+    ``actors.errors.ReceiptTimeout``)."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(f"no answer to {what} within {timeout:g} s; the outcome is unknown")
+        self.what = what
+        self.timeout = timeout
+
+
 class NameTaken(ActorRuntimeError):
     """A registry name is already held by a live actor."""
 

@@ -29,7 +29,7 @@ Durability rules (nothing acknowledged to the server before it is durable):
 Each attempt is an ``attempt.Attempt``: its own nursery with a read loop, a reactor
 for the reactions that wait and a writer behind an outbound channel; it asks this
 actor only what ``AttemptHost`` names. While an attempt is open, ``Query`` and
-``SendNode`` calls reach it (answered with a ``Receipt``; ``NotConnected`` when none
+``SendNode`` calls reach it (answered with a ``Reply``; ``NotConnected`` when none
 is open): the door the message layer sends through.
 
 Creds have one owner, the persister. This actor keeps a copy to read, and sends
@@ -70,26 +70,24 @@ from actors.connection.payload import ClientIdentity
 from actors.connection.prekeys import PRE_KEY_TYPE, plan_upload
 from actors.connection.transport import Transport, WebSocketTransport
 from actors.errors import NotConnected, SessionError, TransportClosed
-from actors.messages import (
+from actors.mail import (
     CommitBatch,
     CommitKeysAndCreds,
     ConnectionInfo,
     ConnectionSnapshot,
-    EndReason,
     KeysGet,
     LoadCreds,
     Query,
-    Receipt,
-    RepliesLater,
     SaveCreds,
     SendNode,
-    SessionStatus,
-    call_durable,
 )
 from actors.messaging.errors import MessagingError
 from actors.signal.errors import SignalError
+from actors.status import EndReason, SessionStatus
 from runtime.actor import StopActor
+from runtime.errors import ReplyAbandoned, ReplyTimeout
 from runtime.ref import ActorRef
+from runtime.reply import RepliesLater, Reply, call_durable
 from runtime.spec import Backoff
 from stores.creds import AuthCreds, CredsPatch, KeyPair
 from stores.keys import key_pair_from_plain
@@ -167,12 +165,12 @@ class ConnectionActor(RepliesLater):
 
     async def terminate(self, reason: Any) -> None:
         if not self._status.ended.is_set():
-            self._status.set_state(ClientState.CLOSED.value)
+            self._status.set_state(ClientState.CLOSED)
 
     async def handle_call(self, msg: Any) -> Any:
         if isinstance(msg, ConnectionInfo):
             return ConnectionSnapshot(
-                state=self._status.state, attempts=self._attempts, me=self.me_id()
+                state=self._status.state.value, attempts=self._attempts, me=self.me_id()
             )
         if isinstance(msg, Query):
             return self._on_live("query", lambda live: live.query(msg.node, timeout=msg.timeout))
@@ -184,15 +182,15 @@ class ConnectionActor(RepliesLater):
             )
         return await super().handle_call(msg)
 
-    def _on_live(self, what: str, work: Callable[[Attempt], Awaitable[Any]]) -> Receipt[Any]:
-        """Answer at once with a receipt; ``work`` runs on the open attempt as a task."""
+    def _on_live(self, what: str, work: Callable[[Attempt], Awaitable[Any]]) -> Reply[Any]:
+        """Answer at once with a reply; ``work`` runs on the open attempt as a task."""
         live = self._live
         if live is None or not live.is_open:
-            receipt: Receipt[Any] = self.receipts.issue(what)
-            receipt.fail(NotConnected(self.ctx.name, self._status.state))
-            return receipt
+            reply: Reply[Any] = self.replies.issue(what)
+            reply.fail(NotConnected(self.ctx.name, self._status.state.value))
+            return reply
         # A timeout, a lost connection or a refused message is the caller's answer.
-        answers = (SessionError, MessagingError, SignalError)
+        answers = (SessionError, ReplyAbandoned, ReplyTimeout, MessagingError, SignalError)
         return self.reply_later(what, lambda: work(live), answers=answers)
 
     @property
@@ -207,7 +205,7 @@ class ConnectionActor(RepliesLater):
         return value if isinstance(value, str) else None
 
     def set_state(self, state: ClientState) -> None:
-        self._status.set_state(state.value)
+        self._status.set_state(state)
 
     @property
     def messenger(self) -> Messenger:
@@ -239,7 +237,7 @@ class ConnectionActor(RepliesLater):
                 if restarts_in_row > MAX_IMMEDIATE_RESTARTS:
                     # A server that answers every login with 515 must not get a hot loop.
                     policy = DisconnectPolicy.RECONNECT
-            self._status.set_state(ClientState.CLOSED.value)
+            self._status.set_state(ClientState.CLOSED)
             self.ctx.log.info(
                 "connection_closed", code=outcome.code, reason=outcome.reason, detail=outcome.detail
             )
@@ -290,7 +288,7 @@ class ConnectionActor(RepliesLater):
 
     async def _attempt(self) -> Outcome:
         self._attempts += 1
-        self._status.set_state(ClientState.CONNECTING.value)
+        self._status.set_state(ClientState.CONNECTING)
         self._emit({"connection_update": {"connection": "connecting", "attempt": self._attempts}})
         self.ctx.log.info("connecting", url=self._settings.url, attempt=self._attempts)
         settings = self._settings

@@ -65,9 +65,10 @@ from actors.connection.client_state import (
 from actors.connection.errors import RemoteProtocolError
 from actors.connection.prekeys import MIN_PREKEY_COUNT, PRE_KEY_TYPE, upload_count
 from actors.connection.transport import Channel
-from actors.errors import ConnectionLost, QueryTimeout, ReceiptTimeout, TransportClosed
-from actors.messages import Receipt
+from actors.errors import ConnectionLost, QueryTimeout, TransportClosed
+from runtime.errors import ReplyTimeout
 from runtime.log import Logger
+from runtime.reply import Reply
 from stores.creds import AuthCreds, KeyPair
 
 UPLOAD_ATTEMPTS = 3
@@ -191,7 +192,7 @@ class Attempt:
         self._reactions_in, self._reactions_out = trio.open_memory_channel[Reaction](
             REACTIONS_QUEUED
         )
-        self._waiters: dict[str, Receipt[BinaryNode]] = {}
+        self._waiters: dict[str, Reply[BinaryNode]] = {}
 
     @property
     def is_open(self) -> bool:
@@ -265,7 +266,7 @@ class Attempt:
         ``ConnectionLost`` if the attempt ends first.
         """
         limit = self.timers.query_timeout if timeout is None else timeout
-        receipt: Receipt[BinaryNode] = Receipt("connection", "iq")
+        receipt: Reply[BinaryNode] = Reply("connection", "iq")
         ids: list[str] = []
 
         def produce() -> bytes:
@@ -278,7 +279,7 @@ class Attempt:
         try:
             await self.send_with(produce)
             return await receipt.wait(limit)
-        except ReceiptTimeout:
+        except ReplyTimeout:
             raise QueryTimeout(ids[0], limit) from None
         finally:
             if ids:

@@ -18,14 +18,17 @@ import trio.testing
 
 from actors.connection.actor import ConnectionActor, ConnectionSettings
 from actors.connection.binary import BinaryNode
+from actors.connection.client_state import ClientState
 from actors.connection.transport import MemoryChannel, MemoryTransport
 from actors.errors import ConnectionLost, NotConnected, QueryTimeout
-from actors.messages import Query, SendNode, SessionStatus, call_durable
+from actors.mail import Query, SendNode
 from actors.persister import Persister
 from actors.session import SharedBackend
 from actors.signal_store import SignalStoreActor
+from actors.status import SessionStatus
 from runtime.ref import ActorRef
 from runtime.registry import Registry
+from runtime.reply import call_durable
 from runtime.spec import ChildSpec, Strategy
 from runtime.supervisor import open_supervisor
 from stores.memory import MemoryBackend
@@ -187,7 +190,7 @@ async def test_a_query_nobody_answers_is_a_query_timeout_and_pings_still_flow(
         pong = await s.server.next_node()
         state = s.status.state
     assert caught.value.iq_id == sent.attrs["id"] and caught.value.timeout == 5.0
-    assert pong.attrs["id"] == "ping-2" and state == "open"
+    assert pong.attrs["id"] == "ping-2" and state is ClientState.OPEN
 
 
 async def test_a_connection_that_ends_fails_every_waiting_query(
@@ -238,5 +241,5 @@ async def test_a_stanza_sent_through_the_door_reaches_the_server(
 
 
 async def wait_open(status: SessionStatus) -> None:
-    while status.state != "open":
+    while status.state is not ClientState.OPEN:
         await status.wait_changed()

@@ -13,9 +13,10 @@ import pytest
 import trio
 import trio.testing
 
-from actors.errors import ReceiptAbandoned
-from actors.messages import RunTransaction, call_durable
+from actors.mail import RunTransaction
 from runtime.app import Runtime, open_runtime
+from runtime.errors import ReplyAbandoned
+from runtime.reply import call_durable
 from stores.auth import PersistedAuth
 from stores.errors import DurabilityError
 from stores.memory import MemoryBackend
@@ -93,7 +94,7 @@ async def test_signal_store_crash_mid_transaction_commits_nothing_and_restarts_c
         receipt = await store.call(RunTransaction("k", slow))
         await trio.testing.wait_all_tasks_blocked()
         await crash_and_wait_restart(store)
-        with pytest.raises(ReceiptAbandoned):
+        with pytest.raises(ReplyAbandoned):
             await receipt.wait(5)
         assert await backend.read_keys("session", ["half"]) == {}
 

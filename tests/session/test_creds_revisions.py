@@ -16,14 +16,13 @@ import trio
 import trio.testing
 
 from actors.errors import CredsSnapshotRefused, StaleCredsChange
-from actors.messages import (
+from actors.mail import (
     CommitBatch,
     CommitKeysAndCreds,
     LoadCreds,
     ReadKeys,
     RunTransaction,
     SaveCreds,
-    call_durable,
 )
 from actors.persister import Persister
 from actors.session import SharedBackend
@@ -31,6 +30,7 @@ from actors.signal_store import SignalStoreActor
 from runtime.app import open_runtime
 from runtime.ref import ActorRef
 from runtime.registry import Registry
+from runtime.reply import call_durable
 from runtime.spec import ChildSpec, Strategy
 from runtime.supervisor import open_supervisor
 from stores.auth import use_memory_auth_state

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from actors.connection.actor import LOGGED_OUT_MARK
-from actors.messages import EndReason
+from actors.status import EndReason
 from runtime.app import Runtime, open_runtime
 from runtime.spec import Backoff
 from stores.auth import PersistedAuth, use_memory_auth_state

@@ -11,18 +11,12 @@ import pytest
 import trio
 import trio.testing
 
-from actors.messages import (
-    CommitBatch,
-    LoadCreds,
-    PersisterStatistics,
-    PersisterStats,
-    SaveCreds,
-    call_durable,
-)
+from actors.mail import CommitBatch, LoadCreds, PersisterStatistics, PersisterStats, SaveCreds
 from actors.persister import Persister
 from actors.session import ReopeningBackend, SharedBackend
 from runtime.app import AuthLocation
 from runtime.ref import ActorRef
+from runtime.reply import call_durable
 from runtime.spec import ChildSpec
 from runtime.supervisor import Supervisor, open_supervisor
 from stores.auth import use_native_file_auth_state

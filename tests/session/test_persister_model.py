@@ -21,11 +21,11 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.errors import ReceiptAbandoned
-from actors.messages import CommitBatch, LoadCreds, SaveCreds, call_durable
+from actors.mail import CommitBatch, LoadCreds, SaveCreds
 from actors.persister import Persister
 from actors.session import SharedBackend
-from runtime.errors import ActorDown
+from runtime.errors import ActorDown, ReplyAbandoned
+from runtime.reply import call_durable
 from runtime.spec import ChildSpec
 from runtime.supervisor import open_supervisor
 from stores.creds import CredsPatch, init_auth_creds
@@ -71,7 +71,7 @@ async def run_schedule(ops: list[tuple[str, int]], fsync_ms: int, delay_ms: int)
                 seq = await call_durable(
                     ref, CommitBatch(Batch(keys={"session": {key: n}})), timeout=60
                 )
-            except (ReceiptAbandoned, ActorDown):
+            except (ReplyAbandoned, ActorDown):
                 return  # outcome unknown: allowed after a crash
             stored = await backend.read_keys("session", [key])
             assert stored == {key: n}, "acknowledged before durable"
@@ -97,7 +97,7 @@ async def run_schedule(ops: list[tuple[str, int]], fsync_ms: int, delay_ms: int)
             try:
                 state = await call_durable(ref, LoadCreds(), timeout=60)
                 break
-            except (ReceiptAbandoned, ActorDown):
+            except (ReplyAbandoned, ActorDown):
                 await trio.testing.wait_all_tasks_blocked()
         assert state is not None
     await source.aclose()

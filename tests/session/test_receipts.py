@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 import trio
 
-from actors.errors import ReceiptAbandoned, ReceiptTimeout
-from actors.messages import Receipt, ReceiptBook, RepliesLater, call_durable
+from runtime.errors import ReplyAbandoned, ReplyTimeout
+from runtime.reply import RepliesLater, Reply, ReplyBook, call_durable
 from runtime.spec import ChildSpec, Restart
 from runtime.supervisor import open_supervisor
 
 
 async def test_a_receipt_resolves_once_and_later_settlements_are_ignored(autojump_clock):
     """resolve wins over a later fail; wait returns the value."""
-    receipt: Receipt[int] = Receipt("owner", "thing")
+    receipt: Reply[int] = Reply("owner", "thing")
     receipt.resolve(7)
     receipt.fail(RuntimeError("late"))
     assert await receipt.wait(1) == 7
@@ -24,7 +24,7 @@ async def test_a_receipt_resolves_once_and_later_settlements_are_ignored(autojum
 
 async def test_a_failed_receipt_raises_its_error(autojump_clock):
     """fail(error) makes wait raise that very error."""
-    receipt: Receipt[int] = Receipt("owner", "thing")
+    receipt: Reply[int] = Reply("owner", "thing")
     error = RuntimeError("disk")
     receipt.fail(error)
     with pytest.raises(RuntimeError) as caught:
@@ -33,22 +33,22 @@ async def test_a_failed_receipt_raises_its_error(autojump_clock):
 
 
 async def test_an_unanswered_receipt_times_out_saying_the_outcome_is_unknown(autojump_clock):
-    """wait(timeout) raises ReceiptTimeout naming the owner and what was asked."""
-    receipt: Receipt[int] = Receipt("persister#1", "commit")
-    with pytest.raises(ReceiptTimeout, match=r"persister#1: commit.*unknown"):
+    """wait(timeout) raises ReplyTimeout naming the owner and what was asked."""
+    receipt: Reply[int] = Reply("persister#1", "commit")
+    with pytest.raises(ReplyTimeout, match=r"persister#1: commit.*unknown"):
         await receipt.wait(5)
     assert trio.current_time() == pytest.approx(5)
 
 
 async def test_abandon_all_fails_every_open_receipt_of_an_ending_incarnation(autojump_clock):
     """An actor that ends abandons what it owes; settled receipts keep their value."""
-    book = ReceiptBook("signal_store#2")
+    book = ReplyBook("signal_store#2")
     receipts = [book.issue(f"tx {i}") for i in range(200)]
     receipts[0].resolve("done")
     assert len(book) == 199
     book.abandon_all()
     assert await receipts[0].wait(1) == "done"
-    with pytest.raises(ReceiptAbandoned, match="signal_store#2 ended before answering tx 5"):
+    with pytest.raises(ReplyAbandoned, match="signal_store#2 ended before answering tx 5"):
         await receipts[5].wait(1)
 
 
@@ -70,7 +70,7 @@ async def test_reply_later_settles_from_a_task_and_an_ended_incarnation_abandons
     autojump_clock,
 ):
     """reply_later: a listed error reaches the caller; receipts still open when the
-    incarnation ends fail with ReceiptAbandoned naming it, never hang."""
+    incarnation ends fail with ReplyAbandoned naming it, never hang."""
     spec = ChildSpec("slow", Slow, name="slow", restart=Restart.TEMPORARY)
     async with open_supervisor([spec]) as sup:
         ref = sup.ref("slow")
@@ -80,5 +80,5 @@ async def test_reply_later_settles_from_a_task_and_an_ended_incarnation_abandons
         slow = await ref.call(("wait", 3600), timeout=5)
         assert await quick.wait(5) is None
         await sup.terminate_child("slow")
-    with pytest.raises(ReceiptAbandoned, match=r"slow#1 ended before answering wait 3600"):
+    with pytest.raises(ReplyAbandoned, match=r"slow#1 ended before answering wait 3600"):
         await slow.wait(5)

@@ -12,7 +12,7 @@ import trio
 
 from actors.connection.actor import LOGGED_OUT_MARK
 from actors.errors import ConnectTimeout, SessionEnded
-from actors.messages import EndReason
+from actors.status import EndReason
 from runtime.app import AuthLocation, Config, SessionFailed, open_runtime, run
 from runtime.log import make_logger
 from sandbox.server import open_sandbox

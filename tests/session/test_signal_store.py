@@ -9,12 +9,13 @@ from typing import Any
 import trio
 import trio.testing
 
-from actors.messages import KeysGet, KeysSet, RunTransaction, call_durable
+from actors.mail import KeysGet, KeysSet, RunTransaction
 from actors.persister import Persister
 from actors.session import SharedBackend
 from actors.signal_store import SignalStoreActor
 from runtime.ref import ActorRef
 from runtime.registry import Registry
+from runtime.reply import call_durable
 from runtime.spec import ChildSpec, Strategy
 from runtime.supervisor import Supervisor, open_supervisor
 from stores.creds import init_auth_creds

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from actors.errors import ConfigError
-from actors.messages import EndReason
+from actors.status import EndReason
 from runtime.app import AuthLocation, Config, open_runtime
 from stores.postgres import open_postgres_backend
 from stores.postgres_lease import read_lease

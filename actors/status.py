@@ -1,0 +1,73 @@
+"""A session's status as the runtime sees it: the connection's state and how it ended.
+
+``SessionStatus`` lives outside the restarting actors (the runtime owns it; the
+connection actor is its only writer), so it outlives every restart. Its ``state``
+is the connection's ``ClientState`` enum.
+
+Since 0.1.0 (in ``actors.messages``, the state a plain string; here since 0.2.0).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import trio
+
+from actors.connection.client_state import ClientState
+
+
+class EndReason(enum.Enum):
+    """Why a session ended for good."""
+
+    STOPPED = "stopped"  # asked to stop (rt.stop(), Ctrl-C)
+    LOGGED_OUT = "logged_out"  # 401: the phone removed the device
+    REPLACED = "replaced"  # 440: another client took over the session
+    REFUSED = "refused"  # 403/411: the server refuses this device
+    FAILED = "failed"  # the session tree gave up (restart intensity) or failed to start
+    FENCED = "fenced"  # the store's lease was lost: another process may own the account
+
+
+class SessionStatus:
+    """What a session's connection reports to the runtime: its state and how it ended.
+
+    Owned by the runtime (it outlives every actor restart); the connection actor
+    is its only writer. ``wait_state`` and ``ended`` let the runtime wait.
+    """
+
+    def __init__(self, account: str, initial: ClientState = ClientState.CONNECTING) -> None:
+        self.account = account
+        self.state = initial
+        self.me: str | None = None
+        self.end_reason: EndReason | None = None
+        self.error: BaseException | None = None
+        self.ended = trio.Event()
+        self._changed = trio.Event()
+
+    def __repr__(self) -> str:
+        state = self.state.value
+        return f"SessionStatus({self.account!r}, state={state}, end={self.end_reason})"
+
+    def set_state(self, state: ClientState) -> None:
+        if state != self.state:
+            self.state = state
+            self._changed.set()
+            self._changed = trio.Event()
+
+    def end(self, reason: EndReason, error: BaseException | None = None) -> None:
+        """Record the end (the first reason wins) and wake waiters."""
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.error = error
+        self.set_state(ClientState.CLOSED)
+        self.ended.set()
+        self._changed.set()
+
+    async def wait_changed(self) -> None:
+        """Return at the next state change or end."""
+        if self.ended.is_set():
+            await trio.lowlevel.checkpoint()
+            return
+        await self._changed.wait()
+
+
+__all__ = ["EndReason", "SessionStatus"]
