@@ -11,14 +11,23 @@ The script, stage by stage (each one waits for what the runtime really did):
 5. ``logged_in``: the login handshake with the saved creds succeeds.
 6. ``pre_keys_uploaded``: pre-keys are committed durably, then uploaded.
 7. ``open``: the session is open.
-8. ``crash_connection``: the connection actor is crashed on purpose; its
-   supervisor restarts it and the session opens again, no QR.
-9. ``crash_persister``: the persister is crashed on purpose; rest_for_one
-   restarts it and the actors after it (signal store, connection).
-10. ``nothing_lost``: the durable creds and keys read back equal to before.
-11. ``runtime_restarted``: the whole runtime stops and starts again on the same
-    directory, and logs in without a QR.
-12. ``done``: where the auth directory is, and how to inspect it.
+8. ``conversation``: a simulated contact (Ann, whose Signal side is our own
+   code) writes to the bot; the bot receives it (``messages_upsert``, after the
+   decrypt is durable) and answers with ``send_message``; Ann's phone decrypts
+   the answer and sends a delivery receipt (``messages_update``).
+9. ``crash_connection``: Ann writes and, in the same instant, the connection
+   actor is crashed on purpose; its supervisor restarts it, the session opens
+   again (no QR), Ann's message arrives (the server delivers what was not
+   acked) and the bot answers it.
+10. ``crash_persister``: the same with the persister; rest_for_one restarts it
+    and the actors after it (signal store, connection).
+11. ``nothing_lost``: the durable creds and keys read back equal to before the
+    crashes; every message of the conversation arrived on both sides and none
+    failed to decrypt.
+12. ``runtime_restarted``: the whole runtime stops and starts again on the same
+    directory, logs in without a QR, and the conversation goes on from the
+    Signal sessions on disk.
+13. ``done``: where the auth directory is, and how to inspect it.
 
 This module is the demo only: it is the one place in ``actors`` that imports
 ``sandbox`` (a server for tests and demos, never used by a session).
@@ -37,7 +46,9 @@ from typing import Any
 
 import trio
 
-from actors.demo_show import Journal, Show, TapLogger, connection, logged
+from actors.cli import describe_message
+from actors.connection.binary.jid import Jid
+from actors.demo_show import Journal, Record, Show, TapLogger, connection, logged
 from runtime.app import Config, Runtime, open_runtime
 from runtime.errors import ActorDown, MailboxFull
 from runtime.ref import ActorRef
@@ -55,6 +66,7 @@ STAGES = (
     "logged_in",
     "pre_keys_uploaded",
     "open",
+    "conversation",
     "crash_connection",
     "crash_persister",
     "nothing_lost",
@@ -129,6 +141,19 @@ def changed_creds(before: AuthCreds, after: AuthCreds) -> list[str]:
     return sorted((changed - REFRESHED_AT_LOGIN) | lost)
 
 
+def lost_keys(before: dict[str, int], after: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Key types with fewer records than before: ``{type: (before, after)}``.
+
+    The conversation may add records during the crashes (a message kept under the
+    contact's LID address once the bot learnt it); none may go missing.
+    """
+    return {
+        kind: (count, after.get(kind, 0))
+        for kind, count in sorted(before.items())
+        if after.get(kind, 0) < count
+    }
+
+
 async def crash_and_wait(ref: ActorRef, within: float) -> None:
     """Crash the actor behind ``ref`` and return once a new incarnation runs."""
     before = ref.statistics().incarnations
@@ -144,6 +169,114 @@ async def crash_and_wait(ref: ActorRef, within: float) -> None:
             await trio.sleep(0.005)  # polls the registry; bounded by the timeout
 
 
+def received(message_id: str) -> Any:
+    """A predicate: a ``messages_upsert`` event carrying the message ``message_id``."""
+
+    def match(record: Record) -> bool:
+        if record.kind != "event" or record.name != "messages_upsert":
+            return False
+        return any(m["key"]["id"] == message_id for m in record.fields.get("messages", ()))
+
+    return match
+
+
+def receipt(message_id: str) -> Any:
+    """A predicate: a ``messages_update`` event reporting on our message ``message_id``."""
+
+    def match(record: Record) -> bool:
+        if record.kind != "event" or record.name != "messages_update":
+            return False
+        return any(u["key"]["id"] == message_id for u in record.fields.get("value", ()))
+
+    return match
+
+
+class Chat:
+    """The conversation between the simulated contact Ann and the bot, on both sides."""
+
+    def __init__(self, sb: Sandbox, bot_device: str) -> None:
+        self.sb = sb
+        self.ann = sb.new_contact("Ann")
+        self.bot = str(Jid.parse(bot_device).user_jid())
+        self.sent: list[str] = []  # ids of what Ann wrote
+        self.answers: list[str] = []  # texts the bot answered
+
+    def write(self, show: Show, text: str, why: str = "") -> str:
+        """Ann writes ``text`` to the bot (the sandbox routes it at once)."""
+        message_id = self.sb.contact_send(self.ann.jid, self.bot, text)
+        self.sent.append(message_id)
+        show.note(
+            f"Ann ({self.ann.jid}) writes to the bot: {text!r}{why}",
+            contact=self.ann.jid,
+            said=text,
+            id=message_id,
+        )
+        return message_id
+
+    async def answer(
+        self, show: Show, rt: Runtime, journal: Journal, message_id: str, text: str
+    ) -> None:
+        """Wait until the bot received ``message_id``; answer it; wait until Ann read it."""
+        entry = await self.receive(show, journal, message_id)
+        await self.reply(show, rt, journal, entry, text)
+
+    async def receive(self, show: Show, journal: Journal, message_id: str) -> dict[str, Any]:
+        """The bot's ``messages_upsert`` entry of ``message_id`` (waits for it)."""
+        record = await journal.wait_for(received(message_id))
+        [entry] = [m for m in record.fields["messages"] if m["key"]["id"] == message_id]
+        if entry.get("undecryptable"):
+            raise DemoFailed(f"the bot could not decrypt {message_id}: {entry['undecryptable']}")
+        times = sum(
+            1
+            for r in journal.records
+            if received(message_id)(r)  # a stanza delivered again is emitted again
+        )
+        again = "" if times == 1 else f" (emitted {times} times: delivered again, same key)"
+        show.note(f"bot received: {describe_message(entry)}{again}", id=message_id, times=times)
+        return dict(entry)
+
+    async def reply(
+        self, show: Show, rt: Runtime, journal: Journal, entry: dict[str, Any], text: str
+    ) -> None:
+        """The bot answers ``entry`` with ``text``; returns once Ann's phone read it."""
+        await rt.wait_connected()  # what waited on the server arrives before "open"
+        key = await rt.send_message(entry["key"]["remote_jid"], {"text": text})
+        self.answers.append(text)
+        show.note(
+            f"bot answers {text!r}: acked by the server as {key.id} (its Signal session "
+            "changes were durable before the stanza left)",
+            answer=text,
+            id=key.id,
+        )
+        got = await self.sb.wait_contact_messages(self.ann.jid, len(self.answers))
+        last = got[-1]
+        if last.error is not None or last.text != text:
+            raise DemoFailed(f"Ann read {last.text!r} ({last.error}), expected {text!r}")
+        await journal.wait_for(receipt(key.id))
+        show.note(
+            f"Ann's phone decrypted it ({last.text!r}) and sent a delivery receipt "
+            "(messages_update: delivery)",
+            read=last.text,
+        )
+
+    def check(self, journal: Journal, first: int = 0) -> tuple[int, int]:
+        """Ann's messages from the ``first`` on reached the bot (as ``journal`` saw), every
+        answer reached Ann, none undecryptable: (messages to the bot, answers to Ann)."""
+        upserts = [r for r in journal.records if r.kind == "event" and r.name == "messages_upsert"]
+        entries = [m for r in upserts for m in r.fields.get("messages", ())]
+        bad = [m["key"]["id"] for m in entries if m.get("undecryptable")]
+        if bad:
+            raise DemoFailed(f"the bot could not decrypt {bad}")
+        seen = {m["key"]["id"] for m in entries}
+        missing = [i for i in self.sent[first:] if i not in seen]
+        if missing:
+            raise DemoFailed(f"messages Ann wrote never reached the bot: {missing}")
+        got = self.sb.contact_messages(self.ann.jid)
+        if [m.text for m in got] != self.answers or any(m.error for m in got):
+            raise DemoFailed(f"Ann read {[(m.text, m.error) for m in got]}, not {self.answers}")
+        return len(self.sent) - first, len(got)
+
+
 async def run_whatsapp_demo(show: Show, workdir: Path) -> Path:
     """Run every stage; returns the auth directory. Raises DemoFailed when a stage differs."""
     auth_dir = workdir / "auth"
@@ -151,8 +284,8 @@ async def run_whatsapp_demo(show: Show, workdir: Path) -> Path:
         show.stage("sandbox", "the sandbox runs in this process; a fresh auth directory")
         show.note(f"sandbox: {sb.url} (loopback, in process; no network)", url=sb.url)
         show.note(f"auth directory (native, new): {auth_dir}", auth_dir=str(auth_dir))
-        durable = await _first_run(show, sb, auth_dir)
-        await _second_run(show, sb, auth_dir, durable)
+        durable, chat = await _first_run(show, sb, auth_dir)
+        await _second_run(show, sb, auth_dir, durable, chat)
     show.stage("done", "the device stays linked in the auth directory", auth_dir=str(auth_dir))
     show.note(f"auth directory: {auth_dir}", auth_dir=str(auth_dir))
     show.note(f"inspect it with: baileys-trio inspect {auth_dir}", command="inspect")
@@ -176,7 +309,7 @@ def _subscriber(show: Show, journal: Journal) -> Any:
     return on_event
 
 
-async def _first_run(show: Show, sb: Sandbox, auth_dir: Path) -> Durable:
+async def _first_run(show: Show, sb: Sandbox, auth_dir: Path) -> tuple[Durable, Chat]:
     journal = Journal()
     log = TapLogger(journal, show.runtime_log)
     async with open_runtime(
@@ -192,10 +325,15 @@ async def _first_run(show: Show, sb: Sandbox, auth_dir: Path) -> Durable:
             durable_seq=before.disk_seq,
             key_counts=before.key_counts,
         )
-        await _crash_connection(show, sb, rt, journal)
-        await _crash_persister(show, sb, rt, journal)
+        chat = Chat(sb, str(open_event.fields.get("me")))
+        show.stage("conversation", "a contact writes to the bot, the bot answers")
+        first = chat.write(show, "hello bot", " (a pkmsg: her phone starts a Signal session)")
+        await chat.answer(show, rt, journal, first, "hello Ann")
+        before = await read_durable(rt, auth_dir)
+        await _crash_connection(show, sb, rt, journal, chat)
+        await _crash_persister(show, sb, rt, journal, chat)
         after = await read_durable(rt, auth_dir)
-        _nothing_lost(show, before, after)
+        _nothing_lost(show, before, after, chat, journal)
         show.stage("runtime_restarted", "stopping the whole runtime and starting it again")
     report = await trio.to_thread.run_sync(inspect_location, auth_dir)
     if not report.ok or report.accounts[0].lock_owner is not None:
@@ -205,7 +343,7 @@ async def _first_run(show: Show, sb: Sandbox, auth_dir: Path) -> Durable:
         f"released; durable seq {report.accounts[0].durable_seq}",
         durable_seq=report.accounts[0].durable_seq,
     )
-    return after
+    return after, chat
 
 
 async def _pair(show: Show, sb: Sandbox, journal: Journal) -> None:
@@ -245,18 +383,41 @@ async def _pair(show: Show, sb: Sandbox, journal: Journal) -> None:
     )
 
 
-async def _crash_connection(show: Show, sb: Sandbox, rt: Runtime, journal: Journal) -> None:
-    show.stage("crash_connection", "crashing the connection actor on purpose")
+async def _crash_connection(
+    show: Show, sb: Sandbox, rt: Runtime, journal: Journal, chat: Chat
+) -> None:
+    show.stage("crash_connection", "crashing the connection actor on purpose, mid-conversation")
+    # Ann's message is on its way when the crash comes: whatever the connection had
+    # not acked, the server delivers again after the restart.
+    written = chat.write(show, "are you there?", " ... and in the same instant:")
     await _crash(show, sb, rt, journal, "connection", ["connection"])
+    await chat.answer(show, rt, journal, written, "still here after the connection crash")
 
 
-async def _crash_persister(show: Show, sb: Sandbox, rt: Runtime, journal: Journal) -> None:
-    show.stage("crash_persister", "crashing the persister on purpose (rest_for_one)")
-    await _crash(show, sb, rt, journal, "persister", ["persister", "signal_store", "connection"])
+async def _crash_persister(
+    show: Show, sb: Sandbox, rt: Runtime, journal: Journal, chat: Chat
+) -> None:
+    show.stage(
+        "crash_persister", "crashing the persister on purpose, mid-conversation (rest_for_one)"
+    )
+    # The bot has received Ann's message (its decrypt is durable) but not answered
+    # yet when the persister crashes; the answer after the restart uses the Signal
+    # session read back from disk.
+    written = chat.write(show, "did you get that?")
+    entry = await chat.receive(show, journal, written)
+    show.note("before the bot answers:")
+    victims = ["persister", "signal_store", "connection"]
+    await _crash(show, sb, rt, journal, "persister", victims)
+    await chat.reply(show, rt, journal, entry, "still here after the persister crash")
 
 
 async def _crash(
-    show: Show, sb: Sandbox, rt: Runtime, journal: Journal, victim: str, expected: list[str]
+    show: Show,
+    sb: Sandbox,
+    rt: Runtime,
+    journal: Journal,
+    victim: str,
+    expected: list[str],
 ) -> None:
     refs = rt.primary.refs
     incarnations = {name: ref.statistics().incarnations for name, ref in refs.items()}
@@ -280,13 +441,18 @@ async def _crash(
     )
 
 
-def _nothing_lost(show: Show, before: Durable, after: Durable) -> None:
+def _nothing_lost(
+    show: Show, before: Durable, after: Durable, chat: Chat, journal: Journal
+) -> None:
     changed = changed_creds(before.creds, after.creds)
-    show.stage("nothing_lost", "the durable creds and keys read back as before the crashes")
+    show.stage(
+        "nothing_lost", "the durable creds, keys and conversation read back as before the crashes"
+    )
     if changed:
         raise DemoFailed(f"creds fields changed or lost across the crashes: {changed}")
-    if after.key_counts != before.key_counts:
-        raise DemoFailed(f"keys changed: {before.key_counts} -> {after.key_counts}")
+    fewer = lost_keys(before.key_counts, after.key_counts)
+    if fewer:
+        raise DemoFailed(f"keys lost: {fewer} ({before.key_counts} -> {after.key_counts})")
     if (after.disk_seq or 0) < (before.disk_seq or 0):
         raise DemoFailed(f"durable seq went back: {before.disk_seq} -> {after.disk_seq}")
     creds = after.creds
@@ -310,9 +476,16 @@ def _nothing_lost(show: Show, before: Durable, after: Durable) -> None:
         )
     show.note(f"before: {before.describe()}", durable_seq=before.disk_seq, keys=before.key_counts)
     show.note(f"after:  {after.describe()}", durable_seq=after.disk_seq, keys=after.key_counts)
+    to_bot, to_ann = chat.check(journal)
+    show.note(
+        f"conversation: all {to_bot} messages Ann wrote reached the bot and all {to_ann} "
+        "answers reached Ann; none failed to decrypt on either side",
+        to_bot=to_bot,
+        to_contact=to_ann,
+    )
 
 
-async def _second_run(show: Show, sb: Sandbox, auth_dir: Path, before: Durable) -> None:
+async def _second_run(show: Show, sb: Sandbox, auth_dir: Path, before: Durable, chat: Chat) -> None:
     journal = Journal()
     log = TapLogger(journal, show.runtime_log)
     links = sb.statistics().links
@@ -332,6 +505,10 @@ async def _second_run(show: Show, sb: Sandbox, auth_dir: Path, before: Durable) 
             me=opened.fields.get("me"),
             qr_shown=False,
         )
+        first = len(chat.sent)
+        written = chat.write(show, "and after the restart?", " (a msg: the session is on disk)")
+        await chat.answer(show, rt, journal, written, "still here after the restart")
+        chat.check(journal, first)
 
 
 def _count(journal: Journal, predicate: Any) -> int:

@@ -23,16 +23,18 @@ _C = TypeVar("_C")
 EXIT_OK = 0
 EXIT_FAILED = 1
 
-HELP = "pair, crash and restart a WhatsApp session against the in-process sandbox (offline)"
+HELP = "pair, talk, crash and restart a WhatsApp session against the in-process sandbox (offline)"
 DESCRIPTION = (
     "Start the sandbox in this process (loopback, no network), run a session on a fresh "
     "native auth directory with the real runtime, draw the pairing QR and let the "
     "simulated phone scan it, show pairing, the 515 restart, login, the pre-key upload "
-    "and open; then crash the connection actor and the persister on purpose and show the "
-    "supervisor bring them back with nothing lost, and restart the whole runtime to log "
-    "in without a QR. Takes a few seconds (at most 30), exits 0, and prints the auth "
-    "directory (kept) and the inspect command for it. With --supervision: the sample "
-    "supervision tree instead (restarts, rest_for_one, a child giving up)."
+    "and open; a simulated contact writes to the bot and the bot answers; then crash the "
+    "connection actor and the persister on purpose in the middle of the conversation and "
+    "show the supervisor bring them back with nothing lost (no message, no Signal "
+    "session), and restart the whole runtime to log in without a QR and go on talking. "
+    "Takes a few seconds (at most 30), exits 0, and prints the auth directory (kept) and "
+    "the inspect command for it. With --supervision: the sample supervision tree instead "
+    "(restarts, rest_for_one, a child giving up)."
 )
 EXAMPLES = (
     "baileys-trio demo",

@@ -11,8 +11,9 @@ import pytest
 import trio
 
 import actors.demo
-from actors.demo import DemoFailed, changed_creds
+from actors.demo import DemoFailed, changed_creds, lost_keys, receipt, received
 from actors.demo_command import EXIT_FAILED, run
+from actors.demo_show import Record
 from runtime.log import make_logger
 from stores.creds import init_auth_creds
 
@@ -42,6 +43,23 @@ def test_routing_info_may_be_refreshed_but_not_lost():
     dropped = before.copy()
     dropped.routing_info = None
     assert changed_creds(before, dropped) == ["routing_info"]
+
+
+def test_keys_the_conversation_adds_are_not_a_loss_but_missing_ones_are():
+    """More records of a type pass; fewer (or a type gone) are named with both counts."""
+    before = {"pre-key": 811, "session": 1, "received-message": 1}
+    assert lost_keys(before, {**before, "received-message": 2, "sent-message": 1}) == {}
+    assert lost_keys(before, {"pre-key": 811, "received-message": 1}) == {"session": (1, 0)}
+    assert lost_keys(before, {**before, "pre-key": 810}) == {"pre-key": (811, 810)}
+
+
+def test_the_demo_finds_a_message_and_its_receipt_by_id():
+    """The conversation waits for the messages_upsert and messages_update naming an id."""
+    key = {"remote_jid": "1@s.whatsapp.net", "from_me": False, "id": "A", "participant": None}
+    upsert = Record("event", "messages_upsert", {"type": "notify", "messages": [{"key": key}]})
+    update = Record("event", "messages_update", {"value": [{"key": {**key, "id": "B"}}]})
+    assert received("A")(upsert) and not received("B")(upsert) and not received("A")(update)
+    assert receipt("B")(update) and not receipt("A")(update) and not receipt("A")(upsert)
 
 
 @pytest.mark.parametrize("fmt", ["console", "json"])

@@ -43,7 +43,7 @@ def auth_dir_of(text: str) -> Path:
 
 
 def test_console_demo_shows_every_stage_in_order_and_keeps_an_inspectable_auth_dir(tmp_path):
-    """Console demo exits 0, heads every stage in order, and its auth dir passes inspect."""
+    """Console demo exits 0, heads every stage and the conversation in order; inspect passes."""
     done = run_cli(tmp_path, "demo", "--log-format", "console")
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -55,16 +55,31 @@ def test_console_demo_shows_every_stage_in_order_and_keeps_an_inspectable_auth_d
         "logged in with the saved creds",
         "812 pre-keys generated and durable before the upload; 812 uploaded",
         "open as ",
+        "Ann (15550100001@s.whatsapp.net) writes to the bot: 'hello bot' (a pkmsg",
+        "bot received: message 3EB0",
+        "from Ann <15550100001@s.whatsapp.net>: hello bot",
+        "bot answers 'hello Ann': acked by the server as 3EB0",
+        "Ann's phone decrypted it ('hello Ann') and sent a delivery receipt",
+        "writes to the bot: 'are you there?' ... and in the same instant:",
         "supervisor: child_crashed connection",
         "supervisor: child_started connection kind=worker incarnation=2",
         "restarted by the supervisor: connection #2",
+        "from Ann <15550100001@s.whatsapp.net>: are you there?",
+        "Ann's phone decrypted it ('still here after the connection crash')",
+        "writes to the bot: 'did you get that?'",
+        "from Ann <15550100001@s.whatsapp.net>: did you get that?",
         "supervisor: child_crashed persister",
         "restarted by the supervisor: persister #2, signal_store #2, connection #3",
+        "Ann's phone decrypted it ('still here after the persister crash')",
         "creds kept: me ",
         "before: durable seq",
         "after:  durable seq",
+        "conversation: all 3 messages Ann wrote reached the bot and all 3 answers reached Ann",
         "the lock is released; durable seq",
         "without a QR (sandbox links: 1)",
+        "writes to the bot: 'and after the restart?'",
+        "from Ann <15550100001@s.whatsapp.net>: and after the restart?",
+        "Ann's phone decrypted it ('still here after the restart')",
         "inspect it with: baileys-trio inspect ",
     ]
     positions = [out.find(phrase) for phrase in expected_in_order]
@@ -80,7 +95,8 @@ def test_console_demo_shows_every_stage_in_order_and_keeps_an_inspectable_auth_d
     assert inspected.returncode == 0, inspected.stdout + inspected.stderr
     me = re.search(r"open as (\S+)", out)
     assert me is not None and me.group(1).rstrip(";") in inspected.stdout
-    assert "pre-key 812" in inspected.stdout
+    assert "pre-key 811" in inspected.stdout  # Ann's first message used one one-time pre-key
+    assert "session 1" in inspected.stdout  # the Signal session with Ann's phone, on disk
 
 
 def test_json_demo_prints_only_json_lines_with_every_stage_and_no_secrets(tmp_path):
@@ -106,6 +122,37 @@ def test_json_demo_prints_only_json_lines_with_every_stage_and_no_secrets(tmp_pa
     done_stage = next(r for r in records if r["event"] == "demo_stage" and r["stage"] == "done")
     auth = done_stage["auth_dir"]
     assert Path(auth).is_dir()
+
+
+def test_json_demo_carries_the_conversation_as_message_events_and_notes(tmp_path):
+    """JSON demo: each of Ann's messages is a messages_upsert line; each answer gets a receipt."""
+    done = run_cli(tmp_path, "demo", "--log-format", "json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    said = [r["said"] for r in records if r["event"] == "demo_note" and "said" in r]
+    assert said == ["hello bot", "are you there?", "did you get that?", "and after the restart?"]
+    upserts = [m for r in records if r["event"] == "messages_upsert" for m in r["messages"]]
+    assert all("undecryptable" not in m for m in upserts)
+    texts = [m["message"]["conversation"] for m in upserts]
+    assert [t for i, t in enumerate(texts) if t not in texts[:i]] == said  # redelivery: same text
+    assert all(m["text"] == m["message"]["conversation"] for m in upserts)
+    assert all(m["push_name"] == "Ann" and not m["key"]["from_me"] for m in upserts)
+    answers = [r for r in records if r["event"] == "demo_note" and "answer" in r]
+    assert [r["stage"] for r in answers] == [
+        "conversation",
+        "crash_connection",
+        "crash_persister",
+        "runtime_restarted",
+    ]
+    receipts = {
+        u["key"]["id"]: u["update"]["status"]
+        for r in records
+        if r["event"] == "messages_update"
+        for u in r["updates"]
+    }
+    assert all(receipts.get(r["id"]) == "delivery" for r in answers)
+    stages = [r["stage"] for r in records if r["event"] == "demo_stage"]
+    assert stages.index("conversation") == stages.index("open") + 1
 
 
 def test_supervision_flag_runs_the_sample_tree_demo(tmp_path):
