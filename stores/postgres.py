@@ -175,7 +175,7 @@ class PostgresBackend:
         """Set when the lease is lost (fenced or expired): the session must stop."""
         self._valid_until = valid_until
         self._attempt_last = seq  # the seq the transaction in flight would make durable
-        self._board = join_board(conninfo, owner)
+        self._board = join_board(conninfo, owner, account, epoch)
         self._renewals = 0
         self._batches = 0
         self._renewal_scope = trio.CancelScope()
@@ -536,13 +536,16 @@ class PostgresBackend:
     def _fence(self, error: FencedError) -> None:
         if self._fenced is None:
             self._fenced = error
+        self._board.drop(self._account, self._epoch)
         self.lease_lost.set()
 
     async def renew_lease(self) -> bool:
         """Renew this process's leases in the database now; True if ours is still held.
 
-        One statement renews every lease the process holds there; a renewal another
-        backend of this process sent less than ``ttl / 3`` ago is reused instead.
+        One statement renews every lease the process holds there (the board's
+        ``wanted`` accounts at their epochs); a renewal another backend of this process
+        sent less than ``ttl / 3`` ago is reused instead, and one in flight is waited
+        for, but never longer than ``ttl / 6`` (its connection may hang).
         Fences the backend (and returns False) when our lease is no longer ours.
         """
         self._check_open()
@@ -550,8 +553,9 @@ class PostgresBackend:
             await trio.lowlevel.checkpoint()
             return False
         board = self._board
-        while board.in_flight is not None:
-            await board.in_flight.wait()  # a sibling's statement is renewing ours too
+        if board.in_flight is not None:
+            with trio.move_on_after(self._ttl / 6):
+                await board.in_flight.wait()  # a sibling's statement is renewing ours too
         fresh = board.sent_at is not None and (
             trio.current_time() - board.sent_at < self._ttl / 3 * 0.9
         )
@@ -560,12 +564,16 @@ class PostgresBackend:
             return self._renewed(board.held, board.sent_at)
         sent_at = trio.current_time()
         board.in_flight = done = trio.Event()
+        wanted = dict(board.wanted)
+        accounts, epochs = list(wanted), list(wanted.values())
         try:
             rows = await self._writer.run(
                 lambda c: c.execute(
                     "UPDATE baileys_leases SET expires_at = now() + ttl"
-                    " WHERE owner = %s AND expires_at > now() RETURNING account, epoch",
-                    (self._owner,),
+                    " WHERE owner = %s AND expires_at > now() AND (account, epoch) IN"
+                    " (SELECT * FROM unnest(%s::text[], %s::bigint[]))"
+                    " RETURNING account, epoch",
+                    (self._owner, accounts, epochs),
                 ).fetchall(),
                 cancellable=True,
             )
@@ -574,7 +582,8 @@ class PostgresBackend:
             if board.sent_at is None or sent_at >= board.sent_at:
                 board.sent_at, board.held = sent_at, held
         finally:
-            board.in_flight = None
+            if board.in_flight is done:
+                board.in_flight = None
             done.set()
         return self._renewed(held, sent_at)
 
@@ -632,7 +641,7 @@ class PostgresBackend:
         with trio.CancelScope(shield=True):
             self._renewal_scope.cancel()
             await self._renewal_done.wait()
-            leave_board(self._board)
+            leave_board(self._board, self._account, self._epoch)
             # Bounded: a hung connection must not hang the close (the thread is a
             # daemon, and an unreleased lease expires by itself after the TTL).
             with trio.move_on_after(self._reconnect_timeout + _CONNECT_TIMEOUT):

@@ -73,34 +73,42 @@ class LeaseInfo:
 class RenewalBoard:
     """The newest renewal of one process's leases in one database, shared by its backends.
 
-    One per (database, owner, trio run); backends open on it are counted, and the last
-    one to close removes it.
+    One per (database, owner, trio run). ``wanted`` holds the (account, epoch) of every
+    open, unfenced backend: the renewal statement renews exactly those, so a lease
+    whose backend closed or was fenced is never kept alive by a sibling's renewal.
+    The last backend to leave removes the board.
     """
 
     def __init__(self, key: tuple[str, str, object]) -> None:
         self.key = key
-        self.users = 0
+        self.wanted: dict[str, int] = {}
         self.sent_at: float | None = None  # trio time the newest statement was sent
         self.held: dict[str, int] = {}
         self.in_flight: trio.Event | None = None
+
+    def drop(self, account: str, epoch: int) -> None:
+        """Stop renewing ``account`` (its backend closed or lost the lease)."""
+        if self.wanted.get(account) == epoch:
+            del self.wanted[account]
 
 
 _renewals: dict[tuple[str, str, object], RenewalBoard] = {}
 
 
-def join_board(conninfo: str, owner: str) -> RenewalBoard:
+def join_board(conninfo: str, owner: str, account: str, epoch: int) -> RenewalBoard:
+    """The board of this process, database and trio run, with ``account`` wanted on it."""
     key = (conninfo, owner, trio.lowlevel.current_trio_token())
     board = _renewals.get(key)
     if board is None:
         board = _renewals[key] = RenewalBoard(key)
-    board.users += 1
+    board.wanted[account] = epoch
     return board
 
 
-def leave_board(board: RenewalBoard) -> None:
-    board.users -= 1
-    if board.users <= 0:
-        _renewals.pop(board.key, None)
+def leave_board(board: RenewalBoard, account: str, epoch: int) -> None:
+    board.drop(account, epoch)
+    if not board.wanted and _renewals.get(board.key) is board:
+        del _renewals[board.key]
 
 
 def take_lease(conn: Any, location: str, account: str, owner: str, ttl: float) -> int:

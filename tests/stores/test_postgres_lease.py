@@ -244,3 +244,39 @@ async def test_a_hung_renewal_loses_the_lease_when_the_ttl_runs_out(
     finally:
         release.set()
         await backend.aclose()
+
+
+async def test_a_sibling_hung_on_its_renewal_neither_stops_nor_keeps_the_others(
+    postgres_dsn: str, mock_clock: trio.testing.MockClock
+) -> None:
+    """One backend's hung renewal: its siblings renew by themselves, and its lease lapses."""
+    hang, release = threading.Event(), threading.Event()
+
+    def hanging() -> Any:
+        return _HangingRenewal(psycopg.connect(postgres_dsn, autocommit=True), hang, release)
+
+    stuck = await open_postgres_backend(postgres_dsn, account="a", lease_ttl=6.0, connect=hanging)
+    fine = await open_postgres_backend(postgres_dsn, account="b", lease_ttl=6.0)
+    try:
+        hang.set()
+        for _ in range(8):  # 8 s of virtual time, renewals due every 2 s
+            mock_clock.jump(1.0)
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.to_thread.run_sync(time.sleep, 0.05)
+        assert stuck.lease_lost.is_set()
+        assert not fine.lease_lost.is_set()
+        assert fine.fenced is None
+        lost = await read_lease(postgres_dsn, "a")
+        assert lost is not None
+        renewals = fine.statistics().renewals
+        mock_clock.jump(2.5)
+        await _until(lambda: fine.statistics().renewals > renewals)
+        again = await read_lease(postgres_dsn, "a")
+        kept = await read_lease(postgres_dsn, "b")
+        assert again is not None and kept is not None
+        assert again.expires_in < lost.expires_in  # a's lease is no longer renewed
+        assert kept.expires_in > 5.0
+    finally:
+        release.set()
+        await stuck.aclose()
+        await fine.aclose()
