@@ -69,6 +69,21 @@ def test_console_shows_who_wrote_in_which_chat_and_the_text():
     ]
 
 
+def test_console_names_our_own_copies_and_messages_without_text():
+    """A copy from our phone reads `from me ... to CHAT`; a non-text message names its fields."""
+    copy = message_event(
+        ReceivedMessage(MessageKey(ANN, True, "3EB0E6"), wa_pb2.Message(conversation="hi"), None, 1)
+    )
+    sticker_like = wa_pb2.Message(
+        deviceSentMessage=wa_pb2.Message.DeviceSentMessage(destinationJid=ANN)
+    )
+    other = message_event(ReceivedMessage(MessageKey(ANN, False, "3EB0F7"), sticker_like, "Ann", 2))
+    assert printed("console", copy, other) == [
+        f"message 3EB0E6 from me (another device of this account) to {ANN}: hi",
+        f"message 3EB0F7 from Ann <{ANN}>: (no text: deviceSentMessage)",
+    ]
+
+
 def test_console_says_why_a_message_did_not_decrypt():
     """An undecryptable message reads `undecryptable: reason` instead of a text."""
     [line] = printed("console", undecryptable())
