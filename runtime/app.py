@@ -527,10 +527,7 @@ class Runtime:
 
     def _emitter(self, account: str) -> Callable[[Event], None]:
         def emit(event: Event) -> None:
-            tagged = {
-                name: ({**payload, "account": account} if isinstance(payload, dict) else payload)
-                for name, payload in event.items()
-            }
+            tagged = {name: _tag(payload, account) for name, payload in event.items()}
             self._emit_now(tagged)
 
         return emit
@@ -555,6 +552,17 @@ async def _end_when_lease_lost(
         await lost.wait()
         status.end(EndReason.FENCED, getattr(backend, "fenced", None))
         nursery.cancel_scope.cancel()
+
+
+def _tag(payload: Any, account: str) -> Any:
+    """The payload with its account: a map gets the key, and so does each map of a list."""
+    if isinstance(payload, dict):
+        return {**payload, "account": account}
+    if isinstance(payload, list):
+        return [
+            {**item, "account": account} if isinstance(item, dict) else item for item in payload
+        ]
+    return payload
 
 
 async def _open_source(

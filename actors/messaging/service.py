@@ -106,10 +106,15 @@ class SendRefused(MessagingError):
     """The server answered our stanza with an error ack."""
 
 
+class SendUnconfirmed(MessagingError):
+    """The connection ended before the server acked: the message may or may not be there."""
+
+
 @dataclass
 class _AckWaiter:
     done: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
+    lost: bool = False
 
 
 class MessagingService:
@@ -190,7 +195,7 @@ class MessagingService:
     def connection_lost(self) -> None:
         """Every send waiting for an ack fails: the stanza may or may not have arrived."""
         for waiter in self._acks.values():
-            waiter.error = "connection lost"
+            waiter.lost = True
             waiter.done.set()
 
     # -- send ------------------------------------------------------------------------
@@ -207,7 +212,9 @@ class MessagingService:
         me = self._identity()
         own_user = str(Jid.parse(me.jid).user_jid())
         devices = await self._devices([recipient, own_user])
-        recipients = device_jids(recipient, devices.get(recipient, (0,)))
+        if recipient not in devices:
+            raise RecipientError(f"WhatsApp knows no device of {recipient}")
+        recipients = device_jids(recipient, devices[recipient])
         own = device_jids(own_user, devices.get(own_user, (0,)), exclude=me.jid)
         bundles = await self._bundles(recipients + own)
         message_id = new_message_id()
@@ -228,9 +235,11 @@ class MessagingService:
     async def _send_group(self, group: str, message: wa_pb2.Message) -> MessageKey:
         """Sender-key message to the group; our sender key to devices that lack it."""
         me = self._identity()
-        metadata = parse_group_metadata(
-            await self._link.query(group_metadata_iq(self._link.next_id(), group)), group
-        )
+        answer = await self._link.query(group_metadata_iq(self._link.next_id(), group))
+        if answer.attr("type") == "error":
+            code = next((c.attr("code") for c in answer.children("error")), None)
+            raise RecipientError(f"group {group}: the server answered error {code}")
+        metadata = parse_group_metadata(answer, group)
         own_user = str(Jid.parse(me.jid).user_jid())
         users = sorted({str(Jid.parse(p).user_jid()) for p in metadata.participants} | {own_user})
         devices = await self._devices(users)
@@ -278,7 +287,9 @@ class MessagingService:
         )
         found: dict[str, tuple[int, ...]] = {}
         for user in parse_usync_devices(result):
-            found[user.jid] = user.devices or (0,)
+            if not user.devices:
+                continue  # the server knows no device of this user
+            found[user.jid] = user.devices
             await self._crypto.set(
                 {"device-list": {Jid.parse(user.jid).user: [str(d) for d in found[user.jid]]}}
             )
@@ -302,6 +313,10 @@ class MessagingService:
                 await waiter.done.wait()
             if scope.cancelled_caught:
                 raise AckTimeout(f"no ack for message {message_id} in {ACK_TIMEOUT:.0f} s")
+            if waiter.lost:
+                raise SendUnconfirmed(
+                    f"message {message_id}: the connection ended before the server acked it"
+                )
             if waiter.error is not None:
                 raise SendRefused(f"message {message_id}: server answered {waiter.error}")
         finally:
@@ -402,6 +417,8 @@ def receipt_event(node: BinaryNode) -> Event:
         ids += [item.attr("id") or "" for item in listed.children("item")]
     status = node.attr("type") or "delivery"
     remote = node.attr("from") or ""
+    stamp = node.attr("t")
+    timestamp = int(stamp) if stamp is not None and stamp.isdigit() else None
     return {
         "messages_update": [
             {
@@ -411,7 +428,7 @@ def receipt_event(node: BinaryNode) -> Event:
                     "id": mid,
                     "participant": node.attr("participant"),
                 },
-                "update": {"status": status, "timestamp": node.attr("t")},
+                "update": {"status": status, "timestamp": timestamp},
             }
             for mid in ids
         ]

@@ -12,6 +12,7 @@ import trio
 from actors.connection.binary.jid import Jid
 from actors.connection.binary.node import BinaryNode
 from actors.messaging.crypto import LocalCrypto
+from actors.messaging.errors import RecipientError
 from actors.messaging.incoming import RetryKeys
 from actors.messaging.kept import KEEP, kept_lookup, kept_with
 from actors.messaging.service import (
@@ -19,6 +20,7 @@ from actors.messaging.service import (
     Identity,
     MessagingService,
     SendRefused,
+    SendUnconfirmed,
 )
 from actors.signal import SignalRepository
 from stores import PersistedAuth, use_memory_auth_state
@@ -145,6 +147,8 @@ class Server:
                 {"type": "result"},
                 [BinaryNode("usync", {}, [BinaryNode("list", {}, listed)])],
             )
+        if xmlns == "w:g2" and node.attrs["to"] not in self.groups:
+            return BinaryNode("iq", {"type": "error"}, [BinaryNode("error", {"code": "404"})])
         if xmlns == "w:g2":
             group = node.attrs["to"]
             members = [BinaryNode("participant", {"jid": jid}) for jid in self.groups[group]]
@@ -380,7 +384,7 @@ async def test_no_ack_is_a_timeout(autojump_clock: trio.testing.MockClock) -> No
 
 
 async def test_a_connection_lost_fails_waiting_sends() -> None:
-    """connection_lost wakes every send waiting for an ack with an error."""
+    """connection_lost wakes every send waiting for an ack: SendUnconfirmed, the outcome unknown."""
     server = Server()
     alice = await server.add(ALICE)
     await server.add(BOB)
@@ -388,7 +392,7 @@ async def test_a_connection_lost_fails_waiting_sends() -> None:
     async with trio.open_nursery() as nursery:
 
         async def send() -> None:
-            with pytest.raises(SendRefused, match="connection lost"):
+            with pytest.raises(SendUnconfirmed, match="connection ended"):
                 await alice.service.send_message("222@s.whatsapp.net", {"text": "x"})
 
         nursery.start_soon(send)
@@ -510,3 +514,20 @@ def test_kept_messages_are_bounded_and_newest_last() -> None:
     assert kept_lookup(value, "m4") is None and kept_lookup(value, "m5") == bytes([5])
     value = kept_with(value, "m5", b"x")
     assert value["ids"][-1] == "m5" and len(value["ids"]) == KEEP
+
+
+async def test_a_user_the_server_does_not_know_is_a_recipient_error() -> None:
+    """usync lists no device for the recipient: RecipientError, nothing encrypted or sent."""
+    server = Server()
+    alice = await server.add(ALICE)
+    with pytest.raises(RecipientError, match="no device"):
+        await alice.service.send_message("999@s.whatsapp.net", {"text": "anyone?"})
+    assert [n for s, n in server.sent if n.tag == "message"] == []
+
+
+async def test_a_group_the_server_refuses_is_a_recipient_error() -> None:
+    """An error answer to the group metadata query: RecipientError naming the group."""
+    server = Server()
+    alice = await server.add(ALICE)
+    with pytest.raises(RecipientError, match="404"):
+        await alice.service.send_message("404@g.us", {"text": "anyone?"})
