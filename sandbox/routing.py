@@ -25,7 +25,9 @@ resend            Baileys' shape after a retry receipt, ``message{to=<device>
                   read receipt goes to every listed device of the message's
                   original sender (``from=<D's user>``; groups ``from=<group>,
                   participant=<D's user>``); one from the sender's own account
-                  goes nowhere
+                  goes nowhere. It also removes the messages it names (``id``,
+                  ``list > item{id}``) from D's offline queue: Baileys v7 sends
+                  a receipt, not an ack, for a message it decrypted
 ``receipt retry`` to the one device that sent the message (``to``, or
                   ``participant`` in a group), ``from=<D>`` (device JID: the
                   resend is encrypted for exactly that device)
@@ -128,6 +130,13 @@ class OfflineQueues:
                     del self._queues[key]
                 return node
         return None
+
+    def receipted(self, key: DeviceKey, ids: set[str]) -> None:
+        """Remove the queued ``message`` stanzas with these ids: the device receipted them."""
+        queue = self._queues.get(key, [])
+        queue[:] = [n for n in queue if n.tag != "message" or n.attr("id") not in ids]
+        if not queue:
+            self._queues.pop(key, None)
 
     def drop(self, key: DeviceKey) -> None:
         """Forget a device's queue (the device is gone)."""
@@ -273,6 +282,9 @@ class Router:
                 attrs["from"] = sender.jid
             self.receipts_routed += 1
             return Routed(ack, [Delivery(target, BinaryNode("receipt", attrs, node.content))])
+        listed = node.child("list")
+        items = listed.children("item") if listed is not None else []
+        self.queues.receipted(key_of(sender), {msg_id, *(i.attr("id") or "" for i in items)})
         original = self._sent.get(msg_id)
         try:
             if original is not None:
