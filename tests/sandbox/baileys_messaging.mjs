@@ -60,7 +60,11 @@ async function start() {
                 pushName: m.pushName ?? null,
                 text: textOf(m.message),
                 stub: m.messageStubType ?? null,
-                stubParameters: m.messageStubParameters ?? null
+                stubParameters: m.messageStubParameters ?? null,
+                // Receipts and updates that came in the same event-buffer flush as the
+                // message are folded into it (no message-receipt.update/messages.update).
+                status: m.status ?? null,
+                userReceipt: (m.userReceipt ?? []).map((r) => r.userJid)
             });
         }
     });
