@@ -2,7 +2,9 @@
 
 ``python -m bench.soak [--kills N] [--seed S] [--per-dir K]`` (default 1,000 kills;
 not part of ``make bench``: this module has no ``main``). The short variant runs in
-CI: tests/soak/test_soak_short.py (30 kills).
+CI: tests/soak/test_soak_short.py (30 kills). ``python -m bench.soak --messages
+[--kills N] [--seed S] [--rate R]`` runs the message soak instead
+(bench/soak_messages.py: an echo bot SIGKILLed while a contact streams to it).
 
 A ``baileys-trio sandbox`` subprocess serves; bench/soak_child.py runs one session
 that pairs (a fresh auth folder every ``--per-dir`` kills, so pairing and the
@@ -421,7 +423,15 @@ def run_soak(
 
 
 def entry(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak")
+    if "--messages" in argv:  # the message soak: bench/soak_messages.py
+        from bench.soak_messages import entry as messages_entry
+
+        return messages_entry([arg for arg in argv if arg != "--messages"])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        epilog="--messages [--kills N] [--seed S] [--rate R]: the message soak instead "
+        "(bench/soak_messages.py)",
+    )
     parser.add_argument("--kills", type=int, default=DEFAULT_KILLS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--per-dir", type=int, default=DEFAULT_PER_DIR)
