@@ -213,8 +213,8 @@ class ConnectionActor(RepliesLater):
             raise RuntimeError("connection actor used before init")
         return self._messenger
 
-    def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
-        return self.messenger.stanza_received(node)
+    async def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
+        return await self.messenger.stanza_received(node)
 
     def emit(self, event: dict[str, Any]) -> None:
         self._emit(event)

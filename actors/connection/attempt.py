@@ -161,8 +161,8 @@ class AttemptHost(Protocol):
 
     async def show_qr(self, event: QrCode) -> None: ...
 
-    def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
-        """A stanza for the message layer (never waits); an ack to send at once, if any."""
+    async def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
+        """A stanza for the message layer (waits only for inbox room); an ack to send now."""
         ...
 
 
@@ -364,7 +364,7 @@ class Attempt:
             await self.send_node(event.response())
         elif isinstance(event, NodeReceived):
             # The messenger queues what needs waiting; an ack it answers goes out now.
-            answer = self.host.stanza_received(event.node)
+            answer = await self.host.stanza_received(event.node)
             if answer is not None:
                 await self.send_node(answer)
         elif isinstance(event, HandshakeComplete):

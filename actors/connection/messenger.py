@@ -1,9 +1,9 @@
 """The connection's messenger: the message layer wired to a live attempt and the signal store.
 
 Per connection attempt a :class:`Messenger` runs one inbox task. The attempt's read
-loop never waits on messaging: it hands ``message`` and ``receipt`` stanzas to the
-inbox (bounded; a stanza that does not fit is left un-acked, so the server delivers
-it again) and resolves the server's ``ack`` stanzas at once. The inbox handles
+loop hands ``message`` and ``receipt`` stanzas to the inbox (bounded: when it is
+full the read loop waits, so the socket backs up instead of a stanza being left
+un-acked) and resolves the server's ``ack`` stanzas at once. The inbox handles
 stanzas one after another, in arrival order, through ``MessagingService``; its
 decrypts and encrypts run inside the signal-store actor (``WithStore``), so every
 session change commits through the persister before anything is acknowledged.
@@ -47,7 +47,7 @@ from stores.creds import AuthCreds, KeyPair
 from stores.types import KeyWrites, SignalStore
 
 INBOX_SIZE = 1024
-"""Stanzas waiting for the inbox before the read loop leaves new ones un-acked."""
+"""Stanzas waiting for the inbox before the read loop waits for room."""
 
 T = TypeVar("T")
 
@@ -228,24 +228,20 @@ class Messenger:
                 self._log.info("prekeys_topped_up", server=int(value), uploaded=len(keys))
         await service.link.send(ack_for(node, self._me()))
 
-    def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
-        """From the read loop, never waiting; returns an ack to send at once, if any."""
+    async def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
+        """From the read loop: queue what needs waiting; an ack to send at once, if any.
+
+        A full inbox makes the read loop wait (the socket backs up) rather than leave a
+        stanza un-acked: the server would deliver it again only at the next login.
+        """
         service = self._service
         if node.tag == "ack":
             if service is not None:
                 service.on_ack(node)
             return None
-        if node.tag in ("message", "receipt"):
-            try:
-                self._inbox_in.send_nowait(node)
-            except trio.WouldBlock:
-                self._log.warning("inbox_full", tag=node.tag, id=node.attr("id"))
-            return None
-        if node.tag == "notification" and node.attr("type") == "encrypt":
-            try:
-                self._inbox_in.send_nowait(node)
-            except trio.WouldBlock:
-                self._log.warning("inbox_full", tag=node.tag, id=node.attr("id"))
+        encrypt_notice = node.tag == "notification" and node.attr("type") == "encrypt"
+        if node.tag in ("message", "receipt") or encrypt_notice:
+            await self._inbox_in.send(node)
             return None
         if node.tag in ("notification", "call") and node.attr("id") and node.attr("from"):
             # The server redelivers what is not acked; nothing in these needs keeping.

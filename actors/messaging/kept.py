@@ -16,8 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-KEEP = 16
-"""Messages kept per author or chat."""
+KEEP = 64
+"""Messages kept per author or chat.
+
+More than can be committed but not yet acknowledged at a crash: each message's
+receipt and ack wait in the connection's outbound channel (64 frames, two per
+message) while the inbox goes on, and a SIGKILL loses them all."""
 
 RECEIVED = "received-message"
 SENT = "sent-message"

@@ -17,7 +17,7 @@ The order that makes it crash-safe:
   retry receipt (count, registration id; from the second retry on, a fresh
   pre-key bundle), at most five per message; a retry receipt for a message we sent
   is answered by encrypting it again for the device that asked, from the sent
-  messages kept durably per chat (``sent-message``, the newest 16), so also after
+  messages kept durably per chat (``sent-message``, the newest 64), so also after
   a restart.
 
 Since 0.2.0.
