@@ -41,7 +41,7 @@ from typing import Any
 import trio
 
 from stores.auth import enter_backend
-from stores.errors import MigrationError, StoreError
+from stores.errors import MigrationError, StoreError, WrongBackendError
 from stores.fsio import REAL_FS, ensure_private_dir, sync_dir
 from stores.lock import acquire_lock
 from stores.sqlite import SqliteBackend, open_sqlite_backend
@@ -278,14 +278,30 @@ async def _source_snapshot(
         scratch = dst.with_name(f".{dst.name}.migrating-src-{secrets.token_hex(6)}")
         try:
             copy = await trio.to_thread.run_sync(_private_copy, src, scratch, lock_name)
-            async with _opened(kind, copy, account) as source:
-                snapshot = _normalized(await source.snapshot())
+            try:
+                async with _opened(kind, copy, account) as source:
+                    snapshot = _normalized(await source.snapshot())
+            except StoreError as exc:
+                # Errors name the user's source, never the private scratch copy.
+                _rename_location(exc, copy, src)
+                raise
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_remove_tree, scratch)
         yield snapshot
     finally:
         lock.release()
+
+
+def _rename_location(exc: StoreError, copy: Path, src: Path) -> None:
+    """Make ``exc`` name ``src`` wherever it names the scratch ``copy``."""
+    exc.args = tuple(
+        arg.replace(str(copy), str(src)) if isinstance(arg, str) else arg for arg in exc.args
+    )
+    location = getattr(exc, "location", None)
+    if isinstance(location, str):
+        # Set only on the StoreError subclasses that name a location (checked above).
+        exc.location = location.replace(str(copy), str(src))  # type: ignore[attr-defined]
 
 
 def _private_copy(src: Path, scratch: Path, lock_name: str) -> Path:
@@ -320,6 +336,12 @@ def _kind(name: str) -> BackendKind:
 
 def _check_source_present(kind: BackendKind, path: Path) -> None:
     # Opening an absent location would create a fresh one: refuse before opening.
+    # Another backend's data is refused here too, before the source's lock is taken:
+    # a refused migration leaves the source byte for byte as it was (no lock file).
+    if path.exists():
+        found = importlib.import_module("stores.inspection").detect_backend(path)
+        if found is not None and found != kind.name:
+            raise WrongBackendError(str(path), kind.name, found)
     if kind.layout is Layout.DIRECTORY:
         if not path.is_dir() or not _data_entries(path):
             raise MigrationError(f"{path}: the source is absent or empty, nothing to migrate")

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stores._multi_file_layout import LOCK_FILE as MULTI_FILE_LOCK_NAME
 from stores.errors import CorruptStateError, WrongBackendError
 from stores.fsio import FileSystem, is_temp_name
 from stores.native_format import (
@@ -75,7 +76,9 @@ def classify(path: Path, fs: FileSystem) -> Listing:
     kept: list[str] = []
     foreign: list[str] = []
     for name in sorted(fs.listdir(path)):
-        if name == LOCK_NAME:
+        if name in (LOCK_NAME, MULTI_FILE_LOCK_NAME):
+            # Any backend's lock file: one left by a refused open of another backend
+            # (or an old migrate) must not make a native directory unrecognisable.
             continue
         if is_temp_name(name):
             temps.append(name)

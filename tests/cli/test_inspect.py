@@ -397,3 +397,14 @@ def test_garbage_after_the_sqlite_header_is_corruption(tmp_path: Path) -> None:
     done = run_cli("inspect", db)
     assert done.code == EXIT_CORRUPT
     assert str(db) in done.out
+
+
+@pytest.mark.parametrize("backend", ["native", "multi-file"])
+def test_any_backends_lock_file_keeps_a_directory_recognised(backend: str, tmp_path: Path) -> None:
+    """Both backends' lock files in a directory: inspect reads it and the backend opens it."""
+    path = make_store(backend, location(backend, tmp_path))
+    for lock in ("LOCK", ".baileys-trio.lock"):
+        acquire_lock(path, lock).release()
+    assert run_cli("inspect", path).code == EXIT_OK
+    # Opening as the backend (what run --auth does) is not refused either.
+    make_store(backend, path, pre_keys=1, commits=0)

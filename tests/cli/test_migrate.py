@@ -151,6 +151,32 @@ def test_empty_or_absent_source_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("backend", "claimed"),
+    [
+        ("native", "multi-file"),
+        ("native", "sqlite"),
+        ("multi-file", "native"),
+        ("multi-file", "sqlite"),
+        ("sqlite", "native"),
+        ("sqlite", "multi-file"),
+    ],
+)
+def test_wrong_from_is_refused_leaving_the_source_byte_for_byte(
+    backend: str, claimed: str, tmp_path: Path
+) -> None:
+    """--from naming another backend exits 6 naming SRC; SRC (lock files too) is untouched."""
+    src = make_store(backend, tmp_path / "src" / ("bots.db" if backend == "sqlite" else "auth"))
+    before = tree_state(src)
+    done = run_cli("migrate", src, tmp_path / "out", "--from", claimed)
+    assert done.code == EXIT_REFUSED, done.err
+    assert len(done.err.splitlines()) == 1 and str(src) in done.err
+    assert "migrating" not in done.err and claimed in done.err and backend in done.err
+    assert tree_state(src) == before
+    assert not (tmp_path / "out").exists()
+    assert run_cli("inspect", src).code == EXIT_OK
+
+
+@pytest.mark.parametrize(
     ("argv", "says"),
     [
         (["{src}", "{tmp}/d", "--dst-account", "x"], "--dst-account is for a SQLite target"),
