@@ -11,15 +11,42 @@
 // Prints one JSON object per line: every connection.update (qr, connection, statusCode of
 // lastDisconnect), then {"event":"exit",...}. Exit code 0 on a planned end, 3 on timeout,
 // 4 on an unplanned close.
-import makeWASocket, { useMultiFileAuthState, DisconnectReason } from 'baileys';
-import pino from 'pino';
+import { createRequire, syncBuiltinESMExports } from 'module';
+
+// Baileys writes its folder with plain fs writes and no fsync; a process that exits
+// while one is under way leaves a torn file. Count the writes in flight (patched
+// before Baileys is imported, so its named import sees the patch) and exit only when
+// none is left, so the folder a test reads afterwards is whole.
+const require = createRequire(import.meta.url);
+const fsp = require('fs/promises');
+const realWriteFile = fsp.writeFile;
+let writesInFlight = 0;
+let writesIdle = [];
+fsp.writeFile = async (...args) => {
+    writesInFlight += 1;
+    try {
+        return await realWriteFile(...args);
+    } finally {
+        writesInFlight -= 1;
+        if (writesInFlight === 0) {
+            for (const wake of writesIdle.splice(0)) wake();
+        }
+    }
+};
+syncBuiltinESMExports();
+const writesDone = () =>
+    writesInFlight === 0 ? Promise.resolve() : new Promise((wake) => writesIdle.push(wake));
+
+const { default: makeWASocket, useMultiFileAuthState, DisconnectReason } = await import('baileys');
+const { default: pino } = await import('pino');
 
 const url = process.env.SB_URL;
 const dir = process.env.SB_AUTH;
 let reconnects = Number(process.env.SB_RECONNECTS || 0);
 const hold = Number(process.env.SB_HOLD_MS || 0);
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
-const finish = (code, why) => {
+const finish = async (code, why) => {
+    await writesDone();
     out({ event: 'exit', code, why });
     process.exit(code);
 };
