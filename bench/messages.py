@@ -204,14 +204,21 @@ async def _serve_host(seconds: float) -> None:
                     await trio.sleep(float(request.get("interval", 0.01)))
                 return {"ok": True, "ids": ids}
             if op == "burst":
-                started = time.monotonic()
+                started, cpu = time.monotonic(), time.process_time()
                 ids = [
                     send(request["contact"], request["to"], f"burst {i}")
                     for i in range(int(request["count"]))
                 ]
                 encrypted = time.monotonic()
                 await wait_acked(ids, float(request.get("limit", 120)))
-                return {"ok": True, "ids": ids, "started": started, "encrypted": encrypted}
+                busy = (time.process_time() - cpu) / (time.monotonic() - started)
+                return {
+                    "ok": True,
+                    "ids": ids,
+                    "started": started,
+                    "encrypted": encrypted,
+                    "host_cpu_share": busy,
+                }
             if op == "times":
                 ids = request["ids"]
                 return {
@@ -504,6 +511,7 @@ class Samples:
     burst_acked_per_s: list[float] = field(default_factory=list)
     burst_events_per_s: list[float] = field(default_factory=list)
     host_encrypt_s: list[float] = field(default_factory=list)
+    host_cpu_share: list[float] = field(default_factory=list)
     out_per_s: list[float] = field(default_factory=list)
     out_calls_per_s: list[float] = field(default_factory=list)
     first: list[float] = field(default_factory=list)
@@ -536,6 +544,7 @@ async def burst_phase(host: Host, bot: Bot, contact: str, n: int, into: Samples)
     into.burst_events_per_s.append(len(ids) / (max(bot.events[i] for i in ids) - first_in))
     into.burst_latency += [bot.events[i] - t for i, t in zip(ids, times["sandbox_in"], strict=True)]
     into.host_encrypt_s.append(burst["encrypted"] - burst["started"])
+    into.host_cpu_share.append(burst["host_cpu_share"])
 
 
 async def out_phase(host: Host, bot: Bot, contact: str, n: int, into: Samples) -> None:
@@ -568,6 +577,7 @@ def summary(samples: Samples, bot: Bot, counts: Counts) -> dict[str, Any]:
         "in_burst": {
             "messages": samples.burst_messages,
             "host_encrypt_s": median(samples.host_encrypt_s),
+            "host_cpu_share": median(samples.host_cpu_share),
             "acked_per_s": median(samples.burst_acked_per_s),
             "events_per_s": median(samples.burst_events_per_s),
             "acked_per_s_rounds": samples.burst_acked_per_s,
@@ -675,7 +685,8 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"{side}: undecryptable {figures['undecryptable']}, errors at the contacts "
             f"{figures['errors_at_contacts']}, host encrypt of the burst "
-            f"{figures['in_burst']['host_encrypt_s'] * 1000:.0f} ms"
+            f"{figures['in_burst']['host_encrypt_s'] * 1000:.0f} ms, the host's CPU during "
+            f"the burst {figures['in_burst']['host_cpu_share'] * 100:.0f} % of one core"
         )
     c = result["counts"]
     print(
