@@ -68,6 +68,8 @@ from actors.signal.session_builder import PreKeyBundle
 
 MAX_RETRIES = 5
 """Retry receipts sent for one message at most (Baileys' maxMsgRetryCount)."""
+EMITTED_TRACKED = 4096
+"""Message keys remembered as emitted, so a redelivery in this process is not emitted twice."""
 RETRIES_TRACKED = 256
 """Messages whose retry count is remembered (in memory, as Baileys)."""
 ACK_TIMEOUT = 60.0
@@ -138,6 +140,7 @@ class MessagingService:
         self._registration_id = registration_id
         self._retries: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._acks: dict[str, _AckWaiter] = {}
+        self._emitted: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     @property
     def link(self) -> Link:
@@ -155,7 +158,8 @@ class MessagingService:
             await self._link.send(ack_for(node, me.jid, error=487))
             return None
         received = await self._crypto.decrypt(stanza)
-        self._emit(message_event(received))
+        if not self._already_emitted(received):
+            self._emit(message_event(received))
         if received.error is None:
             self._retries.pop(stanza.key.id, None)
             await self._link.send(delivery_receipt(stanza))
@@ -163,6 +167,22 @@ class MessagingService:
             await self._ask_retry(node, stanza.key.id)
         await self._link.send(ack_for(node, me.jid))
         return received
+
+    def _already_emitted(self, received: ReceivedMessage) -> bool:
+        """Whether this process emitted the message already (a redelivery after a reconnect).
+
+        Events are exactly once while the process lives, at least once across restarts
+        (the key is stable, for deduplication). Undecryptable ones are always emitted.
+        """
+        if received.error is not None:
+            return False
+        key = received.key
+        name = f"{key.remote_jid}|{key.participant or ''}|{key.id}"
+        if name in self._emitted:
+            return True
+        self._emitted[name] = None
+        _trim(self._emitted, EMITTED_TRACKED)
+        return False
 
     async def _ask_retry(self, node: BinaryNode, message_id: str) -> None:
         count = self._retries.get(message_id, 0) + 1
