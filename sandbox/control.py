@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
+from actors.connection.transport import describe_failure
+from runtime.exit import unwrap_group
 from sandbox import errors
 from sandbox.phone import LinkedDevice
 
@@ -167,8 +169,14 @@ async def request_control(sandbox_url: str, request: dict[str, Any]) -> Any:
         async with open_websocket_url(url) as ws:
             await ws.send_message(json.dumps(request))
             raw = await ws.get_message()
-    except (OSError, ConnectionClosed) as exc:
-        raise errors.ControlError(f"control channel {url}: {exc}") from exc
+    except (OSError, HandshakeError, ConnectionClosed) as exc:
+        # One line naming the cause (refused, DNS, timeout), never a traceback.
+        raise errors.ControlError(f"control channel {url}: {describe_failure(exc)}") from exc
+    except BaseExceptionGroup as group:
+        leaf = unwrap_group(group)
+        if not isinstance(leaf, (OSError, HandshakeError, ConnectionClosed)):
+            raise
+        raise errors.ControlError(f"control channel {url}: {describe_failure(leaf)}") from leaf
     try:
         reply = json.loads(raw)
     except ValueError as exc:

@@ -28,7 +28,18 @@ class WrongBackendError(StoreError):
         self.location = location
         self.expected = expected
         self.found = found
-        super().__init__(f"{location} holds {found} data, not {expected}")
+        super().__init__(
+            f"{location}: found {_WHAT.get(found, found)}, expected {_WHAT.get(expected, expected)}"
+        )
+
+
+_WHAT = {
+    "native": "a native auth directory",
+    "multi-file": "a Baileys multi-file JSON directory",
+    "sqlite": "a SQLite database file",
+    "postgres": "a PostgreSQL auth database",
+}
+"""How an error names a backend's data (``WrongBackendError`` takes backend names)."""
 
 
 class UnsupportedFormatError(StoreError):

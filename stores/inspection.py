@@ -71,6 +71,7 @@ __all__ = [
 BACKEND_NAMES = ("native", "multi-file", "sqlite", "postgres")
 _LOCK_NAMES = frozenset({native_format.LOCK_NAME, mf_layout.LOCK_FILE})
 _MODE_HINTS = ("(want 0600)", "(want 0700)")
+_AUTH_LOCATION = "an auth location (a native or multi-file directory, or a SQLite database)"
 
 
 @dataclass(frozen=True)
@@ -169,13 +170,13 @@ def detect_backend(path: StrPath) -> str | None:
         st = location.stat()
     except FileNotFoundError:
         raise WrongBackendError(
-            str(location), "an auth location (the path does not exist)", "no"
+            str(location), _AUTH_LOCATION, "nothing (the path does not exist)"
         ) from None
     if stat.S_ISREG(st.st_mode):
         return _detect_file(location)
     if not stat.S_ISDIR(st.st_mode):
         raise WrongBackendError(
-            str(location), "an auth location (neither a file nor a directory)", "unrecognised"
+            str(location), _AUTH_LOCATION, "something that is neither a file nor a directory"
         )
     names = [n for n in os.listdir(location) if n not in _LOCK_NAMES and not is_temp_name(n)]
     if not names:
@@ -187,7 +188,7 @@ def detect_backend(path: StrPath) -> str | None:
     if any(_is_multi_file_name(n) for n in names):
         return "multi-file"
     raise WrongBackendError(
-        str(location), f"an auth location (files: {', '.join(names[:5])})", "unrecognised"
+        str(location), _AUTH_LOCATION, f"a directory of unrecognised files ({', '.join(names[:5])})"
     )
 
 
@@ -198,11 +199,17 @@ def _is_postgres_uri(path: StrPath) -> bool:
 def _detect_file(path: Path) -> str:
     with path.open("rb") as f:
         head = f.read(len(SQLITE_HEADER))
-    if head == SQLITE_HEADER or not head:
+    if head == SQLITE_HEADER:
         return "sqlite"
-    raise WrongBackendError(
-        str(path), "an auth location (a file that is not a SQLite database)", "unrecognised"
-    )
+    if not head:
+        # Not a database anybody made: SQLite writes its header with the first table.
+        raise WrongBackendError(
+            str(path),
+            _AUTH_LOCATION,
+            "an empty file (0 bytes, not a database; delete it, or run --backend sqlite"
+            " --auth on it to create one)",
+        )
+    raise WrongBackendError(str(path), _AUTH_LOCATION, "a file that is not a SQLite database")
 
 
 def _is_multi_file_name(name: str) -> bool:
@@ -231,7 +238,11 @@ def inspect_location(
         return report
     location = Path(os.path.abspath(path))
     if backend != "auto" and backend not in BACKEND_NAMES:
-        raise WrongBackendError(str(location), backend, "an unknown backend name")
+        raise WrongBackendError(
+            str(location),
+            f"one of {', '.join(BACKEND_NAMES)}",
+            f"the unknown backend name {backend!r}",
+        )
     found = detect_backend(location)
     if backend != "auto" and found is not None and found != backend:
         raise WrongBackendError(str(location), backend, found)
@@ -488,9 +499,6 @@ def _mode_warnings(directory: Path) -> list[str]:
 
 def _inspect_sqlite(db_path: Path, only: str | None) -> InspectReport:
     found = _Findings()
-    if db_path.stat().st_size == 0:
-        found.warnings.append(f"{db_path}: empty file (a new database)")
-        return InspectReport(str(db_path), "sqlite", None, (), (), tuple(found.warnings))
     with _readable_copy(db_path) as conn:
         try:
             version, accounts = _read_sqlite(conn, db_path, only, found)

@@ -308,6 +308,7 @@ async def open_multi_file_backend(path: StrPath, *, fs: FileSystem = REAL_FS) ->
 
 def _open_sync(directory: Path, fs: FileSystem) -> tuple[LockHandle, AuthCreds | None, int]:
     _refuse_foreign(directory, fs)
+    _refuse_unreadable_creds(directory, fs)
     ensure_private_dir(directory, fs=fs)
     lock = acquire_lock(directory, name=layout.LOCK_FILE)
     try:
@@ -323,6 +324,21 @@ def _open_sync(directory: Path, fs: FileSystem) -> tuple[LockHandle, AuthCreds |
         lock.release()
         raise
     return lock, creds, epoch
+
+
+def _refuse_unreadable_creds(directory: Path, fs: FileSystem) -> None:
+    """Raise ``CorruptStateError`` for creds that do not read, before anything is touched.
+
+    A refused open must leave the directory as it found it: no mode fixed, no lock file
+    created. Skipped while an intent journal is pending, whose replay (under the lock)
+    may be what repairs the creds.
+    """
+    try:
+        names = fs.listdir(directory)
+    except FileNotFoundError:
+        return
+    if layout.JOURNAL_FILE not in names:
+        _load_creds(directory, fs)
 
 
 def _next_epoch(directory: Path, fs: FileSystem) -> int:

@@ -98,6 +98,8 @@ from stores.errors import (
     DurabilityError,
     InvalidValueError,
     StoreClosedError,
+    StoreError,
+    StoreLockedError,
 )
 from stores.fsio import (
     REAL_FS,
@@ -110,7 +112,7 @@ from stores.fsio import (
     write_all,
 )
 from stores.group_commit import GroupCommitter
-from stores.lock import LockHandle, acquire_lock
+from stores.lock import LockHandle, acquire_lock, lock_owner
 from stores.native_format import (
     LOCK_NAME,
     EncodedKeys,
@@ -129,6 +131,7 @@ from stores.native_format import (
 from stores.native_load import (
     CredsVersion,
     Layout,
+    Listing,
     LoadedState,
     classify,
     load_state,
@@ -450,25 +453,72 @@ async def open_native_backend(
 def _open_sync(
     path: Path, fs: FileSystem, compact_min_bytes: int, recover: bool
 ) -> tuple[NativeBackend, AuthCreds | None]:
-    classify(path, fs)  # refuse foreign data before creating anything in it
+    listing = classify(path, fs)  # refuse foreign data before creating anything in it
+    early = _validate_unlocked(path, fs, listing, recover)
     ensure_private_dir(path, fs=fs)
     lock = acquire_lock(path, LOCK_NAME)
     try:
-        return _open_locked(path, fs, lock, compact_min_bytes, recover)
+        return _open_locked(path, fs, lock, compact_min_bytes, recover, early)
     except BaseException:
         lock.release()
         raise
 
 
+@dataclass(frozen=True)
+class _EarlyLoad:
+    """The state read before the lock was taken, and the files it was read from."""
+
+    fingerprint: tuple[tuple[str, int, int], ...]
+    state: LoadedState
+
+
+def _fingerprint(path: Path, fs: FileSystem, listing: Listing) -> tuple[tuple[str, int, int], ...]:
+    names = sorted([*listing.logs.values(), *listing.snapshots.values()])
+    stats = [(name, fs.stat(path / name)) for name in names]
+    return tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
+
+
+def _validate_unlocked(
+    path: Path, fs: FileSystem, listing: Listing, recover: bool
+) -> _EarlyLoad | None:
+    """Read and check the store before anything is touched (no mode fix, no lock file).
+
+    A refused open leaves the directory as it found it. A store a live owner is
+    writing may read as damaged here: its owner is then named (``StoreLockedError``)
+    rather than the data blamed. The state read is reused under the lock when no file
+    changed in between, so an open still reads the store once.
+    """
+    if listing.layout is not Layout.NATIVE:
+        return None
+    try:
+        fingerprint = _fingerprint(path, fs, listing)
+        state = load_state(path, listing, fs, salvage=recover)
+        _check_creds(state, recover)
+    except (StoreError, OSError):
+        owner = lock_owner(path, LOCK_NAME)
+        if owner is not None:
+            raise StoreLockedError(str(path), owner.describe()) from None
+        raise
+    return _EarlyLoad(fingerprint, state)
+
+
 def _open_locked(
-    path: Path, fs: FileSystem, lock: LockHandle, compact_min_bytes: int, recover: bool
+    path: Path,
+    fs: FileSystem,
+    lock: LockHandle,
+    compact_min_bytes: int,
+    recover: bool,
+    early: _EarlyLoad | None = None,
 ) -> tuple[NativeBackend, AuthCreds | None]:
     listing = classify(path, fs)  # again, under the lock
     _remove_quietly(fs, path, listing.temps)
     if listing.layout is not Layout.NATIVE:
         return _create(path, fs, lock, compact_min_bytes), None
     _tighten_modes(fs, path, [*listing.logs.values(), *listing.snapshots.values()])
-    state = load_state(path, listing, fs, salvage=recover)
+    if early is not None and early.fingerprint == _fingerprint(path, fs, listing):
+        state = early.state
+    else:
+        state = load_state(path, listing, fs, salvage=recover)
     creds_fallback, creds_error, pending = _check_creds(state, recover)
     recovery = NativeRecovery(
         torn_tail=state.log.torn if state.log else None,

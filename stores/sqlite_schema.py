@@ -77,7 +77,7 @@ def check_header(path: Path) -> bool:
 def _describe_directory(path: Path) -> str:
     if (path / "creds.json").exists():
         return "a directory of Baileys multi-file JSON"
-    return "a directory (the native and multi-file backends use directories)"
+    return "a directory (a SQLite database is a file)"
 
 
 def prepare(

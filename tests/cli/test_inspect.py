@@ -276,7 +276,7 @@ def test_empty_directory_is_a_new_device(
     [
         (["{tmp}/absent"], EXIT_REFUSED, "does not exist"),
         (["{tmp}/file.txt"], EXIT_REFUSED, "not a SQLite database"),
-        (["{tmp}/auth", "--backend", "sqlite"], EXIT_REFUSED, "holds native data, not sqlite"),
+        (["{tmp}/auth", "--backend", "sqlite"], EXIT_REFUSED, "found a native auth directory"),
         (["{tmp}/auth", "--account", "bot1"], EXIT_USAGE, "--account is for SQLite"),
         (["{tmp}/auth", "--backend", "nope"], EXIT_USAGE, "invalid choice"),
         (["{tmp}/auth", "--frobnicate"], EXIT_USAGE, "unrecognized arguments"),
@@ -408,3 +408,14 @@ def test_any_backends_lock_file_keeps_a_directory_recognised(backend: str, tmp_p
     assert run_cli("inspect", path).code == EXIT_OK
     # Opening as the backend (what run --auth does) is not refused either.
     make_store(backend, path, pre_keys=1, commits=0)
+
+
+def test_an_empty_file_is_named_as_such_not_taken_for_a_database(tmp_path: Path) -> None:
+    """inspect on a 0-byte file exits 6 saying it is an empty file, and leaves it alone."""
+    empty = tmp_path / "bots.db"
+    empty.touch()
+    before = tree_state(empty)
+    done = run_cli("inspect", empty)
+    assert done.code == EXIT_REFUSED and done.out == ""
+    assert f"{empty}: found an empty file" in done.err and len(done.err.splitlines()) == 1
+    assert tree_state(empty) == before
