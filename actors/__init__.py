@@ -19,6 +19,7 @@ _EXPORTS = {
     "QueryTimeout": "actors.errors",
     "CredsSnapshotRefused": "actors.errors",
     "SessionEnded": "actors.errors",
+    "UntrustedServer": "actors.errors",
     "SessionError": "actors.errors",
     "StaleCredsChange": "actors.errors",
     "TransportClosed": "actors.errors",

@@ -5,8 +5,8 @@
 
 Runs one session until it ends. With ``--log-format json`` every runtime event is
 one JSON object per line on stdout (``{"event": "qr", "qr": "..."}``,
-``{"event": "connection_update", "connection": "open", ...}``, ...), among the
-JSON log lines; creds updates list the changed field names and the durable
+``{"event": "connection_update", "connection": "open", ...}``, ...); the log lines
+go to stderr (JSON too); creds updates list the changed field names and the durable
 version only, never key material. With ``console`` the QR is drawn in the
 terminal and a received message is one line (``message ID from NAME <JID> [in
 GROUP]: TEXT``, or ``undecryptable: why``); in JSON its ``wa.Message`` is
@@ -16,7 +16,8 @@ Exit codes:
 
 === =========================================================================
 0   orderly stop (SIGINT/SIGTERM)
-1   any other error (the session tree gave up, bad creds, unreachable config)
+1   any other error (the session tree gave up, bad creds, unreachable config, a server
+    certificate that does not verify under ``--server-root-key``)
 2   bad arguments (from the CLI parser)
 3   logged out (401): the device was removed; the creds are marked, files kept
 4   replaced (440): another client took over the session
@@ -45,7 +46,7 @@ DESCRIPTION = (
     "Open the auth location (a new device if it is empty or absent), connect, pair by QR "
     "or log in with the saved creds, and keep the session alive until it is stopped "
     "(SIGINT/SIGTERM), logged out or replaced. With --log-format json every event is one "
-    "JSON object per line on stdout."
+    "JSON object per line on stdout. Log lines go to stderr."
 )
 EXAMPLES = (
     "baileys-trio run --auth ./auth",
@@ -286,7 +287,15 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
         EndReason.REFUSED: EXIT_REFUSED,
         EndReason.FAILED: EXIT_ERROR,
         EndReason.FENCED: EXIT_STORE_LOCKED,
+        EndReason.UNTRUSTED_SERVER: EXIT_ERROR,
     }
+    if reason is EndReason.UNTRUSTED_SERVER:
+        print(
+            "baileys-trio run: the server's certificate does not verify under the root key"
+            " (--server-root-key; unset, it is WhatsApp's own root: against a sandbox pass"
+            " the key it prints when it starts); not retrying",
+            file=sys.stderr,
+        )
     return codes[reason]
 
 

@@ -104,5 +104,7 @@ def cli_commands(command: Callable[..., _C]) -> list[_C]:
             examples=EXAMPLES,
             configure=configure,
             run=run,
+            # The demo narrates the runtime's own log lines (crashes, restarts) in order.
+            logs_on_stdout=True,
         )
     ]

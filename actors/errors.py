@@ -25,10 +25,22 @@ class ConfigError(SessionError, ValueError):
 class SessionEnded(SessionError):
     """The session stopped for good (logged out, replaced, stopped) while it was awaited."""
 
-    def __init__(self, account: str, reason: str) -> None:
-        super().__init__(f"session {account!r} ended: {reason}")
+    def __init__(self, account: str, reason: str, detail: str | None = None) -> None:
+        why = reason if detail is None else f"{reason}: {detail}"
+        super().__init__(f"session {account!r} ended: {why}")
         self.account = account
         self.reason = reason
+        self.detail = detail
+        """What ended it, when known (the untrusted certificate, for one). Since 0.2.0."""
+
+
+class UntrustedServer(SessionError):
+    """The server's certificate chain does not verify under the configured root key.
+
+    ``Config.server_root_key`` decides the root (unset: WhatsApp's own). A sandbox
+    has a root of its own and prints its public key when it starts. No retry can
+    succeed, so the session ends after the first attempt. Since 0.2.0.
+    """
 
 
 class ConnectTimeout(SessionError, TimeoutError):

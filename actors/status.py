@@ -25,6 +25,8 @@ class EndReason(enum.Enum):
     REFUSED = "refused"  # 403/411: the server refuses this device
     FAILED = "failed"  # the session tree gave up (restart intensity) or failed to start
     FENCED = "fenced"  # the store's lease was lost: another process may own the account
+    # The server's certificate does not verify under Config.server_root_key (since 0.2.0).
+    UNTRUSTED_SERVER = "untrusted_server"
 
 
 class SessionStatus:

@@ -329,7 +329,12 @@ class Session:
             while self.status.state is not ClientState.OPEN:
                 if self.status.ended.is_set():
                     reason = self.status.end_reason
-                    raise SessionEnded(self.account, reason.value if reason else "ended")
+                    error = self.status.error
+                    raise SessionEnded(
+                        self.account,
+                        reason.value if reason else "ended",
+                        None if error is None else str(error),
+                    )
                 await self.status.wait_changed()
             return
         raise ConnectTimeout(self.account, timeout, self.status.state.value)

@@ -45,7 +45,8 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``baileys-trio`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    log = make_logger(args.log_format)
+    command = next(c for c in COMMANDS if c.name == args.command)
+    log = make_logger(args.log_format, sys.stdout if command.logs_on_stdout else sys.stderr)
     try:
         code: int = args._run(args, log)
     except KeyboardInterrupt:

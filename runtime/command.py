@@ -35,6 +35,9 @@ class Command:
     examples: tuple[str, ...]
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, Logger], int]
+    logs_on_stdout: bool = False
+    """Log lines go to stderr, apart from stdout's output; True for a command whose
+    output narrates the log (the demo shows the runtime's crash and restart lines)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +45,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_args(  # type: ignore[override]  # the one signature this CLI calls
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """Parse; an unknown option is reported under the subcommand it was given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(EXIT_USAGE, f"{prog}: error: unrecognized arguments: {' '.join(extras)}\n")
+        return parsed
 
 
 def _examples(lines: Sequence[str]) -> str:

@@ -1,8 +1,9 @@
 """structlog loggers for the runtime: built here, passed down, never global.
 
 ``make_logger`` wraps a stream with its own processor chain (no ``structlog.configure``),
-so an embedding application keeps control of global logging. Console rendering on a
-TTY, one JSON object per line otherwise.
+so an embedding application keeps control of global logging. Logs go to stderr:
+console rendering on a TTY, one JSON object per line otherwise; stdout is left to
+what the program prints.
 
 Lifecycle events the supervisors emit (one per change), each bound with
 ``supervisor`` (the supervisor path), ``child`` (the child id) and ``path``:
@@ -46,8 +47,13 @@ class Logger(Protocol):
 
 
 def make_logger(fmt: LogFormat = "auto", stream: TextIO | None = None) -> Logger:
-    """A logger writing to ``stream`` (default stdout) as console text or JSON lines."""
-    out = sys.stdout if stream is None else stream
+    """A logger writing to ``stream`` as console text or JSON lines.
+
+    The default stream is stderr (since 0.2.0; stdout before): stdout is for what the
+    program prints, a QR from ``on_qr=print`` for one, and must not mix with logs.
+    ``auto`` renders for a console when the stream is a terminal, JSON otherwise.
+    """
+    out = sys.stderr if stream is None else stream
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     processors: list[Any] = [
         structlog.processors.add_log_level,
@@ -78,6 +84,14 @@ def make_logger(fmt: LogFormat = "auto", stream: TextIO | None = None) -> Logger
 
 
 def default_logger() -> Logger:
-    """What supervisors use when given no logger: structlog's lazily configured one."""
-    logger: Logger = structlog.get_logger("runtime")
-    return logger
+    """What the runtime uses when given no logger.
+
+    structlog's own logger when the application configured structlog (its choice of
+    stream and format wins), else ``make_logger("auto")``: on stderr, console text on
+    a terminal and JSON lines otherwise (structlog's unconfigured default would print
+    to stdout, among what the program prints).
+    """
+    if structlog.is_configured():
+        configured: Logger = structlog.get_logger("runtime")
+        return configured
+    return make_logger("auto")

@@ -5,7 +5,9 @@ the shape of ``runtime.cli.Command``; heavy imports happen inside ``run``.
 
 - ``baileys-trio sandbox [--host H] [--port P] [--root-key HEX]`` prints the
   websocket URL on its first line and the root public key (hex) on its second,
-  flushed, then serves until SIGINT/SIGTERM (exit 0).
+  flushed, then serves until SIGINT/SIGTERM (exit 0). On stderr it prints one line
+  per connection opened or closed, pairing and login, with the time (UTC), unless
+  ``--quiet``.
 - ``baileys-trio sandbox contact add|send|messages ...`` and ``baileys-trio
   sandbox group create ...`` (0.2.0) talk to a running sandbox through its
   control channel (``--sandbox URL``): ``contact add [--name N]`` prints the new
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TextIO, TypeVar
 
@@ -68,6 +71,11 @@ def configure_sandbox(parser: argparse.ArgumentParser) -> None:
         metavar="HEX",
         default=None,
         help="the root private key as 64 hex digits (default: a fresh one per run)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print no line per connection, pairing and login on stderr",
     )
     sub = parser.add_subparsers(dest="sandbox_command", metavar="{contact,group}")
     contact = sub.add_parser("contact", help="simulated contacts of a running sandbox")
@@ -117,7 +125,12 @@ def run_sandbox(args: argparse.Namespace, log: object = None, *, out: TextIO | N
 
     async def serve() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with open_sandbox(args.host, args.port, identity=identity) as sb:
+            async with open_sandbox(
+                args.host,
+                args.port,
+                identity=identity,
+                on_event=None if args.quiet else _event_printer(sys.stderr),
+            ) as sb:
                 print(sb.url, file=stream)
                 print(sb.root_public_key.hex(), file=stream, flush=True)
                 async for _ in signals:
@@ -125,6 +138,15 @@ def run_sandbox(args: argparse.Namespace, log: object = None, *, out: TextIO | N
 
     trio.run(serve)
     return EXIT_OK
+
+
+def _event_printer(stream: TextIO) -> Callable[[str], None]:
+    """Print each sandbox event as one line, its UTC time first, for a person watching."""
+
+    def show(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S', time.gmtime())} {line}", file=stream, flush=True)
+
+    return show
 
 
 def _run_control(args: argparse.Namespace, stream: TextIO) -> int:

@@ -148,8 +148,11 @@ class Faults:
 class Sandbox:
     """A running sandbox server (made by :func:`open_sandbox`)."""
 
-    def __init__(self, core: ServerCore) -> None:
+    def __init__(self, core: ServerCore, on_event: Callable[[str], None] | None = None) -> None:
         self.core = core
+        self.on_event = on_event
+        """Told one line per connection opened or closed, pairing and login (or None)."""
+        self._seen: dict[int, ConnState] = {}
         self.faults = Faults(self)
         self.url = ""
         self.control_url = ""
@@ -259,6 +262,10 @@ class Sandbox:
                 if outbox is not None:
                     outbox.send.send_nowait(output.data if isinstance(output, Send) else output)
             else:
+                if isinstance(output, Linked):
+                    self._report(f"paired: the phone linked {output.jid}")
+                else:
+                    self._report(f"pairing failed: {output.reason}")
                 waiter = self._links.pop(output.ref, None)
                 if waiter is not None:
                     # The phone may have stopped waiting (cancelled): nobody to tell then.
@@ -279,6 +286,9 @@ class Sandbox:
             return
         ws = await request.accept()
         conn_id = self.core.connect()
+        remote = ws.remote
+        where = remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
+        self._report(f"connection {conn_id} opened from {where}")
         if self.faults.stall_new_connections:
             self.core.stall(conn_id)
         send, receive = trio.open_memory_channel[bytes | Close](math.inf)
@@ -292,13 +302,36 @@ class Sandbox:
                     except ConnectionClosed:
                         break
                     data = message.encode() if isinstance(message, str) else message
+                    watched = self.on_event is not None
+                    refused = self.core.statistics().logins_refused if watched else 0
                     self.dispatch(self.core.receive(conn_id, data, trio.current_time()))
+                    if watched:
+                        self._report_progress(conn_id, refused)
                     self._bump()
                 nursery.cancel_scope.cancel()
         finally:
             del self._outboxes[conn_id]
+            self._seen.pop(conn_id, None)
             self.dispatch(self.core.disconnected(conn_id, trio.current_time()))
+            self._report(f"connection {conn_id} closed")
             self._bump()
+
+    def _report(self, line: str) -> None:
+        if self.on_event is not None:
+            self.on_event(line)
+
+    def _report_progress(self, conn_id: int, refused_before: int) -> None:
+        """One line when connection ``conn_id`` asked to pair, logged in or was refused."""
+        if self.core.statistics().logins_refused > refused_before:
+            self._report(f"connection {conn_id}: login refused (the device is not paired here)")
+        info = next((c for c in self.core.connections() if c.conn_id == conn_id), None)
+        if info is None or self._seen.get(conn_id) is info.state:
+            return
+        self._seen[conn_id] = info.state
+        if info.state is ConnState.PAIRING:
+            self._report(f"connection {conn_id}: a new device asks to pair (QR codes sent)")
+        elif info.state is ConnState.LOGGED_IN:
+            self._report(f"connection {conn_id}: {info.jid} logged in")
 
     async def _write(
         self,
@@ -331,10 +364,15 @@ async def open_sandbox(
     *,
     identity: ServerIdentity | None = None,
     config: SandboxConfig | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Sandbox]:
-    """Serve a sandbox on ``host:port`` (0: any free port) for the body of the block."""
+    """Serve a sandbox on ``host:port`` (0: any free port) for the body of the block.
+
+    ``on_event`` (since 0.2.0) is told one line for each connection opened or closed,
+    pairing asked, device paired (or not) and login (or refused login).
+    """
     core = ServerCore(identity=identity, config=config)
-    sandbox = Sandbox(core)
+    sandbox = Sandbox(core, on_event)
     async with trio.open_nursery() as nursery:
         server: WebSocketServer = await nursery.start(
             partial(

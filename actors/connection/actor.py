@@ -69,7 +69,7 @@ from actors.connection.messenger import Messenger, SendMessage
 from actors.connection.payload import ClientIdentity
 from actors.connection.prekeys import PRE_KEY_TYPE, plan_upload
 from actors.connection.transport import Transport, WebSocketTransport
-from actors.errors import NotConnected, SessionError, TransportClosed
+from actors.errors import NotConnected, SessionError, TransportClosed, UntrustedServer
 from actors.mail import (
     CommitBatch,
     CommitKeysAndCreds,
@@ -241,6 +241,11 @@ class ConnectionActor(RepliesLater):
             self.ctx.log.info(
                 "connection_closed", code=outcome.code, reason=outcome.reason, detail=outcome.detail
             )
+            if outcome.untrusted:
+                # A wrong or missing server_root_key: every retry would fail the same way.
+                self._close_event(outcome, reconnect=False)
+                self._status.end(EndReason.UNTRUSTED_SERVER, UntrustedServer(outcome.detail))
+                raise StopActor()
             if policy is DisconnectPolicy.RECONNECT_NOW:
                 self._close_event(outcome, reconnect=True, delay=0.0)
                 continue

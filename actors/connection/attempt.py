@@ -62,7 +62,7 @@ from actors.connection.client_state import (
     StreamError,
     policy_for_code,
 )
-from actors.connection.errors import RemoteProtocolError
+from actors.connection.errors import RemoteProtocolError, UntrustedServerError
 from actors.connection.prekeys import MIN_PREKEY_COUNT, PRE_KEY_TYPE, upload_count
 from actors.connection.transport import Channel
 from actors.errors import ConnectionLost, QueryTimeout, TransportClosed
@@ -98,6 +98,9 @@ class Outcome:
     code: int
     detail: str
     opened: bool = False
+    untrusted: bool = False
+    """The server's certificate did not verify under the configured root: no retry
+    can succeed, so the session ends instead of reconnecting."""
 
     @property
     def policy(self) -> DisconnectPolicy:
@@ -216,6 +219,9 @@ class Attempt:
             await task(*args)
         except AttemptOver as over:
             self._end(over.outcome)
+        except UntrustedServerError as exc:
+            self.log.error("untrusted_server", error=str(exc), code=exc.error_status_hint)
+            self._end(Outcome(exc.error_status_hint, str(exc), self.opened, untrusted=True))
         except RemoteProtocolError as exc:
             self.log.warning("protocol_error", error=str(exc), code=exc.error_status_hint)
             self._end(self._outcome_of(exc.error_status_hint, f"protocol error: {exc}"))

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from actors.connection.errors import BAD_HANDSHAKE, RemoteProtocolError
+from actors.connection.errors import BAD_HANDSHAKE, RemoteProtocolError, UntrustedServerError
 from actors.connection.proto import wa_pb2
 from stores.keys import public_from_private, sign, verify
 
@@ -86,10 +86,12 @@ def verify_cert_chain(
     intermediate_cert = _certificate(chain, "intermediate")
     leaf_cert = _certificate(chain, "leaf")
     if not verify(root.public_key, intermediate_cert.details, intermediate_cert.signature):
-        raise _fail("intermediate certificate signature does not verify under the root key")
+        raise UntrustedServerError(
+            "intermediate certificate signature does not verify under the root key"
+        )
     intermediate = _details(intermediate_cert.details, "intermediate")
     if intermediate.issuer_serial != root.serial:
-        raise _fail(
+        raise UntrustedServerError(
             f"intermediate issuerSerial is {intermediate.issuer_serial},"
             f" the root's serial is {root.serial}"
         )

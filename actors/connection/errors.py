@@ -34,3 +34,25 @@ class RemoteProtocolError(ProtocolError):
     def __init__(self, message: str, *, error_status_hint: int = BAD_HANDSHAKE) -> None:
         super().__init__(message)
         self.error_status_hint = error_status_hint
+
+
+ROOT_KEY_HINT = (
+    "the root is Config.server_root_key (--server-root-key for baileys-trio run); unset,"
+    " it is WhatsApp's own root, so against a sandbox set the key it prints when it starts"
+)
+"""What an untrusted certificate chain's error says about where the root comes from."""
+
+
+class UntrustedServerError(RemoteProtocolError):
+    """The server's certificate chain does not verify under the configured root key.
+
+    No retry can succeed with this configuration (a wrong or missing
+    ``server_root_key``, or a server that is not who it claims): the connection
+    actor ends the session after the first attempt instead of reconnecting.
+
+    Since 0.2.0.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"server cert chain: {reason} ({ROOT_KEY_HINT})")
+        self.reason = reason

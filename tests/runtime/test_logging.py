@@ -136,3 +136,18 @@ def test_crash_tracebacks_never_show_frame_locals() -> None:
         assert "failing" in text and "boom" in text
         assert secret.hex() not in text and repr(secret) not in text
         assert "private_key" not in text
+
+
+def test_logs_go_to_stderr_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """make_logger() and, with structlog unconfigured, default_logger() write to stderr only."""
+    import structlog
+
+    from runtime.log import default_logger
+
+    structlog.reset_defaults()
+    make_logger("json").info("made_logger_line")
+    default_logger().info("default_logger_line")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = [json.loads(line)["event"] for line in captured.err.splitlines()]
+    assert lines == ["made_logger_line", "default_logger_line"]
