@@ -7,6 +7,17 @@ Run it as `python -m bench runtime` (as a script its name would shadow the packa
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:
+    # Run as a script (python bench/runtime.py): bench/ heads sys.path, where this file
+    # shadows the `runtime` package. Run it as the module it is instead.
+    import os
+    import runpy
+    import sys
+
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("bench.runtime", run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
 import os
 import platform
 import statistics

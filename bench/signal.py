@@ -52,6 +52,17 @@ never asserted.
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:
+    # Run as a script (python bench/signal.py): bench/ heads sys.path, where this file
+    # shadows the `signal` module of the standard library. Run it as the module it is instead.
+    import os
+    import runpy
+    import sys
+
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("bench.signal", run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
 import argparse
 import json
 import os

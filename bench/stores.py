@@ -29,6 +29,17 @@ absolute rates across runs).
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:
+    # Run as a script (python bench/stores.py): bench/ heads sys.path, where this file
+    # shadows the `stores` package. Run it as the module it is instead.
+    import os
+    import runpy
+    import sys
+
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("bench.stores", run_name="__main__", alter_sys=True)
+    sys.exit(0)
+
 import json
 import os
 import platform
