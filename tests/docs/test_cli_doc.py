@@ -37,3 +37,37 @@ def test_one_number_means_one_thing_across_commands() -> None:
     assert "replaced" in table[run_command.EXIT_REPLACED]
     assert "server refuses" in table[run_command.EXIT_REFUSED]
     assert "other error" in table[run_command.EXIT_ERROR]
+
+
+DOCS = CLI_DOC.parent
+STALE = (
+    "until this section is filled in",
+    "python -m actors.cli run",
+    "until `runtime/cli.py` registers",
+    "not yet listed",
+    "runtime.run_command",
+)
+
+
+def test_every_command_has_a_section_with_its_usage() -> None:
+    """Each registered command has a `## \\`NAME\\`` section in docs/cli.md opening with usage."""
+    from runtime.cli import COMMANDS
+
+    text = CLI_DOC.read_text()
+    for command in COMMANDS:
+        section = text.split(f"\n## `{command.name}`\n", 1)
+        assert len(section) == 2, f"docs/cli.md has no section for {command.name}"
+        body = section[1].split("\n## ", 1)[0]
+        assert f"```console\nbaileys-trio {command.name}" in body, command.name
+
+
+def test_no_page_speaks_of_the_cli_as_unfinished() -> None:
+    """No doc page (nor the README) says a command is not registered or a section is to come."""
+    pages = [*sorted(DOCS.glob("*.md")), DOCS.parent / "README.md"]
+    found = [
+        f"{page.name}: {phrase}"
+        for page in pages
+        for phrase in STALE
+        if phrase in page.read_text()
+    ]
+    assert found == []
