@@ -39,6 +39,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
+from actors import events
 from runtime.log import Logger
 
 HELP = "run one WhatsApp session until it ends (pairs by QR when the auth location is new)"
@@ -95,16 +96,16 @@ def json_event_lines(event: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSON objects printed for one event map (secrets left out, every value JSON)."""
     lines: list[dict[str, Any]] = []
     for name, payload in event.items():
-        if name == "messages_update" and isinstance(payload, list):
+        if name == events.MESSAGES_UPDATE and isinstance(payload, list):
             lines.append({"event": name, "updates": [_plain(u) for u in payload]})
             continue
         body = dict(payload) if isinstance(payload, dict) else {"value": payload}
-        if name == "connection_update" and "qr" in body:
-            lines.append({"event": "qr", **body})
+        if name == events.CONNECTION_UPDATE and "qr" in body:
+            lines.append({"event": events.QR_LINE, **body})
             continue
-        if name == "creds_update":
+        if name == events.CREDS_UPDATE:
             body = {k: body[k] for k in ("version", "rev", "changed", "account") if k in body}
-        if name == "messages_upsert" and isinstance(body.get("messages"), list):
+        if name == events.MESSAGES_UPSERT and isinstance(body.get("messages"), list):
             body["messages"] = [_message_entry(m) for m in body["messages"]]
         lines.append({"event": name, **body})
     return lines
@@ -166,15 +167,15 @@ def event_printer(fmt: str, out: TextIO) -> Callable[[dict[str, Any]], None]:
     def print_console(event: dict[str, Any]) -> None:
         for line in json_event_lines(event):
             name = line.pop("event")
-            if name == "qr":
+            if name == events.QR_LINE:
                 _draw_qr(str(line["qr"]), out)
                 out.write(f"scan this QR with WhatsApp (code {line.get('qr_index', 0) + 1})\n")
-            elif name == "connection_update" and line.get("connection") == "close":
+            elif name == events.CONNECTION_UPDATE and line.get("connection") == "close":
                 out.write(_describe_close(line) + "\n")
-            elif name == "messages_upsert":
+            elif name == events.MESSAGES_UPSERT:
                 for message in line.get("messages") or ():
                     out.write(describe_message(message) + "\n")
-            elif name == "messages_update":
+            elif name == events.MESSAGES_UPDATE:
                 for update in line.get("updates") or ():
                     out.write(describe_update(update) + "\n")
             else:

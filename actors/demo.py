@@ -49,6 +49,7 @@ import trio
 from actors.cli import describe_message
 from actors.connection.binary.jid import Jid
 from actors.demo_show import Journal, Record, Show, TapLogger, connection, logged
+from actors.events import MESSAGES_UPDATE, MESSAGES_UPSERT
 from runtime.app import Config, Runtime, open_runtime
 from runtime.errors import ActorDown, MailboxFull
 from runtime.ref import ActorRef
@@ -173,7 +174,7 @@ def received(message_id: str) -> Any:
     """A predicate: a ``messages_upsert`` event carrying the message ``message_id``."""
 
     def match(record: Record) -> bool:
-        if record.kind != "event" or record.name != "messages_upsert":
+        if record.kind != "event" or record.name != MESSAGES_UPSERT:
             return False
         return any(m["key"]["id"] == message_id for m in record.fields.get("messages", ()))
 
@@ -184,7 +185,7 @@ def receipt(message_id: str) -> Any:
     """A predicate: a ``messages_update`` event reporting on our message ``message_id``."""
 
     def match(record: Record) -> bool:
-        if record.kind != "event" or record.name != "messages_update":
+        if record.kind != "event" or record.name != MESSAGES_UPDATE:
             return False
         return any(u["key"]["id"] == message_id for u in record.fields.get("value", ()))
 
@@ -262,7 +263,7 @@ class Chat:
     def check(self, journal: Journal, first: int = 0) -> tuple[int, int]:
         """Ann's messages from the ``first`` on reached the bot (as ``journal`` saw), every
         answer reached Ann, none undecryptable: (messages to the bot, answers to Ann)."""
-        upserts = [r for r in journal.records if r.kind == "event" and r.name == "messages_upsert"]
+        upserts = [r for r in journal.records if r.kind == "event" and r.name == MESSAGES_UPSERT]
         entries = [m for r in upserts for m in r.fields.get("messages", ())]
         bad = [m["key"]["id"] for m in entries if m.get("undecryptable")]
         if bad:

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import trio
 
 from actors.cli import event_printer  # the `run` command's printer: one import line
+from actors.events import CONNECTION_UPDATE
 from runtime.log import Logger
 
 #: Keys of a log record that are never shown in console notes (tracebacks, noise).
@@ -90,7 +91,7 @@ def connection(key: str, value: Any = None) -> Callable[[Record], bool]:
     """A predicate: a ``connection_update`` event carrying ``key`` (equal to ``value``)."""
 
     def match(record: Record) -> bool:
-        if record.kind != "event" or record.name != "connection_update":
+        if record.kind != "event" or record.name != CONNECTION_UPDATE:
             return False
         return key in record.fields and (value is None or record.fields[key] == value)
 
@@ -190,7 +191,7 @@ class Show:
     def qr(self, update: dict[str, Any]) -> None:
         """Draw a QR ``connection_update`` on a console (block QR and the raw string)."""
         if not self.json:
-            self._events({"connection_update": update})
+            self._events({CONNECTION_UPDATE: update})
 
     def supervisor_lines(self, records: list[Record]) -> None:
         """Show the supervisor's lifecycle records among ``records`` as notes."""

@@ -44,13 +44,13 @@ Since 0.1.0.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import trio
 
 from actors.errors import CredsSnapshotRefused, StaleCredsChange
+from actors.events import EventSink, creds_update, store_error
 from actors.mail import (
     CommitBatch,
     CredsState,
@@ -75,8 +75,6 @@ REV_FENCE_GAP = 1 << 16
 A dead incarnation awaits every creds change that does not go straight into the
 persister's mailbox, so at most a few of its numbered changes can still arrive
 after the next incarnation loaded; the gap is far above that."""
-
-EventSink = Callable[[dict[str, Any]], None]
 
 
 class BackendSource(Protocol):
@@ -320,16 +318,7 @@ class Persister(RepliesLater):
                 self._emit_creds_update(seq, group.rev, delta)
 
     def _emit_creds_update(self, seq: int, rev: int, delta: Mapping[str, Any]) -> None:
-        self._emit(
-            {
-                "creds_update": {
-                    "version": seq,
-                    "rev": rev,
-                    "changed": sorted(delta),
-                    "delta": {name: _copy(value) for name, value in delta.items()},
-                }
-            }
-        )
+        self._emit(creds_update(seq, rev, delta))
 
     def _report_failure(self, backend: Persistence, exc: BaseException) -> None:
         if isinstance(exc, Exception):
@@ -340,14 +329,7 @@ class Persister(RepliesLater):
                 error=repr(exc),
             )
             self._emit(
-                {
-                    "store_error": {
-                        "location": backend.location,
-                        "backend": backend.backend_name,
-                        "error": type(exc).__name__,
-                        "message": str(exc),
-                    }
-                }
+                store_error(backend.location, backend.backend_name, type(exc).__name__, str(exc))
             )
 
     def _creds_state(self) -> CredsState:
@@ -362,14 +344,9 @@ class Persister(RepliesLater):
         return self._backend
 
 
-def _copy(value: Any) -> Any:
-    return copy.deepcopy(value)
-
-
 __all__ = [
     "DEFAULT_COALESCE_DELAY",
     "BackendSource",
-    "EventSink",
     "Persister",
     "changed_fields",
 ]

@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 
 import trio
 
-from actors.connection.actor import ConnectionActor, ConnectionSettings, EventSink
+from actors.connection.actor import ConnectionActor, ConnectionSettings
+from actors.events import EventSink
 from actors.persister import DEFAULT_COALESCE_DELAY, BackendSource, Persister
 from actors.signal_store import DEFAULT_STORE_TIMEOUT, SignalStoreActor, SignalStoreFactory
 from actors.status import EndReason, SessionStatus

@@ -44,6 +44,7 @@ from actors.connection.messenger import SendMessage
 from actors.connection.payload import DEFAULT_VERSION, Browser, ClientIdentity
 from actors.connection.transport import Transport, WebSocketTransport
 from actors.errors import ConfigError, ConnectTimeout, SessionEnded, SessionError
+from actors.events import EventSink, session_ended
 from actors.mail import CredsState, LoadCreds, PersisterStatistics, PersisterStats, SendNode
 from actors.messaging.content import Content
 from actors.messaging.incoming import MessageKey, read_receipts
@@ -509,13 +510,11 @@ class Runtime:
                 await session.source.aclose()
                 reason = session.status.end_reason
                 self._emit_now(
-                    {
-                        "session_ended": {
-                            "account": session.account,
-                            "reason": reason.value if reason else "stopped",
-                            "error": repr(session.status.error) if session.status.error else None,
-                        }
-                    }
+                    session_ended(
+                        session.account,
+                        reason.value if reason else "stopped",
+                        repr(session.status.error) if session.status.error else None,
+                    )
                 )
                 self.sessions.pop(session.account, None)
                 session.closed.set()
@@ -530,7 +529,7 @@ class Runtime:
 
         return watch
 
-    def _emitter(self, account: str) -> Callable[[Event], None]:
+    def _emitter(self, account: str) -> EventSink:
         def emit(event: Event) -> None:
             tagged = {name: _tag(payload, account) for name, payload in event.items()}
             self._emit_now(tagged)

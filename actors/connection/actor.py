@@ -70,6 +70,7 @@ from actors.connection.payload import ClientIdentity
 from actors.connection.prekeys import PRE_KEY_TYPE, plan_upload
 from actors.connection.transport import Transport, WebSocketTransport
 from actors.errors import NotConnected, SessionError, TransportClosed, UntrustedServer
+from actors.events import EventSink, connection_close, connection_connecting, connection_qr
 from actors.mail import (
     CommitBatch,
     CommitKeysAndCreds,
@@ -86,6 +87,7 @@ from actors.signal.errors import SignalError
 from actors.status import EndReason, SessionStatus
 from runtime.actor import StopActor
 from runtime.errors import ReplyAbandoned, ReplyTimeout
+from runtime.events import Event
 from runtime.ref import ActorRef
 from runtime.reply import RepliesLater, Reply, call_durable
 from runtime.spec import Backoff
@@ -100,7 +102,6 @@ LOGGED_OUT_MARK = "loggedOut"
 MAX_IMMEDIATE_RESTARTS = 3
 """515s in a row (without reaching open) reconnected at once; later ones back off."""
 
-EventSink = Callable[[dict[str, Any]], None]
 QrCallback = Callable[[str], Awaitable[None] | None]
 
 
@@ -216,7 +217,7 @@ class ConnectionActor(RepliesLater):
     async def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
         return await self.messenger.stanza_received(node)
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         self._emit(event)
 
     # --- the reconnect loop -----------------------------------------------------------
@@ -273,16 +274,15 @@ class ConnectionActor(RepliesLater):
     def _close_event(
         self, outcome: Outcome, *, reconnect: bool, delay: float | None = None
     ) -> None:
-        update: dict[str, Any] = {
-            "connection": "close",
-            "reason": outcome.reason,
-            "code": outcome.code,
-            "detail": outcome.detail,
-            "reconnect": reconnect,
-        }
-        if delay is not None:
-            update["delay"] = delay
-        self._emit({"connection_update": update})
+        self._emit(
+            connection_close(
+                reason=outcome.reason,
+                code=outcome.code,
+                detail=outcome.detail,
+                reconnect=reconnect,
+                delay=delay,
+            )
+        )
 
     async def _mark_logged_out(self) -> None:
         marked = self.creds.copy()
@@ -294,7 +294,7 @@ class ConnectionActor(RepliesLater):
     async def _attempt(self) -> Outcome:
         self._attempts += 1
         self._status.set_state(ClientState.CONNECTING)
-        self._emit({"connection_update": {"connection": "connecting", "attempt": self._attempts}})
+        self._emit(connection_connecting(self._attempts))
         self.ctx.log.info("connecting", url=self._settings.url, attempt=self._attempts)
         settings = self._settings
         conn = ClientConnection(
@@ -382,16 +382,7 @@ class ConnectionActor(RepliesLater):
         return {key_id: keys[key_id] for key_id in sorted(keys)}
 
     async def show_qr(self, event: QrCode) -> None:
-        self._emit(
-            {
-                "connection_update": {
-                    "connection": "connecting",
-                    "qr": event.qr,
-                    "qr_index": event.index,
-                    "qr_ttl": event.ttl,
-                }
-            }
-        )
+        self._emit(connection_qr(event.qr, event.index, event.ttl))
         callback = self._settings.on_qr
         if callback is None:
             return

@@ -66,7 +66,9 @@ from actors.connection.errors import RemoteProtocolError, UntrustedServerError
 from actors.connection.prekeys import MIN_PREKEY_COUNT, PRE_KEY_TYPE, upload_count
 from actors.connection.transport import Channel
 from actors.errors import ConnectionLost, QueryTimeout, TransportClosed
+from actors.events import connection_open, connection_paired
 from runtime.errors import ReplyTimeout
+from runtime.events import Event
 from runtime.log import Logger
 from runtime.reply import Reply
 from stores.creds import AuthCreds, KeyPair
@@ -144,7 +146,7 @@ class AttemptHost(Protocol):
         """Report the connection's state to the session status."""
         ...
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         """Publish a session event."""
         ...
 
@@ -415,7 +417,7 @@ class Attempt:
         self.next_ping = trio.current_time() + self.timers.keepalive_interval
         me = self.host.me_id()
         self.log.info("connection_open", me=me, digest_ok=event.digest_ok)
-        self.host.emit({"connection_update": {"connection": "open", "me": me}})
+        self.host.emit(connection_open(me))
         if event.digest_ok is False:
             await self._later(lambda: self._upload(MIN_PREKEY_COUNT))
 
@@ -427,9 +429,7 @@ class Attempt:
         await self.host.commit_identity(creds)
         await self.send_with(self.conn.confirm_pairing)
         self.log.info("paired", me=event.update.me.get("id"))
-        self.host.emit(
-            {"connection_update": {"is_new_login": True, "me": event.update.me.get("id")}}
-        )
+        self.host.emit(connection_paired(event.update.me.get("id")))
 
     async def _on_login(self, event: LoginSuccess) -> None:
         creds = self.host.creds

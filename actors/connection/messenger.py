@@ -35,11 +35,12 @@ from actors.messaging.incoming import IncomingStanza, MessageKey, RetryKeys, ack
 from actors.messaging.outgoing import DeviceCiphertext
 from actors.messaging.receive import ReceivedMessage
 from actors.messaging.send import KeptSend
-from actors.messaging.service import Event, Identity, MessagingService
+from actors.messaging.service import Identity, MessagingService
 from actors.signal.repository import SignalRepository
 from actors.signal.session_builder import PreKeyBundle
 from actors.signal_store import WithStore
 from runtime.errors import ReplyAbandoned, ReplyTimeout
+from runtime.events import Event
 from runtime.log import Logger
 from runtime.ref import ActorRef
 from runtime.reply import call_durable
@@ -153,7 +154,7 @@ class MessengerHost(Protocol):
     @property
     def creds(self) -> AuthCreds: ...
 
-    def emit(self, event: dict[str, Any]) -> None: ...
+    def emit(self, event: Event) -> None: ...
 
     async def prepare_prekeys(self, count: int) -> dict[int, KeyPair]: ...
 

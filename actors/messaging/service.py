@@ -36,6 +36,14 @@ from actors.connection.binary.errors import JidError
 from actors.connection.binary.jid import G_US, Jid
 from actors.connection.binary.node import BinaryNode
 from actors.connection.proto import wa_pb2
+from actors.events import (
+    EventSink,
+    message_entry,
+    message_key,
+    message_update,
+    messages_update,
+    messages_upsert,
+)
 from actors.messaging.content import Content, encode_padded, parse_message, to_message
 from actors.messaging.crypto import MessageCrypto
 from actors.messaging.errors import MessagingError, RecipientError, StanzaError
@@ -65,6 +73,7 @@ from actors.messaging.queries import (
 from actors.messaging.receive import ReceivedMessage
 from actors.messaging.send import KeptSend, device_jids
 from actors.signal.session_builder import PreKeyBundle
+from runtime.events import Event
 
 MAX_RETRIES = 5
 """Retry receipts sent for one message at most (Baileys' maxMsgRetryCount)."""
@@ -74,8 +83,6 @@ RETRIES_TRACKED = 256
 """Messages whose retry count is remembered (in memory, as Baileys)."""
 ACK_TIMEOUT = 60.0
 """How long ``send_message`` waits for the server's ack of a stanza."""
-
-Event = dict[str, Any]
 
 
 class Link(Protocol):
@@ -127,7 +134,7 @@ class MessagingService:
         crypto: MessageCrypto,
         link: Link,
         identity: Callable[[], Identity],
-        emit: Callable[[Event], None],
+        emit: EventSink,
         *,
         retry_keys: Callable[[], Awaitable[RetryKeys]] | None = None,
         registration_id: Callable[[], int],
@@ -412,21 +419,15 @@ def retry_bundle(node: BinaryNode) -> PreKeyBundle | None:
 def message_event(received: ReceivedMessage) -> Event:
     """``{"messages_upsert": {"type": "notify", "messages": [...]}}`` for one message."""
     key = received.key
-    entry: dict[str, Any] = {
-        "key": {
-            "remote_jid": key.remote_jid,
-            "from_me": key.from_me,
-            "id": key.id,
-            "participant": key.participant,
-        },
-        "message": received.message,
-        "text": received.text,
-        "push_name": received.push_name,
-        "timestamp": received.timestamp,
-    }
-    if received.error is not None:
-        entry["undecryptable"] = received.error
-    return {"messages_upsert": {"type": "notify", "messages": [entry]}}
+    entry = message_entry(
+        message_key(key.remote_jid, key.from_me, key.id, key.participant),
+        received.message,
+        received.text,
+        received.push_name,
+        received.timestamp,
+        received.error,
+    )
+    return messages_upsert([entry])
 
 
 def receipt_event(node: BinaryNode) -> Event:
@@ -439,20 +440,13 @@ def receipt_event(node: BinaryNode) -> Event:
     remote = node.attr("from") or ""
     stamp = node.attr("t")
     timestamp = int(stamp) if stamp is not None and stamp.isdigit() else None
-    return {
-        "messages_update": [
-            {
-                "key": {
-                    "remote_jid": remote,
-                    "from_me": True,
-                    "id": mid,
-                    "participant": node.attr("participant"),
-                },
-                "update": {"status": status, "timestamp": timestamp},
-            }
+    participant = node.attr("participant")
+    return messages_update(
+        [
+            message_update(message_key(remote, True, mid, participant), status, timestamp)
             for mid in ids
         ]
-    }
+    )
 
 
 def _chat_of_receipt(node: BinaryNode) -> str:
