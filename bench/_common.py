@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -136,6 +136,39 @@ class _DropWatch:
     samples: list[tuple[float, int, int]] = dataclasses.field(default_factory=list)
 
 
+AdminAnswer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""One admin request in, its JSON reply out (``{"ok": ...}``)."""
+
+
+async def serve_admin(sb: Any, answer: AdminAnswer, seconds: float, nursery: trio.Nursery) -> None:
+    """Serve ``answer`` as one-line JSON requests on a loopback port for ``seconds``.
+
+    Prints the sandbox's address, root key and the admin port as one JSON line (what
+    the parent side reads), then cancels ``nursery`` when the lifetime is over.
+    """
+
+    async def handle(stream: trio.SocketStream) -> None:
+        buffer = b""
+        async with stream:
+            while b"\n" not in buffer:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+            try:
+                reply = await answer(json.loads(buffer.split(b"\n", 1)[0]))
+            except Exception as exc:  # the admin caller gets the reason, the host lives on
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            await stream.send_all(json.dumps(reply).encode() + b"\n")
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    print(json.dumps({"url": sb.url, "root": sb.root_public_key.hex(), "admin": port}), flush=True)
+    with trio.move_on_after(seconds):
+        await trio.sleep_forever()
+    nursery.cancel_scope.cancel()
+
+
 async def _serve_host(seconds: float) -> None:
     from sandbox.core import ConnState
     from sandbox.server import open_sandbox
@@ -180,29 +213,7 @@ async def _serve_host(seconds: float) -> None:
                 return {"ok": True, "logged_in": logged_in(), **stats}
             return {"ok": False, "error": f"unknown op {op!r}"}
 
-        async def handle(stream: trio.SocketStream) -> None:
-            buffer = b""
-            async with stream:
-                while b"\n" not in buffer:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                try:
-                    reply = await answer(json.loads(buffer.split(b"\n", 1)[0]))
-                except Exception as exc:  # the admin caller gets the reason, the host lives on
-                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
-
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        admin = listeners[0].socket.getsockname()[1]
-        print(
-            json.dumps({"url": sb.url, "root": sb.root_public_key.hex(), "admin": admin}),
-            flush=True,
-        )
-        with trio.move_on_after(seconds):
-            await trio.sleep_forever()
-        nursery.cancel_scope.cancel()
+        await serve_admin(sb, answer, seconds, nursery)
 
 
 # --- the sandbox host (parent side) --------------------------------------------------

@@ -61,6 +61,7 @@ from bench._common import (
     machine_facts,
     percentile,
     print_machine,
+    serve_admin,
 )
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "messages_baileys.mjs"
@@ -238,29 +239,7 @@ async def _serve_host(seconds: float) -> None:
                 return {"ok": True, **dataclasses.asdict(sb.statistics())}
             return {"ok": False, "error": f"unknown op {op!r}"}
 
-        async def handle(stream: trio.SocketStream) -> None:
-            buffer = b""
-            async with stream:
-                while b"\n" not in buffer:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                try:
-                    reply = await answer(json.loads(buffer.split(b"\n", 1)[0]))
-                except Exception as exc:  # the caller gets the reason, the host lives on
-                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
-
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        print(
-            json.dumps({"url": sb.url, "root": sb.root_public_key.hex(), "admin": port}),
-            flush=True,
-        )
-        with trio.move_on_after(seconds):
-            await trio.sleep_forever()
-        nursery.cancel_scope.cancel()
+        await serve_admin(sb, answer, seconds, nursery)
 
 
 # --- the host (parent side) ---------------------------------------------------------------
