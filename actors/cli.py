@@ -90,6 +90,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the server's certificate root public key, 64 hex digits (default WhatsApp's)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, logged)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        default="127.0.0.1",
+        help="the address the metrics endpoint listens on (default 127.0.0.1)",
+    )
 
 
 def json_event_lines(event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -266,6 +279,9 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
             options["ws_url"] = args.url
         if args.server_root_key is not None:
             options["server_root_key"] = args.server_root_key
+        if args.metrics_port is not None:
+            options["metrics_port"] = args.metrics_port
+            options["metrics_host"] = args.metrics_host
         config = Config(**options)
     except ConfigError as exc:
         print(f"baileys-trio run: {exc}", file=sys.stderr)

@@ -44,6 +44,7 @@ Since 0.1.0.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -60,6 +61,7 @@ from actors.mail import (
     ReadKeys,
     SaveCreds,
 )
+from actors.recorder import NO_METRICS, SessionMetrics
 from runtime.exit import ExitReason
 from runtime.reply import RepliesLater, Reply
 from stores.creds import AuthCreds, CredsPatch
@@ -123,8 +125,10 @@ class Persister(RepliesLater):
         *,
         emit: EventSink,
         coalesce_delay: float = DEFAULT_COALESCE_DELAY,
+        metrics: SessionMetrics = NO_METRICS,
     ) -> None:
         self._source = source
+        self._metrics = metrics
         self._emit = emit
         self._delay = coalesce_delay
         self._backend: Persistence | None = None
@@ -293,6 +297,7 @@ class Persister(RepliesLater):
     async def _commit(self, group: _Group) -> None:
         backend = self._backend_now()
         self._writing = True
+        started = time.perf_counter()
         try:
             # Shielded: a stop request must not tear a commit in half; the backend
             # bounds its own duration.
@@ -305,6 +310,7 @@ class Persister(RepliesLater):
             raise
         finally:
             self._writing = False
+        self._metrics.commit(time.perf_counter() - started, max(1, len(group.replies)))
         self._commits += 1
         self._seq = seq
         for receipt in group.replies:

@@ -34,6 +34,7 @@ import trio
 from actors.connection.actor import ConnectionActor, ConnectionSettings
 from actors.events import EventSink
 from actors.persister import DEFAULT_COALESCE_DELAY, BackendSource, Persister
+from actors.recorder import NO_METRICS, SessionMetrics
 from actors.signal_store import DEFAULT_STORE_TIMEOUT, SignalStoreActor, SignalStoreFactory
 from actors.status import EndReason, SessionStatus
 from runtime.child import ChildControl
@@ -165,6 +166,7 @@ class SessionPlan:
     max_restarts: int = DEFAULT_MAX_RESTARTS
     max_seconds: float = DEFAULT_MAX_SECONDS
     restart_backoff: Backoff | None = None
+    metrics: SessionMetrics = NO_METRICS
 
     def name(self, child: str) -> str:
         """The registry name of one of this session's actors."""
@@ -181,7 +183,12 @@ class SessionSupervisor(Supervisor):
         children = [
             ChildSpec(
                 "persister",
-                lambda: Persister(plan.source, emit=plan.emit, coalesce_delay=plan.coalesce_delay),
+                lambda: Persister(
+                    plan.source,
+                    emit=plan.emit,
+                    coalesce_delay=plan.coalesce_delay,
+                    metrics=plan.metrics,
+                ),
                 name=plan.name("persister"),
                 shutdown=PERSISTER_SHUTDOWN,
                 mailbox_size=1024,
@@ -205,6 +212,7 @@ class SessionSupervisor(Supervisor):
                     signal_store=signal_store,
                     status=plan.status,
                     emit=plan.emit,
+                    metrics=plan.metrics,
                 ),
                 restart=Restart.TRANSIENT,
                 name=plan.name("connection"),

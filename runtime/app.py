@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -48,6 +49,7 @@ from actors.events import EventSink, session_ended
 from actors.mail import CredsState, LoadCreds, PersisterStatistics, PersisterStats, SendNode
 from actors.messaging.content import Content
 from actors.messaging.incoming import MessageKey, read_receipts
+from actors.metrics import Metrics
 from actors.persister import DEFAULT_COALESCE_DELAY
 from actors.session import (
     ReopeningBackend,
@@ -58,12 +60,13 @@ from actors.session import (
 )
 from actors.signal_store import DEFAULT_STORE_TIMEOUT, SignalStoreFactory
 from actors.status import EndReason, SessionStatus
-from runtime.core import DEFAULT_MAX_RESTARTS, DEFAULT_MAX_SECONDS
+from runtime.core import DEFAULT_MAX_RESTARTS, DEFAULT_MAX_SECONDS, SupervisorBase
 from runtime.dynamic import DynamicSupervisor, open_dynamic_supervisor
 from runtime.errors import ChildStartError
 from runtime.events import Event, EventBus, Handler, Unsubscribe, open_event_bus
 from runtime.exit import unwrap_group
 from runtime.log import Logger, default_logger
+from runtime.metrics_http import serve_metrics, valid_port
 from runtime.ref import ActorRef
 from runtime.registry import Registry
 from runtime.reply import call_durable
@@ -190,6 +193,8 @@ class Config:
     cache_size: int | None = DEFAULT_CACHE_SIZE
     creds_coalesce_delay: float = DEFAULT_COALESCE_DELAY
     store_timeout: float = DEFAULT_STORE_TIMEOUT
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
@@ -255,6 +260,12 @@ class Config:
             or not 0 <= self.creds_coalesce_delay < 10
         ):
             raise ConfigError("creds_coalesce_delay", "must be a number of seconds in [0, 10)")
+        if self.metrics_port is not None and not valid_port(self.metrics_port):
+            raise ConfigError(
+                "metrics_port", f"must be a port 0-65535 or None, got {self.metrics_port!r}"
+            )
+        if not isinstance(self.metrics_host, str) or not self.metrics_host:
+            raise ConfigError("metrics_host", "must be a host name or address to listen on")
 
     @property
     def account_name(self) -> str:
@@ -378,6 +389,9 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._stopping = False
         self.stopped = trio.Event()
+        self.metrics = Metrics()
+        self.metrics_address: tuple[str, int] | None = None
+        """Where the metrics endpoint listens (``Config.metrics_port``), else None."""
 
     # --- events -------------------------------------------------------------------
 
@@ -455,6 +469,7 @@ class Runtime:
             max_restarts=config.max_restarts,
             max_seconds=config.max_seconds,
             restart_backoff=config.restart_backoff,
+            metrics=self.metrics.session(account),
         )
         session = Session(
             account, status, session_refs(plan, self.registry), source, config.store_timeout
@@ -470,6 +485,7 @@ class Runtime:
         except BaseException:
             await source.aclose()
             raise
+        self._track_restarts(account)
         self.sessions[account] = session
         if self._primary is None:
             self._primary = session
@@ -509,13 +525,14 @@ class Runtime:
                     )
                 await session.source.aclose()
                 reason = session.status.end_reason
-                self._emit_now(
-                    session_ended(
-                        session.account,
-                        reason.value if reason else "stopped",
-                        repr(session.status.error) if session.status.error else None,
-                    )
+                ended = session_ended(
+                    session.account,
+                    reason.value if reason else "stopped",
+                    repr(session.status.error) if session.status.error else None,
                 )
+                self.metrics.retire_restarts(session.account)
+                self.metrics.observe_event(session.account, ended)
+                self._emit_now(ended)
                 self.sessions.pop(session.account, None)
                 session.closed.set()
 
@@ -531,10 +548,32 @@ class Runtime:
 
     def _emitter(self, account: str) -> EventSink:
         def emit(event: Event) -> None:
+            self.metrics.observe_event(account, event)
             tagged = {name: _tag(payload, account) for name, payload in event.items()}
             self._emit_now(tagged)
 
         return emit
+
+    def _track_restarts(self, account: str) -> None:
+        """Restarts per actor of the session tree just started, read at each scrape."""
+        for info in self.sessions_supervisor.which_children():
+            if info.id == account and info.supervisor is not None:
+                self.metrics.track_restarts(account, partial(_restarts, info.supervisor))
+
+    async def serve_metrics(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve ``GET /metrics`` (Prometheus text) until cancelled; ``metrics_address`` set."""
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(
+                partial(serve_metrics, self.metrics.render, port, host=host, log=self.log)
+            )
+            self.metrics_address = address
+            task_status.started(address)
 
     def _emit_now(self, event: Event) -> None:
         try:
@@ -556,6 +595,10 @@ async def _end_when_lease_lost(
         await lost.wait()
         status.end(EndReason.FENCED, getattr(backend, "fenced", None))
         nursery.cancel_scope.cancel()
+
+
+def _restarts(tree: SupervisorBase) -> dict[str, int]:
+    return {child.id: child.restarts for child in tree.which_children()}
 
 
 def _tag(payload: Any, account: str) -> Any:
@@ -595,13 +638,23 @@ async def open_runtime(
     log: Logger | None = None,
     subscribe: Handler | None = None,
     max_sessions: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
 ) -> AsyncIterator[Runtime]:
     """Run the runtime for the block; with ``config``, its session is started (and primary).
 
     ``subscribe`` is subscribed before the session starts, so it sees every event
     (``rt.subscribe_raw`` inside the block sees those after it). Leaving the block
-    stops every session in order.
+    stops every session in order. With ``metrics_port`` (else ``config.metrics_port``)
+    the runtime serves its metrics there (``rt.metrics_address``) before any session
+    starts.
     """
+    if metrics_port is None and config is not None:
+        metrics_port = config.metrics_port
+    if metrics_host is None:
+        metrics_host = config.metrics_host if config is not None else "127.0.0.1"
+    if metrics_port is not None and not valid_port(metrics_port):
+        raise ConfigError("metrics_port", f"must be a port 0-65535, got {metrics_port!r}")
     logger = log if log is not None else default_logger()
     registry = Registry()
     async with open_event_bus(log=logger) as bus:
@@ -613,12 +666,16 @@ async def open_runtime(
                 rt.subscribe_raw(subscribe)
             async with trio.open_nursery() as nursery:
                 rt._nursery = nursery
+                rt.metrics.start_fsync_timing()
                 try:
+                    if metrics_port is not None:
+                        await nursery.start(rt.serve_metrics, metrics_port, metrics_host)
                     if config is not None:
                         await rt.start_session(config)
                     yield rt
                 finally:
                     await rt.stop()
+                    rt.metrics.stop_fsync_timing()
                     nursery.cancel_scope.cancel()
             # Let subscribers see the last events before the bus closes.
             with trio.move_on_after(1.0):

@@ -17,7 +17,9 @@ import errno
 import os
 import secrets
 import stat
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +103,37 @@ def write_all(fs: FileSystem, fd: int, data: bytes | memoryview, location: str) 
         view = view[n:]
 
 
+FsyncObserver = Callable[[float], None]
+"""Called with the seconds one successful fsync took (from the thread that made it)."""
+
+_fsync_observers: list[FsyncObserver] = []
+
+
+def observe_fsyncs(observer: FsyncObserver) -> Callable[[], None]:
+    """Time every later ``sync_file``/``sync_dir`` of this process; returns the undo.
+
+    Process-wide on purpose: fsyncs happen in writer threads that know no session,
+    and a metrics endpoint wants the disk's view.
+    """
+    _fsync_observers.append(observer)
+
+    def stop() -> None:
+        if observer in _fsync_observers:
+            _fsync_observers.remove(observer)
+
+    return stop
+
+
+def _observed(started: float) -> None:
+    if _fsync_observers:
+        elapsed = time.perf_counter() - started
+        for observer in list(_fsync_observers):
+            observer(elapsed)
+
+
 def sync_file(fs: FileSystem, fd: int, location: str, *, data_only: bool = False) -> None:
     """fsync (or fdatasync) ``fd``; a failure is final: the caller must stop writing."""
+    started = time.perf_counter()
     try:
         if data_only:
             fs.fdatasync(fd)
@@ -110,14 +141,17 @@ def sync_file(fs: FileSystem, fd: int, location: str, *, data_only: bool = False
             fs.fsync(fd)
     except OSError as exc:
         raise DurabilityError(location, "fsync", exc) from exc
+    _observed(started)
 
 
 def sync_dir(fs: FileSystem, directory: StrPath) -> None:
     """fsync a directory so a create, rename or unlink inside it is durable."""
+    started = time.perf_counter()
     try:
         fs.fsync_dir(directory)
     except OSError as exc:
         raise DurabilityError(str(directory), "fsync of directory", exc) from exc
+    _observed(started)
 
 
 def temp_path_for(path: Path) -> Path:

@@ -83,6 +83,7 @@ from actors.mail import (
     SendNode,
 )
 from actors.messaging.errors import MessagingError
+from actors.recorder import NO_METRICS, SessionMetrics
 from actors.signal.errors import SignalError
 from actors.status import EndReason, SessionStatus
 from runtime.actor import StopActor
@@ -138,8 +139,10 @@ class ConnectionActor(RepliesLater):
         signal_store: ActorRef,
         status: SessionStatus,
         emit: EventSink,
+        metrics: SessionMetrics = NO_METRICS,
     ) -> None:
         self._settings = settings
+        self.metrics = metrics
         self._persister = persister
         self._signal_store = signal_store
         self._status = status

@@ -67,6 +67,7 @@ from actors.connection.prekeys import MIN_PREKEY_COUNT, PRE_KEY_TYPE, upload_cou
 from actors.connection.transport import Channel
 from actors.errors import ConnectionLost, QueryTimeout, TransportClosed
 from actors.events import connection_open, connection_paired
+from actors.recorder import SessionMetrics
 from runtime.errors import ReplyTimeout
 from runtime.events import Event
 from runtime.log import Logger
@@ -148,6 +149,11 @@ class AttemptHost(Protocol):
 
     def emit(self, event: Event) -> None:
         """Publish a session event."""
+        ...
+
+    @property
+    def metrics(self) -> SessionMetrics:
+        """The session's metrics recorder."""
         ...
 
     async def save_creds(self, creds: AuthCreds) -> None:
@@ -474,6 +480,7 @@ class Attempt:
     async def _on_upload_result(self, event: PreKeyUploadResult) -> None:
         if event.ok:
             self.log.info("prekeys_uploaded", count=len(self.upload_keys))
+            self.host.metrics.prekeys_uploaded(len(self.upload_keys))
             return
         self.upload_failures += 1
         self.log.warning("prekey_upload_failed", code=event.error_code, tries=self.upload_failures)

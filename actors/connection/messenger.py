@@ -36,6 +36,7 @@ from actors.messaging.outgoing import DeviceCiphertext
 from actors.messaging.receive import ReceivedMessage
 from actors.messaging.send import KeptSend
 from actors.messaging.service import Identity, MessagingService
+from actors.recorder import SessionMetrics
 from actors.signal.repository import SignalRepository
 from actors.signal.session_builder import PreKeyBundle
 from actors.signal_store import WithStore
@@ -156,6 +157,9 @@ class MessengerHost(Protocol):
 
     def emit(self, event: Event) -> None: ...
 
+    @property
+    def metrics(self) -> SessionMetrics: ...
+
     async def prepare_prekeys(self, count: int) -> dict[int, KeyPair]: ...
 
 
@@ -227,6 +231,7 @@ class Messenger:
                 link = service.link
                 await link.query(upload_iq(link.next_id(), self._host.creds, keys))
                 self._log.info("prekeys_topped_up", server=int(value), uploaded=len(keys))
+                self._host.metrics.prekeys_uploaded(len(keys))
         await service.link.send(ack_for(node, self._me()))
 
     async def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
@@ -253,7 +258,9 @@ class Messenger:
         service = self._service
         if service is None:
             raise ConnectionLost(428, "no open connection for messaging")
-        return await service.send_message(jid, content)
+        key = await service.send_message(jid, content)
+        self._host.metrics.message_sent()
+        return key
 
     def _me(self) -> str | None:
         me = self._host.creds.me or {}
