@@ -1,4 +1,4 @@
-"""Auth state for a linked device: creds, Signal keys, durable backends and migration.
+"""Auth state for a linked device: creds, Signal keys, durable backends, migration, backup.
 
 ``stores`` knows nothing of actors: everything here works as a plain async library.
 
@@ -29,8 +29,13 @@ if TYPE_CHECKING:
         use_postgres_auth_state,
         use_sqlite_auth_state,
     )
+    from stores.backup import BackupSummary, backup_location, restore_location
     from stores.creds import AuthCreds, CredsPatch, KeyPair, SignedKeyPair, init_auth_creds
     from stores.errors import (
+        BackupError,
+        BackupTargetNotEmpty,
+        BackupUnsupportedError,
+        BackupVerificationError,
         CorruptStateError,
         DurabilityError,
         FencedError,
@@ -78,11 +83,18 @@ _EXPORTS: dict[str, str] = {
     "use_native_file_auth_state": "stores.auth",
     "use_postgres_auth_state": "stores.auth",
     "use_sqlite_auth_state": "stores.auth",
+    "BackupSummary": "stores.backup",
+    "backup_location": "stores.backup",
+    "restore_location": "stores.backup",
     "AuthCreds": "stores.creds",
     "CredsPatch": "stores.creds",
     "KeyPair": "stores.creds",
     "SignedKeyPair": "stores.creds",
     "init_auth_creds": "stores.creds",
+    "BackupError": "stores.errors",
+    "BackupTargetNotEmpty": "stores.errors",
+    "BackupUnsupportedError": "stores.errors",
+    "BackupVerificationError": "stores.errors",
     "CorruptStateError": "stores.errors",
     "DurabilityError": "stores.errors",
     "FencedError": "stores.errors",
@@ -120,6 +132,11 @@ __all__ = [
     "AuthConfig",
     "AuthCreds",
     "AuthState",
+    "BackupError",
+    "BackupSummary",
+    "BackupTargetNotEmpty",
+    "BackupUnsupportedError",
+    "BackupVerificationError",
     "Batch",
     "CorruptStateError",
     "CredsPatch",
@@ -149,12 +166,14 @@ __all__ = [
     "UnsupportedFormatError",
     "Value",
     "WrongBackendError",
+    "backup_location",
     "init_auth_creds",
     "migrate_compat_json_to_native",
     "migrate_native_to_compat_json",
     "migrate_to_sqlite",
     "open_auth_state",
     "open_memory_backend",
+    "restore_location",
     "use_memory_auth_state",
     "use_multi_file_auth_state",
     "use_native_file_auth_state",

@@ -1,12 +1,12 @@
-"""The ``inspect`` and ``migrate`` commands of the ``baileys-trio`` CLI.
+"""The ``inspect``, ``migrate``, ``backup`` and ``restore`` commands of the CLI.
 
 They live in ``stores`` because they are about auth locations; ``runtime/cli.py``
-registers them (``INSPECT`` and ``MIGRATE`` carry exactly what its ``Command``
-needs: name, help, description, examples, ``configure(parser)`` and
-``run(args, log) -> exit code``); ``runtime/cli.py`` does
+registers them (``INSPECT``, ``MIGRATE``, ``BACKUP`` and ``RESTORE`` carry exactly
+what its ``Command`` needs: name, help, description, examples, ``configure(parser)``
+and ``run(args, log) -> exit code``); ``runtime/cli.py`` does
 ``COMMANDS += cli_commands(Command)``. ``register_inspect_command(subparsers)`` and
 ``register_migrate_command(subparsers)`` add them to any argparse parser, and
-``build_parser()`` / ``main()`` make a parser of just these two (tests, embedding).
+``build_parser()`` / ``main()`` make a parser of just these four (tests, embedding).
 
 This module imports only the standard library at import time, so ``--help`` stays
 light; each ``run`` imports the stores modules it needs.
@@ -19,7 +19,8 @@ Exit codes (documented in docs/cli.md; the numbers mean the same as for ``run``)
 2  bad arguments (one line on stderr)
 5  locked: a running owner holds the location (its pid and host are named)
 6  refused: nothing there, another backend's data, an unsupported format, an empty
-   source, a target that is not empty; nothing was changed
+   source, a target that is not empty, a backend backup cannot copy online;
+   nothing was changed
 7  failed: an I/O error or a failed verification; the source is untouched
 == ==================================================================================
 
@@ -34,13 +35,16 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 if TYPE_CHECKING:
+    from stores.backup import BackupSummary
     from stores.inspection import AccountReport, InspectReport
     from stores.migrate import MigrationSummary
 
 __all__ = [
+    "BACKUP",
     "EXIT_CORRUPT",
     "EXIT_FAILED",
     "EXIT_LOCKED",
@@ -49,6 +53,7 @@ __all__ = [
     "EXIT_USAGE",
     "INSPECT",
     "MIGRATE",
+    "RESTORE",
     "CommandInfo",
     "build_parser",
     "cli_commands",
@@ -441,6 +446,102 @@ def render_bar(frame: int, width: int, block: int = 6) -> str:
     return " " * start + "=" * block + " " * (width - block - start)
 
 
+# --- backup and restore ----------------------------------------------------------------
+
+
+def configure_backup(parser: argparse.ArgumentParser) -> None:
+    """Add ``backup``'s arguments to ``parser``."""
+    parser.add_argument(
+        "--auth",
+        metavar="LOC",
+        required=True,
+        help="the auth location to back up (a native directory or a SQLite database)",
+    )
+    parser.add_argument("out", metavar="OUT", help="an absent or empty directory for the backup")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", *BACKEND_CHOICES),
+        default="auto",
+        help="the backend LOC holds (default: auto-detect)",
+    )
+    parser.add_argument(
+        "--account", metavar="NAME", default="default", help="SQLite: the account to back up"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def run_backup(args: argparse.Namespace, log: object = None) -> int:
+    """Back up ``args.auth`` into ``args.out``; print the summary; return the exit code."""
+    import trio
+
+    from stores.backup import backup_location
+
+    out = _Output("backup", args)
+    return _run_copy(
+        out,
+        args,
+        lambda: trio.run(
+            partial(
+                backup_location, args.auth, args.out, backend=args.backend, account=args.account
+            )
+        ),
+        "backed up",
+    )
+
+
+def configure_restore(parser: argparse.ArgumentParser) -> None:
+    """Add ``restore``'s arguments to ``parser``."""
+    parser.add_argument("backup", metavar="OUT", help="a backup directory made by backup")
+    parser.add_argument(
+        "location", metavar="LOC", help="an absent or empty directory to restore into"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def run_restore(args: argparse.Namespace, log: object = None) -> int:
+    """Restore ``args.backup`` into ``args.location``; print the summary; return the exit code."""
+    import trio
+
+    from stores.backup import restore_location
+
+    out = _Output("restore", args)
+    return _run_copy(
+        out, args, lambda: trio.run(restore_location, args.backup, args.location), "restored"
+    )
+
+
+def _run_copy(
+    out: _Output, args: argparse.Namespace, copy: Callable[[], BackupSummary], verb: str
+) -> int:
+    from stores.errors import StoreError
+
+    try:
+        summary = copy()
+    except StoreError as exc:
+        return out.fail(exc)
+    except OSError as exc:
+        return out.fail_message(EXIT_FAILED, "OSError", str(exc))
+    if args.json:
+        print(json.dumps(summary.to_json(), sort_keys=True))
+    else:
+        print(format_backup(summary, verb))
+    return EXIT_OK
+
+
+def format_backup(summary: BackupSummary, verb: str) -> str:
+    """The human-readable summary of a backup or a restore."""
+    lines = [
+        f"{verb:<10} {summary.source_backend} {summary.source}",
+        f"      to   {summary.target} (inspected and verified)",
+        f"point      seq {summary.seq}",
+        f"account    {summary.account_id or 'unpaired'}",
+        f"keys       {summary.total_keys}",
+    ]
+    width = max((len(t) for t in summary.key_counts), default=0)
+    lines += [f"  {t:<{width}}  {n}" for t, n in summary.key_counts.items()]
+    return "\n".join(lines)
+
+
 # --- output and errors ---------------------------------------------------------------
 
 
@@ -480,6 +581,8 @@ def exit_code_for(exc: Exception) -> int:
 
     if isinstance(exc, errors.StoreLockedError):
         return EXIT_LOCKED
+    if isinstance(exc, errors.BackupError):
+        return EXIT_FAILED if isinstance(exc, errors.BackupVerificationError) else EXIT_REFUSED
     if isinstance(exc, errors.CorruptStateError):
         return EXIT_CORRUPT
     refused = (errors.MigrationError, errors.WrongBackendError, errors.UnsupportedFormatError)
@@ -534,9 +637,46 @@ MIGRATE = CommandInfo(
 )
 
 
+BACKUP = CommandInfo(
+    name="backup",
+    help="copy an auth location at a consistent point while its owner runs, verified",
+    description=(
+        "Copy the creds and every Signal key of LOC, as they were after one durable "
+        "commit (the point), into OUT (absent or empty), without stopping a runtime that "
+        "owns LOC and without writing to it. Works for native directories and SQLite "
+        "databases; the backup is a native directory holding one checksummed snapshot, "
+        "checked with inspect before the command reports success."
+    ),
+    examples=(
+        "baileys-trio backup --auth auth/ backups/2026-12-06",
+        "baileys-trio backup --auth bots.db --account bot1 bot1-backup/ --json",
+    ),
+    configure=configure_backup,
+    run=run_backup,
+)
+
+RESTORE = CommandInfo(
+    name="restore",
+    help="restore a backup into an absent or empty location, whole or not at all",
+    description=(
+        "Write the backup OUT into LOC as a native store. LOC must be absent or empty and "
+        "not in use; a non-empty or locked LOC is refused and left as it was. The copy "
+        "appears in LOC by one rename, so an interrupted restore leaves LOC empty, never "
+        "half a store. Run the bot with --auth LOC afterwards (or migrate LOC to another "
+        "backend)."
+    ),
+    examples=(
+        "baileys-trio restore backups/2026-12-06 auth/",
+        "baileys-trio restore bot1-backup/ restored/ && baileys-trio inspect restored/",
+    ),
+    configure=configure_restore,
+    run=run_restore,
+)
+
+
 def cli_commands(command: Callable[..., _C]) -> list[_C]:
-    """``inspect`` and ``migrate`` built with ``runtime.cli.Command`` (passed in, so this
-    module never imports ``runtime``)."""
+    """``inspect``, ``migrate``, ``backup`` and ``restore`` built with
+    ``runtime.cli.Command`` (passed in, so this module never imports ``runtime``)."""
     return [
         command(
             name=info.name,
@@ -546,7 +686,7 @@ def cli_commands(command: Callable[..., _C]) -> list[_C]:
             configure=info.configure,
             run=info.run,
         )
-        for info in (INSPECT, MIGRATE)
+        for info in (INSPECT, MIGRATE, BACKUP, RESTORE)
     ]
 
 
@@ -602,11 +742,15 @@ def register_migrate_command(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """A parser of just ``inspect`` and ``migrate`` (``runtime.cli`` has them all)."""
-    parser = _Parser(prog=PROG, description="Inspect and migrate baileys-trio auth locations.")
+    """A parser of just the stores commands (``runtime.cli`` has them all)."""
+    parser = _Parser(
+        prog=PROG, description="Inspect, migrate, back up and restore baileys-trio auth locations."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register_inspect_command(sub)
     register_migrate_command(sub)
+    for info in (BACKUP, RESTORE):
+        _add_command(sub, info, "auto")
     return parser
 
 

@@ -132,3 +132,40 @@ class FencedError(StoreError):
         self.reason = reason
         self.epoch = epoch
         super().__init__(f"{location}: fenced at lease epoch {epoch}: {reason}")
+
+
+class BackupError(StoreError):
+    """A backup or restore was refused, or its copy failed verification.
+
+    ``location`` names the place at fault (the source, the backup or the target) and
+    ``reason`` what was found there. Nothing at the target is left that could be
+    taken for a store: it is as it was (absent or empty). Since 0.2.0.
+    """
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"{location}: {reason}")
+
+
+class BackupTargetNotEmpty(BackupError):
+    """The backup's output (or the restore's target) already holds something.
+
+    A backup never overwrites anything, so an older backup or a live store there is
+    kept as it was. Since 0.2.0.
+    """
+
+
+class BackupUnsupportedError(BackupError):
+    """The source's backend cannot be copied at a consistent point by this command.
+
+    The reason says what to do instead (for example, back up the running session with
+    ``Session.backup``). Since 0.2.0.
+    """
+
+
+class BackupVerificationError(BackupError):
+    """The written copy did not read back as the state that was copied.
+
+    The copy was removed again; the source was never touched. Since 0.2.0.
+    """
