@@ -15,7 +15,7 @@ from typing import Any
 
 from actors.connection.binary import BinaryNode
 from stores.creds import AuthCreds, CredsPatch
-from stores.types import Batch, KeyWrites, Transaction
+from stores.types import Batch, KeyWrites, StoreSnapshot, Transaction
 
 # --- persister -------------------------------------------------------------------
 
@@ -75,6 +75,26 @@ class ReadKeys:
 
     type: str
     ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TakeSnapshot:
+    """Call → ``DurableSnapshot``: the committed state at a point in durable order.
+
+    Taken while no commit is in flight, so it holds exactly the commits up to its
+    ``seq``. Changes handed over but not yet committed (unacknowledged) are not in it.
+    Since 0.2.0.
+    """
+
+
+@dataclass(frozen=True)
+class DurableSnapshot:
+    """Everything committed up to ``seq`` (the point), and where it was read."""
+
+    seq: int
+    snapshot: StoreSnapshot = field(repr=False)
+    backend: str
+    location: str
 
 
 @dataclass(frozen=True)
@@ -178,6 +198,7 @@ __all__ = [
     "ConnectionInfo",
     "ConnectionSnapshot",
     "CredsState",
+    "DurableSnapshot",
     "KeysGet",
     "KeysSet",
     "LoadCreds",
@@ -188,4 +209,5 @@ __all__ = [
     "RunTransaction",
     "SaveCreds",
     "SendNode",
+    "TakeSnapshot",
 ]

@@ -38,6 +38,10 @@ else in the session writes files:
   the backend again (reopening it, and so running its recovery, when the
   session opened it from a path) and re-reads the durable creds.
 - Asked to stop, it writes what is pending before it exits.
+- ``TakeSnapshot`` (call → ``DurableSnapshot``) provides a point in durable order
+  for a backup: between two commits it reads the backend's committed state and
+  answers it with its sequence number, so the state holds exactly the commits up
+  to that point (since 0.2.0).
 
 Since 0.1.0.
 """
@@ -55,11 +59,13 @@ from actors.events import EventSink, creds_update, store_error
 from actors.mail import (
     CommitBatch,
     CredsState,
+    DurableSnapshot,
     LoadCreds,
     PersisterStatistics,
     PersisterStats,
     ReadKeys,
     SaveCreds,
+    TakeSnapshot,
 )
 from actors.recorder import NO_METRICS, SessionMetrics
 from runtime.exit import ExitReason
@@ -143,6 +149,8 @@ class Persister(RepliesLater):
         self._wake = trio.Event()
         self._urgent = trio.Event()
         self._writing = False
+        # Held by each commit and by a durable snapshot: never both at once.
+        self._commit_lock = trio.Lock()
         self._flush_waiters: list[Reply[Any]] = []
         self._commits = 0
         self._snapshots_received = 0
@@ -217,7 +225,22 @@ class Persister(RepliesLater):
             return await self._backend_now().read_keys(msg.type, list(msg.ids))
         if isinstance(msg, PersisterStats):
             return self.statistics()
+        if isinstance(msg, TakeSnapshot):
+            return await self._durable_snapshot()
         return await super().handle_call(msg)
+
+    async def _durable_snapshot(self) -> DurableSnapshot:
+        backend = self._backend_now()
+        # Between two commits: the state read is exactly the commits up to seq. Commits
+        # handed over meanwhile wait for the lock (and their callers for their ack).
+        async with self._commit_lock:
+            seq = self._seq
+            if seq is None:
+                # Nothing committed by this incarnation yet: an empty commit names the
+                # backend's durable seq (native, SQLite and PostgreSQL write nothing).
+                seq = await backend.commit(Batch())
+            snapshot = await backend.snapshot()
+        return DurableSnapshot(seq, snapshot, backend.backend_name, backend.location)
 
     def statistics(self) -> PersisterStatistics:
         backend = self._backend_now()
@@ -299,10 +322,11 @@ class Persister(RepliesLater):
         self._writing = True
         started = time.perf_counter()
         try:
-            # Shielded: a stop request must not tear a commit in half; the backend
-            # bounds its own duration.
+            # Shielded: a stop request must not tear a commit in half (nor drop a
+            # group taken but not yet written); the backend bounds its own duration.
             with trio.CancelScope(shield=True):
-                seq = await backend.commit(group.batch())
+                async with self._commit_lock:
+                    seq = await backend.commit(group.batch())
         except BaseException as exc:
             for receipt in group.replies:
                 receipt.fail(exc)

@@ -46,7 +46,15 @@ from actors.connection.payload import DEFAULT_VERSION, Browser, ClientIdentity
 from actors.connection.transport import Transport, WebSocketTransport
 from actors.errors import ConfigError, ConnectTimeout, SessionEnded, SessionError
 from actors.events import EventSink, session_ended
-from actors.mail import CredsState, LoadCreds, PersisterStatistics, PersisterStats, SendNode
+from actors.mail import (
+    CredsState,
+    DurableSnapshot,
+    LoadCreds,
+    PersisterStatistics,
+    PersisterStats,
+    SendNode,
+    TakeSnapshot,
+)
 from actors.messaging.content import Content
 from actors.messaging.incoming import MessageKey, read_receipts
 from actors.metrics import Metrics
@@ -78,12 +86,16 @@ from stores.auth import (
     use_postgres_auth_state,
     use_sqlite_auth_state,
 )
+from stores.backup import BackupSummary, write_backup
 from stores.creds import AuthCreds
 from stores.transactions import DEFAULT_CACHE_SIZE
 from stores.types import Persistence
 
 BACKENDS = ("native", "multi-file", "sqlite", "postgres")
 
+
+BACKUP_SNAPSHOT_TIMEOUT = 300.0
+"""How long the persister may take to read a session's whole state for a backup."""
 
 SEND_TIMEOUT = 180.0
 """How long ``send_message`` may take in all: queries, encryption, the server's ack."""
@@ -335,6 +347,25 @@ class Session:
         )
         return stats
 
+    async def backup(self, out: str | os.PathLike[str]) -> BackupSummary:
+        """Back up the session's auth state into ``out`` (absent or empty) while it runs.
+
+        The persister provides the point: the committed state between two commits,
+        so the copy holds exactly the commits up to ``summary.seq``, for every backend.
+        The copy is a native backup directory, verified with ``inspect`` before this
+        returns (see docs/backup.md; errors as ``stores.backup_location``). Since 0.2.0.
+        """
+        point: DurableSnapshot = await self.refs["persister"].call(
+            TakeSnapshot(), timeout=max(self._store_timeout, BACKUP_SNAPSHOT_TIMEOUT)
+        )
+        return await write_backup(
+            point.snapshot,
+            point.seq,
+            out,
+            source=point.location,
+            source_backend=point.backend,
+        )
+
     async def wait_connected(self, timeout: float = math.inf) -> None:  # noqa: ASYNC109 - issue 5 fixes this signature
         """Return once the connection is open; ``ConnectTimeout`` or ``SessionEnded`` otherwise."""
         with trio.move_on_after(timeout):
@@ -440,6 +471,13 @@ class Runtime:
     async def read_messages(self, keys: Sequence[MessageKey]) -> None:
         """``read_messages`` on the primary session. Since 0.2.0."""
         await self.primary.read_messages(keys)
+
+    async def backup(self, account: str, out: str | os.PathLike[str]) -> BackupSummary:
+        """``Session.backup(out)`` of the running session ``account``. Since 0.2.0."""
+        session = self.sessions.get(account)
+        if session is None:
+            raise SessionError(f"no session {account!r}")
+        return await session.backup(out)
 
     # --- sessions -------------------------------------------------------------------
 

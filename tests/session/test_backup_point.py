@@ -1,0 +1,92 @@
+"""A running session backs itself up: the persister provides the point in durable order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from actors.errors import SessionError
+from actors.mail import CommitBatch, DurableSnapshot, TakeSnapshot
+from actors.persister import Persister
+from actors.session import SharedBackend
+from runtime.app import open_runtime
+from runtime.reply import call_durable
+from runtime.spec import ChildSpec
+from runtime.supervisor import open_supervisor
+from stores.backup import restore_location
+from stores.creds import init_auth_creds
+from stores.errors import BackupTargetNotEmpty
+from stores.memory import MemoryBackend
+from stores.native import open_native_backend
+from stores.types import Batch
+from tests.session.backends import InstrumentedBackend
+from tests.session.helpers import sandbox_config, scanning_phone
+from tests.session.memory_sandbox import open_memory_sandbox
+
+
+async def test_the_snapshot_holds_exactly_the_commits_up_to_its_point() -> None:
+    """Taken while batches commit (slow fsyncs, group commit), the snapshot holds every
+    batch acknowledged with a seq at or below the point and none above it."""
+    inner = MemoryBackend()
+    await inner.commit(Batch(creds=init_auth_creds()))
+    backend = InstrumentedBackend(inner, fsync_time=0.002)
+    spec = ChildSpec(
+        "persister",
+        lambda: Persister(SharedBackend(backend), emit=lambda event: None),
+        name="persister",
+    )
+    acked: dict[int, int] = {}
+    points: list[DurableSnapshot] = []
+    async with open_supervisor([spec]) as sup:
+        ref = sup.ref("persister")
+
+        async def commit(n: int) -> None:
+            batch = Batch(keys={"session": {f"s{n}": {"n": n}}})
+            acked[n] = await call_durable(ref, CommitBatch(batch), timeout=30)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(200):
+                nursery.start_soon(commit, n)
+                if n % 40 == 20:
+                    await trio.sleep(0.001)
+                    points.append(await ref.call(TakeSnapshot(), timeout=30))
+    assert len(acked) == 200
+    for point in points:
+        held = {int(i[1:]) for i in point.snapshot.keys.get("session", {})}
+        assert held == {n for n, seq in acked.items() if seq <= point.seq}
+        assert point.backend == "instrumented"
+    assert len({p.seq for p in points}) > 1  # the points moved with the commits
+
+
+async def test_session_backup_while_connected_restores_the_durable_state(
+    tmp_path: Path,
+) -> None:
+    """rt.backup(account, out) on a paired, connected session: the copy restores to the
+    session's durable creds and keys, at the persister's seq."""
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        config = sandbox_config(
+            sb, str(tmp_path / "auth"), account="bot", on_qr=scanning_phone(sb, nursery)
+        )
+        async with open_runtime(config) as rt:
+            await rt.wait_connected(60)
+            summary = await rt.backup("bot", tmp_path / "bak")
+            stats = await rt.primary.persister_statistics()
+            creds = await rt.auth_state()
+            with pytest.raises(BackupTargetNotEmpty):
+                await rt.primary.backup(tmp_path / "bak")
+            with pytest.raises(SessionError, match="no session 'other'"):
+                await rt.backup("other", tmp_path / "bak2")
+        nursery.cancel_scope.cancel()
+    assert summary.source == str(tmp_path / "auth") and summary.source_backend == "native"
+    assert stats.durable_seq is None or summary.seq <= stats.durable_seq
+    assert summary.account_id == (creds.me or {}).get("id")
+    assert summary.key_counts.get("pre-key", 0) > 0
+    await restore_location(tmp_path / "bak", tmp_path / "restored")
+    async with await open_native_backend(tmp_path / "restored") as restored:
+        got: Any = await restored.read_creds()
+        assert got is not None and got.me == creds.me
+        assert got.signed_identity_key == creds.signed_identity_key
+        assert restored.statistics().durable_seq == summary.seq
