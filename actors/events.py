@@ -16,6 +16,7 @@ store_error          a backend commit failed (the persister crashes next)
 session_ended        a session's tree stopped and its store is closed
 messages_upsert      a message reached the bot (after its decryption is durable)
 messages_update      a receipt for messages we sent (delivery, read, ...)
+pairing_code         a pairing code to type on the phone (instead of QRs)
 ==================== =====================================================
 
 ``baileys-trio run`` prints a ``connection_update`` carrying a QR as a line named
@@ -48,6 +49,7 @@ STORE_ERROR: Final = "store_error"
 SESSION_ENDED: Final = "session_ended"
 MESSAGES_UPSERT: Final = "messages_upsert"
 MESSAGES_UPDATE: Final = "messages_update"
+PAIRING_CODE: Final = "pairing_code"
 
 QR_LINE: Final = "qr"
 """The name ``baileys-trio run`` prints a ``connection_update`` carrying ``qr`` under."""
@@ -59,6 +61,7 @@ EVENTS: Final[Mapping[str, str]] = {
     SESSION_ENDED: "a session's tree stopped and its store is closed",
     MESSAGES_UPSERT: "a message reached the bot",
     MESSAGES_UPDATE: "a receipt for messages we sent",
+    PAIRING_CODE: "a pairing code to type on the phone (instead of QRs)",
 }
 """Every event name with its one-line meaning (the table above)."""
 
@@ -81,6 +84,11 @@ def connection_qr(qr: str, index: int, ttl: float) -> Event:
             "qr_ttl": ttl,
         }
     }
+
+
+def pairing_code(code: str) -> Event:
+    """A pairing code (``ABCD-EFGH``) to type on the phone; it replaces the QRs."""
+    return {PAIRING_CODE: {"code": code}}
 
 
 def connection_paired(me: str | None) -> Event:
@@ -191,6 +199,7 @@ __all__ = [
     "EVENTS",
     "MESSAGES_UPDATE",
     "MESSAGES_UPSERT",
+    "PAIRING_CODE",
     "QR_LINE",
     "SESSION_ENDED",
     "STORE_ERROR",
@@ -206,6 +215,7 @@ __all__ = [
     "message_update",
     "messages_update",
     "messages_upsert",
+    "pairing_code",
     "session_ended",
     "store_error",
 ]

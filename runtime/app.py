@@ -176,6 +176,32 @@ def parse_root_key(value: bytes | str | RootKey | None) -> RootKey:
     return RootKey(raw)
 
 
+PHONE_DIGITS = (7, 15)
+"""How many digits a pairing phone number may have (E.164 allows 15 at most)."""
+
+
+def parse_pairing_phone(value: object) -> str:
+    """The digits of an international phone number (a leading ``+`` is dropped)."""
+    if not isinstance(value, str):
+        raise ConfigError(
+            "pairing_phone", f"must be a string of digits, got {type(value).__name__}"
+        )
+    digits = value[1:] if value.startswith("+") else value
+    if not digits.isascii() or not digits.isdigit():
+        raise ConfigError(
+            "pairing_phone", f"must be digits only (country code first), got {value!r}"
+        )
+    if digits.startswith("0"):
+        raise ConfigError("pairing_phone", "must start with the country code, not 0")
+    low, high = PHONE_DIGITS
+    if not low <= len(digits) <= high:
+        raise ConfigError(
+            "pairing_phone",
+            f"must be {low} to {high} digits with the country code first, got {len(digits)}",
+        )
+    return digits
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a session needs; invalid values raise ``ConfigError`` naming the field.
@@ -207,6 +233,7 @@ class Config:
     store_timeout: float = DEFAULT_STORE_TIMEOUT
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    pairing_phone: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
@@ -239,6 +266,8 @@ class Config:
             ClientIdentity(version=self.version, browser=self.browser)
         except Exception as exc:
             raise ConfigError("version", str(exc)) from None
+        if self.pairing_phone is not None:
+            object.__setattr__(self, "pairing_phone", parse_pairing_phone(self.pairing_phone))
         _positive("keepalive_interval", self.keepalive_interval)
         if self.qr_timeout is not None:
             _positive("qr_timeout", self.qr_timeout)
@@ -301,6 +330,7 @@ class Config:
             reconnect=self.reconnect,
             store_timeout=self.store_timeout,
             on_qr=self.on_qr,
+            pairing_phone=self.pairing_phone,
         )
 
 

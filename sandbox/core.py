@@ -66,6 +66,7 @@ from actors.connection.noise import (
     NoiseResponder,
     NoiseTransport,
 )
+from actors.connection.pairing_code import LINK_CODE_TAG
 from actors.connection.proto import wa_pb2
 from sandbox import adv
 from sandbox.accounts import Device, Registry, SignedPreKey
@@ -73,6 +74,17 @@ from sandbox.contacts import Contact, Contacts
 from sandbox.errors import InvalidAccountError, ScanRejectedError, UnknownTargetError
 from sandbox.groups import Group, Groups
 from sandbox.identity import ServerIdentity
+from sandbox.link_code import (
+    CodeFinished,
+    CodeHello,
+    CodeTicket,
+    LinkCodeRefused,
+    hello_result,
+    parse_companion_finish,
+    parse_companion_hello,
+    primary_hello,
+    stage_of,
+)
 from sandbox.routing import Delivery, Routed, Router, key_bundle_result, key_of, usync_result
 from stores.keys import KEY_BUNDLE_TYPE, verify
 
@@ -132,7 +144,7 @@ class LinkFailed:
     reason: str
 
 
-Output = Send | Close | Linked | LinkFailed
+Output = Send | Close | Linked | LinkFailed | CodeFinished
 
 
 @dataclass(frozen=True)
@@ -246,6 +258,9 @@ class _Connection:
     registration: Registration | None = None
     refs: list[IssuedRef] = field(default_factory=list)
     link: _PendingLink | None = None
+    #: The companion's request for a pairing code, and whether the phone answered it.
+    code: CodeHello | None = None
+    code_answered: bool = False
     device: Device | None = None
     stalled: bool = False
     held_input: list[bytes] = field(default_factory=list)
@@ -287,6 +302,7 @@ class ServerCore:
         self._connections: dict[int, _Connection] = {}
         self._ids = itertools.count(1)
         self._refs: dict[str, IssuedRef] = {}
+        self._code_hellos: dict[str, int] = {}
         self._routing_infos: set[bytes] = set()
         self._count = _Counters()
         self.groups = Groups()
@@ -405,6 +421,7 @@ class ServerCore:
         conn.state = ConnState.AWAIT_SIGN
         for issued in conn.refs:
             self._refs.pop(issued.ref, None)
+        self._drop_code(conn)
         content = [
             BinaryNode("device-identity", {"key-index": str(ticket.key_index)}, device_identity),
             BinaryNode("platform", {"name": self.config.platform_name}),
@@ -418,6 +435,97 @@ class ServerCore:
             [BinaryNode("pair-success", {}, content)],
         )
         return self._gate(conn, self._send(conn, node))
+
+    # --- pairing by code, called for the phone ---------------------------------------
+
+    def begin_code_link(self, *, user: str, now: float) -> CodeTicket:
+        """The phone of ``user`` takes up the newest code request for its number.
+
+        ScanRejectedError when no connection is waiting for a code for ``user``, or its
+        code outlived the connection's refs.
+        """
+        conn_id = self._code_hellos.get(user)
+        conn = self._live(conn_id) if conn_id is not None else None
+        if conn is None or conn.code is None or conn.state is not ConnState.PAIRING:
+            raise ScanRejectedError(f"no device is waiting for a pairing code for {user}")
+        if conn.code_answered:
+            raise ScanRejectedError(f"the pairing code request for {user} was answered already")
+        if conn.refs and now > conn.refs[-1].valid_until + self.config.ref_grace:
+            raise ScanRejectedError(f"the pairing code request for {user} expired")
+        code = conn.code
+        return CodeTicket(code.ref, conn.conn_id, user, code.wrapped_companion_ephemeral)
+
+    def code_primary_hello(
+        self, ticket: CodeTicket, primary_identity: bytes, wrapped_primary: bytes
+    ) -> list[Output]:
+        """Carry the phone's hello to the companion (the phone typed the code)."""
+        conn = self._code_conn(ticket)
+        conn.code_answered = True
+        node = primary_hello(
+            self._iq_id(conn), ticket.ref, primary_identity, wrapped_primary, self._t()
+        )
+        return self._gate(conn, self._send(conn, node))
+
+    def code_scan_ticket(self, ticket: CodeTicket) -> ScanTicket:
+        """The companion's bundle checked out on the phone: reserve its device as a scan does."""
+        conn = self._code_conn(ticket)
+        self.registry.account(ticket.user)
+        device_id, key_index = self.registry.reserve_device(ticket.user)
+        return ScanTicket(ticket.ref, conn.conn_id, ticket.user, device_id, key_index)
+
+    def fail_code(self, ticket: CodeTicket, reason: str) -> list[Output]:
+        """The phone gave up on this code (its bundle did not open): the request is void."""
+        conn = self._live(ticket.conn_id)
+        if conn is not None and conn.code is not None and conn.code.ref == ticket.ref:
+            self._drop_code(conn)
+        self._count.link_failures += 1
+        return [LinkFailed(ticket.ref, reason)]
+
+    def _code_conn(self, ticket: CodeTicket) -> _Connection:
+        conn = self._live(ticket.conn_id)
+        code = conn.code if conn is not None else None
+        if conn is None or code is None or code.ref != ticket.ref:
+            raise ScanRejectedError("the device that asked for this code is no longer pairing")
+        if conn.state is not ConnState.PAIRING:
+            raise ScanRejectedError("the device that asked for this code is no longer pairing")
+        return conn
+
+    def _drop_code(self, conn: _Connection) -> None:
+        if conn.code is not None and self._code_hellos.get(conn.code.user) == conn.conn_id:
+            del self._code_hellos[conn.code.user]
+        conn.code = None
+        conn.code_answered = False
+
+    def _on_link_code(self, conn: _Connection, node: BinaryNode) -> list[Output]:
+        """``iq xmlns=md > link_code_companion_reg``: the companion's hello or finish."""
+        stage = stage_of(node)
+        try:
+            if stage == "companion_hello":
+                return self._on_code_hello(conn, node)
+            if stage == "companion_finish":
+                return self._on_code_finish(conn, node)
+            raise LinkCodeRefused(400, f"link_code_companion_reg: unknown stage {stage!r}")
+        except LinkCodeRefused as exc:
+            return self._send(conn, _error(node, exc.code, str(exc)))
+
+    def _on_code_hello(self, conn: _Connection, node: BinaryNode) -> list[Output]:
+        assert conn.registration is not None  # PAIRING implies it
+        hello = parse_companion_hello(node, conn.registration.noise_key)
+        try:
+            self.registry.account(hello.user)
+        except UnknownTargetError as exc:
+            raise LinkCodeRefused(404, str(exc)) from exc
+        self._drop_code(conn)
+        conn.code = hello
+        self._code_hellos[hello.user] = conn.conn_id
+        return self._send(conn, hello_result(node, hello.ref))
+
+    def _on_code_finish(self, conn: _Connection, node: BinaryNode) -> list[Output]:
+        assert conn.registration is not None  # PAIRING implies it
+        if conn.code is None or not conn.code_answered:
+            raise LinkCodeRefused(400, "companion_finish before the phone's hello")
+        finished = parse_companion_finish(node, conn.code, conn.registration.identity_key)
+        return [*self._send(conn, _result(node)), finished]
 
     # --- faults and direct control ----------------------------------------------
 
@@ -606,9 +714,14 @@ class ServerCore:
         for issued in conn.refs:
             self._refs.pop(issued.ref, None)
         conn.refs = []
+        waiting = conn.code if conn.code_answered else None
+        self._drop_code(conn)
         link, conn.link = conn.link, None
         if link is None:
-            return []
+            if waiting is None:
+                return []
+            # The phone waits for the companion's finish: it will not come.
+            return [LinkFailed(waiting.ref, "connection closed before companion_finish")]
         self._count.link_failures += 1
         self.registry.remove_device(link.ticket.user, link.ticket.device_id)
         return [LinkFailed(link.ticket.ref, "connection closed before pair-device-sign")]
@@ -770,6 +883,8 @@ class ServerCore:
         if key == ("w:p", "get", "ping"):
             self._count.pings += 1
             return self._send(conn, _result(node))
+        if key == ("md", "set", LINK_CODE_TAG) and conn.state is ConnState.PAIRING:
+            return self._on_link_code(conn, node)
         if conn.state is ConnState.LOGGED_IN:
             assert conn.device is not None
             handler = _LOGGED_IN_IQS.get(key)

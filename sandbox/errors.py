@@ -19,6 +19,10 @@ class InvalidQRError(SandboxError):
         self.reason = reason
 
 
+class InvalidCodeError(SandboxError):
+    """Text the phone cannot read as a pairing code (8 characters of the code alphabet)."""
+
+
 class ScanRejectedError(SandboxError):
     """The server refused a scan (unknown, expired or not yet shown ref; key mismatch)."""
 

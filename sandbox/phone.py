@@ -5,6 +5,11 @@ client (``https://wa.me/settings/linked_devices#ref,noise,identity,adv,platform`
 Only the phone and the client ever hold the adv secret; the server receives the
 HMAC'd, signed device identity the phone builds from it (:mod:`sandbox.adv`).
 
+A pairing code reaches it the same way (``phone.link_code("ABCD-EFGH")``): the
+phone takes up its number's newest code request, sends its own hello wrapped under
+the code, opens the companion's key bundle and derives the adv secret from it
+(:mod:`actors.connection.pairing_code`), then links the device exactly as a scan.
+
 Since 0.1.0.
 """
 
@@ -18,10 +23,25 @@ from typing import Protocol
 
 import trio
 
+from actors.connection.errors import RemoteProtocolError
+from actors.connection.pairing_code import (
+    KeyBundleError,
+    PairingCodeError,
+    adv_secret,
+    normalize_code,
+    open_key_bundle,
+    unwrap_public_key,
+    wrap_public_key,
+)
 from sandbox import adv
-from sandbox.core import Linked, LinkFailed, Output, ServerCore
-from sandbox.errors import InvalidQRError, PairingFailedError
+from sandbox.core import Linked, LinkFailed, Output, ScanTicket, ServerCore
+from sandbox.errors import InvalidCodeError, InvalidQRError, PairingFailedError
+from sandbox.link_code import CodeFinished, CodeTicket
 from stores.creds import KeyPair
+from stores.keys import generate_key_pair, shared_secret
+
+LinkOutcome = Linked | LinkFailed | CodeFinished
+"""What a phone waiting on a link hears: the link's end, or the companion's key bundle."""
 
 #: What every v7 (and v6) pairing QR starts with.
 QR_PREFIX = "https://wa.me/settings/linked_devices#"
@@ -115,8 +135,8 @@ class PhoneHost(Protocol):
     def dispatch(self, outputs: list[Output]) -> None:
         """Carry out the core's outputs."""
 
-    def expect_link(self, ref: str) -> trio.MemoryReceiveChannel[Linked | LinkFailed]:
-        """A channel that receives the outcome of the link started with ``ref``."""
+    def expect_link(self, ref: str) -> trio.MemoryReceiveChannel[LinkOutcome]:
+        """A channel that receives the next step of the link started with ``ref``."""
 
 
 class Phone:
@@ -157,18 +177,80 @@ class Phone:
             user=self.user,
             now=self._host.now(),
         )
+        return await self._link(ticket, scanned.identity_key, scanned.adv_secret)
+
+    async def link_code(self, code: str) -> LinkedDevice:
+        """Type the pairing ``code`` a device of this account's number shows; return once linked.
+
+        InvalidCodeError for text that is not a code, ScanRejectedError when no device
+        of this number waits for one, PairingFailedError when the code is wrong (the
+        device's key bundle does not open) or the device's connection ends first.
+        Unbounded like :meth:`scan`.
+        """
+        try:
+            typed = normalize_code(code)
+        except PairingCodeError as exc:
+            raise InvalidCodeError(str(exc)) from exc
+        core = self._host.core
+        ticket = core.begin_code_link(user=self.user, now=self._host.now())
+        ephemeral = generate_key_pair()
+        wrapped = wrap_public_key(typed, ephemeral.public)
+        finished = await self._await(
+            ticket.ref,
+            core.code_primary_hello(ticket, self._account_key.public, wrapped),
+        )
+        if not isinstance(finished, CodeFinished):
+            raise PairingFailedError(
+                f"link of code request {ticket.ref!r} failed: {_why(finished)}"
+            )
+        secret = self._open_bundle(ticket, typed, ephemeral, finished)
+        scan_ticket = core.code_scan_ticket(ticket)
+        return await self._link(scan_ticket, finished.companion_identity, secret)
+
+    def _open_bundle(
+        self, ticket: CodeTicket, code: str, ephemeral: KeyPair, finished: CodeFinished
+    ) -> bytes:
+        """The adv secret from the companion's key bundle; PairingFailedError if it is wrong."""
+        try:
+            companion = unwrap_public_key(code, ticket.wrapped_companion_ephemeral, "companion key")
+            shared = shared_secret(ephemeral.private, companion)
+            bundle = open_key_bundle(shared, finished.key_bundle)
+        except (KeyBundleError, RemoteProtocolError, ValueError) as exc:
+            why = f"the device's key bundle does not open: wrong code ({exc})"
+            self._host.dispatch(self._host.core.fail_code(ticket, why))
+            raise PairingFailedError(why) from exc
+        if bundle.primary_identity != self._account_key.public:
+            why = "the device's key bundle names another account's identity"
+        elif bundle.companion_identity != finished.companion_identity:
+            why = "the device's key bundle names another identity than it announced"
+        else:
+            identity_shared = shared_secret(self._account_key.private, bundle.companion_identity)
+            return adv_secret(shared, identity_shared, bundle.random)
+        self._host.dispatch(self._host.core.fail_code(ticket, why))
+        raise PairingFailedError(why)
+
+    async def _link(self, ticket: ScanTicket, identity_key: bytes, secret: bytes) -> LinkedDevice:
+        """Hand the server the signed, HMAC'd identity; wait until the device signed it."""
         identity = build_device_identity(
             self._account_key,
             key_index=ticket.key_index,
-            device_identity_key=scanned.identity_key,
-            adv_secret=scanned.adv_secret,
+            device_identity_key=identity_key,
+            adv_secret=secret,
             timestamp=int(self._host.wall_time()),
         )
-        outputs = core.complete_scan(ticket, identity, self._host.now())
-        outcome = self._host.expect_link(ticket.ref)
+        outputs = self._host.core.complete_scan(ticket, identity, self._host.now())
+        result = await self._await(ticket.ref, outputs)
+        if not isinstance(result, Linked):
+            raise PairingFailedError(f"link of ref {ticket.ref!r} failed: {_why(result)}")
+        return LinkedDevice(jid=result.jid, lid=result.lid, ref=result.ref)
+
+    async def _await(self, ref: str, outputs: list[Output]) -> LinkOutcome:
+        """Dispatch ``outputs`` and wait for the next step of the link ``ref``."""
+        outcome = self._host.expect_link(ref)
         self._host.dispatch(outputs)
         with outcome:
-            result = await outcome.receive()
-        if isinstance(result, LinkFailed):
-            raise PairingFailedError(f"link of ref {result.ref!r} failed: {result.reason}")
-        return LinkedDevice(jid=result.jid, lid=result.lid, ref=result.ref)
+            return await outcome.receive()
+
+
+def _why(result: LinkOutcome) -> str:
+    return result.reason if isinstance(result, LinkFailed) else type(result).__name__

@@ -56,7 +56,7 @@ from sandbox.core import (
 from sandbox.errors import UnknownTargetError
 from sandbox.groups import Group
 from sandbox.identity import ServerIdentity
-from sandbox.phone import Phone
+from sandbox.phone import LinkOutcome, Phone
 from stores.keys import generate_key_pair
 
 #: The path the WhatsApp client connects to (any path but the control one works).
@@ -157,7 +157,7 @@ class Sandbox:
         self.url = ""
         self.control_url = ""
         self._outboxes: dict[int, _Outbox] = {}
-        self._links: dict[str, trio.MemorySendChannel[Linked | LinkFailed]] = {}
+        self._links: dict[str, trio.MemorySendChannel[LinkOutcome]] = {}
         self._phones: dict[str, Phone] = {}
         self._changed = trio.Event()
         self.phone = self.new_phone()
@@ -264,7 +264,7 @@ class Sandbox:
             else:
                 if isinstance(output, Linked):
                     self._report(f"paired: the phone linked {output.jid}")
-                else:
+                elif isinstance(output, LinkFailed):
                     self._report(f"pairing failed: {output.reason}")
                 waiter = self._links.pop(output.ref, None)
                 if waiter is not None:
@@ -272,9 +272,9 @@ class Sandbox:
                     with contextlib.suppress(trio.BrokenResourceError, trio.WouldBlock):
                         waiter.send_nowait(output)
 
-    def expect_link(self, ref: str) -> trio.MemoryReceiveChannel[Linked | LinkFailed]:
-        """A channel for the outcome of the link started with ``ref``."""
-        send, receive = trio.open_memory_channel[Linked | LinkFailed](1)
+    def expect_link(self, ref: str) -> trio.MemoryReceiveChannel[LinkOutcome]:
+        """A channel for the next step of the link started with ``ref`` (its outcome)."""
+        send, receive = trio.open_memory_channel[LinkOutcome](1)
         self._links[ref] = send
         return receive
 

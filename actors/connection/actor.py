@@ -63,6 +63,7 @@ from actors.connection.client_state import (
     ClientState,
     DisconnectPolicy,
     DisconnectReason,
+    PairingCode,
     QrCode,
 )
 from actors.connection.messenger import Messenger, SendMessage
@@ -70,7 +71,13 @@ from actors.connection.payload import ClientIdentity
 from actors.connection.prekeys import PRE_KEY_TYPE, plan_upload
 from actors.connection.transport import Transport, WebSocketTransport
 from actors.errors import NotConnected, SessionError, TransportClosed, UntrustedServer
-from actors.events import EventSink, connection_close, connection_connecting, connection_qr
+from actors.events import (
+    EventSink,
+    connection_close,
+    connection_connecting,
+    connection_qr,
+    pairing_code,
+)
 from actors.mail import (
     CommitBatch,
     CommitKeysAndCreds,
@@ -126,6 +133,8 @@ class ConnectionSettings:
     reconnect: Backoff = field(default_factory=default_reconnect)
     store_timeout: float = 30.0
     on_qr: QrCallback | None = None
+    #: Digits of the account's phone number: a new device pairs by code, not QR.
+    pairing_phone: str | None = None
 
 
 class ConnectionActor(RepliesLater):
@@ -305,6 +314,7 @@ class ConnectionActor(RepliesLater):
             identity=settings.identity,
             root=settings.root,
             qr_ttl=settings.qr_timeout,
+            pairing_phone=settings.pairing_phone,
         )
         timers = AttemptTimers(
             connect_timeout=settings.connect_timeout,
@@ -383,6 +393,9 @@ class ConnectionActor(RepliesLater):
             "prekeys_committed", count=count, generated=len(plan.new_keys), upload=len(keys)
         )
         return {key_id: keys[key_id] for key_id in sorted(keys)}
+
+    async def show_pairing_code(self, event: PairingCode) -> None:
+        self._emit(pairing_code(event.code))
 
     async def show_qr(self, event: QrCode) -> None:
         self._emit(connection_qr(event.qr, event.index, event.ttl))

@@ -10,7 +10,8 @@ read loop        feeds the sans-IO ``ClientConnection`` and handles at once ever
                  (to the ``query`` waiting for them), opening, closes; and the
                  timers (handshake deadline, QR rotation, keepalive)
 reactor          runs the reactions that wait, one after another in the order
-                 their events arrived: showing a QR, committing the identity after
+                 their events arrived: showing a QR or a pairing code, committing
+                 the identity after
                  pairing, ``me.lid`` and routing info, pre-key planning and commits,
                  an upload retry's backoff. A retry that sleeps never delays a
                  ping's answer, the keepalive or any other stanza
@@ -52,6 +53,8 @@ from actors.connection.client_state import (
     LoginSuccess,
     NodeReceived,
     Opened,
+    PairingCode,
+    PairingCodeUsed,
     PairSuccess,
     Ping,
     PreKeyCount,
@@ -172,6 +175,8 @@ class AttemptHost(Protocol):
 
     async def show_qr(self, event: QrCode) -> None: ...
 
+    async def show_pairing_code(self, event: PairingCode) -> None: ...
+
     async def stanza_received(self, node: BinaryNode) -> BinaryNode | None:
         """A stanza for the message layer (waits only for inbox room); an ack to send now."""
         ...
@@ -194,6 +199,7 @@ class Attempt:
         self.last_rx = now
         self.opened = False
         self.paired = False
+        self.pairing_by_code = False
         self.upload_keys: dict[int, KeyPair] = {}
         self.upload_failures = 0
         self._outcome: Outcome | None = None
@@ -362,6 +368,9 @@ class Attempt:
             await self.send_with(lambda: self.conn.keepalive_ping()[1])
             return
         if state is ClientState.PAIRING and not self.paired:
+            if self.pairing_by_code:
+                expired = self.conn.expire_code()
+                raise self.over(int(expired.reason), expired.detail)
             rotated = self.conn.rotate_qr()
             if isinstance(rotated, Closed):
                 raise self.over(int(rotated.reason), rotated.detail)
@@ -387,6 +396,15 @@ class Attempt:
             self.log.info("handshake_complete", registering=event.registering)
         elif isinstance(event, QrCode):
             await self._on_qr(event)
+        elif isinstance(event, PairingCode):
+            self.pairing_by_code = True
+            self.qr_deadline = trio.current_time() + event.ttl
+            self.log.info("pairing_code_shown", ttl=event.ttl)
+            await self._later(lambda: self.host.show_pairing_code(event))
+        elif isinstance(event, PairingCodeUsed):
+            # The phone took the code: pair-success is due like any answer, not at the code's end.
+            self.qr_deadline = trio.current_time() + self.timers.query_timeout
+            self.log.info("pairing_code_entered")
         elif isinstance(event, PairSuccess):
             self.paired = True
             self.qr_deadline = math.inf

@@ -20,6 +20,9 @@ What the actor does per event (see ``client_state`` for all of them):
 
 - ``QrCode``: show it; after ``ttl`` seconds call ``rotate_qr()``; a ``Closed``
   answer (refs exhausted, 408) ends the connection;
+- ``PairingCode`` (instead of QRs when ``pairing_phone`` is set): show it; after
+  ``ttl`` seconds unused call ``expire_code()`` (408); ``PairingCodeUsed``: the
+  phone answered, pair-success follows;
 - ``PairSuccess``: commit ``update`` durably, *then* send ``confirm_pairing()``;
 - ``RestartRequired``: reconnect at once (a fresh ClientConnection with the new creds);
 - ``LoginSuccess``: store ``lid`` in ``me``; the count iq is already queued;
@@ -58,6 +61,8 @@ from actors.connection.client_state import (
     LoginTrigger,
     NodeReceived,
     Opened,
+    PairingCode,
+    PairingCodeUsed,
     PairSuccess,
     Ping,
     PreKeyCount,
@@ -84,6 +89,14 @@ from actors.connection.pairing import (
     iq_result,
     parse_pair_device,
     verify_pair_success,
+)
+from actors.connection.pairing_code import (
+    LINK_CODE_TAG,
+    CodeRequest,
+    display_code,
+    new_code,
+    notification_ack,
+    parse_primary_hello,
 )
 from actors.connection.payload import ClientIdentity, client_payload
 from actors.connection.prekeys import (
@@ -149,6 +162,8 @@ class ClientConnection:
     server's certificate chain; ``now`` (unix seconds), when given, also checks
     validity windows. ``ephemeral`` and ``id_prefix`` exist for tests.
     ``qr_ttl`` overrides both QR lifetimes (Baileys' ``qrTimeout``).
+    ``pairing_phone`` (digits): a new device asks for a pairing code for that
+    number instead of showing QRs; ``pairing_code`` fixes the code (tests).
     """
 
     def __init__(
@@ -162,6 +177,8 @@ class ClientConnection:
         id_prefix: str | None = None,
         qr_ttl: float | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        pairing_phone: str | None = None,
+        pairing_code: str | None = None,
     ) -> None:
         self._creds = creds.copy()
         self._identity = identity if identity is not None else ClientIdentity()
@@ -183,6 +200,11 @@ class ClientConnection:
         self._error: RemoteProtocolError | None = None
         self._refs: list[str] = []
         self._qr_index = 0
+        self._pairing_phone = pairing_phone
+        self._fixed_code = pairing_code
+        self._code: CodeRequest | None = None
+        self._code_iqs: dict[str, str] = {}
+        self._code_ttl = 0.0
         self._pairing: VerifiedPairing | None = None
         self._pairing_confirmed = False
         self._login_iqs: dict[str, LoginStep] = {}
@@ -269,6 +291,14 @@ class ClientConnection:
             self._end(closed)
             return closed
         return self._next_qr()
+
+    def expire_code(self) -> Closed:
+        """The pairing code's lifetime ran out unused: the connection ends (408)."""
+        if self.state is not ClientState.PAIRING or self._code is None:
+            raise LocalProtocolError(f"client: no pairing code to expire in {self.state.name}")
+        closed = Closed(DisconnectReason.TIMED_OUT, "pairing code expired unused")
+        self._end(closed)
+        return closed
 
     def confirm_pairing(self) -> bytes:
         """The pair-device-sign reply: call once the PairSuccess update is durable."""
@@ -424,6 +454,8 @@ class ClientConnection:
             return self._on_success(node)
         if tag == "iq":
             return self._on_iq(node)
+        if self._is_primary_hello(node):
+            return self._on_primary_hello(node)
         if tag == "ib":
             if node.child("downgrade_webclient") is not None:
                 # Baileys: "Multi-device beta not joined", multideviceMismatch.
@@ -460,6 +492,8 @@ class ClientConnection:
         kind = node.attrs.get("type")
         iq_id = node.attrs.get("id")
         if kind in ("result", "error") and iq_id is not None:
+            if iq_id in self._code_iqs:
+                return self._on_code_result(self._code_iqs.pop(iq_id), node)
             if iq_id in self._login_iqs:
                 return self._on_login_result(self._login_iqs.pop(iq_id), node)
             if iq_id in self._uploads:
@@ -476,7 +510,15 @@ class ClientConnection:
             return self._on_pair_success(node)
         return NodeReceived(node)
 
-    def _on_pair_device(self, node: BinaryNode) -> ClientEvent:
+    def _is_primary_hello(self, node: BinaryNode) -> bool:
+        return (
+            node.tag == "notification"
+            and node.attrs.get("type") == LINK_CODE_TAG
+            and self._pairing_phone is not None
+            and self.state is ClientState.PAIRING
+        )
+
+    def _on_pair_device(self, node: BinaryNode) -> ClientEvent | None:
         if self.state is not ClientState.PAIRING or self._pairing is not None:
             raise RemoteProtocolError(
                 f"client: pair-device received in {self.state.name}", error_status_hint=BAD_SESSION
@@ -487,7 +529,62 @@ class ClientConnection:
         self._qr_index = 0
         if not self._refs:
             return self._end(Closed(DisconnectReason.TIMED_OUT, "pair-device carried no refs"))
+        if self._pairing_phone is not None:
+            self._request_code()  # PairingCode comes with the server's answer
+            return None
         return self._next_qr()
+
+    # --- pairing by code ----------------------------------------------------------
+
+    def _request_code(self) -> None:
+        """Send companion_hello once (a repeated pair-device keeps the first code)."""
+        if self._code is not None:
+            return
+        assert self._pairing_phone is not None  # only called with one
+        creds = self._creds
+        self._code = CodeRequest(
+            phone=self._pairing_phone,
+            code=self._fixed_code or new_code(),
+            ephemeral=creds.pairing_ephemeral_key_pair,
+            identity=creds.signed_identity_key,
+        )
+        # The code lives as long as the refs' QRs would have, then the attempt ends.
+        count = len(self._refs)
+        if self._qr_ttl is not None:
+            self._code_ttl = self._qr_ttl * count
+        else:
+            self._code_ttl = FIRST_QR_TTL + NEXT_QR_TTL * (count - 1)
+        iq_id = self._ids.next()
+        self._code_iqs[iq_id] = "companion_hello"
+        self._queue(self._code.hello(iq_id, creds.noise_key.public, self._identity.browser))
+
+    def _on_code_result(self, stage: str, node: BinaryNode) -> ClientEvent | None:
+        if node.attrs.get("type") != "result":
+            error = node.child("error")
+            why = f"{error.attrs.get('code')} {error.attrs.get('text')}" if error else "no reason"
+            detail = f"the server refused the pairing code {stage}: {why}"
+            return self._end(Closed(DisconnectReason.BAD_SESSION, detail))
+        if stage == "companion_hello" and self._code is not None:
+            return PairingCode(code=display_code(self._code.code), ttl=self._code_ttl)
+        return None
+
+    def _on_primary_hello(self, node: BinaryNode) -> ClientEvent:
+        code = self._code
+        if self.state is not ClientState.PAIRING or code is None or self._pairing is not None:
+            raise RemoteProtocolError(
+                f"client: link code notification received in {self.state.name} without a code",
+                error_status_hint=BAD_SESSION,
+            )
+        hello = parse_primary_hello(node)
+        self._queue(notification_ack(node))
+        iq_id = self._ids.next()
+        finish, secret = code.finish(iq_id, hello)
+        # pair-success is HMAC'd with this secret; it becomes durable with the identity.
+        self._creds.adv_secret_key = secret
+        self._creds.registered = True
+        self._code_iqs[iq_id] = "companion_finish"
+        self._queue(finish)
+        return PairingCodeUsed()
 
     def _next_qr(self) -> QrCode:
         ref = self._refs.pop(0)

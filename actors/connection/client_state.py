@@ -8,7 +8,10 @@ from which state to which (h11's ``_state.py`` shape). Rules:
 - when the server's hello verifies, the client sends ClientFinish with a
   registration payload (no ``creds.me``: PAIRING) or a login payload (LOGGING_IN);
 - PAIRING shows QR codes until ``pair-success``; the server then ends the stream
-  with 515 and the actor reconnects (now with ``me``: a login);
+  with 515 and the actor reconnects (now with ``me``: a login); with a pairing
+  phone number it asks for a pairing code instead (``PairingCode`` once the server
+  took it, ``PairingCodeUsed`` once the phone answered it), then the same
+  ``pair-success``;
 - LOGGING_IN waits for ``success``, then walks the login steps below, then OPEN;
 - any ``stream:error``, ``failure``, ``xmlstreamend``, local ``close()``, the
   last QR expiring, or a RemoteProtocolError moves to CLOSED, from any state;
@@ -192,6 +195,26 @@ class QrCode:
         return f"QrCode(ref={self.ref[:8]!r}…, ttl={self.ttl}, index={self.index})"
 
 
+@dataclass(frozen=True, repr=False)
+class PairingCode:
+    """The server took our code request: show ``code`` (``ABCD-EFGH``) for ``ttl`` seconds.
+
+    The person types it on the phone of the account; when ``ttl`` ran out unused,
+    ``expire_code()`` ends the attempt (408) and the next one asks for a new code.
+    """
+
+    code: str = field(repr=False)
+    ttl: float
+
+    def __repr__(self) -> str:
+        return f"PairingCode(ttl={self.ttl})"
+
+
+@dataclass(frozen=True)
+class PairingCodeUsed:
+    """The phone answered our code; the companion_finish is queued, pair-success comes next."""
+
+
 @dataclass(frozen=True)
 class PairSuccess:
     """The phone paired us. Commit ``update`` durably, then call ``confirm_pairing()``."""
@@ -325,6 +348,8 @@ class Closed:
 ClientEvent = (
     HandshakeComplete
     | QrCode
+    | PairingCode
+    | PairingCodeUsed
     | PairSuccess
     | LoginSuccess
     | PreKeyCount
@@ -359,6 +384,8 @@ __all__ = [
     "NodeReceived",
     "Opened",
     "PairSuccess",
+    "PairingCode",
+    "PairingCodeUsed",
     "Ping",
     "PreKeyCount",
     "PreKeyUploadResult",

@@ -155,13 +155,18 @@ def iq_result(iq_id: str) -> BinaryNode:
 class PairingCredsUpdate:
     """The creds fields pairing sets, in the shapes ``AuthCreds`` keeps (Baileys' shapes).
 
-    ``account`` and ``signal_identities`` hold key material; never logged.
+    ``account``, ``signal_identities`` and ``adv_secret_key`` hold key material; never
+    logged. ``adv_secret_key`` and ``registered`` are those the pair-success was checked
+    with: unchanged after a QR scan, derived and set by a pairing code (Baileys sets
+    ``registered`` after its companion_finish).
     """
 
     me: dict[str, Any]
     account: dict[str, Any]
     signal_identities: list[dict[str, Any]]
     platform: str | None
+    adv_secret_key: str
+    registered: bool
 
     def __repr__(self) -> str:
         return f"PairingCredsUpdate(me={self.me.get('id')!r}, platform={self.platform!r})"
@@ -173,6 +178,8 @@ class PairingCredsUpdate:
         out.account = dict(self.account)
         out.signal_identities = [dict(item) for item in self.signal_identities]
         out.platform = self.platform
+        out.adv_secret_key = self.adv_secret_key
+        out.registered = self.registered
         return out
 
     def batch(self, creds: AuthCreds) -> Batch:
@@ -256,6 +263,8 @@ def verify_pair_success(stanza: BinaryNode, creds: AuthCreds) -> VerifiedPairing
             signal_identity(lid or jid, account_key),
         ],
         platform=_platform(success),
+        adv_secret_key=creds.adv_secret_key,
+        registered=creds.registered,
     )
     t = stanza.attrs.get("t")
     return VerifiedPairing(
