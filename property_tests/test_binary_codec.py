@@ -11,11 +11,15 @@ from __future__ import annotations
 import re
 import zlib
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.connection.binary import BinaryNode, DecodeError, decode_node, encode_node
 from actors.connection.binary.tokens import DOUBLE_BYTE_TOKENS, SINGLE_BYTE_TOKENS
+
+#: Every property runs with each decoder reader: the Python reference and the compiled one.
+pytestmark = pytest.mark.usefixtures("each_reader")
 
 # -- the model ---------------------------------------------------------------------------
 
@@ -185,21 +189,18 @@ def test_tag_heavy_bytes_decode_or_raise_decode_error(body: list[int]) -> None:
     decodes_or_raises_decode_error(bytes([0]) + bytes(body))
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    nodes(st.binary(max_size=16)),
-    st.lists(
-        st.tuples(st.integers(0, 10**6), st.integers(0, 255), st.integers(0, 2)),
-        min_size=1,
-        max_size=4,
-    ),
+#: Edits of a frame: (position, byte, kind) with kind 0 replace, 1 insert, 2 delete.
+edits = st.lists(
+    st.tuples(st.integers(0, 10**6), st.integers(0, 255), st.integers(0, 2)),
+    min_size=1,
+    max_size=4,
 )
-def test_mutated_frames_decode_or_raise_decode_error(
-    node: BinaryNode, edits: list[tuple[int, int, int]]
-) -> None:
-    """Valid frames with bytes replaced, inserted or deleted decode or raise DecodeError."""
-    frame = bytearray(encode_node(node))
-    for position, value, kind in edits:
+
+
+def mutate(data: bytes, changes: list[tuple[int, int, int]]) -> bytes:
+    """``data`` with each edit applied in turn (positions wrap around the current length)."""
+    frame = bytearray(data)
+    for position, value, kind in changes:
         at = position % (len(frame) + 1)
         if kind == 0 and at < len(frame):
             frame[at] = value
@@ -207,7 +208,16 @@ def test_mutated_frames_decode_or_raise_decode_error(
             frame.insert(at, value)
         elif at < len(frame):
             del frame[at]
-    decodes_or_raises_decode_error(bytes(frame), max_depth=8)
+    return bytes(frame)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nodes(st.binary(max_size=16)), edits)
+def test_mutated_frames_decode_or_raise_decode_error(
+    node: BinaryNode, changes: list[tuple[int, int, int]]
+) -> None:
+    """Valid frames with bytes replaced, inserted or deleted decode or raise DecodeError."""
+    decodes_or_raises_decode_error(mutate(encode_node(node), changes), max_depth=8)
 
 
 @settings(max_examples=500, deadline=None)

@@ -232,6 +232,7 @@ def test_framing_mutated_streams_keep_the_contract(data: bytes) -> None:
 
 
 @FAST
+@pytest.mark.usefixtures("each_reader")
 @given(mutated("noise"))
 def test_noise_mutated_transport_streams_keep_the_contract(data: bytes) -> None:
     """Mutated encrypted streams into a fresh transport: frames or RemoteProtocolError only."""
@@ -239,6 +240,7 @@ def test_noise_mutated_transport_streams_keep_the_contract(data: bytes) -> None:
 
 
 @FAST
+@pytest.mark.usefixtures("each_reader")
 @given(mutated("binary"))
 def test_binary_mutated_frames_keep_the_contract(data: bytes) -> None:
     """Mutated realistic node frames (and deep nestings) decode or raise DecodeError only."""

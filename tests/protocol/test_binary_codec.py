@@ -24,6 +24,9 @@ AD_JID, JID_PAIR, HEX_8, NIBBLE_8 = 247, 250, 251, 255
 BINARY_8, BINARY_20, BINARY_32 = 252, 253, 254
 FB_JID, INTEROP_JID = 246, 245
 
+#: Every test runs with each decoder reader: the Python reference and the compiled one.
+pytestmark = pytest.mark.usefixtures("each_reader")
+
 
 def tok(token: str) -> bytes:
     """The bytes of a token, looked up in the v3 tables (data, not the encoder)."""

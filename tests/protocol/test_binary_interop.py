@@ -18,7 +18,7 @@ from actors.connection.binary import BinaryNode, DecodeError, decode_node, encod
 from actors.connection.binary.tokens import TOKEN_INDEX
 from tests.baileys_peer import BaileysPeer
 
-pytestmark = pytest.mark.peer
+pytestmark = [pytest.mark.peer, pytest.mark.usefixtures("each_reader")]
 
 # -- JSON form of nodes shared with the node script ------------------------------------
 

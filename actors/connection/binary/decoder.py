@@ -17,12 +17,24 @@ read, tokens looked up in a 256-entry table, packed digits unpacked by
 ``bytes.hex``. Offsets and reasons of errors are those of the plain reader it
 replaced, byte for byte.
 
+Two readers, one behaviour. The Python reader here is the reference: it is always
+present and it alone decides every error. When the optional compiled reader
+(``_speedups.c``, built at install time if a C compiler is present) is importable,
+``decode_node`` asks it first; it returns the very node the Python reader would, or
+declines (malformed input, or a rare form it leaves to Python: FB_JID, INTEROP_JID,
+an AD_JID of an unknown domain, very deep nesting), and then the Python reader runs
+on the same bytes. :func:`current_reader` says which one is in use;
+:func:`use_reader` switches for a block (tests run every codec test with each).
+
 Since 0.1.0.
 """
 
 from __future__ import annotations
 
+import enum
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from actors.connection.binary.encoder import MAX_DEPTH
 from actors.connection.binary.errors import DecodeError
@@ -77,6 +89,58 @@ _NIBBLE_BYTES = bytes.maketrans(b"abcdef", b"-.!!!\x00")
 _COUNTS = tuple(range(k) for k in range(128))
 #: Known AD_JID domain types and their servers (the rest go through format_ad_jid).
 _AD_SERVERS = {0: "s.whatsapp.net", 1: "lid", 128: "hosted", 129: "hosted.lid"}
+
+
+class Reader(enum.Enum):
+    """The two readers behind :func:`decode_node`."""
+
+    #: The pure-Python reader below: the reference, always available.
+    PYTHON = "python"
+    #: The optional C reader (``_speedups``), falling back to PYTHON where it declines.
+    COMPILED = "compiled"
+
+
+_CompiledRead = Callable[[bytes, int, int], BinaryNode | None]
+
+
+def _load_compiled() -> _CompiledRead | None:
+    try:
+        from actors.connection.binary import _speedups
+    except ImportError:  # built only where a C compiler was present at install time
+        return None
+    servers = (_AD_SERVERS[0], _AD_SERVERS[1], _AD_SERVERS[128], _AD_SERVERS[129])
+    _speedups.setup(BinaryNode, SINGLE_BYTE_TOKENS, DOUBLE_BYTE_TOKENS, servers)
+    return _speedups.read
+
+
+_COMPILED = _load_compiled()
+#: What decode_node asks first: the compiled reader, or None for the Python one only.
+_first_reader: _CompiledRead | None = _COMPILED
+
+
+def available_readers() -> list[Reader]:
+    """The readers this installation has: PYTHON always, COMPILED when it was built."""
+    return [Reader.PYTHON] if _COMPILED is None else [Reader.PYTHON, Reader.COMPILED]
+
+
+def current_reader() -> Reader:
+    """The reader :func:`decode_node` uses now (COMPILED by default when available)."""
+    return Reader.PYTHON if _first_reader is None else Reader.COMPILED
+
+
+@contextmanager
+def use_reader(reader: Reader) -> Iterator[None]:
+    """Make :func:`decode_node` use ``reader`` inside the block (process-wide; for tests
+    and benchmarks). LookupError when ``reader`` is not available here."""
+    global _first_reader
+    if reader not in available_readers():
+        raise LookupError(f"the {reader.value} reader is not built in this installation")
+    saved = _first_reader
+    _first_reader = _COMPILED if reader is Reader.COMPILED else None
+    try:
+        yield
+    finally:
+        _first_reader = saved
 
 
 def decode_node(
@@ -148,8 +212,14 @@ def _read_root(data: bytes, pos: int, max_depth: int, where: str) -> BinaryNode:
     """Read the root node and all below it, starting at ``pos``.
 
     A loop over an explicit stack of open lists rather than recursion, so the
-    depth of the input never touches Python's stack, whoever calls us.
+    depth of the input never touches Python's stack, whoever calls us. The compiled
+    reader, when in use, goes first; where it declines, this one decides.
     """
+    first = _first_reader
+    if first is not None:
+        node = first(data, pos, max_depth)
+        if node is not None:
+            return node
     try:
         return _read_nodes(data, pos, max_depth, where)
     except IndexError:
