@@ -25,10 +25,11 @@ its lock:
 * **sqlite**: SQLite's online backup API copies the database file at one read
   transaction into a private scratch file; the account is read from that copy; the
   point is the account's ``seq`` there.
-* **multi-file** (Baileys JSON) and **postgres** are refused with
-  ``BackupUnsupportedError``: Baileys rewrites files in place and keeps no durable
-  order to copy up to, and a PostgreSQL account is backed up by its running session
-  (``Session.backup``) or by the database's own tools.
+* **postgres** (a ``postgresql://`` URI, the account from ``#account=NAME`` or
+  ``account``): one ``REPEATABLE READ READ ONLY`` transaction reads the account's seq,
+  creds and keys (``stores.postgres_backup``); the lease is not taken.
+* **multi-file** (Baileys JSON) is refused with ``BackupUnsupportedError``: Baileys
+  rewrites files in place and keeps no durable order to copy up to.
 
 A running session backs itself up with ``write_backup``: its persister, the one
 durable writer, hands over the committed state and its sequence number while no
@@ -51,6 +52,7 @@ Since 0.2.0.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sqlite3
@@ -106,7 +108,7 @@ __all__ = [
 BACKUP_GENERATION = 1
 """The generation of a backup's one snapshot file (generation 0 has no snapshot)."""
 
-ONLINE_BACKENDS = ("native", "sqlite")
+ONLINE_BACKENDS = ("native", "sqlite", "postgres")
 """Backends ``backup_location`` copies while another process owns them."""
 
 READ_ATTEMPTS = 20
@@ -180,8 +182,12 @@ async def backup_location(
     (``CorruptStateError``, ``WrongBackendError``) pass through.
     """
     if isinstance(location, str) and location.startswith(("postgres://", "postgresql://")):
-        shown = location.split("#", 1)[0].rsplit("@", 1)[-1]  # never print a password
-        raise BackupUnsupportedError(f"postgresql://…@{shown}", _UNSUPPORTED["postgres"])
+        if backend not in ("auto", "postgres"):
+            raise WrongBackendError("the location URI", backend, "a postgresql:// URI")
+        image, shown = await _postgres_image(location, account)
+        return await trio.to_thread.run_sync(
+            _publish_summary, image, _absolute(out), shown, "postgres"
+        )
     src, dst = _absolute(location), _absolute(out)
     _check_apart(src, dst)
     found = await trio.to_thread.run_sync(_source_backend, src, backend)
@@ -232,11 +238,16 @@ _UNSUPPORTED = {
         "owner writes; back up the running session (Session.backup), or migrate it to "
         "native and back that up"
     ),
-    "postgres": (
-        "PostgreSQL accounts are backed up by their running session (Session.backup) "
-        "or with the database's own tools (pg_dump)"
-    ),
 }
+
+
+async def _postgres_image(location: str, account: str) -> tuple[BackupImage, str]:
+    """One account at one ``REPEATABLE READ`` snapshot (``stores.postgres_backup``)."""
+    module = importlib.import_module("stores.postgres_backup")  # psycopg only when used
+    snapshot, seq, shown = await trio.to_thread.run_sync(
+        module.read_postgres_account, location, account
+    )
+    return image_of(snapshot, seq, shown), shown
 
 
 def _absolute(path: StrPath) -> Path:

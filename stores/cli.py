@@ -455,7 +455,8 @@ def configure_backup(parser: argparse.ArgumentParser) -> None:
         "--auth",
         metavar="LOC",
         required=True,
-        help="the auth location to back up (a native directory or a SQLite database)",
+        help="the auth location to back up: a native directory, a SQLite database or a "
+        "postgresql:// URI",
     )
     parser.add_argument("out", metavar="OUT", help="an absent or empty directory for the backup")
     parser.add_argument(
@@ -465,7 +466,10 @@ def configure_backup(parser: argparse.ArgumentParser) -> None:
         help="the backend LOC holds (default: auto-detect)",
     )
     parser.add_argument(
-        "--account", metavar="NAME", default="default", help="SQLite: the account to back up"
+        "--account",
+        metavar="NAME",
+        default="default",
+        help="SQLite/PostgreSQL: the account to back up (default: default)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
@@ -643,13 +647,15 @@ BACKUP = CommandInfo(
     description=(
         "Copy the creds and every Signal key of LOC, as they were after one durable "
         "commit (the point), into OUT (absent or empty), without stopping a runtime that "
-        "owns LOC and without writing to it. Works for native directories and SQLite "
-        "databases; the backup is a native directory holding one checksummed snapshot, "
+        "owns LOC and without writing to it. Works for native directories, SQLite "
+        "databases and PostgreSQL accounts; the backup is a native directory holding one "
+        "checksummed snapshot, "
         "checked with inspect before the command reports success."
     ),
     examples=(
         "baileys-trio backup --auth auth/ backups/2026-12-06",
         "baileys-trio backup --auth bots.db --account bot1 bot1-backup/ --json",
+        "baileys-trio backup --auth 'postgresql://bot@db/auth#account=bot1' bot1-backup/",
     ),
     configure=configure_backup,
     run=run_backup,

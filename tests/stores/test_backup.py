@@ -145,12 +145,6 @@ async def test_backends_without_a_durable_order_are_refused(tmp_path: Path, back
     assert not (tmp_path / "bak").exists()
 
 
-async def test_postgres_location_is_refused(tmp_path: Path) -> None:
-    """A PostgreSQL URI is refused with the way to back it up."""
-    with pytest.raises(BackupUnsupportedError, match="pg_dump"):
-        await backup_location("postgresql://bot@db/auth", tmp_path / "bak")
-
-
 async def test_backup_refuses_an_empty_source_and_an_output_inside_it(tmp_path: Path) -> None:
     """Nothing to copy, or a copy that would land inside its source: refused."""
     (tmp_path / "empty").mkdir()
