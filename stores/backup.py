@@ -313,10 +313,13 @@ def _read_native_once(directory: Path) -> BackupImage:
     if gen in listing.logs:
         names["log"] = listing.logs[gen]
     files = _read_files(directory, names)
+    # Only the live generation is read; a newer log (no snapshot under it) is left in
+    # the listing so that recovery refuses it as an open would.
+    newer = {g: name for g, name in listing.logs.items() if g > gen}
     live = Listing(
         Layout.NATIVE,
         snapshots={gen: names["snapshot"]} if "snapshot" in names else {},
-        logs={gen: names["log"]} if "log" in names else {},
+        logs={**newer, **({gen: names["log"]} if "log" in names else {})},
     )
     state = load_state(directory, live, _Captured(files))
     if state.creds is None:

@@ -19,6 +19,7 @@ from stores.errors import (
     BackupTargetNotEmpty,
     BackupUnsupportedError,
     BackupVerificationError,
+    CorruptStateError,
     StoreLockedError,
     WrongBackendError,
 )
@@ -241,3 +242,12 @@ def test_backup_files_are_private(tmp_path: Path) -> None:
     trio.run(backup_location, src, tmp_path / "bak")
     assert (tmp_path / "bak").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "bak" / snapshot_name(1)).stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_log_without_its_snapshot_is_refused_as_an_open_would(tmp_path: Path) -> None:
+    """A newer log with no snapshot under it is damage (no owner to blame): refused."""
+    src = await _make("native", tmp_path / "auth")
+    (src / log_name(1)).write_bytes((src / log_name(0)).read_bytes())
+    with pytest.raises(CorruptStateError, match="has no snapshot"):
+        await backup_location(src, tmp_path / "bak")
+    assert not (tmp_path / "bak").exists()
