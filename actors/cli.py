@@ -1,7 +1,11 @@
 """``baileys-trio run``: the command-line face of ``runtime.run``.
 
 ``baileys-trio run --auth PATH [--backend native|multi-file|sqlite] [--account NAME]
-[--url URL] [--server-root-key HEX] [--log-format console|json]``
+[--url URL] [--server-root-key HEX] [--pairing-phone NUMBER] [--log-format console|json]``
+
+With ``--pairing-phone`` a new device asks for a pairing code for that number
+instead of showing QRs: ``{"event": "pairing_code", "code": "ABCD-EFGH"}`` in JSON,
+``enter this code on the phone ...`` on a console. A paired auth ignores it.
 
 Runs one session until it ends. With ``--log-format json`` every runtime event is
 one JSON object per line on stdout (``{"event": "qr", "qr": "..."}``,
@@ -42,20 +46,24 @@ from typing import Any, TextIO, TypeVar
 from actors import events
 from runtime.log import Logger
 
-HELP = "run one WhatsApp session until it ends (pairs by QR when the auth location is new)"
+HELP = "run one WhatsApp session until it ends (pairs by QR or code when the location is new)"
 DESCRIPTION = (
     "Open the auth location (a new device if it is empty or absent), connect, pair by QR "
-    "or log in with the saved creds, and keep the session alive until it is stopped "
-    "(SIGINT/SIGTERM), logged out or replaced. With --log-format json every event is one "
-    "JSON object per line on stdout. Log lines go to stderr."
+    "(or by a code with --pairing-phone) or log in with the saved creds, and keep the "
+    "session alive until it is stopped (SIGINT/SIGTERM), logged out or replaced. With "
+    "--log-format json every event is one JSON object per line on stdout. Log lines go to "
+    "stderr."
 )
 EXAMPLES = (
     "baileys-trio run --auth ./auth",
     "baileys-trio run --auth ./bots.db --backend sqlite --account alice --log-format json",
     "baileys-trio run --auth ./auth --url ws://127.0.0.1:8765/ws/chat --server-root-key HEX",
+    "baileys-trio run --auth ./auth --pairing-phone +15551234567",
 )
 
 _C = TypeVar("_C")
+
+PAIRING_CODE_WHERE = "Linked devices > Link a device > Link with phone number instead"
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -89,6 +97,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="HEX",
         default=None,
         help="the server's certificate root public key, 64 hex digits (default WhatsApp's)",
+    )
+    parser.add_argument(
+        "--pairing-phone",
+        metavar="NUMBER",
+        default=None,
+        help="pair a new device by a code for this phone number (country code first) "
+        "instead of by QR; ignored once paired",
     )
     parser.add_argument(
         "--metrics-port",
@@ -183,6 +198,10 @@ def event_printer(fmt: str, out: TextIO) -> Callable[[dict[str, Any]], None]:
             if name == events.QR_LINE:
                 _draw_qr(str(line["qr"]), out)
                 out.write(f"scan this QR with WhatsApp (code {line.get('qr_index', 0) + 1})\n")
+            elif name == events.PAIRING_CODE:
+                out.write(
+                    f"enter this code on the phone ({PAIRING_CODE_WHERE}): {line.get('code')}\n"
+                )
             elif name == events.CONNECTION_UPDATE and line.get("connection") == "close":
                 out.write(_describe_close(line) + "\n")
             elif name == events.MESSAGES_UPSERT:
@@ -279,6 +298,8 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
             options["ws_url"] = args.url
         if args.server_root_key is not None:
             options["server_root_key"] = args.server_root_key
+        if args.pairing_phone is not None:
+            options["pairing_phone"] = args.pairing_phone
         if args.metrics_port is not None:
             options["metrics_port"] = args.metrics_port
             options["metrics_host"] = args.metrics_host

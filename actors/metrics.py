@@ -45,8 +45,22 @@ END_REASONS: Final = frozenset(r.value for r in EndReason) | {"stopped", "other"
 
 # Commits are fsync-bound: from ~50 µs (tmpfs) to seconds (a sick disk).
 SECONDS_BUCKETS: Final = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 LOGIN_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -74,52 +88,91 @@ class Metrics:
     def _families(self, r: CollectorRegistry) -> None:
         account = ("account",)
         self.commit_seconds = Histogram(
-            "commit_seconds", "Time of one durable backend commit (the persister's).",
-            account, namespace=NAMESPACE, registry=r, buckets=SECONDS_BUCKETS,
+            "commit_seconds",
+            "Time of one durable backend commit (the persister's).",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=SECONDS_BUCKETS,
         )
         self.commit_batches = Histogram(
-            "commit_batch_size", "Transactions written by one group commit.",
-            account, namespace=NAMESPACE, registry=r, buckets=BATCH_BUCKETS,
+            "commit_batch_size",
+            "Transactions written by one group commit.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=BATCH_BUCKETS,
         )
         self.fsync_seconds = Histogram(
-            "fsync_seconds", "Time of one fsync of a store file or directory (this process).",
-            namespace=NAMESPACE, registry=r, buckets=SECONDS_BUCKETS,
+            "fsync_seconds",
+            "Time of one fsync of a store file or directory (this process).",
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=SECONDS_BUCKETS,
         )
         self.login_seconds = Histogram(
-            "login_seconds", "From the start of a connection attempt to an open connection.",
-            account, namespace=NAMESPACE, registry=r, buckets=LOGIN_BUCKETS,
+            "login_seconds",
+            "From the start of a connection attempt to an open connection.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=LOGIN_BUCKETS,
         )
         self.connection_closes = Counter(
-            "connection_closes", "Connections that closed, by cause and whether one follows.",
-            ("account", "reason", "reconnect"), namespace=NAMESPACE, registry=r,
+            "connection_closes",
+            "Connections that closed, by cause and whether one follows.",
+            ("account", "reason", "reconnect"),
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.connected = Gauge(
-            "connected", "1 while the account's connection is open.",
-            account, namespace=NAMESPACE, registry=r,
+            "connected",
+            "1 while the account's connection is open.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.prekeys_uploaded = Counter(
-            "prekeys_uploaded", "One-time pre-keys the server accepted.",
-            account, namespace=NAMESPACE, registry=r,
+            "prekeys_uploaded",
+            "One-time pre-keys the server accepted.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.messages_received = Counter(
-            "messages_received", "Messages that reached the bot decrypted.",
-            account, namespace=NAMESPACE, registry=r,
+            "messages_received",
+            "Messages that reached the bot decrypted.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.decrypt_failures = Counter(
-            "decrypt_failures", "Messages that reached the bot undecryptable.",
-            account, namespace=NAMESPACE, registry=r,
+            "decrypt_failures",
+            "Messages that reached the bot undecryptable.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.messages_sent = Counter(
-            "messages_sent", "Messages the server acked after send_message.",
-            account, namespace=NAMESPACE, registry=r,
+            "messages_sent",
+            "Messages the server acked after send_message.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.store_errors = Counter(
-            "store_errors", "Backend commits that failed.",
-            account, namespace=NAMESPACE, registry=r,
+            "store_errors",
+            "Backend commits that failed.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.sessions_ended = Counter(
-            "sessions_ended", "Session trees that stopped, by reason.",
-            ("account", "reason"), namespace=NAMESPACE, registry=r,
+            "sessions_ended",
+            "Session trees that stopped, by reason.",
+            ("account", "reason"),
+            namespace=NAMESPACE,
+            registry=r,
         )
 
     # --- lifetime --------------------------------------------------------------------

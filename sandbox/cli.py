@@ -20,6 +20,9 @@ the shape of ``runtime.cli.Command``; heavy imports happen inside ``run``.
   the sandbox's phone scan the QR through the control channel; it prints the
   linked device's JID and exits 0 once the sandbox paired it, 1 when the sandbox
   refused or the link failed (one line on stderr saying why).
+- ``baileys-trio phone link-code CODE --sandbox URL [--user N] [--timeout S]``
+  (0.2.0) has the phone of account N (default: the sandbox's first) type the
+  pairing code a device asked for with that number; the same output and exit codes.
 
 Since 0.1.0.
 """
@@ -48,14 +51,16 @@ SANDBOX_EXAMPLES = (
     "baileys-trio sandbox contact send 15550100001@s.whatsapp.net 'hello' "
     "--sandbox ws://127.0.0.1:8765/ws/chat",
 )
-PHONE_HELP = "act as the sandbox's phone: scan a pairing QR string"
+PHONE_HELP = "act as the sandbox's phone: scan a pairing QR string or type a pairing code"
 PHONE_DESCRIPTION = (
-    "Hand a pairing QR string to the sandbox's simulated phone, as a person would show "
-    "it to their phone. Exits 0 once the sandbox linked the device."
+    "Hand a pairing QR string (scan) or a pairing code (link-code) to the sandbox's "
+    "simulated phone, as a person would show it to their phone or type it there. "
+    "Exits 0 once the sandbox linked the device."
 )
 PHONE_EXAMPLES = (
     'baileys-trio phone scan "https://wa.me/settings/linked_devices#..." '
     "--sandbox ws://127.0.0.1:8765/ws/chat",
+    "baileys-trio phone link-code ABCD-EFGH --sandbox ws://127.0.0.1:8765/ws/chat",
 )
 
 EXIT_OK = 0
@@ -199,34 +204,40 @@ def _message_line(message: dict[str, object]) -> str:
 
 
 def configure_phone(parser: argparse.ArgumentParser) -> None:
-    """Add the ``phone`` command's arguments (``phone scan QR --sandbox URL``)."""
-    parser.add_argument("action", choices=["scan"], help="what the phone does")
-    parser.add_argument("qr", help="the pairing QR string the client showed")
+    """Add the ``phone`` command's arguments (``phone scan QR|link-code CODE --sandbox URL``)."""
+    parser.add_argument(
+        "action",
+        choices=["scan", "link-code"],
+        help="scan a QR string, or type a pairing code",
+    )
+    parser.add_argument(
+        "text", metavar="QR|CODE", help="the QR string or the pairing code the client showed"
+    )
     parser.add_argument("--sandbox", required=True, metavar="URL", help="the sandbox's URL")
     parser.add_argument("--user", default=None, help="the account (phone number) that scans")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (30)")
 
 
 def run_phone(args: argparse.Namespace, log: object = None, *, out: TextIO | None = None) -> int:
-    """Scan through the control channel; 0 once linked, 1 with a reason otherwise."""
+    """Scan or type the code through the control channel; 0 once linked, 1 with a reason."""
     import trio
 
-    from sandbox.control import scan_via_control
+    from sandbox.control import link_code_via_control, scan_via_control
     from sandbox.errors import SandboxError
     from sandbox.phone import LinkedDevice
 
     stream = out if out is not None else sys.stdout
 
-    async def scan() -> LinkedDevice:
+    link = link_code_via_control if args.action == "link-code" else scan_via_control
+
+    async def act() -> LinkedDevice:
         with trio.fail_after(args.timeout + 10):
-            return await scan_via_control(
-                args.sandbox, args.qr, user=args.user, link_timeout=args.timeout
-            )
+            return await link(args.sandbox, args.text, user=args.user, link_timeout=args.timeout)
 
     try:
-        linked = trio.run(scan)
+        linked = trio.run(act)
     except (SandboxError, trio.TooSlowError) as exc:
-        print(f"baileys-trio phone scan: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"baileys-trio phone {args.action}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(linked.jid, file=stream, flush=True)
     return EXIT_OK

@@ -4,6 +4,8 @@ One JSON object per websocket text message each way. Requests:
 
 - ``{"op": "scan", "qr": "<qr string>", "user": "<phone number>"?, "timeout": 30?}``
   → ``{"ok": true, "jid": ..., "lid": ..., "ref": ...}`` once the device is linked;
+- ``{"op": "link_code", "code": "ABCD-EFGH", "user": "<phone number>"?, "timeout": 30?}``
+  → the same, once the device that asked for the code is linked (since 0.2.0);
 - ``{"op": "statistics"}`` → ``{"ok": true, "statistics": {...}}``;
 - ``{"op": "contact_add", "name": "..."?}`` → ``{"ok": true, "jid", "lid", "name"}``;
 - ``{"op": "contact_send", "jid": <contact>, "text": "...", "to": <jid>?}`` →
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,6 +37,7 @@ from sandbox import errors
 from sandbox.phone import LinkedDevice
 
 if TYPE_CHECKING:
+    from sandbox.phone import Phone
     from sandbox.server import Sandbox
 
 #: The control path, relative to the sandbox's websocket URL.
@@ -42,6 +46,7 @@ _ERRORS: dict[str, type[errors.SandboxError]] = {
     cls.__name__: cls
     for cls in (
         errors.InvalidQRError,
+        errors.InvalidCodeError,
         errors.ScanRejectedError,
         errors.PairingFailedError,
         errors.UnknownTargetError,
@@ -75,6 +80,8 @@ async def _answer(sandbox: Sandbox, message: str | bytes) -> dict[str, Any]:
     try:
         if op == "scan":
             return await _scan(sandbox, request)
+        if op == "link_code":
+            return await _link_code(sandbox, request)
         if op == "statistics":
             stats = dataclasses.asdict(sandbox.statistics())
             return {"ok": True, "statistics": stats}
@@ -86,18 +93,32 @@ async def _answer(sandbox: Sandbox, message: str | bytes) -> dict[str, Any]:
 
 
 async def _scan(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
-    qr = request.get("qr")
+    return await _link(sandbox, request, "qr", lambda phone, text: phone.scan(text))
+
+
+async def _link_code(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
+    return await _link(sandbox, request, "code", lambda phone, text: phone.link_code(text))
+
+
+async def _link(
+    sandbox: Sandbox,
+    request: dict[str, Any],
+    field: str,
+    act: Callable[[Phone, str], Awaitable[LinkedDevice]],
+) -> dict[str, Any]:
+    """A phone links a device from ``request[field]`` (a QR or a code), within its timeout."""
+    text = request.get(field)
     user = request.get("user")
     timeout = request.get("timeout", 30)
-    if not isinstance(qr, str):
-        return _error("ControlError", "scan needs 'qr', a string")
+    if not isinstance(text, str):
+        return _error("ControlError", f"{request.get('op')} needs {field!r}, a string")
     if user is not None and not isinstance(user, str):
         return _error("ControlError", "'user' must be a string")
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         return _error("ControlError", "'timeout' must be a positive number")
     phone = sandbox.phone if user is None else sandbox.phone_of(user)
     with trio.move_on_after(float(timeout)):
-        linked = await phone.scan(qr)
+        linked = await act(phone, text)
         return {"ok": True, "jid": linked.jid, "lid": linked.lid, "ref": linked.ref}
     raise errors.PairingFailedError(f"no pair-device-sign from the client within {timeout} s")
 
@@ -199,7 +220,24 @@ async def scan_via_control(
 
     ``link_timeout`` bounds, on the sandbox's side, the wait for the client's signature.
     """
-    request: dict[str, Any] = {"op": "scan", "qr": qr, "timeout": link_timeout}
+    return await _link_via_control(sandbox_url, {"op": "scan", "qr": qr}, user, link_timeout)
+
+
+async def link_code_via_control(
+    sandbox_url: str, code: str, *, user: str | None = None, link_timeout: float = 30.0
+) -> LinkedDevice:
+    """Have the sandbox's phone type pairing ``code``; return the linked device once paired.
+
+    Since 0.2.0.
+    """
+    request = {"op": "link_code", "code": code}
+    return await _link_via_control(sandbox_url, request, user, link_timeout)
+
+
+async def _link_via_control(
+    sandbox_url: str, request: dict[str, Any], user: str | None, link_timeout: float
+) -> LinkedDevice:
+    request = {**request, "timeout": link_timeout}
     if user is not None:
         request["user"] = user
     reply = await request_control(sandbox_url, request)

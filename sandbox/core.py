@@ -455,6 +455,12 @@ class ServerCore:
         code = conn.code
         return CodeTicket(code.ref, conn.conn_id, user, code.wrapped_companion_ephemeral)
 
+    def code_requested(self, user: str) -> bool:
+        """Whether a pairing connection waits for a code for ``user`` (not yet answered)."""
+        conn_id = self._code_hellos.get(user)
+        conn = self._live(conn_id) if conn_id is not None else None
+        return conn is not None and conn.code is not None and not conn.code_answered
+
     def code_primary_hello(
         self, ticket: CodeTicket, primary_identity: bytes, wrapped_primary: bytes
     ) -> list[Output]:

@@ -239,6 +239,14 @@ class Sandbox:
                     return info
             await self._changed.wait()
 
+    async def wait_code_request(self, user: str) -> None:
+        """Wait until a device asked for a pairing code for account ``user``.
+
+        Unbounded: wrap it in ``trio.fail_after``. Since 0.2.0.
+        """
+        while not self.core.code_requested(user):
+            await self._changed.wait()
+
     def _bump(self) -> None:
         # Wake every waiter: the core's state may have changed.
         self._changed.set()

@@ -6,6 +6,8 @@
 //   SB_TIMEOUT_MS  hard bound on the whole run (default 40000)
 //   SB_KEEPALIVE_MS   Baileys' keepAliveIntervalMs (default 30000)
 //   SB_QR_TIMEOUT_MS  Baileys' qrTimeout: how long each QR lives (default: Baileys' 60 s/20 s)
+//   SB_PAIRING_PHONE  pair by code: on the first QR, call requestPairingCode(this number)
+//                  and print {"event":"pairing_code","code":...} (the QRs keep coming)
 //   SB_HOLD_MS     how long to stay connected after the last open before exiting
 //                  (default 0: exit right after open; -1: until SB_RECONNECTS are used up)
 // Prints one JSON object per line: every connection.update (qr, connection, statusCode of
@@ -53,6 +55,7 @@ const finish = async (code, why) => {
 setTimeout(() => finish(3, 'timeout'), Number(process.env.SB_TIMEOUT_MS || 40000)).unref();
 
 let socketNo = 0;
+let codeRequested = false;
 async function start() {
     const { state, saveCreds } = await useMultiFileAuthState(dir);
     socketNo += 1;
@@ -79,6 +82,11 @@ async function start() {
             e.message = err?.message;
         }
         out(e);
+        if (u.qr && process.env.SB_PAIRING_PHONE && !codeRequested) {
+            codeRequested = true;
+            const code = await sock.requestPairingCode(process.env.SB_PAIRING_PHONE);
+            out({ event: 'pairing_code', code, me: state.creds.me });
+        }
         if (u.connection === 'open') {
             await saveCreds();
             out({

@@ -62,6 +62,7 @@ async def baileys_client(
     timeout_ms: int = 40000,
     qr_timeout_ms: int | None = None,
     keepalive_ms: int = 30000,
+    pairing_phone: str | None = None,
 ) -> AsyncIterator[NodeClient]:
     """Start the Baileys client; it is killed on exit from the block if still running."""
     env = dict(
@@ -75,6 +76,8 @@ async def baileys_client(
     )
     if qr_timeout_ms is not None:
         env["SB_QR_TIMEOUT_MS"] = str(qr_timeout_ms)
+    if pairing_phone is not None:
+        env["SB_PAIRING_PHONE"] = pairing_phone
     process = await trio.lowlevel.open_process(
         ["node", "--input-type=module", "-e", SCRIPT.read_text()],
         stdout=subprocess.PIPE,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from sandbox.errors import PairingFailedError
 from sandbox.server import Sandbox, open_sandbox
 from tests.baileys_peer import BaileysPeer
 from tests.sandbox.baileys_run import Event, NodeClient, baileys_client
@@ -203,3 +204,48 @@ async def test_a_bad_frame_crashes_the_baileys_process(
             assert getattr(sb.faults, fault)(linked[0]) == 1
             with trio.fail_after(10):
                 assert await client.process.wait() == 1
+
+
+async def test_baileys_pairs_by_code_with_the_sandbox_phone(
+    baileys_peer: BaileysPeer, tmp_path: Path
+) -> None:
+    """requestPairingCode → the phone types the code → companion_finish → pair-success → open."""
+    auth = tmp_path / "auth"
+    async with open_sandbox() as sb:
+        async with baileys_client(
+            baileys_peer, url=sb.url, auth_dir=auth, pairing_phone=sb.phone.user
+        ) as client:
+            asked = await client.next_event(lambda e: e.get("event") == "pairing_code", within=15)
+            assert len(asked["code"]) == 8
+            with trio.fail_after(10):  # Baileys prints the code before the server read its iq
+                await sb.wait_code_request(sb.phone.user)
+            linked = await sb.phone.link_code(asked["code"])
+            opened = await client.next_event(lambda e: e.get("event") == "open", within=20)
+            assert await client.process.wait() == 0
+        assert opened["me"]["id"] == linked.jid
+        assert opened["registered"] is True
+        closes = [e["statusCode"] for e in client.events if e.get("connection") == "close"]
+        assert closes == [515]
+        stats = sb.statistics()
+        assert (stats.links, stats.logins, stats.link_failures) == (1, 1, 0)
+        # Baileys' own check of pair-success passed: its HMAC key is the secret the code derived.
+        saved = json.loads((auth / "creds.json").read_text())
+        assert saved["registered"] is True and saved["me"]["id"] == linked.jid
+
+
+async def test_baileys_with_a_wrong_code_is_not_linked(
+    baileys_peer: BaileysPeer, tmp_path: Path
+) -> None:
+    """The phone types another code: the bundle does not open, no device is linked."""
+    async with open_sandbox() as sb:
+        async with baileys_client(
+            baileys_peer, url=sb.url, auth_dir=tmp_path, pairing_phone=sb.phone.user, hold_ms=-1
+        ) as client:
+            asked = await client.next_event(lambda e: e.get("event") == "pairing_code", within=15)
+            wrong = ("2" if asked["code"][0] != "2" else "3") + asked["code"][1:]
+            with trio.fail_after(10):
+                await sb.wait_code_request(sb.phone.user)
+            with pytest.raises(PairingFailedError, match="wrong code"):
+                with trio.fail_after(20):
+                    await sb.phone.link_code(wrong)
+        assert sb.statistics().links == 0

@@ -124,7 +124,7 @@ def test_the_commands_plug_into_the_baileys_trio_cli() -> None:
     args = parser.parse_args(["sandbox", "--port", "8765"])
     assert (args.host, args.port, args._run) == ("127.0.0.1", 8765, run_sandbox)
     args = parser.parse_args(["phone", "scan", "QR", "--sandbox", "ws://127.0.0.1:1/ws/chat"])
-    assert (args.action, args.qr, args._run) == ("scan", "QR", run_phone)
+    assert (args.action, args.text, args._run) == ("scan", "QR", run_phone)
 
 
 async def test_phone_scan_can_scan_as_another_account() -> None:

@@ -7,13 +7,18 @@ durable before the reply; 515; login; open. A paired auth ignores the number.
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
 import trio
 
+from actors.cli import EXIT_USAGE, cli_commands, event_printer
 from actors.errors import ConfigError
 from runtime.app import Config, open_runtime
+from runtime.command import Command, build_parser
+from runtime.log import make_logger
 from sandbox.errors import InvalidCodeError, PairingFailedError, ScanRejectedError
 from stores.auth import use_memory_auth_state
 from tests.session.helpers import Recorder, sandbox_config
@@ -167,3 +172,31 @@ async def test_a_paired_auth_ignores_the_pairing_phone(autojump_clock):
             await rt.wait_connected(timeout=60)
         assert events.of("pairing_code") == []
         assert sb.statistics().links == 1
+
+
+def test_run_prints_the_code_on_a_console_and_as_a_json_line() -> None:
+    """Console: one line saying where to type it; JSON: {"event": "pairing_code", ...}."""
+    event = {"pairing_code": {"code": "ABCD-EFGH", "account": "default"}}
+    console, lines = io.StringIO(), io.StringIO()
+    event_printer("console", console)(event)
+    event_printer("json", lines)(event)
+    assert console.getvalue() == (
+        "enter this code on the phone (Linked devices > Link a device > "
+        "Link with phone number instead): ABCD-EFGH\n"
+    )
+    assert json.loads(lines.getvalue()) == {
+        "event": "pairing_code",
+        "code": "ABCD-EFGH",
+        "account": "default",
+    }
+
+
+def test_run_refuses_a_bad_pairing_phone_with_exit_2_naming_it(tmp_path, capsys) -> None:
+    """`run --pairing-phone 12`: exit 2, one stderr line naming pairing_phone, nothing created."""
+    (command,) = cli_commands(Command)
+    args = build_parser([command]).parse_args(
+        ["run", "--auth", str(tmp_path / "auth"), "--pairing-phone", "12"]
+    )
+    assert command.run(args, make_logger("json")) == EXIT_USAGE
+    assert "pairing_phone" in capsys.readouterr().err
+    assert not (tmp_path / "auth").exists()

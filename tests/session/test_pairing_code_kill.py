@@ -1,0 +1,129 @@
+"""``baileys-trio run --pairing-phone`` in a subprocess, and SIGKILL between the code and the end.
+
+The promise: nothing of a code pairing is durable before pair-success, so a process
+killed anywhere between showing the code and committing the identity leaves a folder
+that is still a new device (no ``me``, not ``registered``); the next run asks for a
+new code and pairs with it. Once the sandbox counted the link, the folder is paired
+and the next run logs in without a code. Kill moments after the phone typed the code
+are random (seeded, printed on failure). Real clock, loopback websockets.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from actors.cli import EXIT_OK
+from sandbox.errors import SandboxError
+from sandbox.server import Sandbox, open_sandbox
+from stores.auth import use_native_file_auth_state
+from tests.session.test_loopback import ROOT, STEP_TIMEOUT, CliRun, cli_command
+
+SEED = int(os.environ.get("PAIRING_KILL_SEED", "20261206"))
+ROUNDS = 3
+
+
+async def start_code_cli(sb: Sandbox, auth: Path) -> CliRun:
+    """``run --pairing-phone <the sandbox's first phone>``, JSON lines on stdout."""
+    process = await trio.lowlevel.open_process(
+        [*cli_command(sb, auth), "--pairing-phone", "+" + sb.phone.user],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return CliRun(process)
+
+
+async def kill(cli: CliRun) -> None:
+    cli.process.send_signal(signal.SIGKILL)
+    with trio.fail_after(10):
+        await cli.process.wait()
+
+
+async def saved_me(auth: Path) -> tuple[object, bool]:
+    """What the folder holds now: (creds.me, creds.registered)."""
+    async with await use_native_file_auth_state(auth) as opened:
+        creds = opened.state.creds
+        return creds.me, creds.registered
+
+
+async def type_code(sb: Sandbox, code: str, linked: list[str]) -> None:
+    """The phone types ``code``; a link the killed client never finishes is no error here."""
+    try:
+        linked.append((await sb.phone.link_code(code)).jid)
+    except SandboxError:
+        pass
+
+
+async def test_sigkill_after_the_code_leaves_a_new_device_that_asks_again(tmp_path):
+    """Killed once the code is shown: the folder is unpaired; a rerun shows a new code.
+
+    The new code pairs through ``baileys-trio phone link-code``; SIGINT exits 0 and a
+    third run logs in without any code.
+    """
+    auth = tmp_path / "auth"
+    async with open_sandbox() as sb:
+        with trio.fail_after(STEP_TIMEOUT):
+            cli = await start_code_cli(sb, auth)
+            first = await cli.next_event(event="pairing_code")
+            await kill(cli)
+        assert await saved_me(auth) == (None, False)
+        with trio.fail_after(STEP_TIMEOUT):
+            cli = await start_code_cli(sb, auth)
+            second = await cli.next_event(event="pairing_code")
+            assert second["code"] != first["code"] and second["account"] == "default"
+            phone = [sys.executable, "-m", "runtime", "phone", "link-code", second["code"]]
+            done = await trio.run_process(
+                [*phone, "--sandbox", sb.url], capture_stdout=True, cwd=ROOT
+            )
+            opened = await cli.next_event(event="connection_update", connection="open")
+            assert opened["me"] == done.stdout.decode().strip()
+            cli.process.send_signal(signal.SIGINT)
+            assert await cli.process.wait() == EXIT_OK
+        assert cli.events("qr") == []
+        with trio.fail_after(STEP_TIMEOUT):
+            cli = await start_code_cli(sb, auth)
+            await cli.next_event(event="connection_update", connection="open")
+            await kill(cli)
+        assert cli.events("pairing_code") == []
+        assert sb.statistics().links == 1
+
+
+async def test_sigkill_at_random_moments_after_the_phone_typed_the_code(tmp_path):
+    """Kill while the exchange runs: linked by the sandbox ⇔ paired on disk; else asks again."""
+    rng = random.Random(SEED)
+    async with open_sandbox() as sb, trio.open_nursery() as nursery:
+        for round_no in range(ROUNDS):
+            auth = tmp_path / f"auth{round_no}"
+            links = sb.statistics().links
+            linked: list[str] = []
+            delay = rng.uniform(0.0, 0.4)
+            with trio.fail_after(STEP_TIMEOUT):
+                cli = await start_code_cli(sb, auth)
+                code = (await cli.next_event(event="pairing_code"))["code"]
+                nursery.start_soon(type_code, sb, code, linked)
+                await trio.sleep(delay)
+                await kill(cli)
+            me, registered = await saved_me(auth)
+            acknowledged = sb.statistics().links > links
+            where = f"seed {SEED} round {round_no} delay {delay:.3f}"
+            if acknowledged:
+                assert me is not None and registered, where
+            else:
+                assert (me, registered) == (None, False), where
+            with trio.fail_after(STEP_TIMEOUT):
+                cli = await start_code_cli(sb, auth)
+                if not acknowledged:
+                    code = (await cli.next_event(event="pairing_code"))["code"]
+                    await sb.phone.link_code(code)
+                await cli.next_event(event="connection_update", connection="open")
+                await kill(cli)
+            assert sb.statistics().links == links + 1, where
+        nursery.cancel_scope.cancel()
