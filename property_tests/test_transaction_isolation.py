@@ -156,10 +156,15 @@ def find_serial_order(
     final: dict[str, int],
 ) -> list[int] | None:
     """A permutation of ``done`` that reproduces every observation and ``final``, if any."""
+    dead_ends: set[tuple[frozenset[int], tuple[tuple[str, int], ...]]] = set()
+    # A (programs left, state) pair that failed once fails again: many programs stay cheap.
 
     def search(state: dict[str, int], left: frozenset[int], order: list[int]) -> list[int] | None:
         if not left:
             return order if state == final else None
+        memo = (left, tuple(sorted(state.items())))
+        if memo in dead_ends:
+            return None
         for index in sorted(left):
             program, observed = done[index]
             after = dict(state)
@@ -167,6 +172,7 @@ def find_serial_order(
                 found = search(after, left - {index}, [*order, index])
                 if found is not None:
                     return found
+        dead_ends.add(memo)
         return None
 
     return search(dict(initial), frozenset(range(len(done))), [])
@@ -174,7 +180,7 @@ def find_serial_order(
 
 # -- the system under test --------------------------------------------------------------
 
-_running: contextvars.ContextVar[Program] = contextvars.ContextVar("running_program")
+running_program: contextvars.ContextVar[Program] = contextvars.ContextVar("running_program")
 
 
 class ScheduledBackend:
@@ -184,13 +190,13 @@ class ScheduledBackend:
         self.backend = MemoryBackend("isolation")
 
     async def read(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
-        program = _running.get(None)
+        program = running_program.get(None)
         if program is not None:
             await trio.sleep(program.read_delay * TICK)
         return await self.backend.read_keys(type, ids)
 
     async def commit(self, batch: Batch) -> int:
-        program = _running.get()
+        program = running_program.get()
         await trio.sleep(program.commit_delay * TICK)
         if program.fail_commit:
             raise DurabilityError(self.backend.location, "injected fsync")
@@ -211,7 +217,7 @@ class SequencedBackend(ScheduledBackend):
         self._last_settled: trio.Event | None = None
 
     async def commit(self, batch: Batch) -> int:
-        program = _running.get()
+        program = running_program.get()
         before, mine = self._last_settled, trio.Event()
         self._last_settled = mine
         try:
@@ -272,7 +278,7 @@ async def run_plain(store: TransactionalStore, program: Program) -> list[Observa
 
 
 async def run_program(store: TransactionalStore, program: Program, outcome: Outcome) -> None:
-    _running.set(program)
+    running_program.set(program)
     await trio.sleep(program.start_delay * TICK)
 
     async def body(tx: StoreTransaction) -> None:
@@ -301,7 +307,7 @@ async def run_concurrently(
     if initial:
         await sched.backend.commit(Batch(keys={TYPE: dict(initial)}))
     store = TransactionalStore(
-        sched.read, sched.commit, cache_size=cache_size, max_attempts=4, sequenced=sequenced
+        sched.read, sched.commit, cache_size=cache_size, optimistic_attempts=4, sequenced=sequenced
     )
     outcomes = [Outcome() for _ in progs]
     with trio.fail_after(3600):  # virtual time: only a deadlock gets anywhere near this

@@ -46,6 +46,29 @@ transactions on one key never run at the same time. Locks are taken in sorted
 order; a nested transaction on a key that sorts *before* a key already held tries
 the lock without waiting and raises ``LockOrderConflict`` if it is busy (the
 callback form retries it), so no set of transactions can deadlock.
+
+``run_transaction`` always makes progress. Lock keys are the caller's choice, so
+transactions under different keys may keep invalidating each other; a bounded
+number of optimistic attempts is no guarantee. After ``optimistic_attempts``
+conflicts the callback *escalates*:
+
+* It waits for the store's escalation lock (FIFO): one escalated transaction at a
+  time, which keeps it until its callback committed, across its own retries.
+* Its attempts run *guarded*: every slot it reads joins the guard before the read,
+  and the read waits for a commit in flight on that slot (even a cached value).
+  While the guard holds a slot, no other commit that writes it is admitted: a
+  transaction fails validation instead (``TransactionConflict``: it holds key locks
+  and must not wait), a write outside any transaction (``set``, ``commit_batch``,
+  ``commit_creds``) queues for the escalation lock and goes right after. Slots stay
+  guarded across the escalated retries, so a retry sees what the failed attempt saw.
+* Each attempt takes up front, in sorted order, every key a ``LockOrderConflict``
+  of an earlier attempt named, so a callback that nests keys out of order stops
+  hitting that conflict.
+
+What can still invalidate a read: a commit already in flight when the slot was
+read (the read waits for it), nothing else. So the escalated callback commits,
+unless it raises, or waits for another task's write to data it read (that write
+waits for it: a deadlock, as waiting on a key lock it holds would be).
 """
 
 from __future__ import annotations
@@ -54,7 +77,7 @@ import collections
 import copy
 import enum
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableSet, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -77,7 +100,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
-    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_OPTIMISTIC_ATTEMPTS",
     "SEQUENCED_ATTRIBUTE",
     "CommitFn",
     "LockOrderConflict",
@@ -107,8 +130,8 @@ DEFAULT_CACHE_SIZE = 16_384
 WRITE_CACHE_MAX_SLOTS = 64
 """A committed batch of more slots than this is not kept in the cache (see ``_drain``)."""
 
-DEFAULT_MAX_ATTEMPTS = 10
-"""How many times ``run_transaction`` runs its callback before giving up (Baileys: 10)."""
+DEFAULT_OPTIMISTIC_ATTEMPTS = 3
+"""Optimistic attempts of ``run_transaction`` before it escalates (see the module docstring)."""
 
 SEQUENCED_ATTRIBUTE = "commits_sequenced_on_call"
 """Set (to ``True``) on a commit function by ``sequenced_on_call``."""
@@ -199,6 +222,8 @@ class TransactionStatistics:
     """``commit_creds`` calls acknowledged."""
     creds_commits: int = 0
     """Commits made for them (one per round: the newest snapshot of the round)."""
+    escalations: int = 0
+    """``run_transaction`` calls that escalated after their optimistic attempts."""
 
 
 def copy_value(value: Value, where: str = "value") -> Value:
@@ -307,6 +332,13 @@ class _Read:
 _Savepoint = tuple[dict[Slot, Value | None], "AuthCreds | None", "CredsPatch | None"]
 
 
+@dataclass(eq=False)
+class _Guard:
+    """The slots an escalated ``run_transaction`` has read: others' commits keep off them."""
+
+    slots: set[Slot] = field(default_factory=set)
+
+
 class StoreTransaction:
     """The handle inside ``store.transaction(key)``; reads see its own writes. Since 0.1.0.
 
@@ -325,6 +357,7 @@ class StoreTransaction:
         self._creds: AuthCreds | None = None
         self._patch: CredsPatch | None = None
         self._phase = _Phase.OPEN
+        self._guard: _Guard | None = None
         self.commit_seq: int | None = None
 
     def __repr__(self) -> str:
@@ -356,7 +389,13 @@ class StoreTransaction:
             if (type, id_) not in self._writes and (type, id_) not in self._seen
         ]
         if missing:
-            found, version = await self._store._read_committed(type, missing)
+            guard = self._guard
+            if guard is not None:
+                # Guarded before the read: no commit writing them is admitted from here.
+                guard.slots.update((type, id_) for id_ in missing)
+            found, version = await self._store._read_committed(
+                type, missing, settled=guard is not None
+            )
             self._check_open()
             for id_ in missing:
                 slot = (type, id_)
@@ -419,6 +458,13 @@ class StoreTransaction:
         self._writes, self._creds, self._patch = dict(saved[0]), saved[1], saved[2]
 
 
+def _learn_keys(keys: MutableSet[str], conflict: TransactionConflict) -> None:
+    """Keys a retry takes up front: those a nested transaction wanted out of order."""
+    if isinstance(conflict, LockOrderConflict):
+        keys.add(conflict.key)
+        keys |= set(conflict.held)
+
+
 class _KeyLocks:
     """One FIFO lock per transaction key, present only while held (Baileys' ref counts).
 
@@ -466,7 +512,8 @@ class TransactionalStore:
     Since 0.1.0.
 
     ``cache_size`` bounds the committed entries kept in memory (``None``: unbounded).
-    ``max_attempts`` bounds ``run_transaction``'s automatic retries on conflict.
+    ``optimistic_attempts`` is how many optimistic attempts ``run_transaction`` makes
+    before it escalates (it never gives up).
     ``sequenced`` says the commit function fixes durable order at call time (see
     ``sequenced_on_call``; ``None``: whether ``commit`` is so marked).
 
@@ -488,11 +535,11 @@ class TransactionalStore:
         commit: CommitFn,
         *,
         cache_size: int | None = DEFAULT_CACHE_SIZE,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        optimistic_attempts: int = DEFAULT_OPTIMISTIC_ATTEMPTS,
         sequenced: bool | None = None,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        if optimistic_attempts < 1:
+            raise ValueError("optimistic_attempts must be at least 1")
         if cache_size is not None and cache_size < 0:
             raise ValueError("cache_size must be >= 0 or None")
         self._read_fn = read
@@ -501,7 +548,10 @@ class TransactionalStore:
             sequenced = getattr(commit, SEQUENCED_ATTRIBUTE, False) is True
         self._sequenced = sequenced
         self._cache_size = cache_size
-        self._max_attempts = max_attempts
+        self._optimistic_attempts = optimistic_attempts
+        self._escalation = trio.Lock()
+        self._guard: _Guard | None = None
+        self._escalations = 0
         self._current: ContextVar[StoreTransaction | None] = ContextVar(
             f"stores.transaction.{id(self):x}", default=None
         )
@@ -673,27 +723,57 @@ class TransactionalStore:
         return _TransactionBlock(self, key, more_keys)
 
     async def run_transaction(self, key: str, fn: Callable[[StoreTransaction], Awaitable[T]]) -> T:
-        """Run ``fn(tx)`` in a transaction, retrying it on conflict (bounded, then raise).
+        """Run ``fn(tx)`` in a transaction until it commits; never raises ``TransactionConflict``.
 
-        Nested inside an open transaction it joins it and runs once: the outermost
-        ``run_transaction`` owns the retries.
+        ``fn`` may run more than once; only the run that commits has any effect. After
+        ``optimistic_attempts`` conflicts it runs escalated (the module docstring says
+        how), where nothing another task does can make it conflict again. Nested inside
+        an open transaction it joins it and runs once: the outermost
+        ``run_transaction`` owns the retries. Since 0.1.0; never gives up since 0.3.0.
         """
         if self._open_transaction() is not None:
             async with self.transaction(key) as tx:
                 return await fn(tx)
-        last: TransactionConflict | None = None
-        for attempt in range(self._max_attempts):
+        keys: set[str] = set()
+        for attempt in range(self._optimistic_attempts):
             if attempt:
                 self._retries += 1
             try:
-                async with self.transaction(key) as tx:
-                    result = await fn(tx)
-                return result
+                return await self._attempt(key, keys, fn, None)
             except TransactionConflict as conflict:
-                last = conflict
+                _learn_keys(keys, conflict)
                 await trio.lowlevel.checkpoint()
-        assert last is not None
-        raise last
+        return await self._run_escalated(key, keys, fn)
+
+    async def _run_escalated(
+        self, key: str, keys: MutableSet[str], fn: Callable[[StoreTransaction], Awaitable[T]]
+    ) -> T:
+        async with self._escalation:
+            self._escalations += 1
+            guard = _Guard()
+            self._guard = guard
+            try:
+                while True:
+                    self._retries += 1
+                    try:
+                        return await self._attempt(key, keys, fn, guard)
+                    except TransactionConflict as conflict:
+                        # Only a LockOrderConflict can get here; its keys go up front.
+                        _learn_keys(keys, conflict)
+            finally:
+                self._guard = None
+
+    async def _attempt(
+        self,
+        key: str,
+        keys: MutableSet[str],
+        fn: Callable[[StoreTransaction], Awaitable[T]],
+        guard: _Guard | None,
+    ) -> T:
+        async with self.transaction(key, *keys) as tx:
+            tx._guard = guard
+            result = await fn(tx)
+        return result
 
     def statistics(self) -> TransactionStatistics:
         return TransactionStatistics(
@@ -709,6 +789,7 @@ class TransactionalStore:
             uncertain_slots=len(self._uncertain),
             creds_saves=self._creds_saves,
             creds_commits=self._creds_commits,
+            escalations=self._escalations,
         )
 
     async def aclose(self) -> None:
@@ -762,21 +843,25 @@ class TransactionalStore:
         if self._cache_size is not None and len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    async def _read_committed(self, type_: str, ids: Sequence[str]) -> tuple[dict[str, Value], int]:
+    async def _read_committed(
+        self, type_: str, ids: Sequence[str], *, settled: bool = False
+    ) -> tuple[dict[str, Value], int]:
         """Committed values of the present ids, all current at the returned tick.
 
         Slots with a commit in flight are read after it became visible, so a backend
-        read never exposes a write before its turn.
+        read never exposes a write before its turn. ``settled``: a cached value with a
+        commit in flight waits for that commit too (a guarded read must not be
+        invalidated by it).
         """
         read = _Read()
         try:
-            return await self._read_rounds(type_, ids, read)
+            return await self._read_rounds(type_, ids, read, settled)
         finally:
             if read.pin is not None:
                 self._unpin(read.pin)
 
     async def _read_rounds(
-        self, type_: str, ids: Sequence[str], read: _Read
+        self, type_: str, ids: Sequence[str], read: _Read, settled: bool
     ) -> tuple[dict[str, Value], int]:
         fetched = read.fetched
         for _round in range(_MAX_READ_ROUNDS):
@@ -785,7 +870,11 @@ class TransactionalStore:
             for id_ in ids:
                 slot = (type_, id_)
                 value: Value | _Absent
-                if slot in self._cache and slot not in self._uncertain:
+                if (
+                    slot in self._cache
+                    and slot not in self._uncertain
+                    and not (settled and slot in self._writer_of)
+                ):
                     self._cache.move_to_end(slot)
                     self._hits += 1
                     value = self._cache[slot]
@@ -833,26 +922,18 @@ class TransactionalStore:
         reads: Mapping[Slot, int],
         writes: dict[Slot, Value | None],
         creds: Batch | None,
+        tx: StoreTransaction | None = None,
     ) -> int | None:
-        """Validate, then commit ``writes`` with the creds change in ``creds`` (its keys unused)."""
+        """Validate, then commit ``writes`` with the creds change in ``creds`` (its keys unused).
+
+        ``tx``: the transaction committing (``None`` for a write outside any).
+        """
         if creds is not None and creds.creds is None and not creds.patch:
             creds = None
         slots = frozenset(writes) if creds is None else frozenset((*writes, _CREDS_SLOT))
-        while True:
-            self._check_open()
-            last_write = self._last_write
-            conflicts = [slot for slot, seen in reads.items() if last_write.get(slot, 0) > seen]
-            if conflicts:
-                self._conflicts += 1
-                raise TransactionConflict(key, sorted(conflicts))
-            if not slots:
-                # Read-only: its reads are all current now, so it serializes right here.
-                await trio.lowlevel.checkpoint()
-                return None
-            blocker = self._blocker(reads, slots)
-            if blocker is None:
-                break
-            await blocker.applied.wait()
+        if not await self._admit(key, reads, slots, tx):
+            return None
+        # No checkpoint since admission: the validation still holds.
         pending = _Pending(issue=next(self._issues), writes=writes, slots=slots)
         self._queue.append(pending)
         writer_of = self._writer_of
@@ -876,6 +957,45 @@ class TransactionalStore:
             if not pending.applied.is_set():
                 await pending.applied.wait()
         return seq
+
+    async def _admit(
+        self,
+        key: str,
+        reads: Mapping[Slot, int],
+        slots: frozenset[Slot],
+        tx: StoreTransaction | None,
+    ) -> bool:
+        """Validate and wait until the commit may be queued; False for a read-only one.
+
+        Returns without a checkpoint after the last check, so the caller queues the
+        commit while every check still holds.
+        """
+        while True:
+            self._check_open()
+            last_write = self._last_write
+            conflicts = [slot for slot, seen in reads.items() if last_write.get(slot, 0) > seen]
+            if conflicts:
+                self._conflicts += 1
+                raise TransactionConflict(key, sorted(conflicts))
+            if not slots:
+                # Read-only: its reads are all current now, so it serializes right here.
+                await trio.lowlevel.checkpoint()
+                return False
+            guard = self._guard
+            if guard is not None and not guard.slots.isdisjoint(slots):
+                if tx is None:
+                    # Holding no key lock, it can wait: after the escalated transaction
+                    # (the escalation lock is FIFO and no guard exists while it is held).
+                    async with self._escalation:
+                        return await self._admit(key, reads, slots, tx)
+                if tx._guard is not guard:
+                    # It holds key locks the escalated one may wait for: it must yield.
+                    self._conflicts += 1
+                    raise TransactionConflict(key, sorted(guard.slots & slots))
+            blocker = self._blocker(reads, slots)
+            if blocker is None:
+                return True
+            await blocker.applied.wait()
 
     def _blocker(self, reads: Mapping[Slot, int], slots: frozenset[Slot]) -> _Pending | None:
         """An in-flight commit this one must wait for, if any."""
@@ -995,7 +1115,9 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
                 tx._phase = _Phase.DISCARDED
                 return
             tx._phase = _Phase.COMMITTING
-            tx.commit_seq = await store._commit(tx.key, tx._reads, tx._writes, tx._batch_creds())
+            tx.commit_seq = await store._commit(
+                tx.key, tx._reads, tx._writes, tx._batch_creds(), tx
+            )
             tx._phase = _Phase.COMMITTED
         finally:
             if tx._phase is not _Phase.COMMITTED:

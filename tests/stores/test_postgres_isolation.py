@@ -53,7 +53,11 @@ async def _run(
         if initial:
             await backend.commit(Batch(keys={TYPE: dict(initial)}))
         store = TransactionalStore(
-            sched.read, sched.commit, cache_size=cache_size, max_attempts=4, sequenced=sequenced
+            sched.read,
+            sched.commit,
+            cache_size=cache_size,
+            optimistic_attempts=4,
+            sequenced=sequenced,
         )
         outcomes = [Outcome() for _ in progs]
         with trio.fail_after(60):
@@ -101,13 +105,13 @@ def test_transactions_over_postgres_equal_some_serial_order(
     scheduler_seed: object,
 ) -> None:
     """Over PostgreSQL, committed programs match a serial run and aborted ones vanish."""
-    _check(_database(postgres_server), initial, progs, cache_size, sequenced)
+    _check(shared_database(postgres_server), initial, progs, cache_size, sequenced)
 
 
 _databases: dict[int, str] = {}
 
 
-def _database(server: PostgresServer) -> str:
+def shared_database(server: PostgresServer) -> str:
     """One database for all examples (each example has its own account in it)."""
     key = id(server)
     if key not in _databases:

@@ -25,7 +25,7 @@ from stores.transactions import (
     sequenced_on_call,
 )
 from stores.types import Batch, SignalStore, Value
-from tests.stores.contract import make_creds
+from tests.stores.contract import make_creds, outside_writer
 
 
 class Recorder:
@@ -60,10 +60,10 @@ class Recorder:
         return seq
 
     def store(
-        self, *, cache_size: int | None = DEFAULT_CACHE_SIZE, max_attempts: int = 10
+        self, *, cache_size: int | None = DEFAULT_CACHE_SIZE, optimistic_attempts: int = 3
     ) -> TransactionalStore:
         return TransactionalStore(
-            self.read, self.commit, cache_size=cache_size, max_attempts=max_attempts
+            self.read, self.commit, cache_size=cache_size, optimistic_attempts=optimistic_attempts
         )
 
 
@@ -306,34 +306,129 @@ async def test_write_skew_is_prevented(store: TransactionalStore) -> None:
     assert sorted(outcomes) == ["committed", "conflict"]
 
 
-async def test_run_transaction_gives_up_after_bounded_attempts(rec: Recorder) -> None:
-    """A callback that conflicts on every attempt raises TransactionConflict after max_attempts."""
-    store = rec.store(max_attempts=3)
-    requests: trio.MemorySendChannel[trio.Event]
-    requests, incoming = trio.open_memory_channel[trio.Event](0)
+async def test_run_transaction_commits_against_a_writer_that_overwrites_every_read(
+    rec: Recorder, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A callback whose read is overwritten on every optimistic attempt escalates and commits."""
+    store = rec.store(optimistic_attempts=3)
     attempts = 0
+    read_in_last: list[bytes] = []
 
     async def meddler() -> None:
-        async for done in incoming:
-            await store.set({"session": {"hot": str(attempts).encode()}})
-            done.set()
+        n = 0
+        while True:
+            n += 1
+            await store.set({"session": {"hot": str(n).encode()}})
+            await trio.sleep(0.001)
 
     async def work(tx: StoreTransaction) -> None:
         nonlocal attempts
         attempts += 1
-        await tx.get("session", ["hot"])
-        done = trio.Event()
-        await requests.send(done)
-        await done.wait()
-        await tx.set({"session": {"cold": b"x"}})
+        hot = (await tx.get("session", ["hot"]))["hot"]
+        await trio.sleep(0.01)  # long enough for the meddler to overwrite it
+        read_in_last[:] = [hot]
+        await tx.set({"session": {"cold": hot}})
 
     async with trio.open_nursery() as nursery:
+        await store.set({"session": {"hot": b"0"}})
         nursery.start_soon(meddler)
-        with pytest.raises(TransactionConflict):
+        with trio.fail_after(60):  # virtual time: retrying until lucky never gets there
             await store.run_transaction("k", work)
-        await requests.aclose()
-    assert attempts == 3
-    assert await store.get("session", ["cold"]) == {}
+        nursery.cancel_scope.cancel()
+    assert attempts == 4 and store.statistics().escalations == 1
+    assert await store.get("session", ["cold"]) == {"cold": read_in_last[0]}
+
+
+async def test_a_transaction_writing_a_slot_the_escalated_one_read_conflicts(
+    rec: Recorder, autojump_clock: trio.testing.MockClock
+) -> None:
+    """While an escalated callback holds a read, a context-form commit writing it conflicts."""
+    store = rec.store(optimistic_attempts=1)
+    read_done, may_finish = trio.Event(), trio.Event()
+    attempts = 0
+
+    async def other() -> None:
+        await read_done.wait()
+        with pytest.raises(TransactionConflict):
+            async with store.transaction("unrelated") as tx:
+                await tx.set({"session": {"x": b"late"}})
+        may_finish.set()
+
+    async with outside_writer(store) as write, trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+
+        async def escalated(tx: StoreTransaction) -> None:
+            nonlocal attempts
+            attempts += 1
+            await tx.get("session", ["x"])
+            if attempts == 1:
+                await write({"session": {"x": b"other"}})  # invalidates the optimistic try
+                await tx.set({"session": {"y": b"0"}})
+                return
+            read_done.set()
+            await may_finish.wait()
+            await tx.set({"session": {"y": b"1"}})
+
+        await store.run_transaction("k", escalated)
+    assert attempts == 2 and store.statistics().escalations == 1
+    assert await store.get("session", ["x", "y"]) == {"x": b"other", "y": b"1"}
+
+
+async def test_a_plain_write_to_a_slot_the_escalated_one_read_goes_after_it(
+    rec: Recorder, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A set outside any transaction waits for the escalated callback, then lands over it."""
+    store = rec.store(optimistic_attempts=1)
+    read_done = trio.Event()
+    seen: list[dict[str, Value]] = []
+
+    async def plain() -> None:
+        await read_done.wait()
+        await store.set({"session": {"x": b"plain"}})
+        seen.append(await store.get("session", ["x"]))
+
+    async with outside_writer(store) as write, trio.open_nursery() as nursery:
+        nursery.start_soon(plain)
+
+        async def escalated(tx: StoreTransaction) -> None:
+            found = await tx.get("session", ["x"])
+            seen.append(found)
+            if len(seen) == 1:
+                await write({"session": {"x": b"first"}})  # invalidates the optimistic try
+                return
+            read_done.set()
+            await trio.sleep(1)
+            await tx.set({"session": {"x": found["x"] + b"+1"}})
+
+        await store.run_transaction("k", escalated)
+    assert seen == [{}, {"x": b"first"}, {"x": b"plain"}]
+    assert [b.keys["session"]["x"] for b in rec.batches] == [b"first", b"first+1", b"plain"]
+
+
+async def test_an_escalated_retry_takes_out_of_order_keys_up_front(
+    rec: Recorder, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A callback nesting a key that sorts first, held by another task, still commits."""
+    store = rec.store(optimistic_attempts=1)
+    holding = trio.Event()
+    tries = 0
+
+    async def holder() -> None:
+        async with store.transaction("a"):
+            holding.set()
+            await trio.sleep(1)
+
+    async def nests(tx: StoreTransaction) -> None:
+        nonlocal tries
+        tries += 1
+        async with store.transaction("a") as inner:
+            await _increment(inner, "c")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(holder)
+        await holding.wait()
+        await store.run_transaction("b", nests)
+    assert tries == 2 and await store.get("sender-key-memory", ["c"]) == {"c": {"n": 1}}
 
 
 async def test_same_key_mutual_exclusion(store: TransactionalStore) -> None:
