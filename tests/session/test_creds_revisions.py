@@ -42,6 +42,22 @@ from tests.session.helpers import Recorder, sandbox_config, scanning_phone
 from tests.session.memory_sandbox import open_memory_sandbox
 
 
+def store_children(
+    source: SharedBackend, registry: Registry, events: list[dict[str, Any]]
+) -> list[ChildSpec]:
+    """The persister (no coalescing delay) and the signal store of a session, in start order."""
+    return [
+        ChildSpec(
+            "persister",
+            lambda: Persister(source, emit=events.append, coalesce_delay=0.0),
+            name="persister",
+        ),
+        ChildSpec(
+            "signal_store", lambda: SignalStoreActor(registry.ref("persister")), name="signal_store"
+        ),
+    ]
+
+
 @asynccontextmanager
 async def store_tree(
     events: list[dict[str, Any]],
@@ -52,16 +68,7 @@ async def store_tree(
     await backend.commit(Batch(creds=creds))
     source = SharedBackend(backend)
     registry = Registry()
-    children = [
-        ChildSpec(
-            "persister",
-            lambda: Persister(source, emit=events.append, coalesce_delay=0.0),
-            name="persister",
-        ),
-        ChildSpec(
-            "signal_store", lambda: SignalStoreActor(registry.ref("persister")), name="signal_store"
-        ),
-    ]
+    children = store_children(source, registry, events)
     async with open_supervisor(children, strategy=Strategy.REST_FOR_ONE, registry=registry) as sup:
         yield sup.ref("persister"), sup.ref("signal_store"), creds
     await source.aclose()
