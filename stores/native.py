@@ -299,8 +299,7 @@ class NativeBackend:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        with trio.CancelScope(shield=True):
-            await self._committer.wait_idle()
+        await self._committer.aclose()
         fd, self._fd = self._fd, None
         if fd is not None:
             self._fs.close(fd)
@@ -344,7 +343,7 @@ class NativeBackend:
     def __repr__(self) -> str:
         return f"NativeBackend({self.location!r}, seq={self._durable_seq}, gen={self._gen})"
 
-    # --- the writer (runs in a worker thread, one group at a time) -------------------
+    # --- the writer (runs on the committer's writer thread, one group at a time) ------
 
     def _write_group(self, items: Sequence[_Item]) -> list[int]:
         fd = self._fd

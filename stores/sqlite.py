@@ -8,9 +8,10 @@ before the newest is kept (slot 1) so a damaged newest copy can be recovered.
 Guarantees: WAL with ``synchronous=FULL``, so a commit returns only after SQLite has
 fsynced it; one ``commit`` is one SQLite transaction (keys and creds together), and
 commits that arrive while another is being written are grouped into the next single
-transaction. One connection per backend, used by one worker thread at a time
-(``trio.to_thread`` under a threading lock). A per-account lock file beside the database
-(``<db>.<account>.lock``) keeps a second runtime off the same account.
+transaction, written by the group committer's long-lived writer thread. One
+connection per backend, used by one thread at a time (under a threading lock): the
+writer thread for commits, ``trio.to_thread`` workers for reads. A per-account lock
+file beside the database (``<db>.<account>.lock``) keeps a second runtime off the same account.
 """
 
 from __future__ import annotations
@@ -405,6 +406,7 @@ class SqliteBackend:
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
+        await self._committer.aclose()  # queued commits land first
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(self._close_blocking)
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from stores.errors import DurabilityError, StoreReadOnlyError
+from stores.errors import DurabilityError, StoreClosedError, StoreReadOnlyError
 from stores.group_commit import GroupCommitter
 
 
@@ -21,9 +21,11 @@ class FakeLog:
         self.applied: list[str] = []
         self.fail_next = False
         self.gate: threading.Event | None = None
+        self.writing = threading.Event()
         self.seq = 0
 
     def write(self, items: Sequence[str]) -> list[int]:
+        self.writing.set()
         if self.gate is not None:
             self.gate.wait(timeout=10)
         if self.fail_next:
@@ -37,6 +39,12 @@ class FakeLog:
 
     def apply(self, items: Sequence[str], seqs: Sequence[int]) -> None:
         self.applied.extend(items)
+
+
+async def wait_writing(log: FakeLog) -> None:
+    """Until the writer thread is inside ``write`` (held there by the closed gate)."""
+    await trio.to_thread.run_sync(log.writing.wait, 10)
+    await trio.testing.wait_all_tasks_blocked()
 
 
 def committer(log: FakeLog) -> GroupCommitter[str]:
@@ -112,7 +120,7 @@ async def test_cancelled_queued_waiter_is_withdrawn() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(one, "leader")
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_writing(log)
         with trio.CancelScope() as scope:
             scope.cancel()
             # Queued behind the in-flight leader, then cancelled before being taken.
@@ -136,15 +144,15 @@ async def test_cancelled_in_flight_commit_still_lands() -> None:
             await c.commit("in-flight")
 
         nursery.start_soon(victim)
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_writing(log)
         nursery.cancel_scope.cancel()
         log.gate.set()
     assert log.groups == [["in-flight"]]
     assert await c.commit("next") == 2
 
 
-async def test_leadership_passes_to_a_queued_waiter() -> None:
-    """Commits queued during a write are written by the next leader, not left hanging."""
+async def test_commits_queued_during_a_write_form_the_next_group() -> None:
+    """Commits queued while a write is in flight are written together right after it."""
     log = FakeLog()
     log.gate = threading.Event()
     c = committer(log)
@@ -156,7 +164,7 @@ async def test_leadership_passes_to_a_queued_waiter() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(one, "first")
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_writing(log)
         for i in range(3):
             nursery.start_soon(one, f"q{i}")
         await trio.testing.wait_all_tasks_blocked()
@@ -198,7 +206,7 @@ async def queue_behind_gate(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(one, "first")
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_writing(log)
         for name in names:
             # One at a time, so the queue holds them in this order.
             nursery.start_soon(one, name)
@@ -285,3 +293,49 @@ async def test_superseded_items_do_not_count_toward_the_byte_bound() -> None:
     seqs = await queue_behind_gate(c, log, [f"c{i:03d}" for i in range(100)])
     assert log.groups == [["first"], ["c099"]]
     assert set(seqs.values()) == {1, 2}
+
+
+def writer_threads(location: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"baileys-trio writer {location}"]
+
+
+async def test_one_long_lived_writer_thread_serves_every_commit() -> None:
+    """Sequential commits reuse one writer thread; it ends when the committer closes."""
+    log = FakeLog()
+    c = GroupCommitter(log.write, location="long-lived")
+    for name in ("a", "b", "c"):
+        await c.commit(name)
+        assert len(writer_threads("long-lived")) == 1
+    (thread,) = writer_threads("long-lived")
+    await c.aclose()
+    await trio.to_thread.run_sync(thread.join, 10)
+    assert not thread.is_alive()
+    with pytest.raises(StoreClosedError):
+        await c.commit("after close")
+
+
+async def test_an_idle_writer_thread_ends_and_the_next_commit_restarts_it() -> None:
+    """A committer nobody closes leaves no thread behind after ``idle_exit``."""
+    log = FakeLog()
+    c = GroupCommitter(log.write, location="idle", idle_exit=0.01)
+    await c.commit("a")
+    for thread in writer_threads("idle"):
+        await trio.to_thread.run_sync(thread.join, 10)
+    assert writer_threads("idle") == []
+    assert await c.commit("b") == 2
+    assert log.groups == [["a"], ["b"]]
+
+
+async def test_a_failing_apply_fails_its_group_and_turns_read_only() -> None:
+    """``apply`` raising after the write is a durability failure like a failed fsync."""
+    log = FakeLog()
+
+    def apply(items: Sequence[str], seqs: Sequence[int]) -> None:
+        raise OSError(5, "index update failed")
+
+    c = GroupCommitter(log.write, location="fake", apply=apply)
+    with pytest.raises(DurabilityError):
+        await c.commit("a")
+    assert c.read_only
+    with pytest.raises(StoreReadOnlyError):
+        await c.commit("b")
