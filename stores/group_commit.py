@@ -94,15 +94,20 @@ class GroupCommitStatistics:
 
 
 class _Waiter(Generic[T]):
-    __slots__ = ("error", "event", "item", "lead", "seq", "state")
+    __slots__ = ("error", "item", "lead", "seq", "state", "task")
 
-    def __init__(self, item: T) -> None:
+    def __init__(self, item: T, task: trio.lowlevel.Task) -> None:
         self.item = item
-        self.event = trio.Event()
+        self.task = task
         self.state = _State.QUEUED
         self.lead = False
         self.seq = -1
         self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        # A bare reschedule, not a trio.Event: one wake-up per waiter per group is
+        # most of group commit's own cost when groups are small.
+        trio.lowlevel.reschedule(self.task)
 
 
 class GroupCommitter(Generic[T]):
@@ -192,21 +197,23 @@ class GroupCommitter(Generic[T]):
         self.check_writable()
         if self._thread.closed:
             raise StoreClosedError(f"{self._location}: the committer is closed")
-        waiter = _Waiter(item)
+        waiter = _Waiter(item, trio.lowlevel.current_task())
         self._queue.append(waiter)
         if not self._leading:
             self._leading = True
             waiter.lead = True
         if not waiter.lead:
-            try:
-                await waiter.event.wait()
-            except trio.Cancelled:
-                if waiter.state is _State.QUEUED:
-                    # Not taken yet: withdraw it, it will never be written.
-                    self._queue.remove(waiter)
-                raise
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                if waiter.state is not _State.QUEUED:
+                    return trio.lowlevel.Abort.FAILED  # taken: wait for its write to end
+                # Not taken yet: withdraw it, it will never be written.
+                self._queue.remove(waiter)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
         if waiter.lead and waiter.state is _State.QUEUED:
-            # No checkpoint between here and the shielded write: leadership cannot be lost.
+            # No checkpoint between here and the write's queueing: leadership cannot be lost.
             await self._lead()
         if waiter.error is not None:
             raise waiter.error
@@ -236,8 +243,7 @@ class GroupCommitter(Generic[T]):
         for waiter in group:
             waiter.state = _State.IN_FLIGHT
         try:
-            with trio.CancelScope(shield=True):
-                await self._write(group)
+            await self._write(group)
         finally:
             self._leading = False
             self._hand_over()
@@ -265,7 +271,9 @@ class GroupCommitter(Generic[T]):
     async def _write(self, group: list[_Waiter[T]]) -> None:
         items, acked_by = self._coalesce([w.item for w in group])
         try:
-            written = await self._thread.run(partial(self._write_group, items))
+            # Queued before any checkpoint, and waited for without abort (a shield).
+            self._thread.submit(partial(self._write_group, items))
+            written: Sequence[int] = await trio.lowlevel.wait_task_rescheduled(_not_abortable)
             if len(written) != len(items):
                 raise RuntimeError("write_group returned a wrong number of sequence numbers")
             if self._apply is not None:
@@ -298,7 +306,8 @@ class GroupCommitter(Generic[T]):
     def _finish(self, group: list[_Waiter[T]]) -> None:
         for waiter in group:
             waiter.state = _State.DONE
-            waiter.event.set()
+            if not waiter.lead:
+                waiter.wake()  # a leader is running: it reads its outcome itself
 
     def _reject_queue(self) -> None:
         queued, self._queue = self._queue, []
@@ -311,7 +320,11 @@ class GroupCommitter(Generic[T]):
             nxt = self._queue[0]
             self._leading = True
             nxt.lead = True
-            nxt.event.set()
+            nxt.wake()
         elif not self.busy and self._idle is not None:
             self._idle.set()
             self._idle = None
+
+
+def _not_abortable(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED  # a write cannot be abandoned halfway
