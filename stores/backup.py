@@ -325,7 +325,8 @@ def _read_native_once(directory: Path) -> BackupImage:
     if state.creds is None:
         raise BackupError(str(directory), "holds no creds, nothing to back up")
     _check_creds(state.creds, str(directory))
-    return BackupImage(state.durable_seq, state.creds, state.previous_creds, state.keys)
+    keys = state.keys.tables()  # read from the captured files
+    return BackupImage(state.durable_seq, state.creds, state.previous_creds, keys)
 
 
 def _read_files(directory: Path, names: Mapping[str, str]) -> dict[str, bytes]:
@@ -491,7 +492,11 @@ def verify(image: BackupImage, target: Path) -> None:
     if dict(account.key_counts) != image.key_counts():
         raise BackupVerificationError(where, "key counts differ from the copied state")
     state = load_state(target, classify(target, REAL_FS), REAL_FS)
-    same_keys = {t: dict(ids) for t, ids in state.keys.items() if ids} == {
+    try:
+        copied = state.keys.tables()
+    finally:
+        state.keys.close()
+    same_keys = copied == {
         t: dict(ids) for t, ids in image.keys.items() if ids
     }
     if not same_keys or state.creds != image.creds:

@@ -71,8 +71,12 @@ read-only (``StoreReadOnlyError`` afterwards); a failed fsync is never retried. 
 acknowledged commit was fsynced before ``commit`` returned; a commit that raised may
 or may not be present after a reopen, but never partly.
 
-Memory: the state lives in a dict ``{type: {id: CBOR bytes}}`` (values are decoded on
-read, so reads return fresh objects): about the encoded size plus ~150 bytes per key.
+Memory: key values stay on disk. ``stores.native_values.ValueIndex`` keeps per key a
+128-bit digest of its id, the place of its entry in the live snapshot or log and the
+entry's CRC-32 (28 bytes), and a read takes the entry from the file, checks it and
+decodes a fresh object (``CorruptStateError(file, offset)`` if it changed). Compaction
+reads every value from the old generation and places them in the new snapshot. The
+latest two creds versions are kept as CBOR bytes.
 
 Since 0.1.0.
 """
@@ -136,6 +140,7 @@ from stores.native_load import (
     classify,
     load_state,
 )
+from stores.native_values import LOG, SNAPSHOT, ValueIndex, empty_index
 from stores.transactions import sequenced_on_call
 from stores.types import Batch, StoreSnapshot, Value
 
@@ -162,6 +167,10 @@ class NativeStatistics:
     read_only: bool
     coalesced: int = 0
     """Creds-only commits acknowledged by a newer creds record of the same group."""
+    values_in_memory: int = 0
+    """Key values held in memory; every other value is read from disk when asked for."""
+    values_cached: int = 0
+    """Values in the small cache of recent reads."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +232,10 @@ class NativeBackend:
         self._fd: int | None = fd
         self._gen = state.generation
         self._keys = state.keys
+        self._placed: dict[int, tuple[int, bytes]] = {}
+        """seq → (log offset, frame) of records written and not yet applied."""
+        self._compacted: ValueIndex | None = None
+        """The index of a new generation, installed by the next ``_apply``."""
         self._creds = state.creds
         self._previous_creds = state.previous_creds
         self._durable_seq = state.durable_seq
@@ -262,12 +275,9 @@ class NativeBackend:
         """The committed values of the present ``ids`` (fresh objects)."""
         await trio.lowlevel.checkpoint()
         self._check_open()
-        table = self._keys.get(type)
-        if not table:
-            return {}
         out: dict[str, Value] = {}
         for id_ in ids:
-            raw = table.get(id_)
+            raw = self._keys.get(type, id_)
             if raw is not None:
                 out[id_] = decode_value(raw)
         return out
@@ -288,7 +298,7 @@ class NativeBackend:
     async def snapshot(self) -> StoreSnapshot:
         """Everything committed, decoded (for migration, inspect and tests)."""
         self._check_open()
-        tables = {t: dict(entries) for t, entries in self._keys.items() if entries}
+        tables = self._keys.tables()  # in this thread: a compaction may replace the index
         creds = await self.read_creds()
         keys = await trio.to_thread.run_sync(_decode_tables, tables)
         return StoreSnapshot(creds=creds, keys=keys)
@@ -303,6 +313,7 @@ class NativeBackend:
         fd, self._fd = self._fd, None
         if fd is not None:
             self._fs.close(fd)
+        self._keys.close()
         self._lock.release()
 
     async def __aenter__(self) -> NativeBackend:
@@ -331,13 +342,15 @@ class NativeBackend:
             records=self._records,
             log_bytes=self._log_bytes,
             snapshot_bytes=self._snapshot_bytes,
-            keys=sum(len(t) for t in self._keys.values()),
+            keys=len(self._keys),
             fsyncs=self._fsyncs,
             groups=group.groups,
             commits=group.commits,
             compactions=self._compactions,
             read_only=group.read_only,
             coalesced=group.coalesced,
+            values_in_memory=self._keys.statistics().in_memory,
+            values_cached=self._keys.statistics().cached,
         )
 
     def __repr__(self) -> str:
@@ -354,6 +367,7 @@ class NativeBackend:
         first = self._written_seq + 1
         frames: list[bytes] = []
         seqs: list[int] = []
+        offset = self._log_bytes
         for item in items:
             if item.compact:
                 seqs.append(self._written_seq + len(frames))
@@ -361,6 +375,9 @@ class NativeBackend:
             seq = first + len(frames)
             frames.append(encode_record(seq, first, item.body))
             seqs.append(seq)
+            if item.keys:
+                self._placed[seq] = (offset, frames[-1])
+            offset += len(frames[-1])
         if frames:
             data = b"".join(frames)
             location = str(self._dir / log_name(self._gen))
@@ -378,13 +395,20 @@ class NativeBackend:
     def _compact(self) -> int:
         """Snapshot the state, start the next generation, drop the old one. Returns the new fd."""
         old_gen, new_gen, seq, now = self._gen, self._gen + 1, self._written_seq, time.time()
+        tables = self._keys.tables()
         snapshot = encode_snapshot(
-            FileHeader("snapshot", new_gen, seq, now), self._creds, self._previous_creds, self._keys
+            FileHeader("snapshot", new_gen, seq, now), self._creds, self._previous_creds, tables
         )
-        atomic_write(self._dir / snapshot_name(new_gen), snapshot, fs=self._fs)
+        new_snapshot = self._dir / snapshot_name(new_gen)
+        atomic_write(new_snapshot, snapshot, fs=self._fs)
         header = encode_header(FileHeader("log", new_gen, seq, now))
         new_log = self._dir / log_name(new_gen)
         atomic_write(new_log, header, fs=self._fs)
+        index = empty_index(new_snapshot, new_log)
+        index.add_frame(SNAPSHOT, snapshot, 0, len(snapshot), tables)
+        index.finish()
+        self._compacted = index
+        self._keys.files.hold()  # the old index serves reads until _apply installs the new
         self._fsyncs += 4  # two files, two directory syncs
         fd = _open_append(self._fs, new_log)
         old_fd, self._fd = self._fd, fd
@@ -397,16 +421,19 @@ class NativeBackend:
         _remove_quietly(self._fs, self._dir, old)
         return fd
 
+    def _install_compacted(self) -> None:
+        if self._compacted is not None:
+            old, self._keys, self._compacted = self._keys, self._compacted, None
+            old.close()
+
     def _apply(self, items: Sequence[_Item], seqs: Sequence[int]) -> None:
         """Trio thread, after the group is durable: make it visible."""
-        for item in items:
-            for type_, entries in item.keys.items():
-                table = self._keys.setdefault(type_, {})
-                for id_, raw in entries.items():
-                    if raw is None:
-                        table.pop(id_, None)
-                    else:
-                        table[id_] = raw
+        self._install_compacted()
+        for item, seq in zip(items, seqs, strict=True):
+            placed = self._placed.pop(seq, None) if not item.compact else None
+            if placed is not None:
+                offset, frame = placed
+                self._keys.add_frame(LOG, frame, 0, len(frame), item.keys, base=offset)
             if item.creds is not None:
                 self._previous_creds, self._creds = self._creds, item.creds
         self._durable_seq = max(self._durable_seq, *seqs)
@@ -548,7 +575,7 @@ def _create(path: Path, fs: FileSystem, lock: LockHandle, compact_min_bytes: int
     header = encode_header(FileHeader("log", 0, 0, time.time()))
     log = path / log_name(0)
     atomic_write(log, header, fs=fs)
-    state = LoadedState(0, 0, {}, None, None, [], None, len(header), 0, [])
+    state = LoadedState(0, 0, empty_index(None, log), None, None, [], None, len(header), 0, [])
     fd = _open_append(fs, log)
     return NativeBackend(path, fs, lock, state, fd, NativeRecovery(), compact_min_bytes)
 
@@ -616,6 +643,7 @@ def _salvage(
     try:
         # Same module, and no writer runs yet during open.
         backend._compact()
+        backend._install_compacted()
     except BaseException:
         fs.close(backend._fd or fd)
         raise

@@ -83,7 +83,11 @@ def inspect_native(path: StrPath) -> NativeReport:
             state = None
     if state is None:
         return NativeReport(location, False, False, tuple(problems), files, owner=describe)
-    value_problems = _value_problems(state)
+    try:
+        value_problems = _value_problems(state)
+        keys_by_type = tuple(sorted((t, state.keys.count(t)) for t in state.keys.types()))
+    finally:
+        state.keys.close()
     problems += value_problems
     valid = [_creds_problem(v.raw, v.location) is None for v in state.creds_history]
     latest_problem = None if state.creds is None else _creds_problem(state.creds, location)
@@ -99,7 +103,7 @@ def inspect_native(path: StrPath) -> NativeReport:
         generation=state.generation,
         durable_seq=state.durable_seq,
         records=len(state.log.records) if state.log else 0,
-        keys_by_type=tuple(sorted((t, len(e)) for t, e in state.keys.items() if e)),
+        keys_by_type=keys_by_type,
         creds_present=state.creds is not None,
         creds_valid=None if state.creds is None else latest_problem is None,
         creds_versions=len(state.creds_history),
@@ -141,12 +145,15 @@ def _mode_problems(directory: Path, files: tuple[FileReport, ...]) -> list[str]:
 
 def _value_problems(state: LoadedState) -> list[str]:
     problems = []
-    for type_, entries in state.keys.items():
-        for id_, raw in entries.items():
-            try:
-                cbor2.loads(raw)
-            except (cbor2.CBORDecodeError, ValueError) as exc:
-                problems.append(f"value {type_}/{id_} does not decode: {exc}")
+    for type_ in state.keys.types():
+        try:
+            for id_, raw in state.keys.entries(type_):
+                try:
+                    cbor2.loads(raw)
+                except (cbor2.CBORDecodeError, ValueError) as exc:
+                    problems.append(f"value {type_}/{id_} does not decode: {exc}")
+        except StoreError as exc:  # the entry changed on disk since it was loaded
+            problems.append(str(exc))
     return problems
 
 

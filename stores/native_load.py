@@ -16,10 +16,12 @@ from pathlib import Path
 
 from stores._multi_file_layout import LOCK_FILE as MULTI_FILE_LOCK_NAME
 from stores.errors import CorruptStateError, WrongBackendError
-from stores.fsio import FileSystem, is_temp_name
+from stores.fsio import REAL_FS, FileSystem, is_temp_name
 from stores.native_format import (
     BACKEND_NAME,
     DAMAGED_RE,
+    FRAME_HEAD,
+    FRAME_OVERHEAD,
     LOCK_NAME,
     LOG_RE,
     MAGIC,
@@ -31,6 +33,7 @@ from stores.native_format import (
     log_name,
     scan_log,
 )
+from stores.native_values import LOG, SNAPSHOT, ValueIndex, empty_index
 from stores.types import KEY_FILE_PREFIXES
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -145,7 +148,8 @@ class LoadedState:
 
     generation: int
     durable_seq: int
-    keys: dict[str, dict[str, bytes]]
+    keys: ValueIndex
+    """Where each committed value lies in the live files (the values stay on disk)."""
     creds: bytes | None
     previous_creds: bytes | None
     creds_history: list[CredsVersion]
@@ -175,13 +179,20 @@ def load_state(
         )
     obsolete = [listing.snapshots[g] for g in listing.snapshots if g < gen]
     obsolete += [listing.logs[g] for g in listing.logs if g < gen]
-    state = LoadedState(gen, 0, {}, None, None, [], None, 0, 0, obsolete)
-    if gen:
-        _load_snapshot(path / listing.snapshots[gen], state, fs)
-    if gen in listing.logs:
-        _replay_log(path / listing.logs[gen], state, fs, salvage)
-    elif gen == 0:
-        raise CorruptStateError(str(path / log_name(0)), "missing (the directory has no log)")
+    snapshot = path / listing.snapshots[gen] if gen else None
+    index = empty_index(snapshot, path / log_name(gen))
+    state = LoadedState(gen, 0, index, None, None, [], None, 0, 0, obsolete)
+    try:
+        if snapshot is not None:
+            _load_snapshot(snapshot, state, fs)
+        if gen in listing.logs:
+            _replay_log(path / listing.logs[gen], state, fs, salvage)
+        elif gen == 0:
+            raise CorruptStateError(str(path / log_name(0)), "missing (the directory has no log)")
+    except BaseException:
+        index.close()
+        raise
+    index.finish()
     return state
 
 
@@ -190,7 +201,8 @@ def _load_snapshot(file: Path, state: LoadedState, fs: FileSystem) -> None:
     snap = decode_snapshot(data, str(file))
     _check_generation(snap.header, state.generation, str(file))
     state.durable_seq = snap.header.base_seq
-    state.keys = snap.keys
+    _keep_unless_real(fs, state.keys, SNAPSHOT, data)
+    state.keys.add_frame(SNAPSHOT, data, 0, len(data), snap.keys)
     state.creds, state.previous_creds = snap.creds, snap.previous_creds
     seq = snap.header.base_seq
     state.creds_history = [
@@ -210,21 +222,22 @@ def _replay_log(file: Path, state: LoadedState, fs: FileSystem, salvage: bool) -
             str(file),
             f"log starts after seq {scan.header.base_seq}, snapshot ends at {state.durable_seq}",
         )
-    keys = state.keys
+    _keep_unless_real(fs, state.keys, LOG, data)
     for offset, record in scan.records:
-        for type_, entries in record.keys.items():
-            table = keys.setdefault(type_, {})
-            for id_, raw in entries.items():
-                if raw is None:
-                    table.pop(id_, None)
-                else:
-                    table[id_] = raw
+        end = offset + FRAME_OVERHEAD + FRAME_HEAD.unpack_from(data, offset)[1]
+        state.keys.add_frame(LOG, data, offset, end, record.keys)
         if record.creds is not None:
             state.previous_creds, state.creds = state.creds, record.creds
             state.creds_history.append(CredsVersion(record.seq, record.creds, str(file), offset))
         state.durable_seq = record.seq
     state.log = scan
     state.log_bytes = scan.end
+
+
+def _keep_unless_real(fs: FileSystem, index: ValueIndex, slot: int, data: bytes) -> None:
+    # Values are read back from what was loaded, not from the real file, if they differ.
+    if fs is not REAL_FS:
+        index.files.contents[slot] = data
 
 
 def _check_generation(header: FileHeader, generation: int, location: str) -> None:
