@@ -30,12 +30,14 @@ import math
 import os
 import sys
 import tempfile
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
+from bench import _heap
 from bench._common import (
     PYTHON,
     REPO,
@@ -142,6 +144,9 @@ async def worker(args: argparse.Namespace, sink: TextIO) -> dict[str, Any]:
             await trio.sleep(0.2)
             gc.collect()
             rss_before = rss_kib()
+            if args.heap:
+                _heap.start()
+                heap_base = tracemalloc.take_snapshot()
             started = wall()
             if args.phase == "pair":
                 window = trio.Semaphore(PAIR_WINDOW)
@@ -160,7 +165,11 @@ async def worker(args: argparse.Namespace, sink: TextIO) -> dict[str, Any]:
                 result["login_s"] = wall() - started
                 result["all_open"] = all_open
                 result["qrs"] = opened.qrs
-                if all_open and args.idle > 0:
+                if all_open and args.heap:
+                    await trio.sleep(SETTLE)
+                    gc.collect()
+                    result["heap"] = _heap.breakdown(heap_base, n)
+                elif all_open and args.idle > 0:
                     await idle_figures(args, opened, rss_before, result)
             result["open_at_end"] = len(opened.open)
             nursery.cancel_scope.cancel()
@@ -239,7 +248,9 @@ def spread(offsets: list[float]) -> dict[str, Any]:
 # --- the orchestrator ----------------------------------------------------------------
 
 
-async def run_worker(host: HostInfo, phase: str, n: int, root: Path, idle: float) -> dict[str, Any]:
+async def run_worker(
+    host: HostInfo, phase: str, n: int, root: Path, idle: float, *, heap: bool = False
+) -> dict[str, Any]:
     argv = [
         PYTHON,
         "-m",
@@ -259,6 +270,7 @@ async def run_worker(host: HostInfo, phase: str, n: int, root: Path, idle: float
         str(host.admin),
         "--idle",
         str(idle),
+        *(["--heap"] if heap else []),
     ]
     with trio.fail_after(300 + n * 3):
         proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, cwd=REPO)
@@ -330,6 +342,17 @@ async def one_count(
         except (RuntimeError, trio.TooSlowError) as exc:
             row["baileys"] = {"skipped": f"could not hold {n} sockets: {exc}"}
     return row
+
+
+async def heap_count(n: int, tmp: Path) -> dict[str, Any]:
+    """Pair N accounts, log them in again under tracemalloc, and return the breakdown."""
+    async with sandbox_host() as host:
+        await run_worker(host, "pair", n, tmp / f"heap{n}", 0)
+        login = await run_worker(host, "login", n, tmp / f"heap{n}", 0, heap=True)
+    if "heap" not in login:
+        raise RuntimeError(f"N={n}: not every session opened ({login})")
+    heap: dict[str, Any] = login["heap"]
+    return heap
 
 
 async def server_view(host: HostInfo, n: int) -> dict[str, Any]:
@@ -454,6 +477,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--baileys-max", type=int, default=None, help="run Baileys only for N up to this"
     )
+    parser.add_argument(
+        "--heap", action="store_true", help="ours only: where the heap of idle sessions goes"
+    )
     return parser.parse_args(argv)
 
 
@@ -474,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "`python -m bench.sessions --full`: ours ~4 min on a shared 2-core VM, Baileys' "
             "1,000 pairings over 30 min there; `--baileys-max 100` skips those)"
         )
+    if args.heap:
+        return {"machine": facts, "heap": heap_counts(counts)}
     peer, why = (None, "--no-baileys") if args.no_baileys else baileys_root()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
@@ -490,6 +518,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return {"machine": facts, "targets": TARGETS, "idle_window_s": args.idle, "rows": rows}
 
 
+def heap_counts(counts: Sequence[int]) -> dict[int, Any]:
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="bench-sessions-heap-") as tmp:
+        for n in counts:
+            out[n] = trio.run(heap_count, n, Path(tmp))
+            _heap.print_breakdown(out[n], n)
+    return out
+
+
 def worker_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sessions worker")
     parser.add_argument("--phase", choices=("pair", "login"), required=True)
@@ -500,6 +537,7 @@ def worker_main(argv: Sequence[str]) -> None:
     parser.add_argument("--admin", type=int, required=True)
     parser.add_argument("--idle", type=float, default=0.0)
     parser.add_argument("--keepalive", type=float, default=30.0)
+    parser.add_argument("--heap", action="store_true")
     with open(os.devnull, "w") as sink:  # the runtime's JSON logs go nowhere
         result = trio.run(worker, parser.parse_args(argv), sink)
     print(json.dumps(result), flush=True)

@@ -1,0 +1,109 @@
+"""Where the Python heap of idle sessions goes: a tracemalloc breakdown by component.
+
+Each traced block is charged to the innermost frame that is not trio's or the
+standard library's: a memory channel trio allocates for trio-websocket is
+trio-websocket's, a task our runtime starts is the runtime's. Used by
+``python -m bench.sessions --heap`` (the figures in docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import sysconfig
+import tracemalloc
+from collections.abc import Iterable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
+FRAMES = 32
+
+# (path fragment, component), first match wins; our files are matched repo-relative.
+COMPONENTS = (
+    ("stores/native", "native store (index, values)"),
+    ("stores/transactions.py", "transaction layer (cache, locks)"),
+    ("stores/", "stores (creds, auth)"),
+    ("actors/signal/", "Signal protocol"),
+    ("actors/connection/noise.py", "Noise state"),
+    ("actors/connection/transport.py", "connection (transport)"),
+    ("actors/connection/", "connection (actor, client)"),
+    ("actors/messaging/", "messaging"),
+    ("actors/", "actors (persister, signal store, session)"),
+    ("runtime/log.py", "logging (structlog)"),
+    ("runtime/", "runtime (supervisors, actors, mailboxes)"),
+    ("/trio_websocket/", "trio-websocket, wsproto"),
+    ("/wsproto/", "trio-websocket, wsproto"),
+    ("/h11/", "trio-websocket, wsproto"),
+    ("/structlog/", "logging (structlog)"),
+    ("/cryptography/", "cryptography"),
+    ("/google/protobuf/", "protobuf"),
+)
+PASS_THROUGH = (
+    "/trio/",
+    "/outcome/",
+    "/sniffio/",
+    "/attr/",
+    "/attrs/",
+    "<attrs generated",
+    "<frozen",
+)
+
+
+def start() -> None:
+    tracemalloc.start(FRAMES)
+
+
+def _component(frames: Iterable[tracemalloc.Frame]) -> tuple[str, str]:
+    """The component and the file (repo-relative for ours) charged for one block."""
+    last = "?"
+    for frame in frames:  # innermost first
+        name = frame.filename
+        last = name
+        if name.startswith(STDLIB) and "site-packages" not in name:
+            continue
+        if any(p in name for p in PASS_THROUGH):
+            continue
+        shown = name[len(str(REPO)) + 1 :] if name.startswith(str(REPO)) else name
+        for fragment, component in COMPONENTS:
+            if fragment in (shown if name.startswith(str(REPO)) else name):
+                return component, f"{shown}:{frame.lineno}"
+        return "other libraries", shown
+    return "trio and the standard library", last
+
+
+def breakdown(baseline: tracemalloc.Snapshot, n: int) -> dict[str, object]:
+    """Bytes per session by component and by allocating line, since ``baseline``."""
+    now = tracemalloc.take_snapshot()
+    by_component: dict[str, int] = {}
+    by_line: dict[str, int] = {}
+    for stat in now.compare_to(baseline, "traceback"):
+        if stat.size_diff == 0:
+            continue
+        component, where = _component(reversed(list(stat.traceback)))
+        by_component[component] = by_component.get(component, 0) + stat.size_diff
+        by_line[where] = by_line.get(where, 0) + stat.size_diff
+    tracemalloc.stop()
+    total = sum(by_component.values())
+    top = sorted(by_line.items(), key=lambda kv: -kv[1])[:25]
+    return {
+        "traced_kib_per_session": total / 1024 / n,
+        "components_kib_per_session": {
+            k: v / 1024 / n for k, v in sorted(by_component.items(), key=lambda kv: -kv[1])
+        },
+        "top_lines_kib_per_session": {k: v / 1024 / n for k, v in top},
+    }
+
+
+def print_breakdown(heap: dict[str, object], n: int) -> None:
+    print(f"\ntraced Python heap per idle session at N={n} (tracemalloc, KiB):")
+    total = heap["traced_kib_per_session"]
+    assert isinstance(total, float)
+    print(f"  {'total':58} {total:8.1f}")
+    components = heap["components_kib_per_session"]
+    assert isinstance(components, dict)
+    for name, kib in components.items():
+        print(f"  {name:58} {kib:8.1f}")
+    print("  by allocating line (top 25):")
+    lines = heap["top_lines_kib_per_session"]
+    assert isinstance(lines, dict)
+    for where, kib in lines.items():
+        print(f"    {where[-70:]:70} {kib:8.1f}")
