@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 
 from actors.connection.binary import BinaryNode, encode_node
+from actors.connection.binary.decoder import (
+    Reader,
+    available_readers,
+    current_reader,
+    use_reader,
+)
 from bench import wire
 from tests.baileys_peer import BaileysPeer
 
@@ -66,3 +72,45 @@ def test_baileys_runs_the_same_corpus_and_encodes_it_identically(
     assert result["baileys"]["same_encoding"] is True
     assert set(result["ratio"]) == {"send", "receive", "encode", "decode"}
     assert "ours/B" in capsys.readouterr().out
+
+
+def test_best_of_keeps_each_phases_fastest_run() -> None:
+    """Rounds in turns: per phase the best rate wins, whichever round it came from."""
+    slow, fast = wire.Phase(10, 100, 1.0), wire.Phase(30, 300, 1.0)
+    first = wire.Ours(send=fast, receive=slow, encode=slow, decode=fast)
+    second = wire.Ours(send=slow, receive=fast, encode=slow, decode=slow)
+    assert wire.best_of([first, second]) == wire.Ours(fast, fast, slow, fast)
+    assert wire.best_of(["node not on PATH", "node not on PATH"]) == "node not on PATH"
+
+
+def test_targets_say_met_or_not_met_beside_each_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each receive and decode figure is printed with its ratio to Baileys and met / NOT MET."""
+    theirs_phase = wire.Phase(100, 1000, 1.0)
+    baileys = wire.BaileysRun(
+        theirs_phase, theirs_phase, theirs_phase, theirs_phase, encoded_sha256="", node="v20"
+    )
+    ours = wire.Ours(
+        send=theirs_phase,
+        receive=wire.Phase(150, 1000, 1.0),
+        encode=theirs_phase,
+        decode=wire.Phase(99, 1000, 1.0),
+    )
+    reference = wire.Reference(receive=wire.Phase(50, 1000, 1.0), decode=theirs_phase)
+    result = wire.targets(ours, baileys, reference)
+    out = capsys.readouterr().out
+    reader = current_reader().value
+    assert result[f"receive path, {reader} reader"] == {"ratio": 1.5, "target": 1.0, "met": True}
+    assert result[f"decoder alone, {reader} reader"]["met"] is False
+    assert result["receive path, python reader"]["ratio"] == 0.5
+    assert result["decoder alone, python reader"]["met"] is True  # exactly 1x meets it
+    assert "0.99x  NOT MET" in out and "1.50x  met" in out
+
+
+def test_the_python_reader_is_measured_apart_only_when_it_is_not_the_default() -> None:
+    """With the compiled reader as default the reference is measured; else a reason says why not."""
+    with use_reader(Reader.PYTHON):
+        assert "default reader is the Python one" in str(wire.measure_reference(TINY, 0.0))
+    if Reader.COMPILED in available_readers():
+        reference = wire.measure_reference(TINY, 0.0)
+        assert isinstance(reference, wire.Reference)
+        assert reference.receive.frames == reference.decode.frames == len(TINY)
