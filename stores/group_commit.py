@@ -34,11 +34,12 @@ cache may have dropped the data and a retry could report success for lost bytes.
 
 Cancellation: a waiter cancelled *before* its item was taken into a group is removed
 from the queue and its item is never written. Once taken, the write runs to the end
-(shielded: a half-finished fsync cannot be abandoned), so **a cancelled ``commit``
-may still have committed its item**. The layer above must treat a cancelled commit
-as "outcome unknown" (as after a crash), never as "rolled back".
+(a half-finished fsync cannot be abandoned) and the waiter waits for it, seeing its
+cancellation at its next checkpoint, so **a cancelled ``commit`` may still have
+committed its item**. The layer above must treat a cancelled commit as "outcome
+unknown" (as after a crash), never as "rolled back".
 
-Since 0.1.0.
+Since 0.1.0; on a long-lived writer thread since 0.2.0.
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""The store benchmark (bench/stores.py): its limits arithmetic and its verdicts per target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import stores as bench
+from stores.auth import use_native_file_auth_state
+
+
+def test_limits_follow_from_fsync_latency_and_cpu_per_transaction() -> None:
+    """1 ms fsync + 250 us CPU → one writer at best 0.8x raw; 50 us/tx → 20,000 tx/s on a core."""
+    one = bench.Throughput(transactions=1000, seconds=1.25, cpu_seconds=0.5, user_seconds=0.25)
+    many = bench.Throughput(transactions=20_000, seconds=2.0, cpu_seconds=1.0, user_seconds=0.9)
+    lim = bench.limits(1000.0, one, many)
+    assert lim.one_writer_bound == pytest.approx(0.8)
+    assert lim.many_writers_bound == pytest.approx(20_000)
+    assert lim.busy == pytest.approx(0.5)
+
+
+def test_profile_components_name_where_the_time_went() -> None:
+    """Functions are charged to the transaction layer, the backend, Trio, the workload or C."""
+    assert bench.component_of("/x/stores/transactions.py") == "transaction layer"
+    assert bench.component_of("/x/stores/native_format.py").startswith("backend")
+    assert bench.component_of("/x/stores/writer_thread.py").startswith("backend")
+    assert bench.component_of("/v/site-packages/trio/_core/_run.py") == "trio scheduling"
+    assert bench.component_of("/x/bench/stores.py") == "benchmark workload"
+    assert bench.component_of("~").startswith("C built-ins")
+
+
+def result(one: float, many: float, raw: float, baileys: float) -> dict[str, object]:
+    def t(rate: float) -> bench.Throughput:
+        return bench.Throughput(int(rate), 1.0, 0.5, 0.4)
+
+    return {
+        "raw": t(raw),
+        "one": t(one),
+        "many": t(many),
+        "baileys_many": t(baileys),
+        "burst": None,
+        "save_burst": None,
+    }
+
+
+def test_every_figure_is_printed_beside_its_target_as_met_or_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A backend at 0.9x fsync and 12x Baileys is met twice; one at 0.5x and 3x is NOT MET."""
+    results: dict[str, object] = {
+        "native": result(one=900, many=12_000, raw=1000, baileys=1000),
+        "sqlite": result(one=500, many=3_000, raw=1000, baileys=1000),
+        "postgres": "skipped: no server binary here",
+    }
+    raw = bench.Throughput(1000, 1.0)
+    bench._report({"cores": 2}, raw, "node absent", "node absent", results)
+    out = capsys.readouterr().out
+    rows: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.split():
+            rows.setdefault(line.split()[0], line)  # the throughput table comes first
+    assert rows["native"].count(" met") == 2 and "NOT MET" not in rows["native"]
+    assert rows["sqlite"].count("NOT MET") == 2
+    assert "0.90x" in rows["native"] and "12.00x" in rows["native"]
+    assert "postgres: skipped: no server binary here" in out
+    assert "Measured limits" in out
+
+
+async def test_the_workload_measures_cpu_per_transaction(tmp_path: Path) -> None:
+    """A short real phase counts its transactions and the CPU they cost this process."""
+    async with await use_native_file_auth_state(tmp_path / "native") as auth:
+        phase = await bench.workload(auth, 4, 0.2)
+    assert phase.transactions > 0 and phase.cpu_seconds > 0
+    assert 0 < phase.cpu_per_tx < 0.2
