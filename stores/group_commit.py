@@ -132,7 +132,9 @@ class GroupCommitter(Generic[T]):
         if (replaceable is None) != (supersedes is None):
             raise ValueError("replaceable and supersedes go together")
         self._write_group = write_group
-        self._thread = WriterThread(f"baileys-trio writer {location}", idle_exit=idle_exit)
+        self._thread: WriterThread[None] = WriterThread(
+            f"baileys-trio writer {location}", idle_exit=idle_exit
+        )
         self._apply = apply
         self._location = location
         self._max_group = max_group

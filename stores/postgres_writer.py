@@ -1,7 +1,8 @@
 """The PostgreSQL backend's writer thread: one connection, jobs handed over a queue.
 
 psycopg 3 has no Trio support, so a backend runs its synchronous connection on one
-long-lived thread. A Trio task queues a job (a function of the connection, or a
+long-lived thread: a ``stores.writer_thread.WriterThread``, shared with the file
+backends' group commit. A Trio task queues a job (a function of the connection, or a
 commit item) and parks; the thread runs jobs in queue order and reschedules the task
 with the outcome: one queue handoff per job, no thread hop per statement. Commit
 items queued back to back are handed to ``write_group`` together (group commit).
@@ -14,17 +15,16 @@ on the new connection (reads are idempotent); commits decide for themselves.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import outcome
 import psycopg
-import trio
 
 from stores.errors import DurabilityError, FencedError
+from stores.writer_thread import DEFAULT_MAX_GROUP_BYTES, WriterThread
 
 __all__ = ["DEFAULT_MAX_GROUP_BYTES", "Connect", "Writer", "copy_error"]
 
@@ -33,24 +33,6 @@ G = TypeVar("G")
 
 Connect = Callable[[], Any]
 """Blocking: a new autocommit ``psycopg.Connection`` (a seam for fault-injection tests)."""
-
-DEFAULT_MAX_GROUP_BYTES = 8 << 20
-"""One commit group holds at most about this many bytes (always at least one item)."""
-
-
-class _Job(Generic[G]):
-    __slots__ = ("abandoned", "fn", "group", "reply")
-
-    def __init__(self, fn: Callable[[Any], Any] | None, group: G | None) -> None:
-        self.fn = fn
-        self.group = group
-        self.reply: Callable[[outcome.Outcome[Any]], None] = _nobody
-        self.abandoned = False
-        """Set (in the Trio thread) when its waiter was cancelled: not run if not begun."""
-
-
-def _nobody(_: outcome.Outcome[Any]) -> None:
-    pass
 
 
 class Writer(Generic[G]):
@@ -71,23 +53,21 @@ class Writer(Generic[G]):
         max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
     ) -> None:
         self._connect = connect
-        self._size = size
-        self._max_group_bytes = max_group_bytes
         self._location = location
         self._write_group = write_group
         self._reconnect_timeout = reconnect_timeout
-        self._queue: queue.SimpleQueue[_Job[G] | None] = queue.SimpleQueue()
-        self._held: list[_Job[G] | None] = []
+        self._thread: WriterThread[G] = WriterThread(
+            f"baileys-trio postgres writer {location}",
+            write_group=self._commit_items,
+            size=size,
+            max_group_bytes=max_group_bytes,
+        )
         self.conn: Any = None
         self.reconnects = 0
         self.transactions = 0
-        self._thread = threading.Thread(
-            target=self._main, name=f"baileys-trio postgres writer {location}", daemon=True
-        )
 
     def start(self, conn: Any) -> None:
         self.conn = conn
-        self._thread.start()
 
     async def run(self, fn: Callable[[Any], T], *, cancellable: bool = False) -> T:
         """Run ``fn(conn)`` on the writer thread; wait for it to end.
@@ -97,92 +77,28 @@ class Writer(Generic[G]):
         result is dropped if it has). For jobs whose outcome nobody needs after a
         deadline (lease renewal, release), so a hung connection cannot hang them.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return await self._submit(fn, None, cancellable)  # type: ignore[no-any-return]
+        return await self._thread.run(partial(self._call, fn), cancellable=cancellable)
 
     def submit_commit(self, item: G) -> Any:
         """Queue a commit now (no checkpoint before it); await the result to get its seq."""
-        return self._submit(None, item, False)
-
-    async def _submit(
-        self, fn: Callable[[Any], Any] | None, group: G | None, cancellable: bool
-    ) -> Any:
-        token = trio.lowlevel.current_trio_token()
-        task = trio.lowlevel.current_task()
-        job: _Job[G] = _Job(fn, group)
-
-        def deliver(result: outcome.Outcome[Any]) -> None:
-            if not job.abandoned:
-                trio.lowlevel.reschedule(task, result)
-
-        def reply(result: outcome.Outcome[Any]) -> None:
-            try:
-                token.run_sync_soon(deliver, result)
-            except trio.RunFinishedError:
-                pass  # nobody is waiting any more
-
-        job.reply = reply
-        self._queue.put(job)
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            if cancellable:
-                job.abandoned = True
-                return trio.lowlevel.Abort.SUCCEEDED
-            return trio.lowlevel.Abort.FAILED  # the job runs to the end
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+        return self._thread.run_item(item)
 
     def stop(self) -> None:
-        self._queue.put(None)
+        """End the thread after the queued jobs, closing the connection on it last."""
+        self._thread.close(then=self._close_connection)
 
     def join(self) -> None:
         self._thread.join()
 
     # -- thread side ------------------------------------------------------------------
 
-    def _next(self) -> _Job[G] | None:
-        if self._held:
-            return self._held.pop()
-        return self._queue.get()
-
-    def _main(self) -> None:
-        while True:
-            job = self._next()
-            if job is None:
-                self._close_connection()
-                return
-            if job.group is None:
-                assert job.fn is not None
-                if not job.abandoned:
-                    job.reply(outcome.capture(self._call, job.fn))
-                continue
-            jobs = [job]
-            size = self._size(job.group)
-            while size < self._max_group_bytes:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None or more.group is None:
-                    self._held.append(more)  # runs right after this group
-                    break
-                jobs.append(more)
-                size += self._size(more.group)
-            self._commit_jobs(jobs)
-
-    def _commit_jobs(self, jobs: list[_Job[G]]) -> None:
-        groups = [j.group for j in jobs if j.group is not None]
+    def _commit_items(self, items: Sequence[G]) -> list[outcome.Outcome[Any]]:
         try:
-            seqs = self._write_group(self.connection(), groups)
-        except BaseException as exc:
-            for job in jobs:
-                job.reply(outcome.Error(copy_error(exc)))
-            if not isinstance(exc, Exception):
-                raise
-            return
+            seqs = self._write_group(self.connection(), items)
+        except Exception as exc:
+            return [outcome.Error(copy_error(exc)) for _ in items]
         self.transactions += 1
-        for job, seq in zip(jobs, seqs, strict=True):
-            job.reply(outcome.Value(seq))
+        return [outcome.Value(seq) for seq in seqs]
 
     def _call(self, fn: Callable[[Any], T]) -> T:
         try:

@@ -6,10 +6,22 @@ queued calls one after another and hands each outcome back with one
 would hire a worker, copy the context and pass a capacity limiter every time: the
 difference is most of a commit's CPU cost when the commit itself is small.
 
+Grouped items (optional): a writer made with ``write_group`` also takes *items*
+(``await writer.run_item(item)``). Items queued back to back are handed to
+``write_group`` together, up to about ``max_group_bytes`` as measured by ``size``
+(always at least one), and their outcomes go back in one ``run_sync_soon``: the
+thread never waits for more items when none is queued. A call queued between items
+ends a group, so calls and groups still run in queue order.
+
 The thread starts with the first call and ends after ``idle_exit`` seconds without
-work, or at ``close()``; an owner that never closes leaves no thread behind for long.
-A queued call is not cancellable: it runs to the end (a half-finished fsync cannot
+work, or at ``close()`` (after the calls already queued, and after the ``then``
+given to it); an owner that never closes leaves no thread behind for long.
+
+Cancellation: a queued call runs to the end by default (a half-finished fsync cannot
 be abandoned) and a cancelled caller sees its cancellation at its next checkpoint.
+``run(fn, cancellable=True)`` is for calls whose outcome nobody needs after a
+deadline: a cancelled caller leaves at once, and the call is skipped if the thread
+has not begun it (its result dropped if it has).
 
 Since 0.2.0.
 """
@@ -18,92 +30,214 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import outcome
 import trio
 
 from stores.errors import StoreClosedError
 
-__all__ = ["DEFAULT_IDLE_EXIT", "WriterThread"]
+__all__ = ["DEFAULT_IDLE_EXIT", "DEFAULT_MAX_GROUP_BYTES", "WriteItems", "WriterThread"]
 
 T = TypeVar("T")
+G = TypeVar("G")
 
 DEFAULT_IDLE_EXIT = 5.0
 """Seconds the thread waits for work before it ends (the next call starts a new one)."""
 
-_Call = tuple[Callable[[], Any], trio.lowlevel.Task, trio.lowlevel.TrioToken]
+DEFAULT_MAX_GROUP_BYTES = 8 << 20
+"""A group of items holds at most about this many bytes (always at least one item)."""
+
+WriteItems = Callable[[Sequence[G]], Sequence[outcome.Outcome[Any]]]
+"""Blocking, on the thread: handle a group of items, return one outcome per item."""
+
+_NOT_AN_ITEM: Any = object()
 
 
-class WriterThread:
+class _Call:
+    __slots__ = ("abandoned", "fn", "item", "task", "token")
+
+    def __init__(self, fn: Callable[[], Any] | None, item: Any) -> None:
+        self.fn = fn
+        self.item = item
+        self.task = trio.lowlevel.current_task()
+        self.token = trio.lowlevel.current_trio_token()
+        self.abandoned = False
+
+
+class WriterThread(Generic[G]):
     """Runs blocking calls on one thread, in submission order (see the module docstring)."""
 
-    def __init__(self, name: str, *, idle_exit: float = DEFAULT_IDLE_EXIT) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        idle_exit: float = DEFAULT_IDLE_EXIT,
+        write_group: WriteItems[G] | None = None,
+        size: Callable[[G], int] | None = None,
+        max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
+    ) -> None:
         self.name = name
         self._idle_exit = idle_exit
+        self._write_group = write_group
+        self._size = size
+        self._max_group_bytes = max_group_bytes
         self._cond = threading.Condition(threading.Lock())
         self._calls: deque[_Call] = deque()
-        self._running = False
+        self._running: threading.Thread | None = None
+        self._last: threading.Thread | None = None
+        """The thread most recently started (it may still run ``then`` after ``_running``)."""
         self._closed = False
+        self._then: Callable[[], None] | None = None
         self.calls = 0
-        """Calls run since the thread was made (for statistics and tests)."""
+        """Calls and groups run since the writer was made (for statistics and tests)."""
         self.threads_started = 0
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    async def run(self, fn: Callable[[], T], *, cancellable: bool = False) -> T:
         """Run ``fn()`` on the thread; return its result or raise its exception."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        self.submit(fn)
-        result: T = await trio.lowlevel.wait_task_rescheduled(_wait_for_the_end)
-        return result
+        call = self._queue(fn, _NOT_AN_ITEM)
+        if not cancellable:
+            result: T = await trio.lowlevel.wait_task_rescheduled(_run_to_the_end)
+            return result
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            call.abandoned = True  # skipped if not begun; its result dropped otherwise
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        abandonable: T = await trio.lowlevel.wait_task_rescheduled(abort)
+        return abandonable
+
+    async def run_item(self, item: G) -> Any:
+        """Queue ``item`` at once (no checkpoint first); its outcome from ``write_group``."""
+        if self._write_group is None:
+            raise TypeError(f"{self.name}: made without write_group, it takes no items")
+        self._queue(None, item)
+        return await trio.lowlevel.wait_task_rescheduled(_run_to_the_end)
 
     def submit(self, fn: Callable[[], Any]) -> None:
         """Queue ``fn`` for the current task, which must then park until rescheduled.
 
         The half of ``run`` that does not wait: for callers that queue before their
-        first checkpoint and park in their own way.
+        first checkpoint and park in their own way (the outcome arrives as the value of
+        ``wait_task_rescheduled``).
         """
-        call = (fn, trio.lowlevel.current_task(), trio.lowlevel.current_trio_token())
+        self._queue(fn, _NOT_AN_ITEM)
+
+    def close(self, then: Callable[[], None] | None = None) -> None:
+        """End the thread once the queued calls ran, running ``then`` last on it.
+
+        Later calls raise ``StoreClosedError``.
+        """
+        with self._cond:
+            self._closed = True
+            self._then = then
+            if self._running is not None:
+                self._cond.notify()
+            elif then is not None:
+                self._start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Blocking: wait for the thread (if one runs) to end."""
+        thread = self._last
+        if thread is not None:
+            thread.join(timeout)
+
+    # --- the Trio side -------------------------------------------------------------------
+
+    def _queue(self, fn: Callable[[], Any] | None, item: Any) -> _Call:
+        call = _Call(fn, item)
         with self._cond:
             if self._closed:
                 raise StoreClosedError(f"{self.name}: the writer thread is closed")
             self._calls.append(call)
-            if self._running:
+            if self._running is not None:
                 self._cond.notify()
             else:
-                self._running = True
-                self.threads_started += 1
-                threading.Thread(target=self._main, name=self.name, daemon=True).start()
+                self._start()
+        return call
 
-    def close(self) -> None:
-        """End the thread once the queued calls ran; later calls raise ``StoreClosedError``."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+    def _start(self) -> None:
+        self.threads_started += 1
+        thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._running = self._last = thread
+        thread.start()
+
+    # --- the thread ----------------------------------------------------------------------
 
     def _main(self) -> None:
-        while (call := self._next()) is not None:
-            fn, task, token = call
-            result = outcome.capture(fn)
+        while (calls := self._take()) is not None:
             self.calls += 1
-            try:
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-            except trio.RunFinishedError:
-                pass  # the Trio run is gone, and with it whoever waited
+            fn = calls[0].fn
+            if fn is not None:
+                _reply(calls[0].token, _deliver, calls[0], outcome.capture(fn))
+            else:
+                results = self._write_items(calls)
+                _reply(calls[0].token, _deliver_group, calls, results)
+        then, self._then = self._then, None
+        if then is not None:
+            then()
 
-    def _next(self) -> _Call | None:
+    def _write_items(self, calls: list[_Call]) -> Sequence[outcome.Outcome[Any]]:
+        assert self._write_group is not None
+        try:
+            results = self._write_group([call.item for call in calls])
+            if len(results) != len(calls):
+                raise RuntimeError(f"{self.name}: write_group returned a wrong number of outcomes")
+        except BaseException as exc:
+            # A write_group reports its own failures per item (one exception object per
+            # task); this is for a bug in it, where sharing one object does no harm.
+            return [outcome.Error(exc)] * len(calls)
+        return results
+
+    def _take(self) -> list[_Call] | None:
+        """The next call, or the next group of adjacent items; ``None``: the thread ends."""
         with self._cond:
-            while not self._calls:
+            while True:
+                while self._calls and self._calls[0].abandoned:
+                    self._calls.popleft()
+                if self._calls:
+                    break
                 timed_out = not self._closed and not self._cond.wait(self._idle_exit)
                 if self._closed or (timed_out and not self._calls):
-                    self._running = False
+                    self._running = None
                     return None
-            return self._calls.popleft()
+            first = self._calls.popleft()
+            if first.fn is not None:
+                return [first]
+            return self._more_items(first)
+
+    def _more_items(self, first: _Call) -> list[_Call]:
+        group = [first]
+        total = self._size(first.item) if self._size is not None else 0
+        while self._calls and self._calls[0].fn is None and total < self._max_group_bytes:
+            call = self._calls.popleft()
+            group.append(call)
+            total += self._size(call.item) if self._size is not None else 0
+        return group
 
 
-def _wait_for_the_end(_: Any) -> trio.lowlevel.Abort:
+def _reply(token: trio.lowlevel.TrioToken, deliver: Callable[..., None], *args: Any) -> None:
+    try:
+        token.run_sync_soon(deliver, *args)
+    except trio.RunFinishedError:
+        pass  # the Trio run is gone, and with it whoever waited
+
+
+def _deliver(call: _Call, result: outcome.Outcome[Any]) -> None:
+    if not call.abandoned:
+        trio.lowlevel.reschedule(call.task, result)
+
+
+def _deliver_group(calls: list[_Call], results: Sequence[outcome.Outcome[Any]]) -> None:
+    for call, result in zip(calls, results, strict=True):
+        trio.lowlevel.reschedule(call.task, result)
+
+
+def _run_to_the_end(_: Any) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED  # the call runs to the end; cancellation comes after
