@@ -1,6 +1,6 @@
 """``baileys-trio run``: the command-line face of ``runtime.run``.
 
-``baileys-trio run --auth PATH [--backend native|multi-file|sqlite] [--account NAME]
+``baileys-trio run --auth PATH [--backend native|multi-file|sqlite|postgres] [--account NAME]
 [--url URL] [--server-root-key HEX] [--pairing-phone NUMBER] [--log-format console|json]``
 
 With ``--pairing-phone`` a new device asks for a pairing code for that number
@@ -79,16 +79,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth", required=True, metavar="PATH", help="the auth location")
     parser.add_argument(
         "--backend",
-        choices=("native", "multi-file", "sqlite"),
+        choices=("native", "multi-file", "sqlite", "postgres"),
         default="native",
-        help="storage format of --auth (default native; sqlite: PATH is the database file)",
+        help="storage format of --auth (default native; sqlite: PATH is the database file;"
+        " postgres: PATH is the DSN)",
     )
     parser.add_argument(
         "--account",
         metavar="NAME",
         default=None,
-        help="session name; with sqlite also the account inside the database (default 'default')",
+        help="session name; with sqlite/postgres also the account in the database (default"
+        " 'default')",
     )
+    add_server_options(parser)
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--server-root-key``: which server, and the root its certificate needs."""
     parser.add_argument(
         "--url", metavar="URL", default=None, help="server websocket URL (default WhatsApp's)"
     )
@@ -118,6 +125,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="the address the metrics endpoint listens on (default 127.0.0.1)",
     )
+
+
+def server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Config`` fields ``add_server_options``' arguments give (only those set)."""
+    options: dict[str, Any] = {}
+    if args.url is not None:
+        options["ws_url"] = args.url
+    if args.server_root_key is not None:
+        options["server_root_key"] = args.server_root_key
+    return options
 
 
 def json_event_lines(event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -184,8 +201,13 @@ def _json_default(value: object) -> object:
     return repr(value)
 
 
-def event_printer(fmt: str, out: TextIO) -> Callable[[dict[str, Any]], None]:
-    """A bus subscriber printing events as JSON lines, or readably (QR drawn) on a console."""
+def event_printer(
+    fmt: str, out: TextIO, *, name_account: bool = False
+) -> Callable[[dict[str, Any]], None]:
+    """A bus subscriber printing events as JSON lines, or readably (QR drawn) on a console.
+
+    ``name_account``: the console's QR line says which account it pairs (a fleet).
+    """
 
     def print_json(event: dict[str, Any]) -> None:
         for line in json_event_lines(event):
@@ -197,7 +219,9 @@ def event_printer(fmt: str, out: TextIO) -> Callable[[dict[str, Any]], None]:
             name = line.pop("event")
             if name == events.QR_LINE:
                 _draw_qr(str(line["qr"]), out)
-                out.write(f"scan this QR with WhatsApp (code {line.get('qr_index', 0) + 1})\n")
+                whose = f" for account {line.get('account')}" if name_account else ""
+                code = line.get("qr_index", 0) + 1
+                out.write(f"scan this QR with WhatsApp{whose} (code {code})\n")
             elif name == events.PAIRING_CODE:
                 out.write(
                     f"enter this code on the phone ({PAIRING_CODE_WHERE}): {line.get('code')}\n"
@@ -294,10 +318,7 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
     try:
         location = AuthLocation(args.auth, args.backend, args.account or "default")
         options: dict[str, Any] = {"auth": location, "account": args.account}
-        if args.url is not None:
-            options["ws_url"] = args.url
-        if args.server_root_key is not None:
-            options["server_root_key"] = args.server_root_key
+        options.update(server_options(args))
         if args.pairing_phone is not None:
             options["pairing_phone"] = args.pairing_phone
         if args.metrics_port is not None:

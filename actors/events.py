@@ -17,6 +17,10 @@ session_ended        a session's tree stopped and its store is closed
 messages_upsert      a message reached the bot (after its decryption is durable)
 messages_update      a receipt for messages we sent (delivery, read, ...)
 pairing_code         a pairing code to type on the phone (instead of QRs)
+fleet_claimed        a fleet process claimed a free account and runs it
+fleet_takeover       a fleet process took over an account whose owner's
+                     lease expired (a dead or stuck process)
+fleet_released       a fleet process handed an account's lease back
 ==================== =====================================================
 
 ``baileys-trio run`` prints a ``connection_update`` carrying a QR as a line named
@@ -50,6 +54,9 @@ SESSION_ENDED: Final = "session_ended"
 MESSAGES_UPSERT: Final = "messages_upsert"
 MESSAGES_UPDATE: Final = "messages_update"
 PAIRING_CODE: Final = "pairing_code"
+FLEET_CLAIMED: Final = "fleet_claimed"
+FLEET_TAKEOVER: Final = "fleet_takeover"
+FLEET_RELEASED: Final = "fleet_released"
 
 QR_LINE: Final = "qr"
 """The name ``baileys-trio run`` prints a ``connection_update`` carrying ``qr`` under."""
@@ -62,6 +69,9 @@ EVENTS: Final[Mapping[str, str]] = {
     MESSAGES_UPSERT: "a message reached the bot",
     MESSAGES_UPDATE: "a receipt for messages we sent",
     PAIRING_CODE: "a pairing code to type on the phone (instead of QRs)",
+    FLEET_CLAIMED: "a fleet process claimed a free account and runs it",
+    FLEET_TAKEOVER: "a fleet process took over an account whose owner's lease expired",
+    FLEET_RELEASED: "a fleet process handed an account's lease back",
 }
 """Every event name with its one-line meaning (the table above)."""
 
@@ -193,10 +203,37 @@ def messages_update(updates: Sequence[Mapping[str, Any]]) -> Event:
     return {MESSAGES_UPDATE: [dict(u) for u in updates]}
 
 
+# --- the fleet ----------------------------------------------------------------------------
+
+
+def fleet_claimed(account: str, epoch: int, owner: str, previous_owner: str | None) -> Event:
+    """This process claimed ``account`` (new, handed back or rebalanced) at lease ``epoch``."""
+    return {FLEET_CLAIMED: _claim(account, epoch, owner, previous_owner)}
+
+
+def fleet_takeover(account: str, epoch: int, owner: str, previous_owner: str | None) -> Event:
+    """This process took ``account`` over from ``previous_owner``, whose lease expired."""
+    return {FLEET_TAKEOVER: _claim(account, epoch, owner, previous_owner)}
+
+
+def _claim(account: str, epoch: int, owner: str, previous_owner: str | None) -> dict[str, Any]:
+    return {"account": account, "epoch": epoch, "owner": owner, "previous_owner": previous_owner}
+
+
+def fleet_released(account: str, epoch: int, reason: str, retired: bool) -> Event:
+    """This process stopped running ``account``: why, and whether the fleet retired it."""
+    return {
+        FLEET_RELEASED: {"account": account, "epoch": epoch, "reason": reason, "retired": retired}
+    }
+
+
 __all__ = [
     "CONNECTION_UPDATE",
     "CREDS_UPDATE",
     "EVENTS",
+    "FLEET_CLAIMED",
+    "FLEET_RELEASED",
+    "FLEET_TAKEOVER",
     "MESSAGES_UPDATE",
     "MESSAGES_UPSERT",
     "PAIRING_CODE",
@@ -210,6 +247,9 @@ __all__ = [
     "connection_paired",
     "connection_qr",
     "creds_update",
+    "fleet_claimed",
+    "fleet_released",
+    "fleet_takeover",
     "message_entry",
     "message_key",
     "message_update",

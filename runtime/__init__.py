@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from runtime.app import (
         AuthLocation,
         Config,
+        Fleet,
         Runtime,
         Session,
         SessionFailed,
@@ -53,7 +54,16 @@ if TYPE_CHECKING:
 # runtime.app wires actors and stores into session trees: it is imported only when
 # one of its names is used, so `import runtime` stays WhatsApp-free.
 _APP_NAMES = frozenset(
-    {"AuthLocation", "Config", "Runtime", "Session", "SessionFailed", "open_runtime", "run"}
+    {
+        "AuthLocation",
+        "Config",
+        "Fleet",
+        "Runtime",
+        "Session",
+        "SessionFailed",
+        "open_runtime",
+        "run",
+    }
 )
 
 
@@ -87,6 +97,7 @@ __all__ = [
     "EventBus",
     "ExitKind",
     "ExitReason",
+    "Fleet",
     "InvalidSpec",
     "Logger",
     "MailboxFull",

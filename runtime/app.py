@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -73,6 +73,7 @@ from runtime.dynamic import DynamicSupervisor, open_dynamic_supervisor
 from runtime.errors import ChildStartError
 from runtime.events import Event, EventBus, Handler, Unsubscribe, open_event_bus
 from runtime.exit import unwrap_group
+from runtime.fleet import Fleet
 from runtime.log import Logger, default_logger
 from runtime.metrics_http import serve_metrics, valid_port
 from runtime.ref import ActorRef
@@ -90,6 +91,9 @@ from stores.backup import BackupSummary, write_backup
 from stores.creds import AuthCreds
 from stores.transactions import DEFAULT_CACHE_SIZE
 from stores.types import Persistence
+
+if TYPE_CHECKING:
+    from runtime.fleet_runner import FleetRunner
 
 BACKENDS = ("native", "multi-file", "sqlite", "postgres")
 
@@ -209,7 +213,7 @@ class Config:
     See docs/configuration.md for every field.
     """
 
-    auth: AuthSpec | str | os.PathLike[str]
+    auth: AuthSpec | str | os.PathLike[str] | None = None
     backend: str | None = None
     account: str | None = None
     transport: Transport | None = None
@@ -234,12 +238,16 @@ class Config:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     pairing_phone: str | None = None
+    fleet: Fleet | None = None
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
             raise ConfigError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
+        self._check_auth_or_fleet()
         auth = self.auth
-        if isinstance(auth, (str, os.PathLike)):
+        if auth is None:
+            pass  # a fleet template: each claimed account gets its auth
+        elif isinstance(auth, (str, os.PathLike)):
             auth = AuthLocation(auth, self.backend or "native", self.account or "default")
             object.__setattr__(self, "auth", auth)
         elif isinstance(auth, (PersistedAuth, AuthLocation)):
@@ -307,6 +315,19 @@ class Config:
             )
         if not isinstance(self.metrics_host, str) or not self.metrics_host:
             raise ConfigError("metrics_host", "must be a host name or address to listen on")
+
+    def _check_auth_or_fleet(self) -> None:
+        if self.fleet is None:
+            if self.auth is None:
+                raise ConfigError("auth", "required (a PersistedAuth, AuthLocation or path)")
+            return
+        if not isinstance(self.fleet, Fleet):
+            raise ConfigError("fleet", f"must be a runtime.Fleet, got {type(self.fleet).__name__}")
+        for name in ("auth", "backend", "account"):
+            if getattr(self, name) is not None:
+                raise ConfigError(
+                    name, "leave it unset with fleet=: each claimed account has its own"
+                )
 
     @property
     def account_name(self) -> str:
@@ -453,6 +474,8 @@ class Runtime:
         self.metrics = Metrics()
         self.metrics_address: tuple[str, int] | None = None
         """Where the metrics endpoint listens (``Config.metrics_port``), else None."""
+        self.fleet: FleetRunner | None = None  # set by open_runtime
+        """This process's part of a fleet (``Config(fleet=...)``), else None. Since 0.2.0."""
 
     # --- events -------------------------------------------------------------------
 
@@ -518,6 +541,10 @@ class Runtime:
         """
         if self._nursery is None or self._stopping:
             raise SessionError("the runtime is not running")
+        if config.fleet is not None:
+            raise ConfigError(
+                "fleet", "a fleet config runs with open_runtime(config) or run(config)"
+            )
         account = config.account_name
         if account in self.sessions:
             raise ConfigError("account", f"a session {account!r} already runs")
@@ -642,6 +669,9 @@ class Runtime:
             )
             self.metrics_address = address
             task_status.started(address)
+    def emit(self, event: Event) -> None:
+        """Publish ``event`` to every subscriber (dropped once the bus is closed)."""
+        self._emit_now(event)
 
     def _emit_now(self, event: Event) -> None:
         try:
@@ -711,6 +741,9 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Run the runtime for the block; with ``config``, its session is started (and primary).
 
+    With ``config.fleet``, the runtime joins the fleet instead (``rt.fleet``): it claims
+    accounts and runs a session for each, ``config`` being the template of every one.
+
     ``subscribe`` is subscribed before the session starts, so it sees every event
     (``rt.subscribe_raw`` inside the block sees those after it). Leaving the block
     stops every session in order. With ``metrics_port`` (else ``config.metrics_port``)
@@ -738,7 +771,11 @@ async def open_runtime(
                 try:
                     if metrics_port is not None:
                         await nursery.start(rt.serve_metrics, metrics_port, metrics_host)
-                    if config is not None:
+                    if config is not None and config.fleet is not None:
+                        from runtime.fleet_runner import start_fleet  # needs psycopg
+
+                        rt.fleet = await start_fleet(rt, config, logger, nursery)
+                    elif config is not None:
                         await rt.start_session(config)
                     yield rt
                 finally:
@@ -758,6 +795,9 @@ def run(
 ) -> EndReason:
     """Run one session until it ends; blocking. Ctrl-C or SIGTERM stop it in order.
 
+    With ``config.fleet``, run this process's part of the fleet until Ctrl-C or SIGTERM
+    (every session stopped, every lease handed back), and return ``STOPPED``.
+
     Returns why it ended (``STOPPED``, ``LOGGED_OUT``, ``REPLACED``, ``REFUSED``);
     raises ``StoreLockedError`` (location held elsewhere), ``SessionFailed``.
     """
@@ -770,7 +810,11 @@ async def _run(config: Config, log: Logger | None, subscribe: Handler | None) ->
         async with trio.open_nursery() as nursery:
             if threading.current_thread() is threading.main_thread():
                 nursery.start_soon(_stop_on_signal, rt)
-            reason = await rt.wait_ended()
+            if config.fleet is not None:
+                await rt.stopped.wait()  # a fleet runs until it is stopped
+                reason = EndReason.STOPPED
+            else:
+                reason = await rt.wait_ended()
             nursery.cancel_scope.cancel()
     return reason
 
@@ -787,6 +831,7 @@ __all__ = [
     "BACKENDS",
     "AuthLocation",
     "Config",
+    "Fleet",
     "Runtime",
     "Session",
     "SessionFailed",

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from actors.cli import cli_commands as run_commands
 from actors.demo_command import cli_commands as demo_commands
+from actors.fleet_command import cli_commands as fleet_commands
 from runtime.command import PROG, Command
 from runtime.command import build_parser as build_command_parser
 from runtime.log import make_logger
@@ -33,6 +34,7 @@ from stores.cli import cli_commands as stores_commands
 COMMANDS: list[Command] = []
 COMMANDS += demo_commands(Command)
 COMMANDS += run_commands(Command)
+COMMANDS += fleet_commands(Command)
 COMMANDS += sandbox_commands(Command)
 COMMANDS += stores_commands(Command)
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from stores.backup import BackupSummary, backup_location, restore_location
     from stores.creds import AuthCreds, CredsPatch, KeyPair, SignedKeyPair, init_auth_creds
     from stores.errors import (
+        AlreadyInFleetError,
         BackupError,
         BackupTargetNotEmpty,
         BackupUnsupportedError,
@@ -91,6 +92,7 @@ _EXPORTS: dict[str, str] = {
     "KeyPair": "stores.creds",
     "SignedKeyPair": "stores.creds",
     "init_auth_creds": "stores.creds",
+    "AlreadyInFleetError": "stores.errors",
     "BackupError": "stores.errors",
     "BackupTargetNotEmpty": "stores.errors",
     "BackupUnsupportedError": "stores.errors",
@@ -129,6 +131,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "KEY_TYPES",
+    "AlreadyInFleetError",
     "AuthConfig",
     "AuthCreds",
     "AuthState",

@@ -316,16 +316,20 @@ async def use_postgres_auth_state(
     *,
     lease_ttl: float = 15.0,
     cache_size: int | None = DEFAULT_CACHE_SIZE,
+    lease_epoch: int | None = None,
 ) -> PersistedAuth:
     """Auth state of one ``account`` in the PostgreSQL database at ``dsn``. Since 0.2.0.
 
     Takes the account's lease (``StoreLockedError`` names a live owner) and renews it
     every ``lease_ttl / 3`` seconds; a commit after the lease was lost raises
-    ``FencedError``.
+    ``FencedError``. ``lease_epoch``: take up the lease this process claimed for a
+    fleet at that epoch (``stores.postgres_fleet``) instead of taking one.
     """
     module = _backend_module("postgres")
     return await _open_with(
-        lambda: module.open_postgres_backend(dsn, account=account, lease_ttl=lease_ttl),
+        lambda: module.open_postgres_backend(
+            dsn, account=account, lease_ttl=lease_ttl, lease_epoch=lease_epoch
+        ),
         cache_size,
     )
 

@@ -169,3 +169,11 @@ class BackupVerificationError(BackupError):
 
     The copy was removed again; the source was never touched. Since 0.2.0.
     """
+
+
+class AlreadyInFleetError(StoreError):
+    """``fleet add`` of an account the fleet already runs; nothing was changed. Since 0.2.0."""
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+        super().__init__(f"account {account!r} is already in the fleet")

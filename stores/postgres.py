@@ -67,6 +67,7 @@ from stores.errors import (
 )
 from stores.postgres_lease import (
     LeaseInfo,
+    adopt_lease,
     join_board,
     leave_board,
     process_owner_id,
@@ -655,7 +656,8 @@ class PostgresBackend:
 
     def _release(self, conn: Any) -> None:
         conn.execute(
-            "UPDATE baileys_leases SET expires_at = now() WHERE account = %s AND epoch = %s",
+            "UPDATE baileys_leases SET expires_at = now(), released = true"
+            " WHERE account = %s AND epoch = %s",
             (self._account, self._epoch),
         )
 
@@ -823,6 +825,7 @@ async def open_postgres_backend(
     reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
     connect: Connect | None = None,
     migrations: Sequence[Migration] = MIGRATIONS,
+    lease_epoch: int | None = None,
 ) -> PostgresBackend:
     """Open one account of a PostgreSQL store, taking its lease. Since 0.2.0.
 
@@ -831,7 +834,9 @@ async def open_postgres_backend(
     ``UnsupportedFormatError`` for tables that are not ours or newer, and
     ``DurabilityError`` when the server cannot be reached. ``owner`` defaults to this
     process's id (``process_owner_id()``); ``connect`` and ``migrations`` are seams
-    for tests.
+    for tests. With ``lease_epoch``, the lease ``owner`` already claimed at that epoch
+    (``stores.postgres_fleet.claim``) is taken up instead of a new one taken;
+    ``StoreLockedError`` when that claim is no longer ours.
     """
     _check_account(account)
     if not (isinstance(lease_ttl, int | float) and math.isfinite(lease_ttl) and lease_ttl > 0):
@@ -841,7 +846,7 @@ async def open_postgres_backend(
     make = connect or _default_connect(dsn)
     sent_at = trio.current_time()
     conn, epoch, seq = await trio.to_thread.run_sync(
-        _open_blocking, make, location, account, owner, lease_ttl, migrations
+        _open_blocking, make, location, account, owner, lease_ttl, migrations, lease_epoch
     )
     backend = PostgresBackend(
         conninfo=describe_dsn(dsn),
@@ -867,6 +872,7 @@ def _open_blocking(
     owner: str,
     ttl: float,
     migrations: Sequence[Migration],
+    lease_epoch: int | None,
 ) -> tuple[Any, int, int]:
     try:
         conn = connect()
@@ -874,7 +880,10 @@ def _open_blocking(
         raise DurabilityError(location, "connecting", exc) from exc
     try:
         prepare(conn, location, migrations)
-        epoch = take_lease(conn, location, account, owner, ttl)
+        if lease_epoch is None:
+            epoch = take_lease(conn, location, account, owner, ttl)
+        else:
+            epoch = adopt_lease(conn, location, account, owner, ttl, lease_epoch)
         row = conn.execute(
             "SELECT seq FROM baileys_accounts WHERE account = %s", (account,)
         ).fetchone()

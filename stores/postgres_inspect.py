@@ -27,7 +27,7 @@ from stores.errors import (
 from stores.inspection import AccountReport, InspectReport
 from stores.keys import check_creds_keys
 from stores.postgres import creds_identity, describe_dsn, key_identity, parse_location
-from stores.postgres_lease import LeaseInfo
+from stores.postgres_lease import lease_info
 from stores.postgres_schema import BACKEND_MARK, SCHEMA_VERSION
 
 __all__ = ["inspect_postgres"]
@@ -139,9 +139,7 @@ def _account(conn: Any, shown: str, account: str, problems: list[str]) -> tuple[
     ).fetchone()
     owner = None
     if lease is not None and float(lease[4]) > 0:
-        owner = LeaseInfo(
-            account, str(lease[0]), str(lease[1]), int(lease[2]), int(lease[3]), float(lease[4])
-        ).describe()
+        owner = lease_info(account, lease).describe()
     me_id = None if creds is None else (creds.me or {}).get("id")
     report = AccountReport(
         name=account,

@@ -28,7 +28,9 @@ from stores.errors import StoreLockedError
 __all__ = [
     "LeaseInfo",
     "RenewalBoard",
+    "adopt_lease",
     "join_board",
+    "lease_info",
     "leave_board",
     "process_owner_id",
     "read_lease",
@@ -68,6 +70,11 @@ class LeaseInfo:
             else f"expired {-self.expires_in:.1f} s ago"
         )
         return f"owner {self.owner} (pid {self.pid} on {self.host}), epoch {self.epoch}, {state}"
+
+
+def lease_info(account: str, row: Any) -> LeaseInfo:
+    """A ``LeaseInfo`` from ``(owner, host, pid, epoch, seconds until expiry)``."""
+    return LeaseInfo(account, str(row[0]), str(row[1]), int(row[2]), int(row[3]), float(row[4]))
 
 
 class RenewalBoard:
@@ -134,17 +141,41 @@ def take_lease(conn: Any, location: str, account: str, owner: str, ttl: float) -
                 (account, owner, host, pid, interval, interval),
             )
             return 1
-        live = LeaseInfo(account, str(row[0]), str(row[1]), int(row[2]), int(row[3]), float(row[4]))
+        live = lease_info(account, row)
         if live.expires_in > 0:
             raise StoreLockedError(location, live.describe())
         epoch = live.epoch + 1
         conn.execute(
             "UPDATE baileys_leases SET owner = %s, host = %s, pid = %s, epoch = %s,"
-            " ttl = %s::interval, expires_at = now() + %s::interval, acquired_at = now()"
-            " WHERE account = %s",
+            " ttl = %s::interval, expires_at = now() + %s::interval, acquired_at = now(),"
+            " released = false WHERE account = %s",
             (owner, host, pid, epoch, interval, interval, account),
         )
         return epoch
+
+
+def adopt_lease(conn: Any, location: str, account: str, owner: str, ttl: float, epoch: int) -> int:
+    """Take up the lease ``owner`` already claimed at ``epoch`` (a fleet's claim), renewed.
+
+    Raises ``StoreLockedError`` when the claim is no longer ours (it expired and was
+    taken, or released): nothing may be written under it.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE baileys_leases SET expires_at = now() + %s::interval"
+            " WHERE account = %s AND owner = %s AND epoch = %s AND expires_at > now()"
+            " RETURNING epoch",
+            (f"{ttl} seconds", account, owner, epoch),
+        ).fetchone()
+        if row is not None:
+            return epoch
+        live = conn.execute(
+            "SELECT owner, host, pid, epoch, extract(epoch FROM expires_at - now())"
+            " FROM baileys_leases WHERE account = %s",
+            (account,),
+        ).fetchone()
+    found = "no lease row" if live is None else lease_info(account, live).describe()
+    raise StoreLockedError(location, f"the claim at epoch {epoch} is no longer ours: {found}")
 
 
 async def read_lease(dsn: str, account: str) -> LeaseInfo | None:
@@ -160,8 +191,6 @@ async def read_lease(dsn: str, account: str) -> LeaseInfo | None:
                 " FROM baileys_leases WHERE account = %s",
                 (account,),
             ).fetchone()
-        if row is None:
-            return None
-        return LeaseInfo(account, str(row[0]), str(row[1]), int(row[2]), int(row[3]), float(row[4]))
+        return None if row is None else lease_info(account, row)
 
     return await trio.to_thread.run_sync(read)

@@ -14,7 +14,13 @@ Tables (every row carries its ``account``):
   the copy before it;
 * ``baileys_keys (account, type, id, crc, value)``: one row per Signal key;
 * ``baileys_leases (account, owner, host, pid, epoch, ttl, expires_at, acquired_at)``:
-  who owns the account, and the epoch every commit is fenced on.
+  who owns the account, and the epoch every commit is fenced on; ``released`` (since
+  version 2) marks a lease its owner handed back;
+* ``baileys_fleet (account, state, detail, added_at, changed_at)`` (since version 2):
+  the accounts a fleet runs (``stores.postgres_fleet``), ``state`` ``active`` or why
+  the account was retired;
+* ``baileys_fleet_members (owner, host, pid, capacity, ttl, expires_at, joined_at)``
+  (since version 2): the live fleet processes, each renewed like a lease.
 
 ``crc`` is the CRC32 of the row's identity and blob (``stores.sqlite_codec``), as in
 the SQLite backend: PostgreSQL's page checksums are optional, ours are not.
@@ -38,6 +44,8 @@ TABLES = (
     "baileys_creds",
     "baileys_keys",
     "baileys_leases",
+    "baileys_fleet",
+    "baileys_fleet_members",
 )
 
 # pg_advisory_xact_lock key for schema changes: "baileys!" as a big-endian int64.
@@ -72,6 +80,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             " acquired_at timestamptz NOT NULL)",
             # Renewal finds every lease of one owner with one statement.
             "CREATE INDEX baileys_leases_owner ON baileys_leases (owner)",
+        ),
+    ),
+    Migration(
+        2,
+        (
+            # A clean close marks its lease released, so a claim tells a takeover from
+            # a hand-over.
+            "ALTER TABLE baileys_leases ADD COLUMN released boolean NOT NULL DEFAULT false",
+            "CREATE TABLE baileys_fleet (account text PRIMARY KEY, state text NOT NULL,"
+            " detail text, added_at timestamptz NOT NULL, changed_at timestamptz NOT NULL)",
+            "CREATE TABLE baileys_fleet_members (owner text PRIMARY KEY, host text NOT NULL,"
+            " pid integer NOT NULL, capacity integer NOT NULL, ttl interval NOT NULL,"
+            " expires_at timestamptz NOT NULL, joined_at timestamptz NOT NULL)",
         ),
     ),
 )

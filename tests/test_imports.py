@@ -12,8 +12,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("runtime", "actors", "stores", "sandbox")
-ENTRY_POINTS = {"runtime.app", "runtime.cli", "runtime.__main__"}
-# The runtime's entry points wire the WhatsApp session tree; the rest of runtime never does.
+ENTRY_POINTS = {
+    "runtime.app",
+    "runtime.fleet",
+    "runtime.fleet_runner",
+    "runtime.cli",
+    "runtime.__main__",
+}
+# The runtime's entry points (and the fleet beside them) wire the WhatsApp session tree;
+# the rest of runtime never does.
 FORBIDDEN = {
     "runtime": ("actors", "stores", "sandbox"),
     "stores": ("actors", "runtime", "sandbox"),

@@ -178,6 +178,43 @@ def test_message_events_have_the_documented_shapes() -> None:
     )
 
 
+def test_fleet_events_have_the_documented_shapes() -> None:
+    """fleet_claimed / fleet_takeover / fleet_released carry what docs/events.md lists."""
+    same(
+        events.fleet_claimed("alice", 3, "h:1:ab", None),
+        {
+            "fleet_claimed": {
+                "account": "alice",
+                "epoch": 3,
+                "owner": "h:1:ab",
+                "previous_owner": None,
+            }
+        },
+    )
+    same(
+        events.fleet_takeover("alice", 4, "h:2:cd", "h:1:ab"),
+        {
+            "fleet_takeover": {
+                "account": "alice",
+                "epoch": 4,
+                "owner": "h:2:cd",
+                "previous_owner": "h:1:ab",
+            }
+        },
+    )
+    same(
+        events.fleet_released("alice", 4, "logged_out", True),
+        {
+            "fleet_released": {
+                "account": "alice",
+                "epoch": 4,
+                "reason": "logged_out",
+                "retired": True,
+            }
+        },
+    )
+
+
 def test_the_table_names_every_event_docs_events_md_documents() -> None:
     documented = set(
         re.findall(r"^## `(\w+)`$", (ROOT / "docs" / "events.md").read_text(), re.MULTILINE)

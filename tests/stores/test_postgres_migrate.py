@@ -17,6 +17,7 @@ from stores.errors import MigrationError, StoreLockedError, WrongBackendError
 from stores.inspection import detect_backend, inspect_location
 from stores.migrate import BACKENDS, Layout, migrate
 from stores.postgres import describe_dsn, open_postgres_backend
+from stores.postgres_schema import SCHEMA_VERSION
 from stores.types import Batch, StoreSnapshot
 from tests.cli.stores_helpers import run_cli
 from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name)
@@ -166,7 +167,7 @@ async def test_inspect_reports_every_account_and_its_lease(postgres_dsn: str) ->
     async with await open_postgres_backend(postgres_dsn, account="b", owner="runner-b"):
         report = await trio.to_thread.run_sync(inspect_location, postgres_dsn)
         one = await trio.to_thread.run_sync(inspect_location, f"{postgres_dsn}#account=a")
-    assert report.ok and report.backend == "postgres" and report.format_version == 1
+    assert report.ok and report.backend == "postgres" and report.format_version == SCHEMA_VERSION
     assert [a.name for a in report.accounts] == ["a", "b"]
     a, b = report.accounts
     assert (a.account_id, a.total_keys, a.durable_seq, a.lock_owner) == (ME, 5, 1, None)
