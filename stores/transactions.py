@@ -232,16 +232,53 @@ def copy_value(value: Value, where: str = "value") -> Value:
     Plain data is ``bytes | str | int | float | bool | None | list | dict[str, ...]``.
     Raises ``InvalidValueError`` naming the path of the first offending part.
     """
+    try:
+        return _copy_exact(value)
+    except _NotExactlyPlain:
+        # A subclass (an IntEnum, an OrderedDict) or something that is not plain data:
+        # the checking copy accepts the former and names where the latter is.
+        return _copy_checked(value, where)
+
+
+class _NotExactlyPlain(Exception):
+    """``_copy_exact`` met a part whose type is not exactly one of the plain types."""
+
+
+_IMMUTABLE_TYPES = frozenset({bytes, str, int, float, bool, type(None)})
+
+
+def _copy_exact(value: Value) -> Value:
+    # The hot path (a Signal session is ~30 parts, copied on every get and set): exact
+    # type tests, no path strings; anything unusual goes to ``_copy_checked``.
+    kind = type(value)
+    if kind is dict:
+        copied: dict[str, Value] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotExactlyPlain
+            copied[key] = item if type(item) in _IMMUTABLE_TYPES else _copy_exact(item)
+        return copied
+    if kind is list:
+        return [
+            item if type(item) in _IMMUTABLE_TYPES else _copy_exact(item)
+            for item in value
+        ]
+    if kind in _IMMUTABLE_TYPES:
+        return value
+    raise _NotExactlyPlain
+
+
+def _copy_checked(value: Value, where: str) -> Value:
     if value is None or isinstance(value, bytes | str | int | float):
         return value
     if isinstance(value, list):
-        return [copy_value(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return [_copy_checked(item, f"{where}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, dict):
         copied: dict[str, Value] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidValueError(where, f"dict key {key!r} is not a str")
-            copied[key] = copy_value(item, f"{where}.{key}")
+            copied[key] = _copy_checked(item, f"{where}.{key}")
         return copied
     raise InvalidValueError(
         where,
@@ -273,8 +310,11 @@ def validate_writes(data: KeyWrites) -> dict[Slot, Value | None]:
             if value is None or type(value) is bytes:
                 # bytes are immutable: nothing to copy (the common case: Signal records)
                 writes[(type_, id_)] = value
-            else:
-                writes[(type_, id_)] = copy_value(value, f"{type_}/{id_}")
+                continue
+            try:
+                writes[(type_, id_)] = _copy_exact(value)
+            except _NotExactlyPlain:
+                writes[(type_, id_)] = _copy_checked(value, f"{type_}/{id_}")
     return writes
 
 

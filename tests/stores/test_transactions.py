@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import enum
 from collections.abc import Sequence
 
 import pytest
@@ -22,6 +24,7 @@ from stores.transactions import (
     LockOrderConflict,
     StoreTransaction,
     TransactionalStore,
+    copy_value,
     sequenced_on_call,
 )
 from stores.types import Batch, SignalStore, Value
@@ -769,6 +772,48 @@ async def test_bad_input_raises_typed_errors(store: TransactionalStore, rec: Rec
     with pytest.raises(InvalidValueError):
         await store.set({"session": {"": b"1"}})
     assert rec.batches == []
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    pass
+
+
+def test_copy_value_copies_every_container_and_keeps_the_plain_parts() -> None:
+    """copy_value returns equal data sharing no list or dict with the original."""
+    original: Value = {"a": [1, {"b": b"x", "c": None}], "d": True, "e": 1.5, "f": "s"}
+    copied = copy_value(original)
+    assert copied == original
+    assert isinstance(copied, dict) and isinstance(original, dict)
+    assert copied["a"] is not original["a"]
+    assert copied["a"][1] is not original["a"][1]  # type: ignore[index]  # a list, above
+    copied["a"][1]["b"] = b"changed"  # type: ignore[index]  # a list of a dict, above
+    assert original["a"][1]["b"] == b"x"  # type: ignore[index]  # as above
+
+
+def test_copy_value_accepts_subclasses_of_the_plain_types() -> None:
+    """An IntEnum, a str subclass and an OrderedDict are plain data, copied as before."""
+    original: Value = {"n": Colour.RED, "s": Name("x"), "o": collections.OrderedDict(k=[1])}
+    copied = copy_value(original)
+    assert copied == {"n": 1, "s": "x", "o": {"k": [1]}}
+    assert isinstance(copied, dict) and copied["o"] is not original["o"]  # type: ignore[index]  # a dict, above
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"a": [1, {"b": object()}]}, r"v\.a\[1\]\.b"),
+        ({"a": {1: "x"}}, r"v\.a"),
+        ([{"k": collections.OrderedDict(z=set())}], r"v\[0\]\.k\.z"),
+    ],
+)
+def test_copy_value_names_where_a_value_is_not_plain(value: Value, where: str) -> None:
+    """A part that is not plain data raises InvalidValueError naming its path."""
+    with pytest.raises(InvalidValueError, match=where):
+        copy_value(value, "v")
 
 
 async def test_closed_store_refuses_work(store: TransactionalStore) -> None:
