@@ -95,6 +95,8 @@ class DurableSnapshot:
     snapshot: StoreSnapshot = field(repr=False)
     backend: str
     location: str
+    key_id: str | None = None
+    """The id of the key the store is encrypted under (``None``: a plain store)."""
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,14 @@ class Persister(RepliesLater):
                 # backend's durable seq (native, SQLite and PostgreSQL write nothing).
                 seq = await backend.commit(Batch())
             snapshot = await backend.snapshot()
-        return DurableSnapshot(seq, snapshot, backend.backend_name, backend.location)
+        key_id = getattr(backend, "key_id", None)  # set by backends encrypted at rest
+        return DurableSnapshot(
+            seq,
+            snapshot,
+            backend.backend_name,
+            backend.location,
+            key_id if isinstance(key_id, str) else None,
+        )
 
     def statistics(self) -> PersisterStatistics:
         backend = self._backend_now()

@@ -415,6 +415,7 @@ class Session:
             out,
             source=point.location,
             source_backend=point.backend,
+            key_id=point.key_id,
         )
 
     async def wait_connected(self, timeout: float = math.inf) -> None:  # noqa: ASYNC109 - issue 5 fixes this signature

@@ -220,13 +220,26 @@ async def restore_location(backup: StrPath, location: StrPath) -> BackupSummary:
 
 
 async def write_backup(
-    snapshot: StoreSnapshot, seq: int, out: StrPath, *, source: str, source_backend: str
+    snapshot: StoreSnapshot,
+    seq: int,
+    out: StrPath,
+    *,
+    source: str,
+    source_backend: str,
+    key_id: str | None = None,
 ) -> BackupSummary:
     """Write ``snapshot``, the state after commit ``seq``, as a backup in ``out``.
 
     For a running session: its persister provides the snapshot and the point
     (``Session.backup``). Same target rules and verification as ``backup_location``.
+    ``key_id`` names the key a source encrypted at rest is under: such a state is
+    refused (``BackupUnsupportedError``), never written as plaintext.
     """
+    if key_id is not None:
+        raise BackupUnsupportedError(
+            source,
+            f"the store is encrypted at rest (key {key_id}); a backup would hold it in plaintext",
+        )
     dst = _absolute(out)
     image = image_of(snapshot, seq, source)
     return await trio.to_thread.run_sync(_publish_summary, image, dst, source, source_backend)
@@ -496,9 +509,7 @@ def verify(image: BackupImage, target: Path) -> None:
         copied = state.keys.tables()
     finally:
         state.keys.close()
-    same_keys = copied == {
-        t: dict(ids) for t, ids in image.keys.items() if ids
-    }
+    same_keys = copied == {t: dict(ids) for t, ids in image.keys.items() if ids}
     if not same_keys or state.creds != image.creds:
         raise BackupVerificationError(where, "read-back differs from the copied state")
 

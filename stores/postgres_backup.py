@@ -22,6 +22,7 @@ from stores import sqlite_codec as codec
 from stores.creds import AuthCreds
 from stores.errors import (
     BackupError,
+    BackupUnsupportedError,
     CorruptStateError,
     DurabilityError,
     UnsupportedFormatError,
@@ -34,6 +35,7 @@ from stores.types import StoreSnapshot, Value
 __all__ = ["read_postgres_account"]
 
 _CONNECT_TIMEOUT = 10
+ENCRYPTED_REASON = "the account is encrypted at rest; a backup would hold its keys in plaintext"
 
 
 def read_postgres_account(location: str, account: str) -> tuple[StoreSnapshot, int, str]:
@@ -55,6 +57,7 @@ def read_postgres_account(location: str, account: str) -> tuple[StoreSnapshot, i
     with conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         _check_schema(conn, shown)
+        _refuse_encrypted(conn, named, shown)
         row = conn.execute("SELECT seq FROM baileys_accounts WHERE account = %s", (named,))
         seq = row.fetchone()
         creds = _creds(conn, named, shown)
@@ -76,6 +79,16 @@ def _check_schema(conn: Any, shown: str) -> None:
         raise CorruptStateError(shown, f"schema_version is {raw!r}, not a number")
     if int(raw) > SCHEMA_VERSION:
         raise UnsupportedFormatError(shown, int(raw), f"schema versions up to {SCHEMA_VERSION}")
+
+
+def _refuse_encrypted(conn: Any, account: str, shown: str) -> None:
+    # An encrypted account's rows are sealed: read raw they are no state to copy, and a
+    # backup must never hold its keys in plaintext.
+    row = conn.execute(
+        "SELECT value FROM baileys_store_meta WHERE name = %s", (f"encryption:{account}",)
+    ).fetchone()
+    if row is not None:
+        raise BackupUnsupportedError(shown, ENCRYPTED_REASON)
 
 
 def _creds(conn: Any, account: str, shown: str) -> AuthCreds | None:

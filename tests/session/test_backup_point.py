@@ -16,9 +16,9 @@ from runtime.app import open_runtime
 from runtime.reply import call_durable
 from runtime.spec import ChildSpec
 from runtime.supervisor import open_supervisor
-from stores.backup import restore_location
+from stores.backup import restore_location, write_backup
 from stores.creds import init_auth_creds
-from stores.errors import BackupTargetNotEmpty
+from stores.errors import BackupTargetNotEmpty, BackupUnsupportedError
 from stores.memory import MemoryBackend
 from stores.native import open_native_backend
 from stores.types import Batch
@@ -90,3 +90,33 @@ async def test_session_backup_while_connected_restores_the_durable_state(
         assert got is not None and got.me == creds.me
         assert got.signed_identity_key == creds.signed_identity_key
         assert restored.statistics().durable_seq == summary.seq
+
+
+class _Encrypted(InstrumentedBackend):
+    """A backend that says it is encrypted at rest, as encrypted backends do."""
+
+    key_id = "k1-0123456789abcdef"
+
+
+async def test_an_encrypted_store_is_never_backed_up_as_plaintext(tmp_path: Path) -> None:
+    """The point names the store's key id, and writing it as a backup is refused."""
+    inner = MemoryBackend()
+    await inner.commit(Batch(creds=init_auth_creds()))
+    spec = ChildSpec(
+        "persister",
+        lambda: Persister(SharedBackend(_Encrypted(inner)), emit=lambda event: None),
+        name="persister",
+    )
+    async with open_supervisor([spec]) as sup:
+        point: DurableSnapshot = await sup.ref("persister").call(TakeSnapshot(), timeout=30)
+    assert point.key_id == "k1-0123456789abcdef"
+    with pytest.raises(BackupUnsupportedError, match="encrypted at rest"):
+        await write_backup(
+            point.snapshot,
+            point.seq,
+            tmp_path / "bak",
+            source=point.location,
+            source_backend=point.backend,
+            key_id=point.key_id,
+        )
+    assert not (tmp_path / "bak").exists()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 import trio
 
 from stores.backup import backup_location, restore_location
 from stores.creds import init_auth_creds
-from stores.errors import BackupError, WrongBackendError
+from stores.errors import BackupError, BackupUnsupportedError, WrongBackendError
 from stores.native import open_native_backend
 from stores.postgres import open_postgres_backend
 from stores.types import Batch, StoreSnapshot
@@ -85,3 +86,18 @@ async def test_the_password_is_never_shown(tmp_path: Path, postgres_dsn: str) ->
     dsn = postgres_dsn.replace("postgres:@", "postgres:hunter2@")
     summary = await backup_location(dsn, tmp_path / "b")
     assert "hunter2" not in summary.source and summary.seq == 1
+
+
+async def test_an_encrypted_account_is_refused_never_copied_as_plaintext(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """An account whose metadata says it is encrypted at rest is refused by name."""
+    async with await open_postgres_backend(postgres_dsn, account="bot1") as owner:
+        await owner.commit(Batch(creds=init_auth_creds()))
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO baileys_store_meta (name, value) VALUES ('encryption:bot1', '{}')"
+        )
+    with pytest.raises(BackupUnsupportedError, match="encrypted at rest"):
+        await backup_location(postgres_dsn, tmp_path / "b", account="bot1")
+    assert not (tmp_path / "b").exists()
