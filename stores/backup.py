@@ -335,10 +335,13 @@ def _read_native_once(directory: Path) -> BackupImage:
         logs={**newer, **({gen: names["log"]} if "log" in names else {})},
     )
     state = load_state(directory, live, _Captured(files))
-    if state.creds is None:
-        raise BackupError(str(directory), "holds no creds, nothing to back up")
-    _check_creds(state.creds, str(directory))
-    keys = state.keys.tables()  # read from the captured files
+    try:
+        if state.creds is None:
+            raise BackupError(str(directory), "holds no creds, nothing to back up")
+        _check_creds(state.creds, str(directory))
+        keys = state.keys.tables()  # served from the captured bytes, not the live files
+    finally:
+        state.keys.close()
     return BackupImage(state.durable_seq, state.creds, state.previous_creds, keys)
 
 
