@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from stores.creds import AuthCreds, init_auth_creds
+from stores.encryption import KeySource, refuse_multi_file_key
 from stores.errors import CorruptStateError, StoreError
 from stores.memory import open_memory_backend
 from stores.transactions import (
@@ -282,17 +283,34 @@ def _backend_module(name: str) -> Any:
 
 
 async def use_native_file_auth_state(
-    path: PathLike, *, cache_size: int | None = DEFAULT_CACHE_SIZE
+    path: PathLike,
+    *,
+    cache_size: int | None = DEFAULT_CACHE_SIZE,
+    encryption_key: KeySource | None = None,
 ) -> PersistedAuth:
-    """Auth state in the native crash-safe directory format at ``path`` (the default)."""
+    """Auth state in the native crash-safe directory format at ``path`` (the default).
+
+    ``encryption_key`` (since 0.3.0; 32 bytes, a key file path or a callback) encrypts
+    every record; see docs/encryption.md.
+    """
     module = _backend_module("native")
-    return await _open_with(lambda: module.open_native_backend(path), cache_size)
+    return await _open_with(
+        lambda: module.open_native_backend(path, encryption_key=encryption_key), cache_size
+    )
 
 
 async def use_multi_file_auth_state(
-    path: PathLike, *, cache_size: int | None = DEFAULT_CACHE_SIZE
+    path: PathLike,
+    *,
+    cache_size: int | None = DEFAULT_CACHE_SIZE,
+    encryption_key: KeySource | None = None,
 ) -> PersistedAuth:
-    """Auth state in a Baileys-compatible multi-file JSON directory at ``path``."""
+    """Auth state in a Baileys-compatible multi-file JSON directory at ``path``.
+
+    The folder is a bridge Baileys itself must read, so it is never encrypted: an
+    ``encryption_key`` is refused (``EncryptionKeyError``) before anything is opened.
+    """
+    refuse_multi_file_key(encryption_key)
     module = _backend_module("multi_file")
     return await _open_with(lambda: module.open_multi_file_backend(path), cache_size)
 
@@ -302,11 +320,16 @@ async def use_sqlite_auth_state(
     account: str = "default",
     *,
     cache_size: int | None = DEFAULT_CACHE_SIZE,
+    encryption_key: KeySource | None = None,
 ) -> PersistedAuth:
-    """Auth state of one ``account`` in the SQLite database at ``db_path``."""
+    """Auth state of one ``account`` in the SQLite database at ``db_path``.
+
+    ``encryption_key`` (since 0.3.0) encrypts the account's rows; see docs/encryption.md.
+    """
     module = _backend_module("sqlite")
     return await _open_with(
-        lambda: module.open_sqlite_backend(db_path, account=account), cache_size
+        lambda: module.open_sqlite_backend(db_path, account=account, encryption_key=encryption_key),
+        cache_size,
     )
 
 

@@ -177,3 +177,37 @@ class AlreadyInFleetError(StoreError):
     def __init__(self, account: str) -> None:
         self.account = account
         super().__init__(f"account {account!r} is already in the fleet")
+
+
+class WrongKeyError(StoreError):
+    """The encryption key given does not open the store; nothing on disk was changed.
+
+    ``expected`` is the key id the store names (``None``: the store is not encrypted);
+    ``given`` the id of the key given (``None``: no key). Never reported as damage: the
+    key id is checked before any record is read. Since 0.3.0.
+    """
+
+    def __init__(self, location: str, expected: str | None, given: str | None) -> None:
+        self.location = location
+        self.expected = expected
+        self.given = given
+        if expected is None:
+            detail = (
+                f"is not encrypted, but a key ({given}) was given; open it without a key, "
+                "or encrypt it first with `baileys-trio rekey`"
+            )
+        elif given is None:
+            detail = f"is encrypted with key {expected}, and no key was given"
+        else:
+            detail = f"is encrypted with key {expected}, not with the key given ({given})"
+        super().__init__(f"{location} {detail}")
+
+
+class EncryptionKeyError(StoreError, ValueError):
+    """An encryption key source is unusable: wrong length, unreadable or too open a file,
+    a failing callback, or a backend that is never encrypted. Since 0.3.0."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")

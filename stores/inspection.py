@@ -44,11 +44,13 @@ from stores import _multi_file_layout as mf_layout
 from stores import native_format
 from stores import sqlite_codec as codec
 from stores.creds import AuthCreds
+from stores.encryption import RecordCipher, StoreKey, check_key, refuse_multi_file_key
 from stores.errors import (
     CorruptStateError,
     StoreError,
     UnsupportedFormatError,
     WrongBackendError,
+    WrongKeyError,
 )
 from stores.fsio import REAL_FS, StrPath, is_temp_name
 from stores.keys import check_creds_keys
@@ -57,7 +59,7 @@ from stores.multi_file import _parse_creds as parse_multi_file_creds
 from stores.native_inspect import NativeReport, inspect_native
 from stores.native_load import Layout as NativeLayout
 from stores.native_load import classify, load_state, looks_native
-from stores.sqlite import _creds_identity, _key_identity, lock_name
+from stores.sqlite import _creds_identity, _key_identity, lock_name, read_encryption
 from stores.sqlite_schema import BACKEND_MARK, SCHEMA_VERSION, SQLITE_HEADER
 
 __all__ = [
@@ -91,6 +93,8 @@ class AccountReport:
     """The last durable sequence number (native, SQLite); ``None`` when not kept."""
     lock_owner: str | None
     """The live owner holding the location (or this account) right now, if any."""
+    key_id: str | None = None
+    """The id of the key the data is encrypted with (``None``: plain). Since 0.3.0."""
 
     @property
     def total_keys(self) -> int:
@@ -144,6 +148,7 @@ class InspectReport:
                     "total_keys": a.total_keys,
                     "durable_seq": a.durable_seq,
                     "lock_owner": a.lock_owner,
+                    "key_id": a.key_id,
                 }
                 for a in self.accounts
             ],
@@ -221,20 +226,26 @@ def _is_multi_file_name(name: str) -> bool:
 
 
 def inspect_location(
-    path: StrPath, backend: str = "auto", *, account: str | None = None
+    path: StrPath,
+    backend: str = "auto",
+    *,
+    account: str | None = None,
+    key: StoreKey | None = None,
 ) -> InspectReport:
     """Read everything at ``path`` and report its integrity; never modifies anything.
 
     ``backend`` is ``auto`` or one of ``BACKEND_NAMES``; a location holding another
     backend's data raises ``WrongBackendError``. ``account`` restricts a SQLite
-    report to one account. Blocking: async callers use ``trio.to_thread``.
+    report to one account. ``key`` opens encrypted data: a missing or wrong key (or a
+    key for plain data) raises ``WrongKeyError``, never reported as corruption.
+    Blocking: async callers use ``trio.to_thread``.
     """
     if _is_postgres_uri(path):
         if backend not in ("auto", "postgres"):
             raise WrongBackendError(str(path), backend, "a postgresql:// URI")
         # Imported on use: only a PostgreSQL location pays for psycopg.
         module = importlib.import_module("stores.postgres_inspect")
-        report: InspectReport = module.inspect_postgres(str(path), account)
+        report: InspectReport = module.inspect_postgres(str(path), account, key)
         return report
     location = Path(os.path.abspath(path))
     if backend != "auto" and backend not in BACKEND_NAMES:
@@ -250,19 +261,20 @@ def inspect_location(
         raise WrongBackendError(str(location), "sqlite (accounts)", found or "an empty directory")
     if found is None:
         return InspectReport(str(location), None, None, (), (), ("empty: a new device",))
-    if found == "native":
-        return _inspect_native(location)
     if found == "multi-file":
+        refuse_multi_file_key(key)
         return _inspect_multi_file(location)
-    return _inspect_sqlite(location, account)
+    if found == "native":
+        return _inspect_native(location, key)
+    return _inspect_sqlite(location, account, key)
 
 
 # --- native --------------------------------------------------------------------------
 
 
-def _inspect_native(directory: Path) -> InspectReport:
-    creds = _native_creds(directory)
-    report = inspect_native(directory)
+def _inspect_native(directory: Path, key: StoreKey | None) -> InspectReport:
+    creds = _native_creds(directory, key)
+    report = inspect_native(directory, key)
     warnings = [p for p in report.problems if p.endswith(_MODE_HINTS)]
     problems = [p for p in report.problems if not p.endswith(_MODE_HINTS)]
     if not report.ok and not problems:
@@ -291,6 +303,7 @@ def _inspect_native(directory: Path) -> InspectReport:
         key_counts=dict(report.keys_by_type),
         durable_seq=report.durable_seq,
         lock_owner=report.owner,
+        key_id=report.key_id,
     )
     return InspectReport(
         location=str(directory),
@@ -314,7 +327,7 @@ def _native_details(report: NativeReport) -> dict[str, Any]:
     }
 
 
-def _native_creds(directory: Path) -> AuthCreds | None:
+def _native_creds(directory: Path, key: StoreKey | None) -> AuthCreds | None:
     """The latest creds (of the intact records, if damaged); None when unreadable.
 
     inspect_native does not return the creds, so the state is read once more here.
@@ -330,12 +343,12 @@ def _native_creds(directory: Path) -> AuthCreds | None:
     if listing.layout is not NativeLayout.NATIVE:
         return None
     try:
-        state = load_state(directory, listing, REAL_FS)
-    except (WrongBackendError, UnsupportedFormatError):
+        state = load_state(directory, listing, REAL_FS, key=key)
+    except (WrongBackendError, UnsupportedFormatError, WrongKeyError):
         raise
     except StoreError:
         try:
-            state = load_state(directory, listing, REAL_FS, salvage=True)
+            state = load_state(directory, listing, REAL_FS, salvage=True, key=key)
         except StoreError:
             return None
     if state.creds is None:
@@ -497,11 +510,11 @@ def _mode_warnings(directory: Path) -> list[str]:
 # --- SQLite --------------------------------------------------------------------------
 
 
-def _inspect_sqlite(db_path: Path, only: str | None) -> InspectReport:
+def _inspect_sqlite(db_path: Path, only: str | None, key: StoreKey | None) -> InspectReport:
     found = _Findings()
     with _readable_copy(db_path) as conn:
         try:
-            version, accounts = _read_sqlite(conn, db_path, only, found)
+            version, accounts = _read_sqlite(conn, db_path, only, found, key)
         except sqlite3.DatabaseError as exc:
             found.problems.append(f"{db_path}: database unreadable: {exc}")
             version, accounts = None, []
@@ -540,7 +553,11 @@ def _readable_copy(db_path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def _read_sqlite(
-    conn: sqlite3.Connection, db_path: Path, only: str | None, found: _Findings
+    conn: sqlite3.Connection,
+    db_path: Path,
+    only: str | None,
+    found: _Findings,
+    key: StoreKey | None,
 ) -> tuple[int | None, list[AccountReport]]:
     location = str(db_path)
     rows = conn.execute("PRAGMA integrity_check").fetchall()
@@ -566,7 +583,7 @@ def _read_sqlite(
             held = ", ".join(repr(n) for n in names) or "no accounts"
             raise WrongBackendError(location, f"account {only!r}", held)
         names = [only]
-    return version, [_sqlite_account(conn, db_path, name, found) for name in names]
+    return version, [_sqlite_account(conn, db_path, name, found, key) for name in names]
 
 
 def _sqlite_accounts(conn: sqlite3.Connection) -> list[str]:
@@ -577,18 +594,20 @@ def _sqlite_accounts(conn: sqlite3.Connection) -> list[str]:
 
 
 def _sqlite_account(
-    conn: sqlite3.Connection, db_path: Path, account: str, found: _Findings
+    conn: sqlite3.Connection, db_path: Path, account: str, found: _Findings, key: StoreKey | None
 ) -> AccountReport:
     def where(table: str, row: str) -> str:
         return f"{db_path} table {table} account {account!r} row ({row})"
 
+    place = f"{db_path} account {account!r}"
+    cipher = check_key(place, read_encryption(conn, account, place), key)
     creds: AuthCreds | None = None
     creds_rows = conn.execute(
         "SELECT slot, crc, blob FROM creds WHERE account = ? ORDER BY slot", (account,)
     ).fetchall()
     for slot, crc, blob in creds_rows:
         found.records += 1
-        parsed = _sqlite_creds(blob, crc, account, where("creds", f"slot {slot}"), found)
+        parsed = _sqlite_creds(blob, crc, account, where("creds", f"slot {slot}"), found, cipher)
         if slot == 0:
             creds = parsed
     counts: dict[str, int] = {}
@@ -602,6 +621,7 @@ def _sqlite_account(
                 crc,
                 _key_identity(account, type_, key_id),
                 where("keys", f"type {type_!r}, id {key_id!r}"),
+                cipher,
             )
         except StoreError as exc:
             found.corrupt(exc)
@@ -615,14 +635,20 @@ def _sqlite_account(
         key_counts=dict(sorted(counts.items())),
         durable_seq=None if seq_row is None else int(seq_row[0]),
         lock_owner=owner.describe() if owner else None,
+        key_id=None if cipher is None else cipher.key.key_id,
     )
 
 
 def _sqlite_creds(
-    blob: bytes, crc: int, account: str, where: str, found: _Findings
+    blob: bytes,
+    crc: int,
+    account: str,
+    where: str,
+    found: _Findings,
+    cipher: RecordCipher | None,
 ) -> AuthCreds | None:
     try:
-        plain = codec.decode(blob, crc, _creds_identity(account), where)
+        plain = codec.decode(blob, crc, _creds_identity(account), where, cipher)
         if not isinstance(plain, dict):
             raise CorruptStateError(where, f"creds are a {type(plain).__name__}, not a map")
         creds = AuthCreds.from_plain(plain, where)

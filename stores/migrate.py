@@ -26,6 +26,7 @@ Since 0.1.0.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import importlib
 import os
@@ -41,6 +42,7 @@ from typing import Any
 import trio
 
 from stores.auth import enter_backend
+from stores.encryption import StoreKey, refuse_multi_file_key
 from stores.errors import MigrationError, StoreError, WrongBackendError
 from stores.fsio import REAL_FS, ensure_private_dir, sync_dir
 from stores.lock import acquire_lock
@@ -69,10 +71,11 @@ class Layout(enum.Enum):
     SERVER = "database server"
 
 
-Opener = Callable[[Any, str], Any]
-"""Start opening a backend at ``(path, account)``: returns an awaitable of the backend
-or an async context manager (as ``stores.auth.enter_backend`` takes). Directory
-backends ignore the account; PostgreSQL gets its DSN (a str) instead of a path."""
+Opener = Callable[..., Any]
+"""Start opening a backend at ``(path, account)``, or ``(path, account, key)`` for an
+encrypted side: returns an awaitable of the backend or an async context manager (as
+``stores.auth.enter_backend`` takes). Directory backends ignore the account;
+PostgreSQL gets its DSN (a str) instead of a path; multi-file is never encrypted."""
 
 
 @dataclass(frozen=True)
@@ -87,24 +90,32 @@ class BackendKind:
 
     Migration takes it on the source and reads a private copy, so opening (which may
     replay journals, tighten modes or refresh backups) never touches the source."""
+    key: StoreKey | None = None
+    """The encryption key this side is opened with (``None``: plain)."""
+
+    def opener(self, path: Any, account: str) -> Any:
+        if self.key is None:
+            return self.open(path, account)
+        return self.open(path, account, self.key)
 
 
-def _open_native(path: Path, account: str) -> Any:
+def _open_native(path: Path, account: str, key: StoreKey | None = None) -> Any:
     # Imported on use, as stores.auth does: a backend module is only paid for when used.
-    return importlib.import_module("stores.native").open_native_backend(path)
+    return importlib.import_module("stores.native").open_native_backend(path, encryption_key=key)
 
 
-def _open_multi_file(path: Path, account: str) -> Any:
+def _open_multi_file(path: Path, account: str, key: StoreKey | None = None) -> Any:
+    refuse_multi_file_key(key)
     return importlib.import_module("stores.multi_file").open_multi_file_backend(path)
 
 
-def _open_sqlite(path: Path, account: str) -> Any:
-    return open_sqlite_backend(path, account=account)
+def _open_sqlite(path: Path, account: str, key: StoreKey | None = None) -> Any:
+    return open_sqlite_backend(path, account=account, encryption_key=key)
 
 
-def _open_postgres(dsn: Path | str, account: str) -> Any:
+def _open_postgres(dsn: Path | str, account: str, key: StoreKey | None = None) -> Any:
     return importlib.import_module("stores.postgres").open_postgres_backend(
-        str(dsn), account=account
+        str(dsn), account=account, encryption_key=key
     )
 
 
@@ -200,6 +211,8 @@ async def migrate(
     *,
     src_account: str = "default",
     dst_account: str = "default",
+    src_key: StoreKey | None = None,
+    dst_key: StoreKey | None = None,
 ) -> MigrationSummary:
     """Copy the auth state at ``src`` into the empty or absent ``dst``, verified.
 
@@ -207,8 +220,14 @@ async def migrate(
     ``MigrationError`` for an empty source, a non-empty target, or a read-back that
     differs from the source (the target is then left absent/empty). Errors of the
     source itself (``CorruptStateError``, ``WrongBackendError``...) pass through.
+    ``src_key`` opens an encrypted source (``WrongKeyError`` if it does not fit);
+    ``dst_key`` encrypts the copy (since 0.3.0; never for a multi-file target).
     """
-    src_kind, dst_kind = _kind(src_backend_name), _kind(dst_backend_name)
+    src_kind = dataclasses.replace(_kind(src_backend_name), key=src_key)
+    dst_kind = dataclasses.replace(_kind(dst_backend_name), key=dst_key)
+    for kind in (src_kind, dst_kind):
+        if kind.name == "multi-file":
+            refuse_multi_file_key(kind.key)
     if Layout.SERVER in (src_kind.layout, dst_kind.layout):
         return await _migrate_server(
             src_kind, src, dst_kind, dst, src_account=src_account, dst_account=dst_account
@@ -315,7 +334,7 @@ def _private_copy(src: Path, scratch: Path, lock_name: str) -> Path:
 @asynccontextmanager
 async def _opened(kind: BackendKind, path: Path | str, account: str) -> AsyncIterator[Persistence]:
     async with AsyncExitStack() as stack:
-        yield await enter_backend(stack, kind.open(path, account))
+        yield await enter_backend(stack, kind.opener(path, account))
 
 
 def _absolute(*paths: str | os.PathLike[str]) -> tuple[Path, Path]:

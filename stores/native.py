@@ -97,6 +97,14 @@ import cbor2
 import trio
 
 from stores.creds import AuthCreds
+from stores.encryption import (
+    KeySource,
+    RecordCipher,
+    StoreKey,
+    check_key,
+    new_encryption,
+    resolve_key,
+)
 from stores.errors import (
     CorruptStateError,
     DurabilityError,
@@ -104,6 +112,7 @@ from stores.errors import (
     StoreClosedError,
     StoreError,
     StoreLockedError,
+    WrongKeyError,
 )
 from stores.fsio import (
     REAL_FS,
@@ -139,6 +148,7 @@ from stores.native_load import (
     LoadedState,
     classify,
     load_state,
+    placeable,
 )
 from stores.native_values import LOG, SNAPSHOT, ValueIndex, empty_index
 from stores.transactions import sequenced_on_call
@@ -186,6 +196,13 @@ class NativeRecovery:
 
 
 @dataclass(frozen=True)
+class _Rekey:
+    """A key change the next compaction carries out (``cipher=None``: to plain)."""
+
+    cipher: RecordCipher | None
+
+
+@dataclass(frozen=True)
 class _Item:
     body: bytes
     keys: EncodedKeys
@@ -225,8 +242,11 @@ class NativeBackend:
         fd: int,
         recovery: NativeRecovery,
         compact_min_bytes: int,
+        cipher: RecordCipher | None = None,
     ) -> None:
         self._dir = directory
+        self._cipher = cipher
+        self._rekey: _Rekey | None = None
         self._fs = fs
         self._lock = lock
         self._fd: int | None = fd
@@ -334,6 +354,22 @@ class NativeBackend:
         self._check_open()
         return await self._committer.commit(_Item(b"", {}, None, compact=True))
 
+    async def rekey(self, key: StoreKey | None) -> int:
+        """Rewrite the store under ``key`` (``None``: plain) in one compaction; crash-safe.
+
+        Until the new generation's snapshot is renamed into place the store opens with
+        the old key only, from then on with the new key only; the old generation's
+        files are then deleted. Returns the seq the new snapshot holds.
+        """
+        self._check_open()
+        self._rekey = _Rekey(None if key is None else RecordCipher(key, new_encryption(key)))
+        return await self.compact()
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key the store is encrypted with (``None``: plain)."""
+        return None if self._cipher is None else self._cipher.key.key_id
+
     def statistics(self) -> NativeStatistics:
         group = self._committer.statistics()
         return NativeStatistics(
@@ -373,10 +409,11 @@ class NativeBackend:
                 seqs.append(self._written_seq + len(frames))
                 continue
             seq = first + len(frames)
-            frames.append(encode_record(seq, first, item.body))
+            frames.append(encode_record(seq, first, item.body, self._cipher))
             seqs.append(seq)
             if item.keys:
-                self._placed[seq] = (offset, frames[-1])
+                # A sealed frame holds no entry to place: its values stay in the index.
+                self._placed[seq] = (offset, frames[-1] if self._cipher is None else b"")
             offset += len(frames[-1])
         if frames:
             data = b"".join(frames)
@@ -395,17 +432,25 @@ class NativeBackend:
     def _compact(self) -> int:
         """Snapshot the state, start the next generation, drop the old one. Returns the new fd."""
         old_gen, new_gen, seq, now = self._gen, self._gen + 1, self._written_seq, time.time()
+        cipher = self._cipher if self._rekey is None else self._rekey.cipher
+        encryption = None if cipher is None else cipher.encryption
         tables = self._keys.tables()
         snapshot = encode_snapshot(
-            FileHeader("snapshot", new_gen, seq, now), self._creds, self._previous_creds, tables
+            FileHeader("snapshot", new_gen, seq, now, encryption),
+            self._creds,
+            self._previous_creds,
+            tables,
+            cipher,
         )
         new_snapshot = self._dir / snapshot_name(new_gen)
         atomic_write(new_snapshot, snapshot, fs=self._fs)
-        header = encode_header(FileHeader("log", new_gen, seq, now))
+        # From the rename on, the store opens with the new key only (rekey's switch point).
+        self._cipher, self._rekey = cipher, None
+        header = encode_header(FileHeader("log", new_gen, seq, now, encryption))
         new_log = self._dir / log_name(new_gen)
         atomic_write(new_log, header, fs=self._fs)
         index = empty_index(new_snapshot, new_log)
-        index.add_frame(SNAPSHOT, snapshot, 0, len(snapshot), tables)
+        index.add_frame(SNAPSHOT, placeable(snapshot, cipher), 0, len(snapshot), tables)
         index.finish()
         self._compacted = index
         self._keys.files.hold()  # the old index serves reads until _apply installs the new
@@ -452,6 +497,7 @@ async def open_native_backend(
     fs: FileSystem | None = None,
     compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
     recover: bool = False,
+    encryption_key: KeySource | None = None,
 ) -> NativeBackend:
     """Open (or create, if absent or empty) the native store at ``path``.
 
@@ -459,12 +505,15 @@ async def open_native_backend(
     recovers from a crash (cutting a torn tail), and refuses anything it cannot read
     for certain (``CorruptStateError``, ``WrongBackendError``,
     ``UnsupportedFormatError``). ``recover=True`` salvages a damaged store as the
-    module docstring describes.
+    module docstring describes. With ``encryption_key`` (see ``stores.encryption``) a
+    new store is encrypted and an existing one must be encrypted under that key
+    (``WrongKeyError`` otherwise, also for a plain store, before anything changes).
     """
     if compact_min_bytes < MIN_COMPACT_BYTES:
         # Smaller would rewrite the whole store on almost every commit.
         raise ValueError(f"compact_min_bytes must be at least {MIN_COMPACT_BYTES}")
-    opener = partial(_open_sync, Path(path), fs or REAL_FS, compact_min_bytes, recover)
+    key = await resolve_key(encryption_key)
+    opener = partial(_open_sync, Path(path), fs or REAL_FS, compact_min_bytes, recover, key)
     backend, pending_creds = await trio.to_thread.run_sync(opener)
     if pending_creds is not None:
         # A creds fallback is made the latest durably, so the next open is clean.
@@ -477,14 +526,14 @@ async def open_native_backend(
 
 
 def _open_sync(
-    path: Path, fs: FileSystem, compact_min_bytes: int, recover: bool
+    path: Path, fs: FileSystem, compact_min_bytes: int, recover: bool, key: StoreKey | None
 ) -> tuple[NativeBackend, AuthCreds | None]:
     listing = classify(path, fs)  # refuse foreign data before creating anything in it
-    early = _validate_unlocked(path, fs, listing, recover)
+    early = _validate_unlocked(path, fs, listing, recover, key)
     ensure_private_dir(path, fs=fs)
     lock = acquire_lock(path, LOCK_NAME)
     try:
-        return _open_locked(path, fs, lock, compact_min_bytes, recover, early)
+        return _open_locked(path, fs, lock, compact_min_bytes, recover, key, early)
     except BaseException:
         lock.release()
         raise
@@ -505,7 +554,7 @@ def _fingerprint(path: Path, fs: FileSystem, listing: Listing) -> tuple[tuple[st
 
 
 def _validate_unlocked(
-    path: Path, fs: FileSystem, listing: Listing, recover: bool
+    path: Path, fs: FileSystem, listing: Listing, recover: bool, key: StoreKey | None
 ) -> _EarlyLoad | None:
     """Read and check the store before anything is touched (no mode fix, no lock file).
 
@@ -518,8 +567,10 @@ def _validate_unlocked(
         return None
     try:
         fingerprint = _fingerprint(path, fs, listing)
-        state = load_state(path, listing, fs, salvage=recover)
+        state = load_state(path, listing, fs, salvage=recover, key=key)
         _check_creds(state, recover)
+    except WrongKeyError:
+        raise  # the key, not the data nor a live writer, is at fault
     except (StoreError, OSError):
         owner = lock_owner(path, LOCK_NAME)
         if owner is not None:
@@ -534,17 +585,19 @@ def _open_locked(
     lock: LockHandle,
     compact_min_bytes: int,
     recover: bool,
+    key: StoreKey | None,
     early: _EarlyLoad | None = None,
 ) -> tuple[NativeBackend, AuthCreds | None]:
     listing = classify(path, fs)  # again, under the lock
     _remove_quietly(fs, path, listing.temps)
     if listing.layout is not Layout.NATIVE:
-        return _create(path, fs, lock, compact_min_bytes), None
+        return _create(path, fs, lock, compact_min_bytes, key), None
     _tighten_modes(fs, path, [*listing.logs.values(), *listing.snapshots.values()])
     if early is not None and early.fingerprint == _fingerprint(path, fs, listing):
         state = early.state
     else:
-        state = load_state(path, listing, fs, salvage=recover)
+        state = load_state(path, listing, fs, salvage=recover, key=key)
+    cipher = check_key(str(path), state.encryption, key)  # load_state checked it already
     creds_fallback, creds_error, pending = _check_creds(state, recover)
     recovery = NativeRecovery(
         torn_tail=state.log.torn if state.log else None,
@@ -554,10 +607,12 @@ def _open_locked(
     )
     damaged = state.log is not None and state.log.torn is not None and state.log.torn.damage
     if damaged:
-        return _salvage(path, fs, lock, state, recovery, compact_min_bytes), pending
+        return _salvage(path, fs, lock, state, recovery, compact_min_bytes, cipher), pending
     log = path / log_name(state.generation)
     if state.log is None:
-        header = FileHeader("log", state.generation, state.durable_seq, time.time())
+        header = FileHeader(
+            "log", state.generation, state.durable_seq, time.time(), state.encryption
+        )
         atomic_write(log, encode_header(header), fs=fs)
         state.log_bytes = len(encode_header(header))
     fd = _open_append(fs, log)
@@ -568,16 +623,22 @@ def _open_locked(
     except BaseException:
         fs.close(fd)
         raise
-    return NativeBackend(path, fs, lock, state, fd, recovery, compact_min_bytes), pending
+    backend = NativeBackend(path, fs, lock, state, fd, recovery, compact_min_bytes, cipher)
+    return backend, pending
 
 
-def _create(path: Path, fs: FileSystem, lock: LockHandle, compact_min_bytes: int) -> NativeBackend:
-    header = encode_header(FileHeader("log", 0, 0, time.time()))
+def _create(
+    path: Path, fs: FileSystem, lock: LockHandle, compact_min_bytes: int, key: StoreKey | None
+) -> NativeBackend:
+    cipher = None if key is None else RecordCipher(key, new_encryption(key))
+    encryption = None if cipher is None else cipher.encryption
+    header = encode_header(FileHeader("log", 0, 0, time.time(), encryption))
     log = path / log_name(0)
     atomic_write(log, header, fs=fs)
-    state = LoadedState(0, 0, empty_index(None, log), None, None, [], None, len(header), 0, [])
+    index = empty_index(None, log)
+    state = LoadedState(0, 0, index, None, None, [], None, len(header), 0, [], encryption)
     fd = _open_append(fs, log)
-    return NativeBackend(path, fs, lock, state, fd, NativeRecovery(), compact_min_bytes)
+    return NativeBackend(path, fs, lock, state, fd, NativeRecovery(), compact_min_bytes, cipher)
 
 
 def _check_creds(
@@ -622,6 +683,7 @@ def _salvage(
     state: LoadedState,
     recovery: NativeRecovery,
     compact_min_bytes: int,
+    cipher: RecordCipher | None,
 ) -> NativeBackend:
     """Keep the damaged log aside, then compact the intact prefix into a new generation."""
     log = path / log_name(state.generation)
@@ -639,7 +701,7 @@ def _salvage(
         creds_error=recovery.creds_error,
         removed_files=recovery.removed_files,
     )
-    backend = NativeBackend(path, fs, lock, state, fd, recovery, compact_min_bytes)
+    backend = NativeBackend(path, fs, lock, state, fd, recovery, compact_min_bytes, cipher)
     try:
         # Same module, and no writer runs yet during open.
         backend._compact()

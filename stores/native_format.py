@@ -18,6 +18,7 @@ from typing import Any
 
 import cbor2
 
+from stores.encryption import Encryption, RecordCipher, StoreKey, check_key
 from stores.errors import (
     CorruptStateError,
     InvalidValueError,
@@ -109,21 +110,23 @@ class FileHeader:
     base_seq: int
     """For a log: the sequence number its first record follows; for a snapshot: its state's seq."""
     created: float
+    encryption: Encryption | None = None
+    """Set in every file of an encrypted store (all files of a generation agree)."""
 
 
 def encode_header(header: FileHeader) -> bytes:
-    payload = cbor2.dumps(
-        {
-            "format": FORMAT_NAME,
-            "backend": BACKEND_NAME,
-            "version": FORMAT_VERSION,
-            "kind": header.kind,
-            "generation": header.generation,
-            "base_seq": header.base_seq,
-            "created": header.created,
-        }
-    )
-    return MAGIC + frame(payload)
+    fields: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "backend": BACKEND_NAME,
+        "version": FORMAT_VERSION,
+        "kind": header.kind,
+        "generation": header.generation,
+        "base_seq": header.base_seq,
+        "created": header.created,
+    }
+    if header.encryption is not None:
+        fields["encryption"] = header.encryption.to_plain()
+    return MAGIC + frame(cbor2.dumps(fields))
 
 
 def decode_header(data: bytes, location: str, kind: str) -> tuple[FileHeader, int]:
@@ -152,7 +155,18 @@ def decode_header(data: bytes, location: str, kind: str) -> tuple[FileHeader, in
         or not isinstance(created, int | float)
     ):
         raise CorruptStateError(location, f"malformed {kind} header", len(MAGIC))
-    return FileHeader(kind, generation, base_seq, float(created)), end
+    encryption = None
+    if "encryption" in raw:
+        encryption = Encryption.from_plain(raw["encryption"], location)
+    return FileHeader(kind, generation, base_seq, float(created), encryption), end
+
+
+def open_header(
+    data: bytes, location: str, kind: str, key: StoreKey | None
+) -> tuple[FileHeader, int, RecordCipher | None]:
+    """``decode_header``, then the key checked against the header (``WrongKeyError``)."""
+    header, end = decode_header(data, location, kind)
+    return header, end, check_key(location, header.encryption, key)
 
 
 # --- values --------------------------------------------------------------------------
@@ -236,20 +250,42 @@ def encode_record_body(keys: EncodedKeys, creds: bytes | None) -> bytes:
     return cbor2.dumps(keys) + cbor2.dumps(creds)
 
 
-def encode_record(seq: int, group: int, body: bytes) -> bytes:
-    """A framed record: CBOR array ``[seq, group, keys, creds]`` (body holds the last two)."""
+def encode_record(seq: int, group: int, body: bytes, cipher: RecordCipher | None = None) -> bytes:
+    """A framed record: CBOR array ``[seq, group, keys, creds]`` (body holds the last two).
+
+    Encrypted: ``[seq, group, sealed body]``, the seq and group bound to the seal.
+    """
+    head = cbor2.dumps(seq) + cbor2.dumps(group)
+    if cipher is not None:
+        return frame(b"\x83" + head + cbor2.dumps(cipher.seal(body, _record_identity(seq, group))))
     # Hand-built array header so the body, encoded earlier, is not re-encoded.
-    return frame(b"\x84" + cbor2.dumps(seq) + cbor2.dumps(group) + body)
+    return frame(b"\x84" + head + body)
 
 
-def decode_record(payload: memoryview, location: str, offset: int) -> Record:
+def _record_identity(seq: int, group: int) -> bytes:
+    return b"log/%d/%d" % (seq, group)
+
+
+def decode_record(
+    payload: memoryview, location: str, offset: int, cipher: RecordCipher | None = None
+) -> Record:
     """Parse an intact frame's payload; a bad shape is damage (the checksum held)."""
     raw = _loads(payload, location, offset)
-    if not (isinstance(raw, list) and len(raw) == 4):
-        raise CorruptStateError(location, "record is not [seq, group, keys, creds]", offset)
-    seq, group, keys, creds = raw
+    size = 3 if cipher is not None else 4
+    if not (isinstance(raw, list) and len(raw) == size):
+        shape = "[seq, group, sealed]" if cipher is not None else "[seq, group, keys, creds]"
+        raise CorruptStateError(location, f"record is not {shape}", offset)
+    seq, group = raw[0], raw[1]
     if not (_is_uint(seq) and _is_uint(group) and group <= seq):
         raise CorruptStateError(location, "record has a bad sequence number", offset)
+    if cipher is None:
+        keys, creds = raw[2], raw[3]
+    else:
+        if not isinstance(raw[2], bytes):
+            raise CorruptStateError(location, "encrypted record body is not bytes", offset)
+        body = cipher.open(raw[2], _record_identity(seq, group), location, offset)
+        pair = _loads(b"\x82" + body, location, offset)
+        keys, creds = pair[0], pair[1]
     if creds is not None and not isinstance(creds, bytes):
         raise CorruptStateError(location, "record creds are not bytes", offset)
     return Record(seq, group, check_encoded_keys(keys, location, offset, allow_none=True), creds)
@@ -293,7 +329,9 @@ class LogScan:
     torn: TornTail | None
 
 
-def scan_log(data: bytes, location: str, *, salvage: bool = False) -> LogScan:
+def scan_log(
+    data: bytes, location: str, *, salvage: bool = False, key: StoreKey | None = None
+) -> LogScan:
     """Read every record of a log, separating a torn tail from real damage.
 
     Records are appended in write groups (one write + one fsync per group); each
@@ -304,20 +342,23 @@ def scan_log(data: bytes, location: str, *, salvage: bool = False) -> LogScan:
     tail, cut off exactly there. An intact record of a *later* group → the damage is
     in the middle of acknowledged data: ``CorruptStateError`` naming the offset, and
     nothing is cut (with ``salvage``: reported as ``TornTail.damage`` instead).
+
+    ``key`` must open the header's encryption (``WrongKeyError`` before any record is
+    read); a sealed record of an intact frame that fails its tag is damage, as above.
     """
-    header, offset = decode_header(data, location, "log")
+    header, offset, cipher = open_header(data, location, "log", key)
     records: list[tuple[int, Record]] = []
     expected = header.base_seq + 1
     while offset < len(data):
         found = read_frame(data, offset)
         if found is None:
-            torn = _torn_tail(data, offset, expected, location)
+            torn = _torn_tail(data, offset, expected, location, cipher)
             if torn.damage is not None and not salvage:
                 raise CorruptStateError(location, torn.damage, offset)
             return LogScan(header, records, offset, torn)
         payload, end = found
         try:
-            record = decode_record(payload, location, offset)
+            record = decode_record(payload, location, offset, cipher)
             if record.seq != expected:
                 raise CorruptStateError(
                     location, f"record seq {record.seq} where {expected} was expected", offset
@@ -333,7 +374,9 @@ def scan_log(data: bytes, location: str, *, salvage: bool = False) -> LogScan:
     return LogScan(header, records, offset, None)
 
 
-def _torn_tail(data: bytes, bad: int, expected: int, location: str) -> TornTail:
+def _torn_tail(
+    data: bytes, bad: int, expected: int, location: str, cipher: RecordCipher | None
+) -> TornTail:
     intact = 0
     damage: str | None = None
     search = bad + 1
@@ -343,7 +386,7 @@ def _torn_tail(data: bytes, bad: int, expected: int, location: str) -> TornTail:
         if found is None:
             continue
         try:
-            record: Record | None = decode_record(found[0], location, candidate)
+            record: Record | None = decode_record(found[0], location, candidate, cipher)
         except CorruptStateError:
             record = None
         if damage is None and (record is None or record.group > expected):
@@ -375,9 +418,21 @@ def encode_snapshot(
     creds: bytes | None,
     previous_creds: bytes | None,
     keys: Mapping[str, Mapping[str, bytes]],
+    cipher: RecordCipher | None = None,
 ) -> bytes:
-    """Serialise a full state: header, creds frame, key chunk frames, end frame."""
-    parts = [encode_header(header), frame(cbor2.dumps(["creds", creds, previous_creds]))]
+    """Serialise a full state: header, creds frame, key chunk frames, end frame.
+
+    With ``cipher`` (which must match ``header.encryption``) every frame after the
+    header is sealed, bound to the generation and its index.
+    """
+    parts = [encode_header(header)]
+
+    def sealed_frame(payload: bytes) -> bytes:
+        if cipher is not None:
+            payload = cipher.seal(payload, _snapshot_identity(header.generation, len(parts) - 1))
+        return frame(payload)
+
+    parts.append(sealed_frame(cbor2.dumps(["creds", creds, previous_creds])))
     frames, entries = 1, 0
     for type_, table in keys.items():
         chunk: dict[str, bytes] = {}
@@ -386,18 +441,22 @@ def encode_snapshot(
             chunk[id_] = raw
             size += len(raw) + len(id_)
             if size >= SNAPSHOT_CHUNK_BYTES:
-                parts.append(frame(cbor2.dumps(["keys", type_, chunk])))
+                parts.append(sealed_frame(cbor2.dumps(["keys", type_, chunk])))
                 frames, entries, chunk, size = frames + 1, entries + len(chunk), {}, 0
         if chunk:
-            parts.append(frame(cbor2.dumps(["keys", type_, chunk])))
+            parts.append(sealed_frame(cbor2.dumps(["keys", type_, chunk])))
             frames, entries = frames + 1, entries + len(chunk)
-    parts.append(frame(cbor2.dumps(["end", frames, entries])))
+    parts.append(sealed_frame(cbor2.dumps(["end", frames, entries])))
     return b"".join(parts)
 
 
-def decode_snapshot(data: bytes, location: str) -> SnapshotState:
+def _snapshot_identity(generation: int, index: int) -> bytes:
+    return b"snapshot/%d/%d" % (generation, index)
+
+
+def decode_snapshot(data: bytes, location: str, key: StoreKey | None = None) -> SnapshotState:
     """Read a whole snapshot; any damage is ``CorruptStateError`` (snapshots are atomic)."""
-    header, offset = decode_header(data, location, "snapshot")
+    header, offset, cipher = open_header(data, location, "snapshot", key)
     creds: bytes | None = None
     previous: bytes | None = None
     keys: dict[str, dict[str, bytes]] = {}
@@ -406,7 +465,11 @@ def decode_snapshot(data: bytes, location: str) -> SnapshotState:
         found = read_frame(data, offset)
         if found is None:
             raise CorruptStateError(location, "snapshot frame fails its checksum", offset)
-        raw = _loads(found[0], location, offset)
+        payload: bytes | memoryview = found[0]
+        if cipher is not None:
+            identity = _snapshot_identity(header.generation, frames)
+            payload = cipher.open(payload, identity, location, offset)
+        raw = _loads(payload, location, offset)
         tag = raw[0] if isinstance(raw, list) and raw else None
         if tag == "creds" and len(raw) == 3 and frames == 0:
             creds, previous = raw[1], raw[2]

@@ -17,7 +17,8 @@ from pathlib import Path
 import cbor2
 
 from stores.creds import AuthCreds
-from stores.errors import StoreError
+from stores.encryption import StoreKey
+from stores.errors import StoreError, WrongKeyError
 from stores.fsio import REAL_FS, StrPath, is_temp_name
 from stores.lock import lock_owner
 from stores.native_format import DAMAGED_RE, LOCK_NAME, LOG_RE, SNAPSHOT_RE, TornTail
@@ -55,10 +56,16 @@ class NativeReport:
     torn_tail: TornTail | None = None
     owner: str | None = None
     """The live lock owner, if a runtime has the store open right now."""
+    key_id: str | None = None
+    """The id of the key the store is encrypted with (``None``: plain)."""
 
 
-def inspect_native(path: StrPath) -> NativeReport:
-    """Read everything under ``path`` and report its integrity; never modifies anything."""
+def inspect_native(path: StrPath, key: StoreKey | None = None) -> NativeReport:
+    """Read everything under ``path`` and report its integrity; never modifies anything.
+
+    ``key`` opens an encrypted store; a missing or wrong one raises ``WrongKeyError``
+    (the data is not at fault, so it is not reported as a problem).
+    """
     directory = Path(path)
     location = str(directory)
     try:
@@ -73,12 +80,14 @@ def inspect_native(path: StrPath) -> NativeReport:
         return NativeReport(location, True, True, tuple(problems), files, owner=describe)
     ok = True
     try:
-        state: LoadedState | None = load_state(directory, listing, REAL_FS)
+        state: LoadedState | None = load_state(directory, listing, REAL_FS, key=key)
+    except WrongKeyError:
+        raise
     except StoreError as exc:
         ok = False
         problems.append(str(exc))
         try:
-            state = load_state(directory, listing, REAL_FS, salvage=True)
+            state = load_state(directory, listing, REAL_FS, salvage=True, key=key)
         except StoreError:
             state = None
     if state is None:
@@ -110,6 +119,7 @@ def inspect_native(path: StrPath) -> NativeReport:
         valid_creds_versions=sum(valid),
         torn_tail=state.log.torn if state.log else None,
         owner=describe,
+        key_id=None if state.encryption is None else state.encryption.key_id,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stores._multi_file_layout import LOCK_FILE as MULTI_FILE_LOCK_NAME
+from stores.encryption import Encryption, StoreKey
 from stores.errors import CorruptStateError, WrongBackendError
 from stores.fsio import REAL_FS, FileSystem, is_temp_name
 from stores.native_format import (
@@ -160,15 +161,23 @@ class LoadedState:
     snapshot_bytes: int
     obsolete: list[str]
     """Files of older generations, fully covered by the live snapshot."""
+    encryption: Encryption | None = None
+    """What the live generation's headers say (``None``: a plain store)."""
 
 
 def load_state(
-    path: Path, listing: Listing, fs: FileSystem, *, salvage: bool = False
+    path: Path,
+    listing: Listing,
+    fs: FileSystem,
+    *,
+    salvage: bool = False,
+    key: StoreKey | None = None,
 ) -> LoadedState:
     """Rebuild the state from the live snapshot and the live log.
 
     Never guesses: a damaged snapshot, a log with no snapshot under it, or a log whose
-    header disagrees with its snapshot is ``CorruptStateError``.
+    header disagrees with its snapshot is ``CorruptStateError``. ``key`` must be the
+    one the live files name (``WrongKeyError`` before any record is read).
     """
     gen = listing.generation
     newer = [g for g in listing.logs if g > gen]
@@ -184,9 +193,9 @@ def load_state(
     state = LoadedState(gen, 0, index, None, None, [], None, 0, 0, obsolete)
     try:
         if snapshot is not None:
-            _load_snapshot(snapshot, state, fs)
+            _load_snapshot(snapshot, state, fs, key)
         if gen in listing.logs:
-            _replay_log(path / listing.logs[gen], state, fs, salvage)
+            _replay_log(path / listing.logs[gen], state, fs, salvage, key)
         elif gen == 0:
             raise CorruptStateError(str(path / log_name(0)), "missing (the directory has no log)")
     except BaseException:
@@ -196,13 +205,14 @@ def load_state(
     return state
 
 
-def _load_snapshot(file: Path, state: LoadedState, fs: FileSystem) -> None:
+def _load_snapshot(file: Path, state: LoadedState, fs: FileSystem, key: StoreKey | None) -> None:
     data = fs.read_bytes(file)
-    snap = decode_snapshot(data, str(file))
+    snap = decode_snapshot(data, str(file), key)
     _check_generation(snap.header, state.generation, str(file))
+    state.encryption = snap.header.encryption
     state.durable_seq = snap.header.base_seq
     _keep_unless_real(fs, state.keys, SNAPSHOT, data)
-    state.keys.add_frame(SNAPSHOT, data, 0, len(data), snap.keys)
+    state.keys.add_frame(SNAPSHOT, placeable(data, state.encryption), 0, len(data), snap.keys)
     state.creds, state.previous_creds = snap.creds, snap.previous_creds
     seq = snap.header.base_seq
     state.creds_history = [
@@ -213,25 +223,41 @@ def _load_snapshot(file: Path, state: LoadedState, fs: FileSystem) -> None:
     state.snapshot_bytes = len(data)
 
 
-def _replay_log(file: Path, state: LoadedState, fs: FileSystem, salvage: bool) -> None:
+def _replay_log(
+    file: Path, state: LoadedState, fs: FileSystem, salvage: bool, key: StoreKey | None
+) -> None:
     data = fs.read_bytes(file)
-    scan = scan_log(data, str(file), salvage=salvage)
+    scan = scan_log(data, str(file), salvage=salvage, key=key)
     _check_generation(scan.header, state.generation, str(file))
+    if state.generation and scan.header.encryption != state.encryption:
+        # Same key id (both opened with one key), so only the store id can differ.
+        raise CorruptStateError(str(file), "log and snapshot headers name different stores")
+    state.encryption = scan.header.encryption
     if scan.header.base_seq != state.durable_seq:
         raise CorruptStateError(
             str(file),
             f"log starts after seq {scan.header.base_seq}, snapshot ends at {state.durable_seq}",
         )
     _keep_unless_real(fs, state.keys, LOG, data)
+    searchable = placeable(data, state.encryption)
     for offset, record in scan.records:
         end = offset + FRAME_OVERHEAD + FRAME_HEAD.unpack_from(data, offset)[1]
-        state.keys.add_frame(LOG, data, offset, end, record.keys)
+        state.keys.add_frame(LOG, searchable, offset, end, record.keys)
         if record.creds is not None:
             state.previous_creds, state.creds = state.creds, record.creds
             state.creds_history.append(CredsVersion(record.seq, record.creds, str(file), offset))
         state.durable_seq = record.seq
     state.log = scan
     state.log_bytes = scan.end
+
+
+def placeable(data: bytes, sealed: object) -> bytes:
+    """Where the value index may look for key entries: nowhere in a sealed file.
+
+    Entries of an encrypted store are not in its files in the clear, so its values
+    stay in the index's memory; looking for them would only cost a scan per key.
+    """
+    return b"" if sealed is not None else data
 
 
 def _keep_unless_real(fs: FileSystem, index: ValueIndex, slot: int, data: bytes) -> None:

@@ -3,7 +3,9 @@
 Format: the tables of ``stores.postgres_schema`` (schema version and forward
 migrations there); every row carries its ``account``; key values and creds are CBOR
 blobs of plain data with a CRC32 over row identity and blob, exactly as in the SQLite
-backend; the creds row before the newest is kept (slot 1).
+backend; the creds row before the newest is kept (slot 1). An encrypted account (since
+0.3.0) has the row ``encryption:<account>`` in ``baileys_store_meta`` (cipher, key id,
+store id; never the key) and its blobs sealed as ``stores.sqlite_codec`` describes.
 
 Durability: one ``commit`` is one SQL transaction (keys, creds and the account's
 sequence number together), acknowledged only after the server acknowledged COMMIT
@@ -56,6 +58,19 @@ import trio
 
 from stores import sqlite_codec as codec
 from stores.creds import AuthCreds
+from stores.encryption import (
+    AccountKeying,
+    Encryption,
+    KeySource,
+    RecordCipher,
+    StoreKey,
+    account_keying,
+    account_meta_name,
+    encryption_from_text,
+    encryption_to_text,
+    new_encryption,
+    resolve_key,
+)
 from stores.errors import (
     CorruptStateError,
     DurabilityError,
@@ -128,10 +143,14 @@ class PostgresStatistics:
 
 @dataclass(frozen=True)
 class _Pending:
-    """A batch encoded in the committing task: ``(crc, blob)`` per key, None deletes."""
+    """A batch encoded in the committing task: CBOR per key (None deletes) and creds.
 
-    keys: dict[tuple[str, str], tuple[int, bytes] | None]
-    creds: tuple[int, bytes] | None
+    Rows are sealed and checksummed on the writer thread, in job order, so a rekey
+    job between encoding and writing cannot mix keys.
+    """
+
+    keys: dict[tuple[str, str], bytes | None]
+    creds: bytes | None
 
 
 # -- the backend ------------------------------------------------------------------------
@@ -158,7 +177,11 @@ class PostgresBackend:
         connect: Connect,
         reconnect_timeout: float,
         valid_until: float,
+        keying: AccountKeying | None = None,
     ) -> None:
+        keying = keying or AccountKeying(None)
+        self._cipher = keying.cipher
+        self._meta_pending = keying.meta_pending
         self._conninfo = conninfo
         self._location = location
         self._account = account
@@ -253,7 +276,8 @@ class PostgresBackend:
     def _decode_creds(self, slot: int, crc: int, blob: bytes) -> AuthCreds:
         name = "newest" if slot == _CURRENT else "previous"
         where = self._where("baileys_creds", f"slot {slot}, {name}")
-        plain = codec.decode(_bytes(blob), crc, creds_identity(self._account), where)
+        identity = creds_identity(self._account)
+        plain = codec.decode(_bytes(blob), crc, identity, where, self._cipher)
         if not isinstance(plain, dict):
             raise CorruptStateError(where, f"creds are a {type(plain).__name__}, not a map")
         try:
@@ -278,7 +302,8 @@ class PostgresBackend:
 
     def _decode_key(self, type: str, key_id: str, crc: int, blob: bytes) -> Value:
         where = self._where("baileys_keys", f"type {type!r}, id {key_id!r}")
-        return codec.decode(_bytes(blob), crc, key_identity(self._account, type, key_id), where)
+        identity = key_identity(self._account, type, key_id)
+        return codec.decode(_bytes(blob), crc, identity, where, self._cipher)
 
     async def snapshot(self) -> StoreSnapshot:
         """Creds and every key of this account, read in one repeatable-read transaction."""
@@ -333,10 +358,11 @@ class PostgresBackend:
             raise
         self._batches += 1
         self._seq = max(self._seq, seq)
+        self._meta_pending = False  # durable with this commit (idempotent until then)
         return seq
 
     def _encode(self, batch: Batch) -> _Pending | None:
-        keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
+        keys: dict[tuple[str, str], bytes | None] = {}
         for type, writes in batch.keys.items():
             check_key_type(type)
             for key_id, value in writes.items():
@@ -346,11 +372,7 @@ class PostgresBackend:
                     keys[(type, key_id)] = None
                     continue
                 codec.check_plain(value, f"{type}/{key_id}")
-                blob = codec.encode(value)
-                keys[(type, key_id)] = (
-                    codec.row_crc(key_identity(self._account, type, key_id), blob),
-                    blob,
-                )
+                keys[(type, key_id)] = codec.encode(value)
         if getattr(batch, "patch", None):
             # The creds owner merges patches; one reaching a backend is refused, not dropped.
             raise InvalidValueError(
@@ -365,8 +387,7 @@ class PostgresBackend:
                 AuthCreds.from_plain(plain, "creds")
             except CorruptStateError as exc:
                 raise InvalidValueError("creds", exc.reason) from exc
-            creds_blob = codec.encode(plain)
-            creds = (codec.row_crc(creds_identity(self._account), creds_blob), creds_blob)
+            creds = codec.encode(plain)
         if not keys and creds is None:
             return None
         return _Pending(keys=keys, creds=creds)
@@ -421,21 +442,28 @@ class PostgresBackend:
             return expected_last - count + 1
         raise DurabilityError(self._location, "postgres commit (not applied)", cause)
 
-    def _write_rows(self, conn: Any, group: Sequence[_Pending]) -> int:
-        """Fence, then the writes of a group inside an open transaction; the first seq."""
-        account = self._account
+    def _check_epoch(self, conn: Any) -> None:
+        """Inside a transaction: refuse (``FencedError``) unless the lease is still ours."""
         row = conn.execute(
             "SELECT epoch, owner, expires_at > now() FROM baileys_leases"
             " WHERE account = %s FOR SHARE",
-            (account,),
+            (self._account,),
         ).fetchone()
         if row is None or int(row[0]) != self._epoch:
             taken = "the lease row is gone" if row is None else f"{row[1]} took epoch {row[0]}"
             raise FencedError(self._location, f"lease taken over: {taken}", self._epoch)
         if not row[2]:
             raise FencedError(self._location, "lease expired without renewal", self._epoch)
-        keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
-        creds: tuple[int, bytes] | None = None
+
+    def _write_rows(self, conn: Any, group: Sequence[_Pending]) -> int:
+        """Fence, then the writes of a group inside an open transaction; the first seq."""
+        account, cipher = self._account, self._cipher
+        self._check_epoch(conn)
+        if self._meta_pending and cipher is not None:
+            # In the account's first transaction: no row is ever sealed without it.
+            _write_encryption(conn, account, cipher.encryption)
+        keys: dict[tuple[str, str], bytes | None] = {}
+        creds: bytes | None = None
         for pending in group:
             keys.update(pending.keys)
             creds = pending.creds or creds
@@ -447,7 +475,11 @@ class PostgresBackend:
         )
         first = last - len(group) + 1
         self._attempt_last = last
-        upserts = [(account, t, i, *v) for (t, i), v in keys.items() if v is not None]
+        upserts = [
+            (account, t, i, *codec.seal_row(v, key_identity(account, t, i), cipher))
+            for (t, i), v in keys.items()
+            if v is not None
+        ]
         deletes = [(account, t, i) for (t, i), v in keys.items() if v is None]
         with conn.cursor() as cur:
             if upserts:
@@ -463,7 +495,7 @@ class PostgresBackend:
                     deletes,
                 )
         if creds is not None:
-            self._write_creds(conn, last, creds)
+            self._write_creds(conn, last, codec.seal_row(creds, creds_identity(account), cipher))
         return first
 
     def _write_creds(self, conn: Any, seq: int, creds: tuple[int, bytes]) -> None:
@@ -518,7 +550,71 @@ class PostgresBackend:
             self._fence(exc)
             raise
         self._seq = seq
+        self._meta_pending = False
         return seq
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key this account is encrypted with (``None``: plain)."""
+        return None if self._cipher is None else self._cipher.key.key_id
+
+    async def rekey(self, key: StoreKey | None) -> None:
+        """Re-seal every row of this account under ``key`` (``None``: plain), atomically.
+
+        One SQL transaction, fenced on the lease like a commit, rewrites the rows and
+        the account's encryption row: a crash leaves the old key or the new one in
+        force. It runs as a writer job, so commits queued after it are sealed anew.
+        """
+        self._check_open()
+        self._check_lease()
+        cipher = None if key is None else RecordCipher(key, new_encryption(key))
+
+        def run(conn: Any) -> None:
+            with conn.transaction():
+                self._check_epoch(conn)
+                self._reseal_rows(conn, cipher)
+            self._cipher, self._meta_pending = cipher, False
+
+        try:
+            await self._run(run)
+        except FencedError as exc:
+            self._fence(exc)
+            raise
+
+    def _reseal_rows(self, conn: Any, new: RecordCipher | None) -> None:
+        account, old = self._account, self._cipher
+        creds = conn.execute(
+            "SELECT slot, crc, blob FROM baileys_creds WHERE account = %s", (account,)
+        ).fetchall()
+        for slot, crc, blob in creds:
+            where = self._where("baileys_creds", f"slot {slot}")
+            row = codec.reseal(_bytes(blob), crc, creds_identity(account), where, old, new)
+            conn.execute(
+                "UPDATE baileys_creds SET crc = %s, blob = %s WHERE account = %s AND slot = %s",
+                (*row, account, slot),
+            )
+        keys = conn.execute(
+            "SELECT type, id, crc, value FROM baileys_keys WHERE account = %s", (account,)
+        ).fetchall()
+        updates = []
+        for type_, key_id, crc, blob in keys:
+            where = self._where("baileys_keys", f"type {type_!r}, id {key_id!r}")
+            identity = key_identity(account, type_, key_id)
+            row = codec.reseal(_bytes(blob), crc, identity, where, old, new)
+            updates.append((*row, account, type_, key_id))
+        with conn.cursor() as cur:
+            if updates:
+                cur.executemany(
+                    "UPDATE baileys_keys SET crc = %s, value = %s"
+                    " WHERE account = %s AND type = %s AND id = %s",
+                    updates,
+                )
+        if new is None:
+            conn.execute(
+                "DELETE FROM baileys_store_meta WHERE name = %s", (account_meta_name(account),)
+            )
+        else:
+            _write_encryption(conn, account, new.encryption)
 
     # -- the lease ------------------------------------------------------------------------
 
@@ -685,10 +781,31 @@ class PostgresBackend:
 
 
 def _size(pending: _Pending) -> int:
-    size = 64 if pending.creds is None else 64 + len(pending.creds[1])
+    size = 64 if pending.creds is None else 64 + len(pending.creds)
     for (type_, id_), value in pending.keys.items():
-        size += 64 + len(type_) + len(id_) + (0 if value is None else len(value[1]))
+        size += 64 + len(type_) + len(id_) + (0 if value is None else len(value))
     return size
+
+
+def read_encryption(conn: Any, account: str, where: str) -> Encryption | None:
+    """What the account's encryption row says (``None``: the account is plain)."""
+    row = conn.execute(
+        "SELECT value FROM baileys_store_meta WHERE name = %s", (account_meta_name(account),)
+    ).fetchone()
+    return None if row is None else encryption_from_text(row[0], where)
+
+
+def _write_encryption(conn: Any, account: str, encryption: Encryption) -> None:
+    conn.execute(
+        "INSERT INTO baileys_store_meta (name, value) VALUES (%s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (account_meta_name(account), encryption_to_text(encryption)),
+    )
+
+
+def _keying(conn: Any, account: str, where: str, key: StoreKey | None) -> AccountKeying:
+    found = read_encryption(conn, account, where)
+    return account_keying(where, found, key, _account_has_rows(conn, account))
 
 
 def _bytes(blob: Any) -> bytes:
@@ -826,6 +943,7 @@ async def open_postgres_backend(
     connect: Connect | None = None,
     migrations: Sequence[Migration] = MIGRATIONS,
     lease_epoch: int | None = None,
+    encryption_key: KeySource | None = None,
 ) -> PostgresBackend:
     """Open one account of a PostgreSQL store, taking its lease. Since 0.2.0.
 
@@ -837,16 +955,21 @@ async def open_postgres_backend(
     for tests. With ``lease_epoch``, the lease ``owner`` already claimed at that epoch
     (``stores.postgres_fleet.claim``) is taken up instead of a new one taken;
     ``StoreLockedError`` when that claim is no longer ours.
+    With ``encryption_key`` (since 0.2.0; ``stores.encryption``) a new
+    account is encrypted and an existing one must be encrypted under that key
+    (``WrongKeyError`` otherwise, also for a plain account; checked before the lease
+    is taken, so a refused open changes nothing).
     """
     _check_account(account)
+    key = await resolve_key(encryption_key)
     if not (isinstance(lease_ttl, int | float) and math.isfinite(lease_ttl) and lease_ttl > 0):
         raise InvalidValueError("lease_ttl", f"{lease_ttl!r} is not a positive number of seconds")
     location = location_of(dsn, account)
     owner = owner or process_owner_id()
     make = connect or _default_connect(dsn)
     sent_at = trio.current_time()
-    conn, epoch, seq = await trio.to_thread.run_sync(
-        _open_blocking, make, location, account, owner, lease_ttl, migrations, lease_epoch
+    conn, epoch, seq, keying = await trio.to_thread.run_sync(
+        _open_blocking, make, location, account, owner, lease_ttl, migrations, lease_epoch, key
     )
     backend = PostgresBackend(
         conninfo=describe_dsn(dsn),
@@ -859,6 +982,7 @@ async def open_postgres_backend(
         connect=make,
         reconnect_timeout=reconnect_timeout,
         valid_until=sent_at + lease_ttl,
+        keying=keying,
     )
     backend._writer.start(conn)
     backend._start_renewal()
@@ -873,17 +997,21 @@ def _open_blocking(
     ttl: float,
     migrations: Sequence[Migration],
     lease_epoch: int | None,
-) -> tuple[Any, int, int]:
+    key: StoreKey | None,
+) -> tuple[Any, int, int, AccountKeying]:
     try:
         conn = connect()
     except psycopg.OperationalError as exc:
         raise DurabilityError(location, "connecting", exc) from exc
     try:
         prepare(conn, location, migrations)
+        _keying(conn, account, location, key)  # a wrong key is refused before the lease
         if lease_epoch is None:
             epoch = take_lease(conn, location, account, owner, ttl)
         else:
             epoch = adopt_lease(conn, location, account, owner, ttl, lease_epoch)
+        # Again under the lease: the account may have gained rows in between.
+        keying = _keying(conn, account, location, key)
         row = conn.execute(
             "SELECT seq FROM baileys_accounts WHERE account = %s", (account,)
         ).fetchone()
@@ -891,7 +1019,7 @@ def _open_blocking(
     except BaseException:
         conn.close()
         raise
-    return conn, epoch, seq
+    return conn, epoch, seq, keying
 
 
 async def account_holds_data(dsn: str, account: str) -> bool:

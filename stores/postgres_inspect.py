@@ -17,6 +17,7 @@ import psycopg
 
 from stores import sqlite_codec as codec
 from stores.creds import AuthCreds
+from stores.encryption import RecordCipher, StoreKey, check_key
 from stores.errors import (
     CorruptStateError,
     DurabilityError,
@@ -26,7 +27,13 @@ from stores.errors import (
 )
 from stores.inspection import AccountReport, InspectReport
 from stores.keys import check_creds_keys
-from stores.postgres import creds_identity, describe_dsn, key_identity, parse_location
+from stores.postgres import (
+    creds_identity,
+    describe_dsn,
+    key_identity,
+    parse_location,
+    read_encryption,
+)
 from stores.postgres_lease import lease_info
 from stores.postgres_schema import BACKEND_MARK, SCHEMA_VERSION
 
@@ -35,7 +42,9 @@ __all__ = ["inspect_postgres"]
 _CONNECT_TIMEOUT = 10
 
 
-def inspect_postgres(location: str, account: str | None = None) -> InspectReport:
+def inspect_postgres(
+    location: str, account: str | None = None, key: StoreKey | None = None
+) -> InspectReport:
     """Report on ``postgresql://...[#account=NAME]``; ``account`` (or the fragment) picks one.
 
     Blocking. Raises ``WrongBackendError`` for tables of another backend or an absent
@@ -51,10 +60,10 @@ def inspect_postgres(location: str, account: str | None = None) -> InspectReport
         raise DurabilityError(shown, "connecting", exc) from exc
     with conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return _inspect(conn, shown, only)
+        return _inspect(conn, shown, only, key)
 
 
-def _inspect(conn: Any, shown: str, only: str | None) -> InspectReport:
+def _inspect(conn: Any, shown: str, only: str | None, key: StoreKey | None) -> InspectReport:
     found = conn.execute("SELECT to_regclass('baileys_store_meta')").fetchone()
     if found is None or found[0] is None:
         if only is not None:
@@ -86,7 +95,7 @@ def _inspect(conn: Any, shown: str, only: str | None) -> InspectReport:
     records = 0
     accounts = []
     for name in names:
-        report, checked = _account(conn, shown, name, problems)
+        report, checked = _account(conn, shown, name, problems, key)
         accounts.append(report)
         records += checked
     return InspectReport(
@@ -99,10 +108,14 @@ def _inspect(conn: Any, shown: str, only: str | None) -> InspectReport:
     )
 
 
-def _account(conn: Any, shown: str, account: str, problems: list[str]) -> tuple[AccountReport, int]:
+def _account(
+    conn: Any, shown: str, account: str, problems: list[str], key: StoreKey | None
+) -> tuple[AccountReport, int]:
     def where(table: str, row: str) -> str:
         return f"{shown}#account={account} table {table} row ({row})"
 
+    place = f"{shown}#account={account}"
+    cipher = check_key(place, read_encryption(conn, account, place), key)
     records = 0
     creds: AuthCreds | None = None
     newest_present = False
@@ -111,7 +124,8 @@ def _account(conn: Any, shown: str, account: str, problems: list[str]) -> tuple[
     ).fetchall()
     for slot, crc, blob in rows:
         records += 1
-        parsed = _creds(bytes(blob), int(crc), account, where("baileys_creds", f"slot {slot}"))
+        place = where("baileys_creds", f"slot {slot}")
+        parsed = _creds(bytes(blob), int(crc), account, place, cipher)
         if isinstance(parsed, StoreError):
             problems.append(str(parsed))
         if slot == 0:
@@ -128,7 +142,7 @@ def _account(conn: Any, shown: str, account: str, problems: list[str]) -> tuple[
             identity = key_identity(account, type_, key_id)
             row = where("baileys_keys", f"type {type_!r}, id {key_id!r}")
             try:
-                codec.decode(bytes(blob), int(crc), identity, row)
+                codec.decode(bytes(blob), int(crc), identity, row, cipher)
             except StoreError as exc:
                 problems.append(str(exc))
     seq = conn.execute("SELECT seq FROM baileys_accounts WHERE account = %s", (account,)).fetchone()
@@ -149,13 +163,16 @@ def _account(conn: Any, shown: str, account: str, problems: list[str]) -> tuple[
         key_counts=dict(sorted(counts.items())),
         durable_seq=None if seq is None else int(seq[0]),
         lock_owner=owner,
+        key_id=None if cipher is None else cipher.key.key_id,
     )
     return report, records
 
 
-def _creds(blob: bytes, crc: int, account: str, where: str) -> AuthCreds | StoreError:
+def _creds(
+    blob: bytes, crc: int, account: str, where: str, cipher: RecordCipher | None
+) -> AuthCreds | StoreError:
     try:
-        plain = codec.decode(blob, crc, creds_identity(account), where)
+        plain = codec.decode(blob, crc, creds_identity(account), where, cipher)
         if not isinstance(plain, dict):
             raise CorruptStateError(where, f"creds are a {type(plain).__name__}, not a map")
         creds = AuthCreds.from_plain(plain, where)

@@ -29,6 +29,19 @@ import trio
 
 from stores import sqlite_codec as codec
 from stores.creds import AuthCreds
+from stores.encryption import (
+    AccountKeying,
+    Encryption,
+    KeySource,
+    RecordCipher,
+    StoreKey,
+    account_keying,
+    account_meta_name,
+    encryption_from_text,
+    encryption_to_text,
+    new_encryption,
+    resolve_key,
+)
 from stores.errors import (
     CorruptStateError,
     DurabilityError,
@@ -70,10 +83,14 @@ class SqliteStatistics:
 
 @dataclass(frozen=True)
 class _Pending:
-    """A batch encoded in the committing task: ``(crc, blob)`` per key, None deletes."""
+    """A batch encoded in the committing task: CBOR per key (None deletes) and creds.
 
-    keys: dict[tuple[str, str], tuple[int, bytes] | None]
-    creds: tuple[int, bytes] | None
+    Rows are sealed (when encrypted) and checksummed by the writer, under the
+    connection lock, so a rekey between encoding and writing cannot mix keys.
+    """
+
+    keys: dict[tuple[str, str], bytes | None]
+    creds: bytes | None
 
 
 class SqliteBackend:
@@ -85,9 +102,18 @@ class SqliteBackend:
     backend_name: ClassVar[str] = "sqlite"
 
     def __init__(
-        self, db_path: Path, account: str, conn: sqlite3.Connection, lock: LockHandle, seq: int
+        self,
+        db_path: Path,
+        account: str,
+        conn: sqlite3.Connection,
+        lock: LockHandle,
+        seq: int,
+        keying: AccountKeying | None = None,
     ) -> None:
         self._db_path = db_path
+        keying = keying or AccountKeying(None)
+        self._cipher = keying.cipher
+        self._meta_pending = keying.meta_pending
         self._account = account
         self._conn = conn
         self._lock = lock
@@ -163,7 +189,7 @@ class SqliteBackend:
     def _decode_creds(self, slot: int, crc: int, blob: bytes) -> AuthCreds:
         name = "newest" if slot == _CURRENT else "previous"
         where = self._where("creds", f"slot {slot}, {name}")
-        plain = codec.decode(blob, crc, _creds_identity(self._account), where)
+        plain = codec.decode(blob, crc, _creds_identity(self._account), where, self._cipher)
         if not isinstance(plain, dict):
             raise CorruptStateError(where, f"creds are a {type(plain).__name__}, not a map")
         try:
@@ -201,7 +227,8 @@ class SqliteBackend:
 
     def _decode_key(self, type: str, key_id: str, crc: int, blob: bytes) -> Value:
         where = self._where("keys", f"type {type!r}, id {key_id!r}")
-        return codec.decode(blob, crc, _key_identity(self._account, type, key_id), where)
+        identity = _key_identity(self._account, type, key_id)
+        return codec.decode(blob, crc, identity, where, self._cipher)
 
     async def snapshot(self) -> StoreSnapshot:
         """Creds and every key of this account, read in one SQLite read transaction."""
@@ -254,7 +281,7 @@ class SqliteBackend:
         return await self._committer.commit(pending)
 
     def _encode(self, batch: Batch) -> _Pending | None:
-        keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
+        keys: dict[tuple[str, str], bytes | None] = {}
         for type, writes in batch.keys.items():
             check_key_type(type)
             for key_id, value in writes.items():
@@ -264,11 +291,7 @@ class SqliteBackend:
                     keys[(type, key_id)] = None
                     continue
                 codec.check_plain(value, f"{type}/{key_id}")
-                blob = codec.encode(value)
-                keys[(type, key_id)] = (
-                    codec.row_crc(_key_identity(self._account, type, key_id), blob),
-                    blob,
-                )
+                keys[(type, key_id)] = codec.encode(value)
         creds = None
         snapshot = batch.backend_creds()
         if snapshot is not None:
@@ -279,14 +302,14 @@ class SqliteBackend:
                 AuthCreds.from_plain(plain, "creds")
             except CorruptStateError as exc:
                 raise InvalidValueError("creds", exc.reason) from exc
-            creds_blob = codec.encode(plain)
-            creds = (codec.row_crc(_creds_identity(self._account), creds_blob), creds_blob)
+            creds = codec.encode(plain)
         if not keys and creds is None:
             return None
         return _Pending(keys=keys, creds=creds)
 
     def _applied(self, group: Sequence[_Pending], seqs: Sequence[int]) -> None:
         self._seq = seqs[-1]
+        self._meta_pending = False
         if any(p.creds is not None for p in group):
             self._creds_writes += 1
 
@@ -313,13 +336,21 @@ class SqliteBackend:
 
     def _write_rows(self, conn: sqlite3.Connection, group: Sequence[_Pending]) -> int:
         """The writes of a group inside an open transaction; return the first seq."""
-        keys: dict[tuple[str, str], tuple[int, bytes] | None] = {}
-        creds: tuple[int, bytes] | None = None
+        keys: dict[tuple[str, str], bytes | None] = {}
+        creds: bytes | None = None
         for pending in group:
             keys.update(pending.keys)
             creds = pending.creds or creds
-        upserts = [(self._account, t, i, *v) for (t, i), v in keys.items() if v is not None]
+        account, cipher = self._account, self._cipher
+        upserts = [
+            (account, t, i, *codec.seal_row(v, _key_identity(account, t, i), cipher))
+            for (t, i), v in keys.items()
+            if v is not None
+        ]
         deletes = [(self._account, t, i) for (t, i), v in keys.items() if v is None]
+        if self._meta_pending and self._cipher is not None:
+            # In the account's first transaction: no row is ever sealed without it.
+            _write_encryption(conn, self._account, self._cipher.encryption)
         row = conn.execute(
             "SELECT seq FROM accounts WHERE account = ?", (self._account,)
         ).fetchone()
@@ -335,7 +366,7 @@ class SqliteBackend:
         if deletes:
             conn.executemany("DELETE FROM keys WHERE account = ? AND type = ? AND id = ?", deletes)
         if creds is not None:
-            self._write_creds(conn, last, creds)
+            self._write_creds(conn, last, codec.seal_row(creds, _creds_identity(account), cipher))
         conn.execute(
             "INSERT INTO accounts (account, seq) VALUES (?, ?)"
             " ON CONFLICT (account) DO UPDATE SET seq = excluded.seq",
@@ -397,7 +428,73 @@ class SqliteBackend:
         with trio.CancelScope(shield=True):
             seq = await self._run(run)
         self._seq = seq
+        self._meta_pending = False
         return seq
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key this account is encrypted with (``None``: plain)."""
+        return None if self._cipher is None else self._cipher.key.key_id
+
+    async def rekey(self, key: StoreKey | None) -> None:
+        """Re-seal every row of this account under ``key`` (``None``: plain), atomically.
+
+        One SQLite transaction rewrites the rows and the account's encryption row, so a
+        crash leaves the old key or the new one in force, never a mix. Freed pages are
+        zeroed (``secure_delete``) and the WAL is checkpointed and truncated afterwards,
+        so the old form of the rows does not linger in the files.
+        """
+        self._check_open()
+        self._committer.check_writable()
+        cipher = None if key is None else RecordCipher(key, new_encryption(key))
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA secure_delete = ON")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._reseal_rows(conn, cipher)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback_quietly(conn)
+                    raise
+                # Still under the connection lock: the next group is sealed with it.
+                self._cipher, self._meta_pending = cipher, False
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise DurabilityError(self.location, "sqlite rekey", exc) from exc
+            finally:
+                conn.execute("PRAGMA secure_delete = OFF")
+
+        with trio.CancelScope(shield=True):
+            await self._run(run)
+
+    def _reseal_rows(self, conn: sqlite3.Connection, new: RecordCipher | None) -> None:
+        account, old = self._account, self._cipher
+        creds = conn.execute(
+            "SELECT slot, crc, blob FROM creds WHERE account = ?", (account,)
+        ).fetchall()
+        for slot, crc, blob in creds:
+            where = self._where("creds", f"slot {slot}")
+            row = codec.reseal(blob, crc, _creds_identity(account), where, old, new)
+            conn.execute(
+                "UPDATE creds SET crc = ?, blob = ? WHERE account = ? AND slot = ?",
+                (*row, account, slot),
+            )
+        keys = conn.execute(
+            "SELECT type, id, crc, value FROM keys WHERE account = ?", (account,)
+        ).fetchall()
+        for type_, key_id, crc, blob in keys:
+            where = self._where("keys", f"type {type_!r}, id {key_id!r}")
+            identity = _key_identity(account, type_, key_id)
+            conn.execute(
+                "UPDATE keys SET crc = ?, value = ? WHERE account = ? AND type = ? AND id = ?",
+                (*codec.reseal(blob, crc, identity, where, old, new), account, type_, key_id),
+            )
+        if new is None:
+            conn.execute("DELETE FROM store_meta WHERE name = ?", (account_meta_name(account),))
+        else:
+            _write_encryption(conn, account, new.encryption)
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -455,9 +552,9 @@ def _size(pending: _Pending) -> int:
         # Creds only: a group writes just its newest creds row, so a creds burst is
         # one transaction (each batch still gets its own seq).
         return 0
-    size = 64 if pending.creds is None else 64 + len(pending.creds[1])
+    size = 64 if pending.creds is None else 64 + len(pending.creds)
     for (type_, id_), value in pending.keys.items():
-        size += 64 + len(type_) + len(id_) + (0 if value is None else len(value[1]))
+        size += 64 + len(type_) + len(id_) + (0 if value is None else len(value))
     return size
 
 
@@ -475,6 +572,29 @@ def _account_has_rows(conn: sqlite3.Connection, account: str) -> bool:
         if conn.execute(sql, (account,)).fetchone() is not None:
             return True
     return False
+
+
+def read_encryption(conn: sqlite3.Connection, account: str, where: str) -> Encryption | None:
+    """What the account's encryption row says (``None``: the account is plain)."""
+    row = conn.execute(
+        "SELECT value FROM store_meta WHERE name = ?", (account_meta_name(account),)
+    ).fetchone()
+    return None if row is None else encryption_from_text(row[0], where)
+
+
+def _write_encryption(conn: sqlite3.Connection, account: str, encryption: Encryption) -> None:
+    conn.execute(
+        "INSERT INTO store_meta (name, value) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (account_meta_name(account), encryption_to_text(encryption)),
+    )
+
+
+def _keying(
+    conn: sqlite3.Connection, account: str, where: str, key: StoreKey | None
+) -> AccountKeying:
+    found = read_encryption(conn, account, where)
+    return account_keying(where, found, key, _account_has_rows(conn, account))
 
 
 def _key_identity(account: str, type: str, key_id: str) -> str:
@@ -503,6 +623,7 @@ async def open_sqlite_backend(
     account: str = "default",
     connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
     migrations: Sequence[Migration] = MIGRATIONS,
+    encryption_key: KeySource | None = None,
 ) -> SqliteBackend:
     """Open (creating if absent) one account of a SQLite auth database.
 
@@ -510,13 +631,16 @@ async def open_sqlite_backend(
     ``WrongBackendError`` for a file that is not ours, ``UnsupportedFormatError`` for a
     newer schema, ``CorruptStateError`` when the integrity check fails.
     ``connection_factory`` and ``migrations`` are seams for fault-injection and schema
-    tests; leave them alone otherwise.
+    tests; leave them alone otherwise. With ``encryption_key`` (``stores.encryption``)
+    a new account is encrypted and an existing one must be encrypted under that key
+    (``WrongKeyError`` otherwise, also for a plain account, before anything changes).
     """
     _check_account(account)
-    path, conn, lock, seq = await trio.to_thread.run_sync(
-        _open_blocking, db_path, account, connection_factory, migrations
+    key = await resolve_key(encryption_key)
+    path, conn, lock, seq, keying = await trio.to_thread.run_sync(
+        _open_blocking, db_path, account, connection_factory, migrations, key
     )
-    return SqliteBackend(path, account, conn, lock, seq)
+    return SqliteBackend(path, account, conn, lock, seq, keying)
 
 
 def _open_blocking(
@@ -524,7 +648,8 @@ def _open_blocking(
     account: str,
     factory: type[sqlite3.Connection],
     migrations: Sequence[Migration],
-) -> tuple[Path, sqlite3.Connection, LockHandle, int]:
+    key: StoreKey | None,
+) -> tuple[Path, sqlite3.Connection, LockHandle, int, AccountKeying]:
     path = Path(os.path.abspath(db_path))
     exists = check_header(path)
     _ensure_parent(path)
@@ -536,13 +661,14 @@ def _open_blocking(
         conn = _connect(path, exists, factory, migrations)
         try:
             seq = _read_seq(conn, account)
+            keying = _keying(conn, account, f"{path} account {account!r}", key)
         except BaseException:
             conn.close()
             raise
     except BaseException:
         lock.release()
         raise
-    return path, conn, lock, seq
+    return path, conn, lock, seq, keying
 
 
 def _ensure_parent(path: Path) -> None:

@@ -1,7 +1,11 @@
-"""Rows of the SQLite backend: plain values as CBOR blobs, each with a CRC32.
+"""Rows of the SQLite (and PostgreSQL) backend: values as CBOR blobs, each with a CRC32.
 
 The checksum covers the row's identity (account, type, id) as well as the blob, so a
 bit flip, a torn page or a blob pasted into the wrong row are all caught on read.
+In an encrypted account the blob is the CBOR sealed by ``stores.encryption`` with the
+row identity as associated data; the CRC covers the sealed blob, so a damaged row is
+still told by its checksum, and a row with a good checksum whose tag fails was
+tampered with or moved (the key itself was checked against the account at open).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 import cbor2
 
+from stores.encryption import RecordCipher
 from stores.errors import CorruptStateError, InvalidValueError
 from stores.types import Value
 
@@ -53,12 +58,40 @@ def encode(value: Value) -> bytes:
     return data
 
 
-def decode(blob: bytes, crc: int, identity: str, where: str) -> Any:
-    """Check the row's CRC and decode its CBOR; ``CorruptStateError`` naming ``where``."""
+def seal_row(plain: bytes, identity: str, cipher: RecordCipher | None) -> tuple[int, bytes]:
+    """``(crc, blob)`` of a row's CBOR, sealed to the row's identity when encrypted."""
+    blob = plain if cipher is None else cipher.seal(plain, identity.encode())
+    return row_crc(identity, blob), blob
+
+
+def open_row(
+    blob: bytes, crc: int, identity: str, where: str, cipher: RecordCipher | None
+) -> bytes:
+    """The row's CBOR once its CRC (and, encrypted, its tag) holds."""
     if not isinstance(blob, bytes):
         raise CorruptStateError(where, f"value is {type(blob).__name__}, not a blob")
     if row_crc(identity, blob) != crc:
         raise CorruptStateError(where, "checksum mismatch (bit flip or torn write)")
+    return blob if cipher is None else cipher.open(blob, identity.encode(), where)
+
+
+def reseal(
+    blob: bytes,
+    crc: int,
+    identity: str,
+    where: str,
+    old: RecordCipher | None,
+    new: RecordCipher | None,
+) -> tuple[int, bytes]:
+    """A stored row's ``(crc, blob)`` re-sealed from ``old`` to ``new`` (rekey)."""
+    return seal_row(open_row(blob, crc, identity, where, old), identity, new)
+
+
+def decode(
+    blob: bytes, crc: int, identity: str, where: str, cipher: RecordCipher | None = None
+) -> Any:
+    """Check the row's CRC and decode its CBOR; ``CorruptStateError`` naming ``where``."""
+    blob = open_row(blob, crc, identity, where, cipher)
     try:
         return cbor2.loads(blob)
     except Exception as exc:  # cbor2 raises several types for malformed input
