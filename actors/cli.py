@@ -97,6 +97,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     """``--url`` and ``--server-root-key``: which server, and the root its certificate needs."""
     parser.add_argument(
+        "--key",
+        metavar="KEYREF",
+        default=None,
+        help="encryption key of --auth: env:NAME, file:PATH or PATH (never the key itself)",
+    )
+    parser.add_argument(
         "--url", metavar="URL", default=None, help="server websocket URL (default WhatsApp's)"
     )
     parser.add_argument(
@@ -312,11 +318,20 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
     from actors.status import EndReason
     from runtime.app import AuthLocation, Config, SessionFailed
     from runtime.app import run as run_session
-    from stores.errors import StoreError, StoreLockedError
+    from stores.encryption import key_from_ref
+    from stores.errors import EncryptionKeyError, StoreError, StoreLockedError
 
     stream = out if out is not None else sys.stdout
     try:
-        location = AuthLocation(args.auth, args.backend, args.account or "default")
+        ref = getattr(args, "key", None)
+        key = None if ref is None else key_from_ref(ref, "--key")
+    except EncryptionKeyError as exc:
+        print(f"baileys-trio run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        location = AuthLocation(
+            args.auth, args.backend, args.account or "default", encryption_key=key
+        )
         options: dict[str, Any] = {"auth": location, "account": args.account}
         options.update(server_options(args))
         if args.pairing_phone is not None:

@@ -20,6 +20,7 @@ Since 0.1.0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -89,6 +90,8 @@ from stores.auth import (
 )
 from stores.backup import BackupSummary, write_backup
 from stores.creds import AuthCreds
+from stores.encryption import KeySource, check_key_source
+from stores.errors import EncryptionKeyError
 from stores.transactions import DEFAULT_CACHE_SIZE
 from stores.types import Persistence
 
@@ -120,13 +123,16 @@ class AuthLocation:
 
     For sqlite, ``path`` is the database file and ``account`` the account in it; for
     postgres (since 0.2.0), ``path`` is the DSN and ``lease_ttl`` the account lease's
-    lifetime (renewed every third of it).
+    lifetime (renewed every third of it). ``encryption_key`` (since 0.2.0: 32 bytes, a
+    key file path or a sync/async callback) encrypts a native, SQLite or PostgreSQL
+    location; it is fetched again at every open (each restart), so a KMS callback works.
     """
 
     path: str | os.PathLike[str]
     backend: str = "native"
     account: str = "default"
     lease_ttl: float = 15.0
+    encryption_key: KeySource | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not str(self.path):
@@ -136,21 +142,36 @@ class AuthLocation:
         if not isinstance(self.account, str) or not self.account:
             raise ConfigError("auth.account", "must be a non-empty string")
         _positive("auth.lease_ttl", self.lease_ttl)
+        _check_encryption_key(self.encryption_key, self.backend)
 
     async def open(self) -> PersistedAuth:
         """Open the location (creates fresh creds only if it is empty or absent)."""
+        key = self.encryption_key
         if self.backend == "native":
-            return await use_native_file_auth_state(self.path)
+            return await use_native_file_auth_state(self.path, encryption_key=key)
         if self.backend == "multi-file":
             return await use_multi_file_auth_state(self.path)
         if self.backend == "postgres":
             return await use_postgres_auth_state(
-                os.fspath(self.path), self.account, lease_ttl=self.lease_ttl
+                os.fspath(self.path), self.account, lease_ttl=self.lease_ttl, encryption_key=key
             )
-        return await use_sqlite_auth_state(self.path, self.account)
+        return await use_sqlite_auth_state(self.path, self.account, encryption_key=key)
 
 
 AuthSpec = PersistedAuth | AuthLocation
+
+
+def _check_encryption_key(key: object, backend: str) -> None:
+    if key is None:
+        return
+    if backend == "multi-file":
+        raise ConfigError(
+            "encryption_key", "the Baileys multi-file folder is never encrypted (Baileys reads it)"
+        )
+    try:
+        check_key_source(key)
+    except EncryptionKeyError as exc:
+        raise ConfigError("encryption_key", exc.reason) from None
 
 
 def _positive(name: str, value: object, *, allow_inf: bool = False) -> None:
@@ -239,20 +260,30 @@ class Config:
     metrics_host: str = "127.0.0.1"
     pairing_phone: str | None = None
     fleet: Fleet | None = None
+    encryption_key: KeySource | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
             raise ConfigError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
         self._check_auth_or_fleet()
+        if self.fleet is not None and self.encryption_key is not None:
+            # A fleet opens its accounts itself, as plain PostgreSQL rows.
+            raise ConfigError("encryption_key", "not with fleet= (fleet accounts are stored plain)")
         auth = self.auth
         if auth is None:
             pass  # a fleet template: each claimed account gets its auth
         elif isinstance(auth, (str, os.PathLike)):
-            auth = AuthLocation(auth, self.backend or "native", self.account or "default")
+            auth = AuthLocation(
+                auth,
+                self.backend or "native",
+                self.account or "default",
+                encryption_key=self.encryption_key,
+            )
             object.__setattr__(self, "auth", auth)
         elif isinstance(auth, (PersistedAuth, AuthLocation)):
             if self.backend is not None:
                 raise ConfigError("backend", "only with a path in auth (the auth object has one)")
+            self._merge_encryption_key(auth)
         else:
             raise ConfigError(
                 "auth", f"must be a PersistedAuth, AuthLocation or path, got {type(auth).__name__}"
@@ -328,6 +359,20 @@ class Config:
                 raise ConfigError(
                     name, "leave it unset with fleet=: each claimed account has its own"
                 )
+
+    def _merge_encryption_key(self, auth: PersistedAuth | AuthLocation) -> None:
+        """``encryption_key`` goes into an ``AuthLocation``; an open one was keyed already."""
+        if self.encryption_key is None:
+            return
+        if isinstance(auth, PersistedAuth):
+            raise ConfigError(
+                "encryption_key", "only with a path or AuthLocation (a PersistedAuth is open)"
+            )
+        if auth.encryption_key is not None and auth.encryption_key is not self.encryption_key:
+            raise ConfigError("encryption_key", "given twice (here and in the AuthLocation)")
+        object.__setattr__(
+            self, "auth", dataclasses.replace(auth, encryption_key=self.encryption_key)
+        )
 
     @property
     def account_name(self) -> str:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     )
     from stores.backup import BackupSummary, backup_location, restore_location
     from stores.creds import AuthCreds, CredsPatch, KeyPair, SignedKeyPair, init_auth_creds
+    from stores.encryption import StoreKey
     from stores.errors import (
         AlreadyInFleetError,
         BackupError,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
         BackupVerificationError,
         CorruptStateError,
         DurabilityError,
+        EncryptionKeyError,
         FencedError,
         InvalidValueError,
         MigrationError,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         TransactionConflict,
         UnsupportedFormatError,
         WrongBackendError,
+        WrongKeyError,
     )
     from stores.memory import MemoryBackend, open_memory_backend
     from stores.migrate import (
@@ -97,8 +100,10 @@ _EXPORTS: dict[str, str] = {
     "BackupTargetNotEmpty": "stores.errors",
     "BackupUnsupportedError": "stores.errors",
     "BackupVerificationError": "stores.errors",
+    "StoreKey": "stores.encryption",
     "CorruptStateError": "stores.errors",
     "DurabilityError": "stores.errors",
+    "EncryptionKeyError": "stores.errors",
     "FencedError": "stores.errors",
     "InvalidValueError": "stores.errors",
     "MigrationError": "stores.errors",
@@ -109,6 +114,7 @@ _EXPORTS: dict[str, str] = {
     "TransactionConflict": "stores.errors",
     "UnsupportedFormatError": "stores.errors",
     "WrongBackendError": "stores.errors",
+    "WrongKeyError": "stores.errors",
     "MemoryBackend": "stores.memory",
     "open_memory_backend": "stores.memory",
     "MigrationSummary": "stores.migrate",
@@ -144,6 +150,7 @@ __all__ = [
     "CorruptStateError",
     "CredsPatch",
     "DurabilityError",
+    "EncryptionKeyError",
     "FencedError",
     "InvalidValueError",
     "KeyPair",
@@ -158,6 +165,7 @@ __all__ = [
     "SignedKeyPair",
     "StoreClosedError",
     "StoreError",
+    "StoreKey",
     "StoreLockedError",
     "StoreReadOnlyError",
     "StoreSnapshot",
@@ -169,6 +177,7 @@ __all__ = [
     "UnsupportedFormatError",
     "Value",
     "WrongBackendError",
+    "WrongKeyError",
     "backup_location",
     "init_auth_creds",
     "migrate_compat_json_to_native",

@@ -290,7 +290,7 @@ async def use_native_file_auth_state(
 ) -> PersistedAuth:
     """Auth state in the native crash-safe directory format at ``path`` (the default).
 
-    ``encryption_key`` (since 0.3.0; 32 bytes, a key file path or a callback) encrypts
+    ``encryption_key`` (since 0.2.0; 32 bytes, a key file path or a callback) encrypts
     every record; see docs/encryption.md.
     """
     module = _backend_module("native")
@@ -324,7 +324,7 @@ async def use_sqlite_auth_state(
 ) -> PersistedAuth:
     """Auth state of one ``account`` in the SQLite database at ``db_path``.
 
-    ``encryption_key`` (since 0.3.0) encrypts the account's rows; see docs/encryption.md.
+    ``encryption_key`` (since 0.2.0) encrypts the account's rows; see docs/encryption.md.
     """
     module = _backend_module("sqlite")
     return await _open_with(
@@ -340,6 +340,7 @@ async def use_postgres_auth_state(
     lease_ttl: float = 15.0,
     cache_size: int | None = DEFAULT_CACHE_SIZE,
     lease_epoch: int | None = None,
+    encryption_key: KeySource | None = None,
 ) -> PersistedAuth:
     """Auth state of one ``account`` in the PostgreSQL database at ``dsn``. Since 0.2.0.
 
@@ -347,11 +348,16 @@ async def use_postgres_auth_state(
     every ``lease_ttl / 3`` seconds; a commit after the lease was lost raises
     ``FencedError``. ``lease_epoch``: take up the lease this process claimed for a
     fleet at that epoch (``stores.postgres_fleet``) instead of taking one.
+    ``encryption_key`` (since 0.2.0) encrypts the account's rows.
     """
     module = _backend_module("postgres")
     return await _open_with(
         lambda: module.open_postgres_backend(
-            dsn, account=account, lease_ttl=lease_ttl, lease_epoch=lease_epoch
+            dsn,
+            account=account,
+            lease_ttl=lease_ttl,
+            lease_epoch=lease_epoch,
+            encryption_key=encryption_key,
         ),
         cache_size,
     )

@@ -1,12 +1,12 @@
-"""The ``inspect``, ``migrate``, ``backup`` and ``restore`` commands of the CLI.
+"""The ``inspect``, ``migrate``, ``backup``, ``restore`` and ``rekey`` commands of the CLI.
 
 They live in ``stores`` because they are about auth locations; ``runtime/cli.py``
-registers them (``INSPECT``, ``MIGRATE``, ``BACKUP`` and ``RESTORE`` carry exactly
+registers them (``INSPECT``, ``MIGRATE``, ``BACKUP``, ``RESTORE`` and ``REKEY`` carry exactly
 what its ``Command`` needs: name, help, description, examples, ``configure(parser)``
 and ``run(args, log) -> exit code``); ``runtime/cli.py`` does
 ``COMMANDS += cli_commands(Command)``. ``register_inspect_command(subparsers)`` and
 ``register_migrate_command(subparsers)`` add them to any argparse parser, and
-``build_parser()`` / ``main()`` make a parser of just these four (tests, embedding).
+``build_parser()`` / ``main()`` make a parser of just these five (tests, embedding).
 
 This module imports only the standard library at import time, so ``--help`` stays
 light; each ``run`` imports the stores modules it needs.
@@ -16,13 +16,17 @@ Exit codes (documented in docs/cli.md; the numbers mean the same as for ``run``)
 == ==================================================================================
 0  done; the location is intact (warnings may be printed)
 1  corruption: a record failed its checksum, parse or validation (named in the output)
-2  bad arguments (one line on stderr)
+2  bad arguments (one line on stderr), an unusable key file or key variable
 5  locked: a running owner holds the location (its pid and host are named)
 6  refused: nothing there, another backend's data, an unsupported format, an empty
-   source, a target that is not empty, a backend backup cannot copy online;
-   nothing was changed
+   source, a target that is not empty, a backend backup cannot copy online, a wrong
+   or missing key; nothing was changed
 7  failed: an I/O error or a failed verification; the source is untouched
 == ==================================================================================
+
+Keys (``--key``, ``--src-key``, ``--dst-key``, ``--old-key``, ``--new-key``) are
+references, never key bytes: ``env:NAME`` (64 hex digits in that environment
+variable), ``file:PATH`` or ``PATH`` (a 0600 file of 32 raw bytes or 64 hex digits).
 
 Since 0.1.0.
 """
@@ -53,6 +57,7 @@ __all__ = [
     "EXIT_USAGE",
     "INSPECT",
     "MIGRATE",
+    "REKEY",
     "RESTORE",
     "CommandInfo",
     "build_parser",
@@ -113,6 +118,15 @@ def configure_inspect(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="SQLite/PostgreSQL: inspect this account (default: all)",
     )
+    _key_argument(parser, "--key", "the key of an encrypted location")
+
+
+def _key_argument(parser: argparse._ActionsContainer, flag: str, what: str) -> None:
+    parser.add_argument(
+        flag,
+        metavar="KEYREF",
+        help=f"{what}: env:NAME, file:PATH or PATH (never the key itself)",
+    )
 
 
 def run_inspect(args: argparse.Namespace, log: object = None) -> int:
@@ -126,7 +140,8 @@ def run_inspect(args: argparse.Namespace, log: object = None) -> int:
             found = detect_backend(args.path) if args.backend == "auto" else args.backend
             if found not in _ACCOUNT_BACKENDS:
                 return out.usage(f"--account is for SQLite and PostgreSQL; {args.path} is {found}")
-        report = inspect_location(args.path, args.backend, account=args.account)
+        key = _key(args.key, "--key")
+        report = inspect_location(args.path, args.backend, account=args.account, key=key)
     except StoreError as exc:
         return out.fail(exc)
     except OSError as exc:
@@ -154,6 +169,8 @@ def format_report(report: InspectReport) -> str:
         lines.append(f"  keys     {_counts_line(account.key_counts)}")
         if account.durable_seq is not None:
             lines.append(f"  durable  seq {account.durable_seq}")
+        if account.key_id is not None:
+            lines.append(f"  key      encrypted with key {account.key_id}")
         lines.append(f"  lock     {account.lock_owner or 'free (no running owner)'}")
     if report.ok:
         lines.append(f"integrity ok: {report.records_checked} records read and checked")
@@ -209,6 +226,8 @@ def configure_migrate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dst-account", metavar="B", help="SQLite/PostgreSQL target: the account to write"
     )
+    _key_argument(parser, "--src-key", "the key of an encrypted source")
+    _key_argument(parser, "--dst-key", "encrypt the copy with this key")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument(
         "--no-progress", action="store_true", help="never show the progress bar on stderr"
@@ -259,13 +278,17 @@ def run_migrate(args: argparse.Namespace, log: object = None) -> int:
         return out.usage(
             f"--dst-account is for a SQLite target (or PostgreSQL), not {args.dst_backend}"
         )
+    try:
+        keys = (_key(args.src_key, "--src-key"), _key(args.dst_key, "--dst-key"))
+    except StoreError as exc:
+        return out.fail(exc)
     progress = _Progress(
         sys.stderr,
         _cheap_key_count(args.src, src_backend, args.src_account),
         json_lines=getattr(args, "log_format", None) == "json",
     )
     try:
-        summary = trio.run(_migrate, args, src_backend, progress)
+        summary = trio.run(_migrate, args, src_backend, progress, keys)
     except StoreError as exc:
         progress.abandon()
         return out.fail(exc)
@@ -280,7 +303,7 @@ def run_migrate(args: argparse.Namespace, log: object = None) -> int:
 
 
 async def _migrate(
-    args: argparse.Namespace, src_backend: str, progress: _Progress
+    args: argparse.Namespace, src_backend: str, progress: _Progress, keys: tuple[Any, Any]
 ) -> MigrationSummary:
     import trio
 
@@ -299,6 +322,8 @@ async def _migrate(
                 args.dst,
                 src_account=args.src_account or "default",
                 dst_account=args.dst_account or "default",
+                src_key=keys[0],
+                dst_key=keys[1],
             )
         except Exception as exc:
             # Raised after the nursery, unwrapped: an error inside it would come out
@@ -546,6 +571,86 @@ def format_backup(summary: BackupSummary, verb: str) -> str:
     return "\n".join(lines)
 
 
+# --- rekey ---------------------------------------------------------------------------
+
+
+def configure_rekey(parser: argparse.ArgumentParser) -> None:
+    """Add ``rekey``'s arguments to ``parser``."""
+    parser.add_argument(
+        "--auth",
+        required=True,
+        metavar="LOC",
+        help="a native directory, a SQLite database file or a postgresql:// URI",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "native", "sqlite", "postgres"),
+        default="auto",
+        help="the backend LOC holds (default: auto-detect)",
+    )
+    parser.add_argument(
+        "--account", metavar="NAME", help="SQLite/PostgreSQL: the account (default: default)"
+    )
+    _key_argument(parser, "--old-key", "the key LOC is encrypted with now (omit if plain)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    _key_argument(target, "--new-key", "the key to encrypt LOC with")
+    target.add_argument(
+        "--decrypt", action="store_true", help="store LOC plain (no encryption) from now on"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def run_rekey(args: argparse.Namespace, log: object = None) -> int:
+    """Re-seal ``args.auth`` under the new key; print what was done; return the exit code."""
+    import trio
+
+    from stores.errors import StoreError
+    from stores.rekey import rekey
+
+    out = _Output("rekey", args)
+    try:
+        old = _key(args.old_key, "--old-key")
+        new = None if args.decrypt else _key(args.new_key, "--new-key")
+        summary = trio.run(
+            partial(
+                rekey,
+                args.auth,
+                old_key=old,
+                new_key=new,
+                backend=args.backend,
+                account=args.account or "default",
+            )
+        )
+    except StoreError as exc:
+        return out.fail(exc)
+    except OSError as exc:
+        return out.fail_message(EXIT_FAILED, "OSError", f"{args.auth}: {exc}")
+    fields = {
+        "location": summary.location,
+        "backend": summary.backend,
+        "account": summary.account,
+        "old_key_id": summary.old_key_id,
+        "new_key_id": summary.new_key_id,
+    }
+    if args.json:
+        print(json.dumps(fields, sort_keys=True))
+    else:
+        where = summary.location + (f" account {summary.account!r}" if summary.account else "")
+        print(f"rekeyed    {summary.backend} {where}")
+        print(f"  from     {summary.old_key_id or 'plain'}")
+        print(f"  to       {summary.new_key_id or 'plain'}")
+    return EXIT_OK
+
+
+def _key(ref: str | None, flag: str) -> Any:
+    """The ``StoreKey`` a ``KEYREF`` argument names, or ``None`` when it was not given."""
+    if ref is None:
+        return None
+    from stores.encryption import key_from_ref
+
+    return key_from_ref(ref, flag)
+
+
 # --- output and errors ---------------------------------------------------------------
 
 
@@ -585,6 +690,10 @@ def exit_code_for(exc: Exception) -> int:
 
     if isinstance(exc, errors.StoreLockedError):
         return EXIT_LOCKED
+    if isinstance(exc, errors.WrongKeyError):
+        return EXIT_REFUSED
+    if isinstance(exc, errors.EncryptionKeyError):
+        return EXIT_USAGE
     if isinstance(exc, errors.BackupError):
         return EXIT_FAILED if isinstance(exc, errors.BackupVerificationError) else EXIT_REFUSED
     if isinstance(exc, errors.CorruptStateError):
@@ -680,8 +789,30 @@ RESTORE = CommandInfo(
 )
 
 
+REKEY = CommandInfo(
+    name="rekey",
+    help="re-encrypt an auth location under a new key, crash-safely (or encrypt, or decrypt)",
+    description=(
+        "Re-seal every record of a native directory, or of one SQLite/PostgreSQL "
+        "account, under a new encryption key. --old-key must open the location (omit "
+        "it for a plain one); --new-key names the new key, --decrypt stores it plain. "
+        "Keys are references (env:NAME, file:PATH or PATH), never key bytes. A kill at "
+        "any moment leaves the location readable with the old key or the new one. A "
+        "running owner of the location is refused; the Baileys multi-file folder is "
+        "never encrypted."
+    ),
+    examples=(
+        "baileys-trio rekey --auth auth/ --new-key /etc/bot/auth.key",
+        "baileys-trio rekey --auth auth/ --old-key file:old.key --new-key env:NEW_AUTH_KEY",
+        "baileys-trio rekey --auth bots.db --account bot1 --old-key old.key --decrypt",
+    ),
+    configure=configure_rekey,
+    run=run_rekey,
+)
+
+
 def cli_commands(command: Callable[..., _C]) -> list[_C]:
-    """``inspect``, ``migrate``, ``backup`` and ``restore`` built with
+    """``inspect``, ``migrate``, ``backup``, ``restore`` and ``rekey`` built with
     ``runtime.cli.Command`` (passed in, so this module never imports ``runtime``)."""
     return [
         command(
@@ -692,7 +823,7 @@ def cli_commands(command: Callable[..., _C]) -> list[_C]:
             configure=info.configure,
             run=info.run,
         )
-        for info in (INSPECT, MIGRATE, BACKUP, RESTORE)
+        for info in (INSPECT, MIGRATE, BACKUP, RESTORE, REKEY)
     ]
 
 
@@ -750,12 +881,13 @@ def register_migrate_command(
 def build_parser() -> argparse.ArgumentParser:
     """A parser of just the stores commands (``runtime.cli`` has them all)."""
     parser = _Parser(
-        prog=PROG, description="Inspect, migrate, back up and restore baileys-trio auth locations."
+        prog=PROG,
+        description="Inspect, migrate, back up, restore and rekey baileys-trio auth locations.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register_inspect_command(sub)
     register_migrate_command(sub)
-    for info in (BACKUP, RESTORE):
+    for info in (BACKUP, RESTORE, REKEY):
         _add_command(sub, info, "auto")
     return parser
 

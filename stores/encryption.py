@@ -19,7 +19,7 @@ A key source (``KeySource``) is 32 raw bytes, the path of a key file (32 raw byt
 or 64 hex digits and optional whitespace; readable by its owner only), or a callback
 returning the bytes, sync or async (a KMS).
 
-Since 0.3.0.
+Since 0.2.0.
 """
 
 from __future__ import annotations
@@ -228,11 +228,15 @@ def check_key(location: str, found: Encryption | None, key: StoreKey | None) -> 
 def refuse_multi_file_key(key: object) -> None:
     """The Baileys multi-file folder stays plain (Baileys must read it): a key is refused."""
     if key is not None:
-        raise EncryptionKeyError(
-            "encryption_key",
-            "the Baileys multi-file folder is never encrypted (Baileys must read it); "
-            "use the native, SQLite or PostgreSQL backend",
-        )
+        raise multi_file_key_error("encryption_key")
+
+
+def multi_file_key_error(what: str) -> EncryptionKeyError:
+    return EncryptionKeyError(
+        what,
+        "the Baileys multi-file folder is never encrypted (Baileys must read it); "
+        "use the native, SQLite or PostgreSQL backend",
+    )
 
 
 # --- key sources ---------------------------------------------------------------------
@@ -305,6 +309,25 @@ def key_from_env(name: str, what: str = "environment variable") -> StoreKey:
     if value is None:
         raise EncryptionKeyError(where, "is not set")
     return StoreKey.from_bytes(_hex_key(value.encode(), where), where)
+
+
+def key_from_ref(ref: str, what: str = "key") -> StoreKey:
+    """The key a command-line reference names: ``env:NAME``, ``file:PATH`` or ``PATH``.
+
+    Key bytes are never taken from the command line itself (other users can read a
+    process's arguments): 64 hex digits that are not a file name are refused as such.
+    """
+    if ref.startswith("env:"):
+        return key_from_env(ref.removeprefix("env:"), f"{what} environment variable")
+    path = ref.removeprefix("file:")
+    if not ref.startswith("file:") and not os.path.exists(path):
+        if len(ref) == 2 * KEY_BYTES and all(c in "0123456789abcdefABCDEF" for c in ref):
+            raise EncryptionKeyError(
+                what,
+                "a key is never given on the command line; put it in a file (chmod 600) "
+                "and pass file:PATH, or in an environment variable and pass env:NAME",
+            )
+    return read_key_file(path, f"{what} file")
 
 
 def parse_key_text(data: bytes, where: str) -> bytes:

@@ -184,7 +184,7 @@ class WrongKeyError(StoreError):
 
     ``expected`` is the key id the store names (``None``: the store is not encrypted);
     ``given`` the id of the key given (``None``: no key). Never reported as damage: the
-    key id is checked before any record is read. Since 0.3.0.
+    key id is checked before any record is read. Since 0.2.0.
     """
 
     def __init__(self, location: str, expected: str | None, given: str | None) -> None:
@@ -205,7 +205,7 @@ class WrongKeyError(StoreError):
 
 class EncryptionKeyError(StoreError, ValueError):
     """An encryption key source is unusable: wrong length, unreadable or too open a file,
-    a failing callback, or a backend that is never encrypted. Since 0.3.0."""
+    a failing callback, or a backend that is never encrypted. Since 0.2.0."""
 
     def __init__(self, what: str, reason: str) -> None:
         self.what = what

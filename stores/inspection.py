@@ -94,7 +94,7 @@ class AccountReport:
     lock_owner: str | None
     """The live owner holding the location (or this account) right now, if any."""
     key_id: str | None = None
-    """The id of the key the data is encrypted with (``None``: plain). Since 0.3.0."""
+    """The id of the key the data is encrypted with (``None``: plain). Since 0.2.0."""
 
     @property
     def total_keys(self) -> int:

@@ -221,7 +221,7 @@ async def migrate(
     differs from the source (the target is then left absent/empty). Errors of the
     source itself (``CorruptStateError``, ``WrongBackendError``...) pass through.
     ``src_key`` opens an encrypted source (``WrongKeyError`` if it does not fit);
-    ``dst_key`` encrypts the copy (since 0.3.0; never for a multi-file target).
+    ``dst_key`` encrypts the copy (since 0.2.0; never for a multi-file target).
     """
     src_kind = dataclasses.replace(_kind(src_backend_name), key=src_key)
     dst_kind = dataclasses.replace(_kind(dst_backend_name), key=dst_key)

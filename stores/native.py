@@ -71,12 +71,27 @@ read-only (``StoreReadOnlyError`` afterwards); a failed fsync is never retried. 
 acknowledged commit was fsynced before ``commit`` returned; a commit that raised may
 or may not be present after a reopen, but never partly.
 
+Encryption (since 0.2.0, with ``encryption_key``; ``stores.encryption``): every
+header then carries ``"encryption": {"cipher": "chacha20-poly1305", "key_id":
+"k1-…", "store_id": hex}`` (all files of a generation agree); a log record is
+``[seq, group, sealed]`` where ``sealed`` is ``nonce || ciphertext || tag`` of the CBOR
+``keys`` and ``creds`` (the body above), with the store id, seq and group as
+associated data; every snapshot frame's payload after the header is sealed the same
+way, bound to the generation and frame index. The frame checksum covers the sealed
+bytes, so torn tails are found as before. The key id is checked against the header
+before any record is read: a wrong or missing key (or a key for a plain store) is
+``WrongKeyError`` and nothing is cut or salvaged; a failed tag on an intact frame is
+``CorruptStateError``. ``rekey(key)`` is a compaction writing the next generation
+under the new key: before its snapshot's rename the store opens with the old key
+only, after it with the new key only.
+
 Memory: key values stay on disk. ``stores.native_values.ValueIndex`` keeps per key a
 128-bit digest of its id, the place of its entry in the live snapshot or log and the
 entry's CRC-32 (28 bytes), and a read takes the entry from the file, checks it and
 decodes a fresh object (``CorruptStateError(file, offset)`` if it changed). Compaction
 reads every value from the old generation and places them in the new snapshot. The
-latest two creds versions are kept as CBOR bytes.
+latest two creds versions are kept as CBOR bytes. An encrypted store's entries are
+not in its files in the clear, so its values stay in the index's memory.
 
 Since 0.1.0.
 """

@@ -4,7 +4,7 @@ Format: the tables of ``stores.postgres_schema`` (schema version and forward
 migrations there); every row carries its ``account``; key values and creds are CBOR
 blobs of plain data with a CRC32 over row identity and blob, exactly as in the SQLite
 backend; the creds row before the newest is kept (slot 1). An encrypted account (since
-0.3.0) has the row ``encryption:<account>`` in ``baileys_store_meta`` (cipher, key id,
+0.2.0) has the row ``encryption:<account>`` in ``baileys_store_meta`` (cipher, key id,
 store id; never the key) and its blobs sealed as ``stores.sqlite_codec`` describes.
 
 Durability: one ``commit`` is one SQL transaction (keys, creds and the account's

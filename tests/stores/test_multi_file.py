@@ -7,7 +7,6 @@ import json
 import os
 import random
 import selectors
-import signal
 import stat
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from stores.errors import (
     StoreReadOnlyError,
     WrongBackendError,
 )
-from stores.fsio import REAL_FS, Fault, FaultyFileSystem, FileSystem, StrPath
+from stores.fsio import REAL_FS, Fault, FaultyFileSystem
 from stores.multi_file import (
     MultiFileBackend,
     open_multi_file_backend,
@@ -45,6 +44,7 @@ from stores.multi_file import (
 )
 from stores.native_format import MAGIC as NATIVE_MAGIC
 from stores.types import Batch, Persistence
+from tests.stores.dying_fs import DyingFileSystem
 
 PRE_KEY = {"private": bytes(range(32)), "public": bytes(range(32, 64))}
 
@@ -637,46 +637,6 @@ def crash_value(n: int, j: int) -> dict[str, Any]:
     return {"n": n, "j": j, "blob": bytes([n % 251]) * 40}
 
 
-class _DyingFileSystem(FileSystem):
-    """Kills its own process at the ``crash_at``-th change to the disk (a write is torn)."""
-
-    def __init__(self, crash_at: int) -> None:
-        self.left = crash_at
-
-    def _step(self) -> bool:
-        self.left -= 1
-        return self.left == 0
-
-    def _die(self) -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    def write(self, fd: int, data: bytes | memoryview) -> int:
-        if self._step():
-            os.write(fd, bytes(data[: len(data) // 2]))
-            self._die()
-        return super().write(fd, data)
-
-    def fsync(self, fd: int) -> None:
-        if self._step():
-            self._die()
-        super().fsync(fd)
-
-    def rename(self, src: StrPath, dst: StrPath) -> None:
-        if self._step():
-            self._die()
-        super().rename(src, dst)
-
-    def unlink(self, path: StrPath) -> None:
-        if self._step():
-            self._die()
-        super().unlink(path)
-
-    def fsync_dir(self, path: StrPath) -> None:
-        if self._step():
-            self._die()
-        super().fsync_dir(path)
-
-
 def crash_child(path: str, first: int, crash_at: int) -> None:
     """Child body: 4 workers commit and print ``ACK <n> <seq>`` after each, until killed.
 
@@ -684,7 +644,7 @@ def crash_child(path: str, first: int, crash_at: int) -> None:
     point of open, replay and commit is reachable); otherwise the parent kills it.
     """
     deadline = time.monotonic() + CRASH_MAX_SECONDS
-    fs = _DyingFileSystem(crash_at) if crash_at > 0 else REAL_FS
+    fs = DyingFileSystem(crash_at) if crash_at > 0 else REAL_FS
 
     async def main() -> None:
         backend = await open_multi_file_backend(path, fs=fs)
