@@ -410,12 +410,14 @@ class Session:
         refs: dict[str, ActorRef],
         source: SharedBackend | ReopeningBackend,
         store_timeout: float,
+        encryption_key: KeySource | None = None,
     ) -> None:
         self.account = account
         self.status = status
         self.refs = refs
         self.source = source
         self._store_timeout = store_timeout
+        self._encryption_key = encryption_key
         self.closed = trio.Event()
 
     def __repr__(self) -> str:
@@ -443,13 +445,17 @@ class Session:
         )
         return stats
 
-    async def backup(self, out: str | os.PathLike[str]) -> BackupSummary:
+    async def backup(
+        self, out: str | os.PathLike[str], *, encryption_key: KeySource | None = None
+    ) -> BackupSummary:
         """Back up the session's auth state into ``out`` (absent or empty) while it runs.
 
         The persister provides the point: the committed state between two commits,
         so the copy holds exactly the commits up to ``summary.seq``, for every backend.
         The copy is a native backup directory, verified with ``inspect`` before this
-        returns (see docs/backup.md; errors as ``stores.backup_location``). Since 0.2.0.
+        returns (see docs/backup.md; errors as ``stores.backup_location``). A store
+        encrypted at rest is backed up sealed under its key: ``encryption_key``, by
+        default the one the session's ``AuthLocation`` was opened with. Since 0.2.0.
         """
         point: DurableSnapshot = await self.refs["persister"].call(
             TakeSnapshot(), timeout=max(self._store_timeout, BACKUP_SNAPSHOT_TIMEOUT)
@@ -461,6 +467,7 @@ class Session:
             source=point.location,
             source_backend=point.backend,
             key_id=point.key_id,
+            encryption_key=encryption_key or self._encryption_key,
         )
 
     async def wait_connected(self, timeout: float = math.inf) -> None:  # noqa: ASYNC109 - issue 5 fixes this signature
@@ -612,8 +619,9 @@ class Runtime:
             restart_backoff=config.restart_backoff,
             metrics=self.metrics.session(account),
         )
+        key = config.auth.encryption_key if isinstance(config.auth, AuthLocation) else None
         session = Session(
-            account, status, session_refs(plan, self.registry), source, config.store_timeout
+            account, status, session_refs(plan, self.registry), source, config.store_timeout, key
         )
         try:
             await self.sessions_supervisor.start_child(session_spec(plan, self.registry, self.log))
@@ -715,6 +723,7 @@ class Runtime:
             )
             self.metrics_address = address
             task_status.started(address)
+
     def emit(self, event: Event) -> None:
         """Publish ``event`` to every subscriber (dropped once the bus is closed)."""
         self._emit_now(event)

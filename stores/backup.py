@@ -31,6 +31,11 @@ its lock:
 * **multi-file** (Baileys JSON) is refused with ``BackupUnsupportedError``: Baileys
   rewrites files in place and keeps no durable order to copy up to.
 
+Encryption at rest: a native source encrypted under a key is read with that key
+(``encryption_key``; without it ``WrongKeyError``) and its backup is sealed under the
+same key, with a store id of its own; a sealed backup restores with its key into a
+store encrypted under it. A decrypted state is never written in plaintext.
+
 A running session backs itself up with ``write_backup``: its persister, the one
 durable writer, hands over the committed state and its sequence number while no
 commit is in flight, so the copy holds exactly the commits up to that point, for every
@@ -52,6 +57,7 @@ Since 0.2.0.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import shutil
@@ -70,6 +76,14 @@ import trio
 
 from stores import _multi_file_layout as mf_layout
 from stores.creds import AuthCreds
+from stores.encryption import (
+    Encryption,
+    KeySource,
+    RecordCipher,
+    StoreKey,
+    new_encryption,
+    resolve_key,
+)
 from stores.errors import (
     BackupError,
     BackupTargetNotEmpty,
@@ -80,6 +94,7 @@ from stores.errors import (
     StoreError,
     StoreLockedError,
     WrongBackendError,
+    WrongKeyError,
 )
 from stores.fsio import REAL_FS, FileSystem, StrPath, atomic_write, ensure_private_dir, is_temp_name
 from stores.fsio import sync_dir as _sync_dir
@@ -127,6 +142,9 @@ class BackupImage:
     previous_creds: bytes | None = field(repr=False)
     keys: Mapping[str, Mapping[str, bytes]] = field(repr=False)
     """``{type: {id: CBOR of the value}}``."""
+    encryption: Encryption | None = None
+    """Set when the source is encrypted at rest: the backup is sealed under the same key
+    (with a store id of its own)."""
 
     def key_counts(self) -> dict[str, int]:
         return {t: len(ids) for t, ids in sorted(self.keys.items()) if ids}
@@ -170,7 +188,12 @@ class BackupSummary:
 
 
 async def backup_location(
-    location: StrPath, out: StrPath, *, backend: str = "auto", account: str = "default"
+    location: StrPath,
+    out: StrPath,
+    *,
+    backend: str = "auto",
+    account: str = "default",
+    encryption_key: KeySource | None = None,
 ) -> BackupSummary:
     """Copy the auth state at ``location`` into the new backup directory ``out``.
 
@@ -179,8 +202,11 @@ async def backup_location(
     ``BackupUnsupportedError`` for a backend that cannot be copied online,
     ``BackupError`` for an empty source, ``BackupTargetNotEmpty``, ``StoreLockedError``
     (``out`` in use), ``BackupVerificationError``; errors of the source itself
-    (``CorruptStateError``, ``WrongBackendError``) pass through.
+    (``CorruptStateError``, ``WrongBackendError``) pass through. A native store
+    encrypted at rest needs its ``encryption_key`` (else ``WrongKeyError``); its backup
+    is sealed under the same key.
     """
+    key = await resolve_key(encryption_key)
     if isinstance(location, str) and location.startswith(("postgres://", "postgresql://")):
         if backend not in ("auto", "postgres"):
             raise WrongBackendError("the location URI", backend, "a postgresql:// URI")
@@ -191,23 +217,29 @@ async def backup_location(
     src, dst = _absolute(location), _absolute(out)
     _check_apart(src, dst)
     found = await trio.to_thread.run_sync(_source_backend, src, backend)
+    if key is not None and found != "native":
+        raise BackupUnsupportedError(str(src), f"an encrypted {found} source is not backed up")
     if found == "native":
-        image = await trio.to_thread.run_sync(read_native_image, src)
+        image = await trio.to_thread.run_sync(read_native_image, src, key)
     elif found == "sqlite":
         image = await read_sqlite_image(src, account, dst)
     else:
         raise BackupUnsupportedError(str(src), _UNSUPPORTED.get(found, f"{found} backend"))
-    return await trio.to_thread.run_sync(_publish_summary, image, dst, str(src), found)
+    return await trio.to_thread.run_sync(_publish_summary, image, dst, str(src), found, key)
 
 
-async def restore_location(backup: StrPath, location: StrPath) -> BackupSummary:
+async def restore_location(
+    backup: StrPath, location: StrPath, *, encryption_key: KeySource | None = None
+) -> BackupSummary:
     """Restore the backup directory ``backup`` into ``location`` (absent or empty).
 
     ``location`` becomes a native store holding exactly the backup's state. Raises
     ``BackupTargetNotEmpty`` and ``StoreLockedError`` (a live owner) before anything is
     created, ``WrongBackendError`` when ``backup`` is not a native directory,
-    ``BackupError`` when it is empty, ``BackupVerificationError``.
+    ``BackupError`` when it is empty, ``BackupVerificationError``. An encrypted backup
+    needs its ``encryption_key`` and restores encrypted under it.
     """
+    key = await resolve_key(encryption_key)
     src, dst = _absolute(backup), _absolute(location)
     _check_apart(src, dst)
     found = await trio.to_thread.run_sync(detect_backend, src)
@@ -215,8 +247,8 @@ async def restore_location(backup: StrPath, location: StrPath) -> BackupSummary:
         raise BackupError(str(src), "empty: it holds no backup")
     if found != "native":
         raise WrongBackendError(str(src), "native", found)
-    image = await trio.to_thread.run_sync(read_native_image, src)
-    return await trio.to_thread.run_sync(_publish_summary, image, dst, str(src), "native")
+    image = await trio.to_thread.run_sync(read_native_image, src, key)
+    return await trio.to_thread.run_sync(_publish_summary, image, dst, str(src), "native", key)
 
 
 async def write_backup(
@@ -227,22 +259,24 @@ async def write_backup(
     source: str,
     source_backend: str,
     key_id: str | None = None,
+    encryption_key: KeySource | None = None,
 ) -> BackupSummary:
     """Write ``snapshot``, the state after commit ``seq``, as a backup in ``out``.
 
     For a running session: its persister provides the snapshot and the point
     (``Session.backup``). Same target rules and verification as ``backup_location``.
-    ``key_id`` names the key a source encrypted at rest is under: such a state is
-    refused (``BackupUnsupportedError``), never written as plaintext.
+    ``key_id`` names the key a source encrypted at rest is under: its backup is sealed
+    under ``encryption_key``, which must be that key (``WrongKeyError`` otherwise:
+    never written as plaintext).
     """
-    if key_id is not None:
-        raise BackupUnsupportedError(
-            source,
-            f"the store is encrypted at rest (key {key_id}); a backup would hold it in plaintext",
-        )
+    key = await resolve_key(encryption_key)
+    if (None if key is None else key.key_id) != key_id:
+        raise WrongKeyError(source, key_id, None if key is None else key.key_id)
     dst = _absolute(out)
     image = image_of(snapshot, seq, source)
-    return await trio.to_thread.run_sync(_publish_summary, image, dst, source, source_backend)
+    if key is not None:
+        image = dataclasses.replace(image, encryption=new_encryption(key))
+    return await trio.to_thread.run_sync(_publish_summary, image, dst, source, source_backend, key)
 
 
 _UNSUPPORTED = {
@@ -295,7 +329,7 @@ class _Captured(FileSystem):
         return self._files[Path(path).name]
 
 
-def read_native_image(directory: Path) -> BackupImage:
+def read_native_image(directory: Path, key: StoreKey | None = None) -> BackupImage:
     """The state of the native store at ``directory`` up to a durable point.
 
     Never takes the lock and never writes; a live owner may go on committing.
@@ -303,7 +337,7 @@ def read_native_image(directory: Path) -> BackupImage:
     last: Exception | None = None
     for _ in range(READ_ATTEMPTS):
         try:
-            return _read_native_once(directory)
+            return _read_native_once(directory, key)
         except (FileNotFoundError, CorruptStateError) as exc:
             # Gone files: a compaction replaced the generation. Damage: only believed
             # when no owner is writing (a write in progress may read as damage).
@@ -315,7 +349,7 @@ def read_native_image(directory: Path) -> BackupImage:
     raise BackupError(str(directory), f"the store kept changing under the read ({last})")
 
 
-def _read_native_once(directory: Path) -> BackupImage:
+def _read_native_once(directory: Path, key: StoreKey | None) -> BackupImage:
     listing = classify(directory, REAL_FS)
     if listing.layout is not Layout.NATIVE:
         raise BackupError(str(directory), "empty: nothing to back up")
@@ -334,7 +368,7 @@ def _read_native_once(directory: Path) -> BackupImage:
         snapshots={gen: names["snapshot"]} if "snapshot" in names else {},
         logs={**newer, **({gen: names["log"]} if "log" in names else {})},
     )
-    state = load_state(directory, live, _Captured(files))
+    state = load_state(directory, live, _Captured(files), key=key)
     try:
         if state.creds is None:
             raise BackupError(str(directory), "holds no creds, nothing to back up")
@@ -342,7 +376,7 @@ def _read_native_once(directory: Path) -> BackupImage:
         keys = state.keys.tables()  # served from the captured bytes, not the live files
     finally:
         state.keys.close()
-    return BackupImage(state.durable_seq, state.creds, state.previous_creds, keys)
+    return BackupImage(state.durable_seq, state.creds, state.previous_creds, keys, state.encryption)
 
 
 def _read_files(directory: Path, names: Mapping[str, str]) -> dict[str, bytes]:
@@ -444,8 +478,10 @@ def image_of(snapshot: StoreSnapshot, seq: int, location: str) -> BackupImage:
 # --- publishing into the target --------------------------------------------------------
 
 
-def _publish_summary(image: BackupImage, target: Path, source: str, backend: str) -> BackupSummary:
-    publish(image, target)
+def _publish_summary(
+    image: BackupImage, target: Path, source: str, backend: str, key: StoreKey | None = None
+) -> BackupSummary:
+    publish(image, target, key)
     return BackupSummary(
         source=source,
         source_backend=backend,
@@ -456,19 +492,24 @@ def _publish_summary(image: BackupImage, target: Path, source: str, backend: str
     )
 
 
-def publish(image: BackupImage, target: Path) -> None:
-    """Write ``image`` as the one snapshot of the absent or empty ``target``, verified."""
+def publish(image: BackupImage, target: Path, key: StoreKey | None = None) -> None:
+    """Write ``image`` as the one snapshot of the absent or empty ``target``, verified.
+
+    An encrypted image is sealed under ``key`` (the one its ``encryption`` names)."""
+    # A sealed copy gets a store id of its own: its records bind to it, not the source's.
+    encryption = None if image.encryption is None else new_encryption(_need(key))
+    cipher = None if encryption is None else RecordCipher(_need(key), encryption)
     _check_target(target)  # refused before anything is created
     ensure_private_dir(target)
     lock = acquire_lock(target, LOCK_NAME)
     try:
         _check_empty(target)  # again under the lock: a runtime may have come and gone
-        header = FileHeader("snapshot", BACKUP_GENERATION, image.seq, time.time())
-        data = encode_snapshot(header, image.creds, image.previous_creds, image.keys)
+        header = FileHeader("snapshot", BACKUP_GENERATION, image.seq, time.time(), encryption)
+        data = encode_snapshot(header, image.creds, image.previous_creds, image.keys, cipher)
         file = target / snapshot_name(BACKUP_GENERATION)
         atomic_write(file, data)
         try:
-            verify(image, target)
+            verify(image, target, key)
         except BaseException:
             _unpublish(file)
             raise
@@ -494,9 +535,9 @@ def _check_empty(target: Path) -> None:
         raise BackupTargetNotEmpty(str(target), f"not empty (holds {', '.join(held[:5])})")
 
 
-def verify(image: BackupImage, target: Path) -> None:
+def verify(image: BackupImage, target: Path, key: StoreKey | None = None) -> None:
     """``inspect`` the copy, then compare its state with ``image``."""
-    report = inspect_location(target, "native")
+    report = inspect_location(target, "native", key=key)
     where = str(target)
     if not report.ok:
         raise BackupVerificationError(where, "inspect: " + "; ".join(report.problems))
@@ -507,7 +548,7 @@ def verify(image: BackupImage, target: Path) -> None:
         )
     if dict(account.key_counts) != image.key_counts():
         raise BackupVerificationError(where, "key counts differ from the copied state")
-    state = load_state(target, classify(target, REAL_FS), REAL_FS)
+    state = load_state(target, classify(target, REAL_FS), REAL_FS, key=key)
     try:
         copied = state.keys.tables()
     finally:
@@ -515,6 +556,12 @@ def verify(image: BackupImage, target: Path) -> None:
     same_keys = copied == {t: dict(ids) for t, ids in image.keys.items() if ids}
     if not same_keys or state.creds != image.creds:
         raise BackupVerificationError(where, "read-back differs from the copied state")
+
+
+def _need(key: StoreKey | None) -> StoreKey:
+    if key is None:
+        raise ValueError("an encrypted image is written with its key")
+    return key
 
 
 def _unpublish(file: Path) -> None:

@@ -496,6 +496,7 @@ def configure_backup(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="SQLite/PostgreSQL: the account to back up (default: default)",
     )
+    _key_argument(parser, "--key", "the key LOC is encrypted under (the backup is sealed by it)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -511,7 +512,12 @@ def run_backup(args: argparse.Namespace, log: object = None) -> int:
         args,
         lambda: trio.run(
             partial(
-                backup_location, args.auth, args.out, backend=args.backend, account=args.account
+                backup_location,
+                args.auth,
+                args.out,
+                backend=args.backend,
+                account=args.account,
+                encryption_key=_key(args.key, "--key"),
             )
         ),
         "backed up",
@@ -524,6 +530,7 @@ def configure_restore(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "location", metavar="LOC", help="an absent or empty directory to restore into"
     )
+    _key_argument(parser, "--key", "the key an encrypted backup is sealed under")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -535,7 +542,17 @@ def run_restore(args: argparse.Namespace, log: object = None) -> int:
 
     out = _Output("restore", args)
     return _run_copy(
-        out, args, lambda: trio.run(restore_location, args.backup, args.location), "restored"
+        out,
+        args,
+        lambda: trio.run(
+            partial(
+                restore_location,
+                args.backup,
+                args.location,
+                encryption_key=_key(args.key, "--key"),
+            )
+        ),
+        "restored",
     )
 
 

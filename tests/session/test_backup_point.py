@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from runtime.spec import ChildSpec
 from runtime.supervisor import open_supervisor
 from stores.backup import restore_location, write_backup
 from stores.creds import init_auth_creds
-from stores.errors import BackupTargetNotEmpty, BackupUnsupportedError
+from stores.errors import BackupTargetNotEmpty, WrongKeyError
 from stores.memory import MemoryBackend
 from stores.native import open_native_backend
 from stores.types import Batch
 from tests.session.backends import InstrumentedBackend
 from tests.session.helpers import sandbox_config, scanning_phone
 from tests.session.memory_sandbox import open_memory_sandbox
+from tests.stores.encryption_helpers import creds_secrets, scan_for_leaks
 
 
 async def test_the_snapshot_holds_exactly_the_commits_up_to_its_point() -> None:
@@ -99,7 +101,7 @@ class _Encrypted(InstrumentedBackend):
 
 
 async def test_an_encrypted_store_is_never_backed_up_as_plaintext(tmp_path: Path) -> None:
-    """The point names the store's key id, and writing it as a backup is refused."""
+    """The point names the store's key id; without that key no backup is written."""
     inner = MemoryBackend()
     await inner.commit(Batch(creds=init_auth_creds()))
     spec = ChildSpec(
@@ -110,7 +112,7 @@ async def test_an_encrypted_store_is_never_backed_up_as_plaintext(tmp_path: Path
     async with open_supervisor([spec]) as sup:
         point: DurableSnapshot = await sup.ref("persister").call(TakeSnapshot(), timeout=30)
     assert point.key_id == "k1-0123456789abcdef"
-    with pytest.raises(BackupUnsupportedError, match="encrypted at rest"):
+    with pytest.raises(WrongKeyError, match="no key was given"):
         await write_backup(
             point.snapshot,
             point.seq,
@@ -120,3 +122,28 @@ async def test_an_encrypted_store_is_never_backed_up_as_plaintext(tmp_path: Path
             key_id=point.key_id,
         )
     assert not (tmp_path / "bak").exists()
+
+
+async def test_an_encrypted_session_backs_up_sealed_under_its_key(tmp_path: Path) -> None:
+    """A session opened with encryption_key backs up sealed under it (no key bytes in the
+    copy's files); the copy restores with that key to the session's creds."""
+    key = secrets.token_bytes(32)
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        config = sandbox_config(
+            sb,
+            str(tmp_path / "auth"),
+            encryption_key=key,
+            on_qr=scanning_phone(sb, nursery),
+        )
+        async with open_runtime(config) as rt:
+            await rt.wait_connected(60)
+            summary = await rt.primary.backup(tmp_path / "bak")
+            creds = await rt.auth_state()
+        nursery.cancel_scope.cancel()
+    assert scan_for_leaks(tmp_path / "bak", creds_secrets(creds)) == []
+    with pytest.raises(WrongKeyError):
+        await restore_location(tmp_path / "bak", tmp_path / "plain")
+    await restore_location(tmp_path / "bak", tmp_path / "restored", encryption_key=key)
+    async with await open_native_backend(tmp_path / "restored", encryption_key=key) as store:
+        got: Any = await store.read_creds()
+        assert got.me == creds.me and store.statistics().durable_seq == summary.seq

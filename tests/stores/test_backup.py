@@ -227,8 +227,9 @@ async def test_a_copy_that_does_not_read_back_is_removed(
     src = await _make("native", tmp_path / "auth")
     real = backup_mod.encode_snapshot
 
-    def lossy(header: Any, creds: Any, previous: Any, keys: Any) -> bytes:
-        return real(header, creds, previous, {t: ids for t, ids in keys.items() if t != "tctoken"})
+    def lossy(header: Any, creds: Any, previous: Any, keys: Any, cipher: Any) -> bytes:
+        kept = {t: ids for t, ids in keys.items() if t != "tctoken"}
+        return real(header, creds, previous, kept, cipher)
 
     monkeypatch.setattr(backup_mod, "encode_snapshot", lossy)
     with pytest.raises(BackupVerificationError, match="key counts differ"):
