@@ -5,12 +5,15 @@ from __future__ import annotations
 import gc
 import tracemalloc
 from collections.abc import Callable
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 
 import pytest
 
-from actors.connection.binary import DecodeError, decode_node, decoder, encode_node
+from actors.connection.binary import BinaryNode, DecodeError, decode_node, decoder, encode_node
 from actors.connection.binary.decoder import Reader, available_readers, current_reader, use_reader
 from actors.connection.binary.encoder import MAX_DEPTH
+from actors.connection.binary.tokens import DOUBLE_BYTE_TOKENS, SINGLE_BYTE_TOKENS
 from bench.fuzz_targets import realistic_nodes
 
 compiled_only = pytest.mark.skipif(
@@ -134,3 +137,50 @@ def test_the_compiled_reader_leaks_nothing_on_good_or_bad_frames() -> None:
                 pass
 
     assert grown_bytes(work, 300) < 64 * 1024
+
+
+def built_extension_files() -> list[Path]:
+    """Compiled-reader files next to decoder.py that this interpreter could import."""
+    here = Path(decoder.__file__).parent
+    return [p for p in (here / f"_speedups{s}" for s in EXTENSION_SUFFIXES) if p.exists()]
+
+
+def test_a_compiled_reader_that_was_built_is_the_one_in_use() -> None:
+    """When the install built the C reader for this interpreter, decode_node uses it."""
+    if built_extension_files():
+        assert Reader.COMPILED in available_readers()
+        assert current_reader() is Reader.COMPILED
+    else:
+        assert available_readers() == [Reader.PYTHON]
+
+
+@compiled_only
+def test_setup_refuses_tables_that_do_not_fit_and_keeps_the_good_ones() -> None:
+    """A class without the three slots, or short token tables, is a TypeError; reading goes on."""
+    from actors.connection.binary import _speedups
+
+    class Plain:
+        tag = attrs = content = None
+
+    servers = ("s.whatsapp.net", "lid", "hosted", "hosted.lid")
+    with pytest.raises(TypeError, match="is not a slot"):
+        _speedups.setup(Plain, SINGLE_BYTE_TOKENS, DOUBLE_BYTE_TOKENS, servers)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="single-byte tokens"):
+        _speedups.setup(BinaryNode, SINGLE_BYTE_TOKENS[:-1], DOUBLE_BYTE_TOKENS, servers)
+    frame = encode_node(BinaryNode("ack", {"id": "1"}))
+    assert _speedups.read(frame, 1, MAX_DEPTH) == BinaryNode("ack", {"id": "1"})
+
+
+@compiled_only
+def test_a_compiled_reader_that_does_not_fit_is_left_unused_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If setup refuses (a BinaryNode changed shape), the codec imports and reads in Python."""
+    from actors.connection.binary import _speedups
+
+    def refuse(*args: object) -> None:
+        raise TypeError("BinaryNode.tag is not a slot")
+
+    monkeypatch.setattr(_speedups, "setup", refuse)
+    with pytest.warns(RuntimeWarning, match="compiled reader left unused: BinaryNode.tag"):
+        assert decoder._load_compiled() is None

@@ -32,6 +32,7 @@ Since 0.1.0.
 from __future__ import annotations
 
 import enum
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,7 +110,13 @@ def _load_compiled() -> _CompiledRead | None:
     except ImportError:  # built only where a C compiler was present at install time
         return None
     servers = (_AD_SERVERS[0], _AD_SERVERS[1], _AD_SERVERS[128], _AD_SERVERS[129])
-    _speedups.setup(BinaryNode, SINGLE_BYTE_TOKENS, DOUBLE_BYTE_TOKENS, servers)
+    try:
+        _speedups.setup(BinaryNode, SINGLE_BYTE_TOKENS, DOUBLE_BYTE_TOKENS, servers)
+    except TypeError as exc:
+        # A build that does not fit this BinaryNode or these tables must never be used,
+        # nor stop the codec from importing: say so and read in Python.
+        warnings.warn(f"decode_node's compiled reader left unused: {exc}", RuntimeWarning, 2)
+        return None
     return _speedups.read
 
 
