@@ -78,6 +78,24 @@ def entry_bytes(id_: str, raw: bytes) -> bytes:
     return cbor2.dumps(id_) + cbor2.dumps(raw)
 
 
+_PROBE_BYTES = 32
+
+
+def _locate(data: bytes, entry: bytes, begin: int, end: int) -> int:
+    """Where ``entry`` occurs in ``data[begin:end]`` (-1 if nowhere).
+
+    Searched by its first bytes, then compared whole: ``bytes.find`` with a needle of a
+    kilobyte or more preprocesses the whole needle on every call (CPython's two-way
+    search), which cost more than the rest of a commit's index update. Entries follow
+    each other in a frame, so the probe is found at once.
+    """
+    probe = entry[:_PROBE_BYTES]
+    at = data.find(probe, begin, end)
+    while at >= 0 and not data.startswith(entry, at, end):
+        at = data.find(probe, at + 1, end)
+    return at
+
+
 def _digest(id_: str) -> int:
     data = id_.encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
@@ -170,6 +188,14 @@ class _Table:
         return None if i < 0 else (self.places[i], self.crcs[i])
 
     def change(self, id_: str, digest: int, change: _Change, raw: bytes | None) -> None:
+        if change is not None and raw is None and digest not in self.overlay:
+            i = self._base(digest)
+            if i >= 0 and id_ not in self.inline:
+                # A placed key placed anew (the common commit: a session or sender key
+                # rewritten) moves in the sorted arrays themselves: no overlay entry,
+                # so no merge, whose rebuild of every row is the costly part.
+                self.places[i], self.crcs[i] = change
+                return
         existed = id_ in self.inline or self.find(digest) is not None
         self.inline.pop(id_, None)
         if raw is not None:
@@ -257,9 +283,9 @@ class ValueIndex:
                     table.change(id_, _digest(id_), None, None)
                     continue
                 entry = entry_bytes(id_, raw)
-                at = data.find(entry, cursor, end)
+                at = _locate(data, entry, cursor, end)
                 if at < 0:
-                    at = data.find(entry, start, end)
+                    at = _locate(data, entry, start, end)
                 offset = base + at
                 if at < 0 or len(entry) > PLACEABLE_BYTES or offset > _MAX_OFFSET:
                     table.change(id_, _digest(id_), None, raw)

@@ -126,3 +126,28 @@ async def test_entries_that_cannot_be_placed_stay_in_memory(
             "short": b"s",
             "long": b"L" * 100,
         }
+
+
+def test_rewriting_placed_keys_moves_them_in_place_without_an_overlay() -> None:
+    """A key already in the sorted arrays placed anew changes there: no overlay, no merge."""
+    table = native_values._Table()
+    for i in range(100):
+        table.change(str(i), native_values._digest(str(i)), (i, i), None)
+    table.merge()
+    for round_ in range(5):
+        for i in range(100):
+            table.change(str(i), native_values._digest(str(i)), (1000 + i, round_), None)
+    assert table.overlay == {} and table.count == 100
+    assert table.find(native_values._digest("7")) == (1007, 4)
+    table.change("7", native_values._digest("7"), None, None)  # a delete still goes through
+    assert table.find(native_values._digest("7")) is None and table.count == 99
+
+
+def test_an_entry_is_located_even_when_its_first_bytes_occur_earlier() -> None:
+    """The search by the first bytes skips a look-alike and finds the whole entry."""
+    entry = entry_bytes("id", b"A" * 40 + b"tail")
+    decoy = entry_bytes("id", b"A" * 40 + b"tale")  # same length: same first 32 bytes
+    data = b"head" + decoy + entry + b"end"
+    at = native_values._locate(data, entry, 0, len(data))
+    assert at == 4 + len(decoy) and data[at : at + len(entry)] == entry
+    assert native_values._locate(data, entry_bytes("id", b"B" * 44), 0, len(data)) == -1
