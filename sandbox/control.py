@@ -7,6 +7,9 @@ One JSON object per websocket text message each way. Requests:
 - ``{"op": "link_code", "code": "ABCD-EFGH", "user": "<phone number>"?, "timeout": 30?}``
   → the same, once the device that asked for the code is linked (since 0.2.0);
 - ``{"op": "statistics"}`` → ``{"ok": true, "statistics": {...}}``;
+- ``{"op": "connections"}`` → ``{"ok": true, "connections": [{"conn_id", "state",
+  "jid"}, ...]}``: every live connection, ``jid`` the device it logged in as (or
+  null); since 0.2.0;
 - ``{"op": "contact_add", "name": "..."?}`` → ``{"ok": true, "jid", "lid", "name"}``;
 - ``{"op": "contact_send", "jid": <contact>, "text": "...", "to": <jid>?}`` →
   ``{"ok": true, "id": <message id>}`` (``to`` defaults to the first phone's account);
@@ -160,7 +163,16 @@ def _group_create(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "jid": group.jid}
 
 
+def _connections(sandbox: Sandbox, request: dict[str, Any]) -> dict[str, Any]:
+    live = [
+        {"conn_id": c.conn_id, "state": c.state.value, "jid": c.jid}
+        for c in sandbox.connections()
+    ]
+    return {"ok": True, "connections": live}
+
+
 _OPS = {
+    "connections": _connections,
     "contact_add": _contact_add,
     "contact_send": _contact_send,
     "contact_messages": _contact_messages,
@@ -242,6 +254,13 @@ async def _link_via_control(
         request["user"] = user
     reply = await request_control(sandbox_url, request)
     return LinkedDevice(jid=reply["jid"], lid=reply["lid"], ref=reply["ref"])
+
+
+async def connections_via_control(sandbox_url: str) -> list[dict[str, Any]]:
+    """The sandbox's live connections: ``conn_id``, ``state``, ``jid``. Since 0.2.0."""
+    reply = await request_control(sandbox_url, {"op": "connections"})
+    connections: list[dict[str, Any]] = reply["connections"]
+    return connections
 
 
 async def add_contact_via_control(sandbox_url: str, *, name: str | None = None) -> str:

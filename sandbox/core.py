@@ -238,6 +238,8 @@ class CoreStatistics:
     queued_stanzas: int = 0
     contacts: int = 0
     groups: int = 0
+    #: Since 0.2.0: logins that replaced a live connection of the same device (440).
+    logins_replaced: int = 0
 
 
 @dataclass(eq=False)
@@ -282,6 +284,7 @@ class _Counters:
         self.routed_intros = 0
         self.protocol_errors = 0
         self.unknown_iqs = 0
+        self.logins_replaced = 0
 
 
 class ServerCore:
@@ -648,6 +651,7 @@ class ServerCore:
             queued_stanzas=self.router.queues.total,
             contacts=len(self.contacts),
             groups=len(self.groups),
+            logins_replaced=n.logins_replaced,
         )
 
     # --- contacts and groups ------------------------------------------------------
@@ -840,6 +844,7 @@ class ServerCore:
         out: list[Output] = []
         for other in list(self._connections.values()):
             if other is not conn and other.device is device and self._live(other.conn_id):
+                self._count.logins_replaced += 1
                 out += self._gate(other, self._stream_error(other, CONNECTION_REPLACED, now))
         self._count.logins += 1
         conn.device = device

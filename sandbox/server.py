@@ -294,9 +294,7 @@ class Sandbox:
             return
         ws = await request.accept()
         conn_id = self.core.connect()
-        remote = ws.remote
-        where = remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
-        self._report(f"connection {conn_id} opened from {where}")
+        self._report(f"connection {conn_id} opened from {_peer(ws)}")
         if self.faults.stall_new_connections:
             self.core.stall(conn_id)
         send, receive = trio.open_memory_channel[bytes | Close](math.inf)
@@ -363,6 +361,15 @@ class Sandbox:
         except ConnectionClosed:
             pass
         scope.cancel()
+
+
+def _peer(ws: WebSocketConnection) -> str:
+    """Where a connection comes from; a client gone already (killed) has no address."""
+    try:
+        remote = ws.remote
+    except OSError:
+        return "a peer already gone"
+    return remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
 
 
 @asynccontextmanager

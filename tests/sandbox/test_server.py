@@ -10,7 +10,12 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from actors.connection.binary import BinaryNode
-from sandbox.control import control_url, request_control, scan_via_control
+from sandbox.control import (
+    connections_via_control,
+    control_url,
+    request_control,
+    scan_via_control,
+)
 from sandbox.errors import ControlError, PairingFailedError, ScanRejectedError
 from sandbox.server import Sandbox, open_sandbox
 from tests.sandbox.fake_client import FakeDevice
@@ -84,6 +89,26 @@ async def test_the_control_channel_scans_and_reports_refusals() -> None:
                     await client.send(device.sign_pair_success(success))
             reply = await request_control(sb.url, {"op": "statistics"})
             assert reply["statistics"]["links"] == 1
+
+
+async def test_the_control_channel_lists_connections_and_counts_replaced_logins() -> None:
+    """connections names each logged-in device once; a second login of it replaces the first."""
+    with trio.fail_after(BOUND):
+        async with open_sandbox() as sb:
+            device = FakeDevice()
+            jid = await _pair(sb, device)
+            async with ws_client(sb.url, device, sb.core.identity.root) as first:
+                await first.handshake(device.login_payload())
+                assert (await first.receive()).tag == "success"
+                listed = await connections_via_control(sb.url)
+                assert [(c["state"], c["jid"]) for c in listed] == [("logged_in", jid)]
+                async with ws_client(sb.url, device, sb.core.identity.root) as second:
+                    await second.handshake(device.login_payload())
+                    assert (await second.receive()).tag == "success"
+                    listed = await connections_via_control(sb.url)
+                    logged_in = [c["jid"] for c in listed if c["state"] == "logged_in"]
+                    assert logged_in == [jid]
+            assert sb.statistics().logins_replaced == 1
 
 
 async def test_a_scan_whose_client_vanishes_fails_the_link() -> None:
