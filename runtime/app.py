@@ -653,6 +653,8 @@ class Runtime:
         """Stop every session in order; the runtime stays open until its block exits."""
         self._stopping = True
         with trio.CancelScope(shield=True):
+            if self.fleet is not None:
+                await self.fleet.leave()  # no more claims; the others may take over
             for session in list(self.sessions.values()):
                 session.status.end(EndReason.STOPPED)
             for session in list(self.sessions.values()):

@@ -83,6 +83,7 @@ class FleetRunner:
         self._log = log.bind(fleet=describe_dsn(fleet.dsn), owner=self.owner)
         self._conn: Any = None
         self._lock = trio.Lock()  # one statement at a time on the one connection
+        self._leaving = False
         self._held: dict[str, _Held] = {}
         self._avoid: dict[str, float] = {}  # account -> trio time until which it is not taken
         self._rounds = self._claimed = self._takeovers = 0
@@ -128,10 +129,29 @@ class FleetRunner:
             with trio.CancelScope(shield=True):
                 await self._leave()
 
+    async def leave(self) -> None:
+        """Stop claiming and delete the member row (the runtime then stops the sessions).
+
+        Leaving before the leases are handed back lets the other processes count one
+        member less when they claim them, so they take them in their next round.
+        """
+        if self._leaving:
+            await trio.lowlevel.checkpoint()
+            return
+        self._leaving = True
+        with trio.move_on_after(_CONNECT_TIMEOUT):
+            try:
+                await self._sql(lambda c: leave(c, self.owner))
+            except (psycopg.Error, StoreError) as exc:
+                self._log.warning("fleet_leave_failed", error=repr(exc))
+
     # -- one round --------------------------------------------------------------------
 
     async def _round(self, nursery: trio.Nursery) -> None:
         fleet = self.fleet
+        if self._leaving:
+            await trio.lowlevel.checkpoint()
+            return
         now = trio.current_time()
         self._avoid = {a: t for a, t in self._avoid.items() if t > now}
         try:
@@ -153,21 +173,27 @@ class FleetRunner:
             self._drop_connection()
             return
         self._rounds += 1
-        for taken in claims:
-            await self._start(taken, nursery)
+        for taken in claims:  # in parallel: every claim's lease runs out one TTL from now
+            nursery.start_soon(self._start, taken, nursery)
         if surplus:
             self._shed(surplus)
         self._bump()
 
     async def _start(self, taken: Claim, nursery: trio.Nursery) -> None:
         fleet = self.fleet
-        try:
-            auth = await use_postgres_auth_state(
-                fleet.dsn, taken.account, lease_ttl=fleet.lease_ttl, lease_epoch=taken.epoch
-            )
-        except StoreError as exc:
-            self._log.warning("fleet_open_failed", account=taken.account, error=repr(exc))
-            return
+        # Shielded: a claim is always taken up (then handed back if need be), never
+        # left to hold its account until the lease runs out.
+        with trio.CancelScope(shield=True):
+            try:
+                auth = await use_postgres_auth_state(
+                    fleet.dsn, taken.account, lease_ttl=fleet.lease_ttl, lease_epoch=taken.epoch
+                )
+            except StoreError as exc:
+                self._log.warning("fleet_open_failed", account=taken.account, error=repr(exc))
+                return
+            if self._leaving:  # the runtime stops: the claim is handed back at once
+                await auth.aclose()
+                return
         try:
             session = await self._rt.start_session(self._config_for(taken.account, auth))
         except BaseException as exc:
@@ -239,11 +265,8 @@ class FleetRunner:
             with trio.move_on_after(_STOP_TIMEOUT):
                 await held.session.closed.wait()
             await self._release(held)
-        with trio.move_on_after(_CONNECT_TIMEOUT):
-            try:
-                await self._sql(lambda c: leave(c, self.owner))
-            except (psycopg.Error, StoreError) as exc:
-                self._log.warning("fleet_leave_failed", error=repr(exc))
+        self._leaving = False  # the member row goes whether or not leave() ran
+        await self.leave()
         self._drop_connection()
         self._log.info("fleet_left")
 

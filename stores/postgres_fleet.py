@@ -174,7 +174,11 @@ async def register_account(
 
 
 def join(conn: Any, owner: str, capacity: int, ttl: float) -> None:
-    """Say this process is alive for one more ``ttl`` (inserting its member row first)."""
+    """Say this process is alive for one more ``ttl`` (inserting its member row first).
+
+    Rows of processes dead for a day (killed: they never left) are deleted on the way.
+    """
+    conn.execute("DELETE FROM baileys_fleet_members WHERE expires_at < now() - interval '1 day'")
     conn.execute(
         "INSERT INTO baileys_fleet_members"
         " (owner, host, pid, capacity, ttl, expires_at, joined_at)"
