@@ -26,7 +26,7 @@ def python(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("name", ["soak", "signal", "login"])
+@pytest.mark.parametrize("name", ["soak", "signal", "login", "fleet"])
 def test_options_after_a_name_reach_that_benchmark(name: str) -> None:
     """`python -m bench NAME --help` shows the benchmark's own options, not an import error."""
     done = python("-m", "bench", name, "--help")
