@@ -266,9 +266,9 @@ class Config:
         if self.backend is not None and self.backend not in BACKENDS:
             raise ConfigError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
         self._check_auth_or_fleet()
-        if self.fleet is not None and self.encryption_key is not None:
-            # A fleet opens its accounts itself, as plain PostgreSQL rows.
-            raise ConfigError("encryption_key", "not with fleet= (fleet accounts are stored plain)")
+        if self.fleet is not None:
+            # The fleet opens every account it claims under this key.
+            _check_encryption_key(self.encryption_key, "postgres")
         auth = self.auth
         if auth is None:
             pass  # a fleet template: each claimed account gets its auth

@@ -22,6 +22,7 @@ from actors.status import EndReason
 from runtime.fleet import Fleet
 from runtime.log import Logger
 from stores.auth import PersistedAuth, use_postgres_auth_state
+from stores.encryption import KeySource
 from stores.errors import StoreError
 from stores.postgres import describe_dsn, process_owner_id
 from stores.postgres_fleet import Claim, balance, claim, join, leave, retire
@@ -75,11 +76,13 @@ class FleetRunner:
         rt: Runtime,
         config_for: Callable[[str, PersistedAuth], Config],
         log: Logger,
+        encryption_key: KeySource | None = None,
     ) -> None:
         self.fleet = fleet
         self.owner = process_owner_id()
         self._rt = rt
         self._config_for = config_for
+        self._encryption_key = encryption_key
         self._log = log.bind(fleet=describe_dsn(fleet.dsn), owner=self.owner)
         self._conn: Any = None
         self._lock = trio.Lock()  # one statement at a time on the one connection
@@ -186,7 +189,11 @@ class FleetRunner:
         with trio.CancelScope(shield=True):
             try:
                 auth = await use_postgres_auth_state(
-                    fleet.dsn, taken.account, lease_ttl=fleet.lease_ttl, lease_epoch=taken.epoch
+                    fleet.dsn,
+                    taken.account,
+                    lease_ttl=fleet.lease_ttl,
+                    lease_epoch=taken.epoch,
+                    encryption_key=self._encryption_key,
                 )
             except StoreError as exc:
                 self._log.warning("fleet_open_failed", account=taken.account, error=repr(exc))
@@ -307,7 +314,10 @@ class FleetRunner:
 def fleet_config(template: Config, account: str, auth: PersistedAuth) -> Config:
     """The config of one claimed account: the template with its auth and name."""
     assert template.fleet is not None
-    config = dataclasses.replace(template, auth=auth, account=account, fleet=None)
+    # The auth is open already (under the template's encryption key, if any).
+    config = dataclasses.replace(
+        template, auth=auth, account=account, fleet=None, encryption_key=None
+    )
     hook = template.fleet.account_config
     return config if hook is None else hook(account, config)
 
@@ -317,6 +327,12 @@ async def start_fleet(
 ) -> FleetRunner:
     """Start the fleet member of ``template.fleet`` in ``nursery``; ready when it returns."""
     assert template.fleet is not None
-    runner = FleetRunner(template.fleet, rt, lambda a, auth: fleet_config(template, a, auth), log)
+    runner = FleetRunner(
+        template.fleet,
+        rt,
+        lambda a, auth: fleet_config(template, a, auth),
+        log,
+        template.encryption_key,
+    )
     started: FleetRunner = await nursery.start(runner.run)
     return started

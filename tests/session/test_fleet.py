@@ -6,6 +6,7 @@ by the server's clock.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,8 @@ from actors import events
 from actors.errors import ConfigError
 from runtime.app import Config, Fleet, Runtime, open_runtime
 from sandbox.core import LOGGED_OUT
+from stores.auth import use_postgres_auth_state
+from stores.errors import WrongKeyError
 from stores.postgres_fleet import AddOutcome, fleet_accounts, register_account
 from tests.session.helpers import Recorder
 from tests.session.memory_sandbox import MemorySandbox, open_memory_sandbox
@@ -124,6 +127,22 @@ async def test_added_accounts_pair_on_the_fleet_and_a_stop_hands_every_lease_bac
     leases = _sql(postgres_dsn, "SELECT released, expires_at <= now() FROM baileys_leases")
     assert leases == [(True, True), (True, True)]
     assert _sql(postgres_dsn, "SELECT count(*) FROM baileys_fleet_members") == [(0,)]
+
+
+async def test_the_templates_encryption_key_seals_every_account(postgres_dsn: str) -> None:
+    """Config(fleet=..., encryption_key=K): accounts are stored under K; without it, refused."""
+    await register_account(postgres_dsn, "alice")
+    key = bytes(range(32))
+    recorder = Recorder()
+    async with open_memory_sandbox() as sb, trio.open_nursery() as nursery:
+        template = dataclasses.replace(_template(sb, postgres_dsn), encryption_key=key)
+        async with open_runtime(template, subscribe=_pairing_phone(sb, nursery, recorder)) as rt:
+            await _until_open(rt, recorder, {"alice"})
+        nursery.cancel_scope.cancel()
+    with pytest.raises(WrongKeyError):
+        await use_postgres_auth_state(postgres_dsn, "alice")
+    async with await use_postgres_auth_state(postgres_dsn, "alice", encryption_key=key) as auth:
+        assert auth.state.creds.me is not None  # the paired identity, read under the key
 
 
 async def test_a_restarted_member_logs_in_with_the_saved_creds(postgres_dsn: str) -> None:
