@@ -2,7 +2,8 @@
 
 Native: the child is killed at every file-system change of the rekey in turn (before
 each, and in the middle of each write), so every step of the switch is covered, not a
-sample. SQLite: the child is killed at random moments during its one transaction.
+sample. SQLite and PostgreSQL: the child is killed at random moments during its one
+transaction.
 After every kill the store opens with exactly one of the two keys, holds all the
 data, and the other key is refused with ``WrongKeyError``.
 """
@@ -23,14 +24,20 @@ import pytest
 import trio
 
 from stores.encryption import StoreKey
-from stores.errors import WrongKeyError
+from stores.errors import StoreLockedError, WrongKeyError
 from stores.native import open_native_backend
+from stores.postgres import open_postgres_backend
 from stores.sqlite import open_sqlite_backend
 from stores.types import Batch, StoreSnapshot
 from tests.stores.encryption_helpers import first_creds, secret_batch
+from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name)
+    PostgresServer,
+    postgres_server_fixture,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SQLITE_KILLS = int(os.environ.get("REKEY_CRASH_KILLS", "8"))
+POSTGRES_KILLS = int(os.environ.get("REKEY_CRASH_KILLS", "4"))
 Opener = Callable[..., Any]
 
 
@@ -152,3 +159,44 @@ def test_sqlite_rekey_killed_at_random_moments(tmp_path: Path, start: str, end: 
         db = str(work / "auth.db")
         child("sqlite", db, hexkey(old), hexkey(new), "-", wait_for=b"REKEYING", kill_after=delay)
         trio.run(check_one_key_opens, open_sqlite_backend, work / "auth.db", old, new, want)
+
+
+async def fill_postgres(dsn: str, key: StoreKey | None) -> StoreSnapshot:
+    async def opener(where: Path, encryption_key: StoreKey | None) -> Any:
+        return await open_postgres_backend(dsn, encryption_key=encryption_key)
+
+    return await fill(opener, Path("unused"), key, False, 2000)
+
+
+async def postgres_opens_with_one_key(
+    dsn: str, old: StoreKey | None, new: StoreKey | None, want: StoreSnapshot
+) -> str:
+    async def opener(where: Path, encryption_key: StoreKey | None) -> Any:
+        # The killed child's one-second lease may still run: wait it out.
+        for _ in range(50):
+            try:
+                return await open_postgres_backend(dsn, encryption_key=encryption_key)
+            except StoreLockedError:
+                await trio.sleep(0.1)
+        return await open_postgres_backend(dsn, encryption_key=encryption_key)
+
+    return await check_one_key_opens(opener, Path("unused"), old, new, want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("start,end", [("plain", "key"), ("key", "key2")])
+def test_postgres_rekey_killed_at_random_moments(
+    postgres_server: PostgresServer, start: str, end: str
+) -> None:
+    """SIGKILLs of a client rekeying a PostgreSQL account: old or new key, never neither."""
+    keys = {"plain": None, "key": StoreKey.generate(), "key2": StoreKey.generate()}
+    old, new = keys[start], keys[end]
+    rng = random.Random(int(os.environ.get("CRASH_SEED", random.randrange(1 << 30))))
+    for _ in range(POSTGRES_KILLS):
+        dsn = postgres_server.create_database()
+        want = trio.run(fill_postgres, dsn, old)
+        delay = rng.uniform(0.0, 0.3)
+        child(
+            "postgres", dsn, hexkey(old), hexkey(new), "-", wait_for=b"REKEYING", kill_after=delay
+        )
+        trio.run(postgres_opens_with_one_key, dsn, old, new, want)
