@@ -29,7 +29,12 @@ from stores.native import open_native_backend
 from stores.postgres import open_postgres_backend
 from stores.sqlite import open_sqlite_backend
 from stores.types import Batch, StoreSnapshot
-from tests.stores.encryption_helpers import first_creds, secret_batch
+from tests.stores.encryption_helpers import (
+    creds_secrets,
+    first_creds,
+    scan_for_leaks,
+    secret_batch,
+)
 from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name)
     PostgresServer,
     postgres_server_fixture,
@@ -86,6 +91,24 @@ async def fill(
         return snapshot
 
 
+def byte_values(snapshot: StoreSnapshot) -> list[bytes]:
+    """Every private creds key and every byte string of 16+ bytes in the stored keys."""
+    found: list[bytes] = [] if snapshot.creds is None else creds_secrets(snapshot.creds)
+
+    def walk(value: object) -> None:
+        if isinstance(value, bytes) and len(value) >= 16:
+            found.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(snapshot.keys)
+    return found
+
+
 async def opens_with(opener: Opener, where: Path, key: StoreKey | None) -> StoreSnapshot | None:
     """The store's content under ``key``, or None when the key is refused."""
     try:
@@ -136,6 +159,9 @@ def test_native_rekey_killed_at_every_step(
         shutil.copytree(pristine, work)
         code, _ = child("native", str(work), hexkey(old), hexkey(new), str(kill_at))
         assert code == -9, f"not killed at step {kill_at} of {total}"
+        if old is not None and new is not None:
+            # Temp and half-written files of the new generation are sealed too.
+            assert scan_for_leaks(work, byte_values(want)) == [], f"step {kill_at}"
         seen.add(trio.run(check_one_key_opens, open_native_backend, work, old, new, want))
     assert seen == {"old", "new"}  # the kills straddle the switch
 
