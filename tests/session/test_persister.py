@@ -85,8 +85,13 @@ async def test_burst_of_10000_snapshots_is_at_most_100_commits_newest_within_2_a
     assert versions == sorted(versions) and len(versions) == backend.commits
 
 
-async def test_burst_on_the_native_backend_with_real_fsyncs_is_at_most_100_commits(tmp_path):
-    """The same burst on a real native directory (real clock, real fsyncs) → ≤ 100 commits."""
+async def test_burst_on_the_native_backend_with_real_fsyncs_coalesces(tmp_path):
+    """The same burst on a real native directory (real clock, real fsyncs) coalesces.
+
+    On an idle machine it is under 100 commits; the bound here is ten times that, so
+    a loaded machine (slower casts, more commit windows) cannot fail it, while a
+    persister that wrote every snapshot (10,000 commits) still does.
+    """
     location = AuthLocation(tmp_path / "auth")
     first = await location.open()
     creds = first.state.creds
@@ -98,7 +103,7 @@ async def test_burst_on_the_native_backend_with_real_fsyncs_is_at_most_100_commi
         commits = (await stats(ref)).commits
     await source.aclose()
     assert state.creds.account_sync_counter == 10_000
-    assert 1 <= commits <= 100
+    assert 1 <= commits <= 1_000
     async with await use_native_file_auth_state(tmp_path / "auth") as again:
         assert again.state.creds.account_sync_counter == 10_000
 
