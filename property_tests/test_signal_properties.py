@@ -42,7 +42,7 @@ from actors.signal.errors import DuplicateMessage, NoSenderKey, SignalError, Too
 from actors.signal.repository import SignalRepository
 from actors.signal.sender_key_record import MAX_MESSAGE_KEYS, MAX_STATES, SenderKeyRecord
 from actors.signal.session_cipher import MSG, PKMSG, decrypt_whisper
-from actors.signal.session_record import MAX_SESSIONS, MAX_SKIP
+from actors.signal.session_record import MAX_RECEIVING_CHAINS, MAX_SESSIONS, MAX_SKIP
 from actors.signal.wire import (
     build_pre_key_message,
     parse_pre_key_message,
@@ -143,6 +143,14 @@ class Conversation:
         """Deliver ``sent``; the model decides whether it decrypts or is a duplicate."""
         receiver_name = self.other(sent.label.sender)
         receiver, sender = self.peer(receiver_name), self.peer(sent.label.sender)
+        if sent.label.chain <= self.sides[receiver_name].newest_seen - MAX_RECEIVING_CHAINS:
+            # The receiver keeps its five newest receiving chains: this one is gone, so
+            # the message (new or a duplicate) fails, and the failure changes nothing.
+            event("a message of a dropped chain arrived")
+            with pytest.raises(SignalError) as failed:
+                receiver.receive(sender, sent.kind, sent.ciphertext)
+            assert not isinstance(failed.value, DuplicateMessage)
+            return
         if sent.label in self.delivered:
             with pytest.raises(DuplicateMessage):
                 receiver.receive(sender, sent.kind, sent.ciphertext)
