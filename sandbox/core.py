@@ -94,6 +94,8 @@ CONNECTION_REPLACED = 440
 LOGGED_OUT = 401
 BAD_SESSION = 500
 BAD_REQUEST = 400
+#: Seconds the server waits for the client to close after the 515 that follows a link.
+RESTART_LINGER = 2.0
 
 
 class ConnState(enum.Enum):
@@ -121,10 +123,14 @@ class Send:
 
 @dataclass(frozen=True)
 class Close:
-    """Close connection ``conn_id``: cleanly after what was sent, or ``abrupt``ly (TCP reset)."""
+    """Close connection ``conn_id``: cleanly after what was sent, or ``abrupt``ly (TCP reset).
+
+    ``linger`` (seconds, since 0.2.0): let the client close first, for up to that long.
+    """
 
     conn_id: int
     abrupt: bool = False
+    linger: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -716,9 +722,11 @@ class ServerCore:
     def _send(self, conn: _Connection, node: BinaryNode) -> list[Output]:
         return [Send(conn.conn_id, self._transport(conn).send(encode_node(node)))]
 
-    def _close(self, conn: _Connection, now: float, *, abrupt: bool = False) -> list[Output]:
+    def _close(
+        self, conn: _Connection, now: float, *, abrupt: bool = False, linger: float = 0.0
+    ) -> list[Output]:
         conn.state = ConnState.CLOSING
-        return [*self._forget(conn), Close(conn.conn_id, abrupt=abrupt)]
+        return [*self._forget(conn), Close(conn.conn_id, abrupt=abrupt, linger=linger)]
 
     def _forget(self, conn: _Connection) -> list[Output]:
         for issued in conn.refs:
@@ -736,10 +744,12 @@ class ServerCore:
         self.registry.remove_device(link.ticket.user, link.ticket.device_id)
         return [LinkFailed(link.ticket.ref, "connection closed before pair-device-sign")]
 
-    def _stream_error(self, conn: _Connection, code: int, now: float) -> list[Output]:
+    def _stream_error(
+        self, conn: _Connection, code: int, now: float, *, linger: float = 0.0
+    ) -> list[Output]:
         children = [BinaryNode("conflict", {"type": "replaced"})] if code == 440 else None
         node = BinaryNode("stream:error", {"code": str(code)}, children)
-        return self._send(conn, node) + self._close(conn, now)
+        return self._send(conn, node) + self._close(conn, now, linger=linger)
 
     def _iq_id(self, conn: _Connection) -> str:
         return f"sb{conn.conn_id}.{next(conn.iq_ids)}"
@@ -920,7 +930,10 @@ class ServerCore:
         device.paired = True
         self._count.links += 1
         linked: list[Output] = [Linked(link.ticket.ref, device.jid, device.lid)]
-        return linked + self._stream_error(conn, RESTART_REQUIRED, now)
+        # The client reconnects on this 515; closing at once can overtake it: Baileys
+        # decodes frames asynchronously and then reports the close (428), not the 515.
+        restart = self._stream_error(conn, RESTART_REQUIRED, now, linger=RESTART_LINGER)
+        return linked + restart
 
     # --- routing ---------------------------------------------------------------------
 

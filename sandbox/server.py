@@ -350,6 +350,9 @@ class Sandbox:
                 if self.faults.reply_delay > 0:
                     await trio.sleep(self.faults.reply_delay)
                 if isinstance(item, Close):
+                    if item.linger > 0:
+                        # The reader cancels this writer as soon as the client closes.
+                        await trio.sleep(item.linger)
                     if item.abrupt:
                         # trio-websocket has no public "reset": closing its TCP stream
                         # is what a network loss looks like to the client.

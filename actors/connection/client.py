@@ -205,6 +205,7 @@ class ClientConnection:
         self._code: CodeRequest | None = None
         self._code_iqs: dict[str, str] = {}
         self._code_ttl = 0.0
+        self._code_used = False
         self._pairing: VerifiedPairing | None = None
         self._pairing_confirmed = False
         self._login_iqs: dict[str, LoginStep] = {}
@@ -293,10 +294,14 @@ class ClientConnection:
         return self._next_qr()
 
     def expire_code(self) -> Closed:
-        """The pairing code's lifetime ran out unused: the connection ends (408)."""
+        """The code's time ran out (unused, or no pair-success after the phone took it): 408."""
         if self.state is not ClientState.PAIRING or self._code is None:
             raise LocalProtocolError(f"client: no pairing code to expire in {self.state.name}")
-        closed = Closed(DisconnectReason.TIMED_OUT, "pairing code expired unused")
+        if self._code_used:
+            detail = "no pair-success after the phone took the code"
+        else:
+            detail = "pairing code expired unused"
+        closed = Closed(DisconnectReason.TIMED_OUT, detail)
         self._end(closed)
         return closed
 
@@ -582,6 +587,7 @@ class ClientConnection:
         # pair-success is HMAC'd with this secret; it becomes durable with the identity.
         self._creds.adv_secret_key = secret
         self._creds.registered = True
+        self._code_used = True
         self._code_iqs[iq_id] = "companion_finish"
         self._queue(finish)
         return PairingCodeUsed()
