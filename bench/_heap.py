@@ -8,6 +8,7 @@ trio-websocket's, a task our runtime starts is the runtime's. Used by
 
 from __future__ import annotations
 
+import gc
 import sysconfig
 import tracemalloc
 from collections.abc import Iterable
@@ -48,8 +49,18 @@ PASS_THROUGH = (
 )
 
 
-def start() -> None:
+def start() -> dict[str, int]:
+    """Start tracing; returns the live objects by type (the baseline of ``breakdown``)."""
     tracemalloc.start(FRAMES)
+    return object_counts()
+
+
+def object_counts() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _component(frames: Iterable[tracemalloc.Frame]) -> tuple[str, str]:
@@ -70,9 +81,11 @@ def _component(frames: Iterable[tracemalloc.Frame]) -> tuple[str, str]:
     return "trio and the standard library", last
 
 
-def breakdown(baseline: tracemalloc.Snapshot, n: int) -> dict[str, object]:
+def breakdown(baseline: tracemalloc.Snapshot, objects: dict[str, int], n: int) -> dict[str, object]:
     """Bytes per session by component and by allocating line, since ``baseline``."""
     now = tracemalloc.take_snapshot()
+    counts = object_counts()
+    grown = {k: (v - objects.get(k, 0)) / n for k, v in counts.items()}
     by_component: dict[str, int] = {}
     by_line: dict[str, int] = {}
     for stat in now.compare_to(baseline, "traceback"):
@@ -83,13 +96,14 @@ def breakdown(baseline: tracemalloc.Snapshot, n: int) -> dict[str, object]:
         by_line[where] = by_line.get(where, 0) + stat.size_diff
     tracemalloc.stop()
     total = sum(by_component.values())
-    top = sorted(by_line.items(), key=lambda kv: -kv[1])[:25]
+    top = sorted(by_line.items(), key=lambda kv: -kv[1])[:40]
     return {
         "traced_kib_per_session": total / 1024 / n,
         "components_kib_per_session": {
             k: v / 1024 / n for k, v in sorted(by_component.items(), key=lambda kv: -kv[1])
         },
         "top_lines_kib_per_session": {k: v / 1024 / n for k, v in top},
+        "objects_per_session": dict(sorted(grown.items(), key=lambda kv: -kv[1])[:30]),
     }
 
 
@@ -102,8 +116,12 @@ def print_breakdown(heap: dict[str, object], n: int) -> None:
     assert isinstance(components, dict)
     for name, kib in components.items():
         print(f"  {name:58} {kib:8.1f}")
-    print("  by allocating line (top 25):")
+    print("  by allocating line (top 40):")
     lines = heap["top_lines_kib_per_session"]
     assert isinstance(lines, dict)
     for where, kib in lines.items():
         print(f"    {where[-70:]:70} {kib:8.1f}")
+    print("  live objects (gc-tracked) per session, by type (top 30):")
+    objects = heap["objects_per_session"]
+    assert isinstance(objects, dict)
+    print("    " + ", ".join(f"{name} {count:.1f}" for name, count in objects.items()))

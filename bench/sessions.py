@@ -65,6 +65,20 @@ TARGETS = {
     "idle_cpu_pct_of_core": 5.0,
     "reopen_s": 30.0,
 }
+TARGET_N = 1000
+"""The targets hold at this many sessions (TARGETS.md, scale); fewer only show a trend."""
+
+
+def verdict(key: str, value: float | None, n: int) -> str:
+    """``met`` / ``NOT MET`` for a figure with a target at ``TARGET_N`` or more sessions."""
+    limit = TARGETS.get(key)
+    if limit is None:
+        return ""
+    if n < TARGET_N:
+        return f"(target at N={TARGET_N})"
+    if value is None:
+        return "NOT MET (not measured: not every session opened)"
+    return "met" if value <= limit else f"NOT MET ({value / limit:.1f}x the target)"
 
 
 # --- the worker (one runtime process) ------------------------------------------------
@@ -145,7 +159,7 @@ async def worker(args: argparse.Namespace, sink: TextIO) -> dict[str, Any]:
             gc.collect()
             rss_before = rss_kib()
             if args.heap:
-                _heap.start()
+                heap_objects = _heap.start()
                 heap_base = tracemalloc.take_snapshot()
             started = wall()
             if args.phase == "pair":
@@ -168,7 +182,7 @@ async def worker(args: argparse.Namespace, sink: TextIO) -> dict[str, Any]:
                 if all_open and args.heap:
                     await trio.sleep(SETTLE)
                     gc.collect()
-                    result["heap"] = _heap.breakdown(heap_base, n)
+                    result["heap"] = _heap.breakdown(heap_base, heap_objects, n)
                 elif all_open and args.idle > 0:
                     await idle_figures(args, opened, rss_before, result)
             result["open_at_end"] = len(opened.open)
@@ -454,7 +468,7 @@ def print_table(rows: list[dict[str, Any]], idle: float) -> None:
             a, b = ours.get(key), theirs.get(key)
             print(
                 f"{label:38} {row['n']:>5} {fmt(a, spec):>10} {fmt(b, spec):>10} "
-                f"{ratio(a, b):>7}  {target}"
+                f"{ratio(a, b):>7}  {target} {verdict(key, a, row['n'])}".rstrip()
             )
         for who, side in (("ours", ours), ("Baileys", theirs)):
             if "skipped" in side:
