@@ -87,10 +87,11 @@ class Metrics:
 
     def _families(self, r: CollectorRegistry) -> None:
         account = ("account",)
+        # Histograms are process-wide: a series per bucket per account would cost an idle
+        # session more memory than its key store, and the disk they time is shared.
         self.commit_seconds = Histogram(
             "commit_seconds",
-            "Time of one durable backend commit (the persister's).",
-            account,
+            "Time of one durable backend commit (a persister's).",
             namespace=NAMESPACE,
             registry=r,
             buckets=SECONDS_BUCKETS,
@@ -98,7 +99,6 @@ class Metrics:
         self.commit_batches = Histogram(
             "commit_batch_size",
             "Transactions written by one group commit.",
-            account,
             namespace=NAMESPACE,
             registry=r,
             buckets=BATCH_BUCKETS,
@@ -113,7 +113,6 @@ class Metrics:
         self.login_seconds = Histogram(
             "login_seconds",
             "From the start of a connection attempt to an open connection.",
-            account,
             namespace=NAMESPACE,
             registry=r,
             buckets=LOGIN_BUCKETS,
@@ -207,8 +206,8 @@ class Metrics:
         """The recorder the actors of ``account``'s session tree use."""
         label = self.account_label(account)
         return SessionMetrics(
-            commit_seconds=self.commit_seconds.labels(label),
-            commit_batches=self.commit_batches.labels(label),
+            commit_seconds=self.commit_seconds,
+            commit_batches=self.commit_batches,
             prekeys=self.prekeys_uploaded.labels(label),
             sent=self.messages_sent.labels(label),
         )
@@ -247,7 +246,7 @@ class Metrics:
         elif state == "open":
             started = self._login_started.pop(label, None)
             if started is not None:
-                self.login_seconds.labels(label).observe(time.monotonic() - started)
+                self.login_seconds.observe(time.monotonic() - started)
             self.connected.labels(label).set(1)
         elif state == "close":
             reason = str(update.get("reason"))
