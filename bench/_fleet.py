@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import trio
 
 from sandbox.core import ConnState
@@ -145,7 +146,7 @@ class FleetDriver:
                 f"exit {m.process.returncode}"
                 for m in self.members.values()
             )
-            + f"; {len(self.scanning)} accounts being or done scanning"
+            + f"; {len(self.scanning)} QR scans in flight"
         )
 
     async def sample(self) -> None:
@@ -157,6 +158,24 @@ class FleetDriver:
             self.twice += [(trio.current_time(), j) for j, n in logged_in.items() if n > 1]
             self.samples += 1
             await trio.sleep(0.02)
+
+    async def wait_members(self, count: int, bound: float = 60.0) -> None:
+        """Wait until ``count`` processes joined the fleet (live rows in its members table)."""
+
+        def live() -> int:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                found = conn.execute("SELECT to_regclass('baileys_fleet_members')").fetchone()
+                if found is None or found[0] is None:
+                    return 0  # no process got as far as creating the tables
+                row = conn.execute(
+                    "SELECT count(*) FROM baileys_fleet_members WHERE expires_at > now()"
+                ).fetchone()
+                return 0 if row is None else int(row[0])
+
+        with trio.fail_after(bound):
+            while await trio.to_thread.run_sync(live) < count:
+                with trio.move_on_after(0.1):
+                    await self.changed.wait()
 
     def open_accounts(self) -> set[str]:
         """Accounts open in some live process, as their event lines say."""

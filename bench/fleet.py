@@ -31,7 +31,7 @@ import trio
 from bench._common import machine_facts, percentile, print_machine
 from bench._fleet import FleetDriver, Member
 
-DEFAULTS = {"accounts": 30, "processes": 3, "ttl": 2.0, "kills": 3}
+DEFAULTS = {"accounts": 30, "processes": 3, "ttl": 4.0, "kills": 3}
 PAIR_LIMIT = 120.0
 SPREAD_LIMIT = 60.0
 
@@ -61,14 +61,15 @@ async def measure(args: argparse.Namespace, dsn: str, logs: Path) -> dict[str, A
     from stores.postgres_fleet import register_account
 
     accounts = [f"bench{i:04d}" for i in range(args.accounts)]
-    for account in accounts:
-        await register_account(dsn, account)
     result: dict[str, Any] = {"spreads": [], "kills": []}
     async with open_sandbox() as sb, trio.open_nursery() as nursery:
         fleet = FleetDriver(sb, dsn, logs, ttl=args.ttl)
         nursery.start_soon(fleet.sample)
         live = [await fleet.start(f"p{i}", nursery) for i in range(args.processes)]
         try:
+            await fleet.wait_members(args.processes)
+            for account in accounts:  # added once every process joined: even claims
+                await register_account(dsn, account)
             await fleet.until(
                 "every account paired and open",
                 lambda: fleet.open_accounts() == set(accounts),

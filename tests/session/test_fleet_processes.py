@@ -70,16 +70,7 @@ async def test_three_fleet_processes_spread_take_over_and_fence(
 
 
 async def _join_then_add(fleet: FleetDriver, dsn: str) -> None:
-    def live_members() -> int:
-        if _db(dsn, "SELECT 1, to_regclass('baileys_fleet_members') IS NOT NULL") != {1: True}:
-            return 0  # no process got as far as creating the tables
-        rows = _db(dsn, "SELECT owner, expires_at > now() FROM baileys_fleet_members")
-        return sum(rows.values())
-
-    with trio.fail_after(60):
-        while await trio.to_thread.run_sync(live_members) < 3:
-            with trio.move_on_after(0.1):
-                await fleet.changed.wait()
+    await fleet.wait_members(3)
     for account in ACCOUNTS:
         await register_account(dsn, account)
 
