@@ -210,6 +210,13 @@ async def backup_location(
     if isinstance(location, str) and location.startswith(("postgres://", "postgresql://")):
         if backend not in ("auto", "postgres"):
             raise WrongBackendError("the location URI", backend, "a postgresql:// URI")
+        if key is not None:
+            # The reader does not unseal rows: a key here would be silently unused.
+            raise BackupUnsupportedError(
+                location,
+                "a key for a PostgreSQL account: back an encrypted account up from its "
+                "running session (Session.backup), which seals the copy under its key",
+            )
         image, shown = await _postgres_image(location, account)
         return await trio.to_thread.run_sync(
             _publish_summary, image, _absolute(out), shown, "postgres"
@@ -217,12 +224,10 @@ async def backup_location(
     src, dst = _absolute(location), _absolute(out)
     _check_apart(src, dst)
     found = await trio.to_thread.run_sync(_source_backend, src, backend)
-    if key is not None and found != "native":
-        raise BackupUnsupportedError(str(src), f"an encrypted {found} source is not backed up")
     if found == "native":
         image = await trio.to_thread.run_sync(read_native_image, src, key)
     elif found == "sqlite":
-        image = await read_sqlite_image(src, account, dst)
+        image = await read_sqlite_image(src, account, dst, key)
     else:
         raise BackupUnsupportedError(str(src), _UNSUPPORTED.get(found, f"{found} backend"))
     return await trio.to_thread.run_sync(_publish_summary, image, dst, str(src), found, key)
@@ -417,10 +422,14 @@ def _check_creds(raw: bytes, location: str) -> None:
 # --- reading a SQLite account while its owner writes -----------------------------------
 
 
-async def read_sqlite_image(db_path: Path, account: str, beside: Path) -> BackupImage:
+async def read_sqlite_image(
+    db_path: Path, account: str, beside: Path, key: StoreKey | None = None
+) -> BackupImage:
     """One account of ``db_path`` at one read transaction (SQLite's online backup API).
 
-    The copy goes to a private scratch directory beside ``beside`` and is removed.
+    The copy goes to a private scratch directory beside ``beside`` and is removed. An
+    account encrypted at rest is read with ``key`` (``WrongKeyError`` without it or
+    with another, and for a plain account given one); its image is sealed under it.
     """
     where = f"{db_path} account {account!r}"
     scratch = await trio.to_thread.run_sync(_make_scratch, beside)
@@ -429,12 +438,17 @@ async def read_sqlite_image(db_path: Path, account: str, beside: Path) -> Backup
         await trio.to_thread.run_sync(_sqlite_online_copy, db_path, copy)
         from stores.sqlite import open_sqlite_backend
 
-        async with await open_sqlite_backend(copy, account=account) as backend:
+        async with await open_sqlite_backend(
+            copy, account=account, encryption_key=key
+        ) as backend:
             snapshot, seq = await backend.snapshot(), backend.statistics().seq
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(shutil.rmtree, scratch, True)
-    return image_of(snapshot, seq, where)
+    image = image_of(snapshot, seq, where)
+    if key is not None:
+        image = dataclasses.replace(image, encryption=new_encryption(key))
+    return image
 
 
 def _make_scratch(beside: Path) -> Path:
