@@ -229,8 +229,10 @@ def event_printer(
                 code = line.get("qr_index", 0) + 1
                 out.write(f"scan this QR with WhatsApp{whose} (code {code})\n")
             elif name == events.PAIRING_CODE:
+                whose = f" of account {line.get('account')}" if name_account else ""
                 out.write(
-                    f"enter this code on the phone ({PAIRING_CODE_WHERE}): {line.get('code')}\n"
+                    f"enter this code on the phone{whose} ({PAIRING_CODE_WHERE}):"
+                    f" {line.get('code')}\n"
                 )
             elif name == events.CONNECTION_UPDATE and line.get("connection") == "close":
                 out.write(_describe_close(line) + "\n")

@@ -359,6 +359,12 @@ class Config:
                 raise ConfigError(
                     name, "leave it unset with fleet=: each claimed account has its own"
                 )
+        if self.pairing_phone is not None:
+            raise ConfigError(
+                "pairing_phone",
+                "not in a fleet template (every account would ask a code for one number);"
+                " set it per account with Fleet(account_config=...)",
+            )
 
     def _merge_encryption_key(self, auth: PersistedAuth | AuthLocation) -> None:
         """``encryption_key`` goes into an ``AuthLocation``; an open one was keyed already."""

@@ -77,6 +77,8 @@ def test_a_fleet_config_takes_no_auth_and_a_valid_fleet() -> None:
         Config(auth="./auth", fleet=fleet)
     with pytest.raises(ConfigError, match=r"Config\.account"):
         Config(account="a", fleet=fleet)
+    with pytest.raises(ConfigError, match=r"Config\.pairing_phone: .*account_config"):
+        Config(pairing_phone="15551234567", fleet=fleet)
     with pytest.raises(ConfigError, match=r"Config\.auth: required"):
         Config()
     with pytest.raises(ConfigError, match=r"fleet\.capacity"):

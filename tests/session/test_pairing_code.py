@@ -189,6 +189,9 @@ def test_run_prints_the_code_on_a_console_and_as_a_json_line() -> None:
         "code": "ABCD-EFGH",
         "account": "default",
     }
+    fleet = io.StringIO()
+    event_printer("console", fleet, name_account=True)(event)
+    assert fleet.getvalue().startswith("enter this code on the phone of account default (")
 
 
 def test_run_refuses_a_bad_pairing_phone_with_exit_2_naming_it(tmp_path, capsys) -> None:
