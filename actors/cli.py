@@ -95,7 +95,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
-    """``--url`` and ``--server-root-key``: which server, and the root its certificate needs."""
+    """What ``run`` and ``fleet`` share: the key, the server, pairing by code, metrics."""
     parser.add_argument(
         "--key",
         metavar="KEYREF",
@@ -140,6 +140,11 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         options["ws_url"] = args.url
     if args.server_root_key is not None:
         options["server_root_key"] = args.server_root_key
+    if args.pairing_phone is not None:
+        options["pairing_phone"] = args.pairing_phone
+    if args.metrics_port is not None:
+        options["metrics_port"] = args.metrics_port
+        options["metrics_host"] = args.metrics_host
     return options
 
 
@@ -336,11 +341,6 @@ def run(args: argparse.Namespace, log: Logger, *, out: TextIO | None = None) -> 
         )
         options: dict[str, Any] = {"auth": location, "account": args.account}
         options.update(server_options(args))
-        if args.pairing_phone is not None:
-            options["pairing_phone"] = args.pairing_phone
-        if args.metrics_port is not None:
-            options["metrics_port"] = args.metrics_port
-            options["metrics_host"] = args.metrics_host
         config = Config(**options)
     except ConfigError as exc:
         print(f"baileys-trio run: {exc}", file=sys.stderr)

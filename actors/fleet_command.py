@@ -94,14 +94,16 @@ def _run_fleet(args: argparse.Namespace, log: Logger, stream: TextIO) -> int:
     from actors.errors import ConfigError
     from runtime.app import Config, Fleet
     from runtime.app import run as run_runtime
-    from stores.errors import StoreError
+    from stores.encryption import key_from_ref
+    from stores.errors import EncryptionKeyError, StoreError
 
     if args.dsn is None or args.capacity is None:
         return _usage("--dsn and --capacity are required (or: fleet add --dsn DSN ACCOUNT)")
     try:
+        key = None if args.key is None else key_from_ref(args.key, "--key")
         fleet = Fleet(args.dsn, capacity=args.capacity, lease_ttl=args.lease_ttl)
-        config = Config(fleet=fleet, **server_options(args))
-    except ConfigError as exc:
+        config = Config(fleet=fleet, encryption_key=key, **server_options(args))
+    except (ConfigError, EncryptionKeyError) as exc:
         return _usage(str(exc))
     fmt = getattr(args, "log_format", "auto")
     if fmt == "auto":
