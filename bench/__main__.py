@@ -26,6 +26,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bench._targets import gather, print_summary
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latest.json"
 
@@ -129,6 +131,7 @@ def run(selected: list[str], options: list[str] | None = None) -> int:
         print(f"(bench.{name}: {time.perf_counter() - started:.1f} s)", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    print_summary(gather(results))
     print(f"\nresults: {RESULTS.relative_to(HERE.parent)}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -114,3 +114,21 @@ def test_the_python_reader_is_measured_apart_only_when_it_is_not_the_default() -
         reference = wire.measure_reference(TINY, 0.0)
         assert isinstance(reference, wire.Reference)
         assert reference.receive.frames == reference.decode.frames == len(TINY)
+
+
+def test_the_run_summary_holds_each_target_row_and_explains_the_reference() -> None:
+    """`make bench`'s closing table gets every ratio; a python-reader row behind a compiled
+    default says what the reference costs per frame against Baileys."""
+    theirs = wire.Phase(100_000, 1000, 1.0)  # 10 us a frame
+    baileys = wire.BaileysRun(theirs, theirs, theirs, theirs, encoded_sha256="", node="v20")
+    default = f"receive path, {current_reader().value} reader"
+    found = {
+        default: {"ratio": 2.0, "target": 1.0, "met": True},
+        "receive path, python reader": {"ratio": 0.5, "target": 1.0, "met": False},
+    }
+    rows = {v.figure: v for v in wire.verdicts(found, baileys)}
+    assert set(rows) == set(found)
+    reference = rows["receive path, python reader"]
+    assert not reference.met and reference.value == "0.50x Baileys"
+    if current_reader() is not Reader.PYTHON:
+        assert "20.0 us a frame against Baileys' 10.0 us" in reference.limit
