@@ -13,6 +13,9 @@ import sysconfig
 import tracemalloc
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import trio
 
 REPO = Path(__file__).resolve().parent.parent
 STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
@@ -81,8 +84,49 @@ def _component(frames: Iterable[tracemalloc.Frame]) -> tuple[str, str]:
     return "trio and the standard library", last
 
 
+def _stack(task: trio.lowlevel.Task) -> list[str]:
+    """The coroutine frames a task is suspended in, outermost first (ours and libraries')."""
+    frames: list[str] = []
+    coro: Any = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        name = frame.f_code.co_filename
+        if not name.startswith(STDLIB) or "site-packages" in name:
+            short = name[len(str(REPO)) + 1 :] if name.startswith(str(REPO)) else Path(name).name
+            frames.append(f"{short}:{frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return frames
+
+
+def task_tree() -> list[str]:
+    """Every live task with its coroutine stack; identical sibling subtrees folded (xk).
+
+    Folding makes the per-session structure read once: N sessions' subtrees differ
+    only in objects, not in shape.
+    """
+
+    def fold(task: trio.lowlevel.Task, depth: int) -> list[str]:
+        head = f"{'  ' * depth}{task.name.rsplit('.', 1)[-1]}  [{' > '.join(_stack(task))}]"
+        groups: dict[tuple[str, ...], int] = {}
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                key = tuple(fold(child, depth + 1))
+                groups[key] = groups.get(key, 0) + 1
+        lines = [head]
+        for key, count in sorted(groups.items()):
+            first, *rest = key
+            lines.append(first + (f"  x{count}" if count > 1 else ""))
+            lines.extend(rest)
+        return lines
+
+    return fold(trio.lowlevel.current_root_task(), 0)
+
+
 def breakdown(baseline: tracemalloc.Snapshot, objects: dict[str, int], n: int) -> dict[str, object]:
     """Bytes per session by component and by allocating line, since ``baseline``."""
+    tree = task_tree()
     now = tracemalloc.take_snapshot()
     counts = object_counts()
     grown = {k: (v - objects.get(k, 0)) / n for k, v in counts.items()}
@@ -104,6 +148,11 @@ def breakdown(baseline: tracemalloc.Snapshot, objects: dict[str, int], n: int) -
         },
         "top_lines_kib_per_session": {k: v / 1024 / n for k, v in top},
         "objects_per_session": dict(sorted(grown.items(), key=lambda kv: -kv[1])[:30]),
+        "runtime_structure_per_session": {
+            name: grown.get(name, 0.0)
+            for name in ("Task", "coroutine", "CancelScope", "Nursery", "MemoryChannelState")
+        },
+        "task_tree": tree,
     }
 
 
@@ -125,3 +174,12 @@ def print_breakdown(heap: dict[str, object], n: int) -> None:
     objects = heap["objects_per_session"]
     assert isinstance(objects, dict)
     print("    " + ", ".join(f"{name} {count:.1f}" for name, count in objects.items()))
+    structure = heap.get("runtime_structure_per_session")
+    if isinstance(structure, dict):
+        print("  trio structure per session (live objects):")
+        print("    " + ", ".join(f"{name} {count:.1f}" for name, count in structure.items()))
+    tree = heap.get("task_tree")
+    if isinstance(tree, list):
+        print("  live tasks (identical sibling subtrees folded, xN):")
+        for line in tree:
+            print(f"    {line}")
