@@ -29,7 +29,7 @@ from runtime.child import ChildControl
 from runtime.errors import ActorRuntimeError, UnexpectedMessage
 from runtime.exit import ExitKind, ExitReason, unwrap_group
 from runtime.log import Logger
-from runtime.mailbox import Call, Envelope, Incarnation
+from runtime.mailbox import Call, Envelope, Incarnation, Mailbox
 from runtime.ref import ActorRef
 from runtime.registry import Registry
 
@@ -56,7 +56,7 @@ def exit_reason_of(exc: BaseException) -> ExitReason:
     return ExitReason.crash(leaf)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActorContext:
     """What one incarnation of an actor knows about its place in the tree."""
 
@@ -108,8 +108,8 @@ class Actor:
                 f"actor at {control.path!r} already ran; a ChildSpec must build a fresh one"
             )
         slot.incarnations += 1
-        send, receive = trio.open_memory_channel[Envelope](control.mailbox_size)
-        incarnation = Incarnation(slot.name, slot.incarnations, send)
+        mailbox: Mailbox[Envelope] = Mailbox(control.mailbox_size)
+        incarnation = Incarnation(slot.name, slot.incarnations, mailbox)
         ready = False
         reason = ExitReason.killed()  # stays so only if cancelled from outside
         try:
@@ -127,7 +127,7 @@ class Actor:
                 slot.publish(incarnation)
                 ready = True
                 task_status.started()
-                reason = await self._serve(receive, control)
+                reason = await self._serve(mailbox, control)
                 nursery.cancel_scope.cancel()
         except Exception as exc:
             reason = exit_reason_of(exc)
@@ -135,7 +135,6 @@ class Actor:
             # Runs on every exit, even when killed: no caller may wait on a dead mailbox.
             incarnation.end(reason)
             slot.vacate(incarnation)
-            receive.close()
         if ready:
             try:
                 await self.terminate(reason)
@@ -143,25 +142,16 @@ class Actor:
                 reason = ExitReason.crash(exc)
         return reason
 
-    async def _serve(
-        self, receive: trio.MemoryReceiveChannel[Envelope], control: ChildControl
-    ) -> ExitReason:
+    async def _serve(self, mailbox: Mailbox[Envelope], control: ChildControl) -> ExitReason:
         """The mailbox loop; returns SHUTDOWN once asked to stop (after the message in hand)."""
-        busy = False
-        idle_wait = trio.CancelScope()
-
-        def stop_if_idle() -> None:
-            if not busy:
-                idle_wait.cancel()
-
-        control.on_stop(stop_if_idle)
-        with idle_wait:
-            while not control.stop_requested:
-                envelope = await receive.receive()
-                busy = True
-                if isinstance(envelope, Call):
-                    envelope.reply.resolve(await self.handle_call(envelope.msg))
-                else:
-                    await self.handle_cast(envelope.msg)
-                busy = False
+        # A stop wakes an idle wait; a busy handler finishes and the loop sees the flag.
+        control.on_stop(mailbox.wake)
+        while not control.stop_requested:
+            envelope = await mailbox.receive()
+            if envelope is None:
+                continue
+            if isinstance(envelope, Call):
+                envelope.reply.resolve(await self.handle_call(envelope.msg))
+            else:
+                await self.handle_cast(envelope.msg)
         return ExitReason.shutdown()

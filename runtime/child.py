@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from runtime.registry import Registry
 
 
-@dataclass
+@dataclass(slots=True)
 class ChildControl:
     """What a parent hands to one incarnation of a child, and how it asks it to stop."""
 
@@ -60,6 +60,8 @@ class Supervisable(Protocol):
 
 class ReadyTracker:
     """A ``TaskStatus`` that remembers whether ``started`` was called."""
+
+    __slots__ = ("is_started", "on_started")
 
     def __init__(self) -> None:
         self.is_started = False

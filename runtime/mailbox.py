@@ -10,12 +10,157 @@ Since 0.1.0.
 
 from __future__ import annotations
 
-from typing import Any
+from collections import deque
+from typing import Any, Generic, TypeVar
 
+import outcome
 import trio
+from trio.lowlevel import Abort, RaiseCancelT, Task
 
 from runtime.errors import ActorDown
 from runtime.exit import ExitReason
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """A bounded FIFO queue with one receiver: what an actor's mailbox needs, and no more.
+
+    It keeps trio's memory-channel semantics for one receiving task at a fraction of
+    the memory (an idle mailbox is one small object; its queue exists only while
+    messages wait):
+
+    - ``send`` waits while ``capacity`` messages wait (backpressure); senders blocked
+      on a full mailbox get in, in the order they blocked, before any later sender.
+    - A message reaches the receiver in the order it got in, exactly once: a send
+      cancelled while it waits did not get in; a receive cancelled while it waits
+      took nothing.
+    - ``close`` (the receiver is done) drops what still waits and fails every
+      waiting and future send with ``trio.BrokenResourceError``.
+    - ``wake`` makes a waiting ``receive`` return ``None`` without a message, so the
+      receiver can notice a request (a stop) made while it was idle.
+
+    Since 0.2.0.
+    """
+
+    __slots__ = ("_closed", "_queue", "_receiver", "_senders", "capacity")
+
+    def __init__(self, capacity: float) -> None:
+        if not capacity >= 1:
+            raise ValueError(f"a mailbox holds at least one message, got capacity {capacity}")
+        self.capacity = capacity
+        self._queue: deque[T] | None = None
+        self._senders: dict[Task, T] | None = None  # blocked senders, in arrival order
+        self._receiver: Task | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Messages waiting to be received."""
+        return len(self._queue) if self._queue is not None else 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def blocked_senders(self) -> int:
+        return len(self._senders) if self._senders is not None else 0
+
+    def send_nowait(self, msg: T) -> None:
+        """Put ``msg`` in now; ``trio.WouldBlock`` when full or others already wait for room."""
+        if self._closed:
+            raise trio.BrokenResourceError("the mailbox is closed")
+        if self._receiver is not None:
+            receiver, self._receiver = self._receiver, None
+            trio.lowlevel.reschedule(receiver, outcome.Value(msg))
+            return
+        if self._senders or len(self) >= self.capacity:
+            raise trio.WouldBlock
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(msg)
+
+    async def send(self, msg: T) -> None:
+        """Put ``msg`` in, waiting for room; ``trio.BrokenResourceError`` once closed."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self.send_nowait(msg)
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        if self._senders is None:
+            self._senders = {}
+        senders = self._senders
+        senders[task] = msg
+
+        def abort(_: RaiseCancelT) -> Abort:
+            del senders[task]  # cancelled before getting in: the message was not sent
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def receive_nowait(self) -> T:
+        """The oldest message; ``trio.WouldBlock`` when none waits."""
+        if self._closed:
+            raise trio.ClosedResourceError("the mailbox is closed")
+        queue = self._queue
+        if not queue:
+            raise trio.WouldBlock
+        msg = queue.popleft()
+        if self._senders:
+            # Room freed: the longest-blocked sender's message gets in, ahead of newcomers.
+            task = next(iter(self._senders))
+            queue.append(self._senders.pop(task))
+            trio.lowlevel.reschedule(task)
+        if not queue:
+            self._queue = None  # an idle mailbox keeps no buffer
+        if not self._senders:
+            self._senders = None
+        return msg
+
+    async def receive(self) -> T | None:
+        """The oldest message, waiting for one; ``None`` if woken by ``wake``."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            msg = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return msg
+        if self._receiver is not None:
+            raise trio.BusyResourceError("a mailbox has one receiver")
+        self._receiver = trio.lowlevel.current_task()
+
+        def abort(_: RaiseCancelT) -> Abort:
+            self._receiver = None  # cancelled while waiting: nothing was taken
+            return Abort.SUCCEEDED
+
+        woken: T | None = await trio.lowlevel.wait_task_rescheduled(abort)
+        return woken
+
+    def wake(self) -> None:
+        """Make a waiting ``receive`` return ``None``; nothing happens if none waits."""
+        if self._receiver is not None:
+            receiver, self._receiver = self._receiver, None
+            trio.lowlevel.reschedule(receiver, outcome.Value(None))
+
+    def close(self) -> None:
+        """The receiver is done: drop waiting messages, fail every waiting and later send."""
+        self._closed = True
+        self._queue = None
+        senders, self._senders = self._senders, None
+        for task in senders or ():
+            # One outcome per task: an outcome can be unwrapped only once.
+            trio.lowlevel.reschedule(
+                task, outcome.Error(trio.BrokenResourceError("the mailbox is closed"))
+            )
+        if self._receiver is not None:
+            receiver, self._receiver = self._receiver, None
+            trio.lowlevel.reschedule(receiver, outcome.Error(trio.ClosedResourceError("closed")))
 
 
 class Reply:
@@ -69,18 +214,19 @@ Envelope = Call | Cast
 class Incarnation:
     """One run of an actor: its mailbox and the calls it owes answers to."""
 
-    __slots__ = ("alive", "name", "number", "pending", "send")
+    __slots__ = ("alive", "mailbox", "name", "number", "pending")
 
-    def __init__(self, name: str, number: int, send: trio.MemorySendChannel[Envelope]) -> None:
+    def __init__(self, name: str, number: int, mailbox: Mailbox[Envelope]) -> None:
         self.name = name
         self.number = number
-        self.send = send
+        self.mailbox = mailbox
         self.pending: set[Reply] = set()
         self.alive = True
 
     def end(self, reason: ExitReason) -> None:
-        """Mark dead and fail every call still waiting on this incarnation."""
+        """Mark dead, close the mailbox and fail every call still waiting on this incarnation."""
         self.alive = False
+        self.mailbox.close()
         pending, self.pending = self.pending, set()
         for reply in pending:
             reply.fail(ActorDown(self.name, reason))
@@ -97,7 +243,7 @@ class Slot:
         self.closed = False
         self.closed_reason: ExitReason | None = None
         self.incarnations = 0
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None  # made only while someone waits
 
     def publish(self, incarnation: Incarnation) -> None:
         """Make a ready incarnation the one refs deliver to; wakes waiting callers."""
@@ -117,8 +263,9 @@ class Slot:
         self._wake()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def incarnation(self) -> Incarnation:
         """The live incarnation, waiting through a restart; ``ActorDown`` once closed."""
@@ -128,4 +275,6 @@ class Slot:
             current = self.current
             if current is not None and current.alive:
                 return current
+            if self._changed is None:
+                self._changed = trio.Event()
             await self._changed.wait()

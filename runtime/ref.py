@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from runtime.registry import Registry
 
 DEFAULT_CALL_TIMEOUT = 5.0
-_DELIVERY_FAILED = (trio.BrokenResourceError, trio.ClosedResourceError)
+_DELIVERY_FAILED = trio.BrokenResourceError  # the incarnation closed its mailbox
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class ActorRef:
                 reply = Reply()
                 incarnation.pending.add(reply)
                 try:
-                    await incarnation.send.send(Call(msg, reply))
+                    await incarnation.mailbox.send(Call(msg, reply))
                 except _DELIVERY_FAILED:
                     # The incarnation died before taking the message: wait for the next one.
                     incarnation.pending.discard(reply)
@@ -103,7 +103,7 @@ class ActorRef:
         while True:
             incarnation = await self._slot().incarnation()
             try:
-                await incarnation.send.send(Cast(msg))
+                await incarnation.mailbox.send(Cast(msg))
             except _DELIVERY_FAILED:
                 continue
             return
@@ -120,7 +120,7 @@ class ActorRef:
         if incarnation is None or not incarnation.alive:
             raise MailboxFull(self.name, "actor is restarting")
         try:
-            incarnation.send.send_nowait(Cast(msg))
+            incarnation.mailbox.send_nowait(Cast(msg))
         except trio.WouldBlock:
             raise MailboxFull(self.name, "mailbox is full") from None
         except _DELIVERY_FAILED:
@@ -140,13 +140,12 @@ class ActorRef:
                 math.nan,
                 0,
             )
-        stats = incarnation.send.statistics()
         return RefStatistics(
             self.name,
             True,
             incarnation.alive,
             slot.incarnations,
-            stats.current_buffer_used,
-            stats.max_buffer_size,
+            len(incarnation.mailbox),
+            incarnation.mailbox.capacity,
             len(incarnation.pending),
         )
