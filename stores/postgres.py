@@ -10,7 +10,8 @@ store id; never the key) and its blobs sealed as ``stores.sqlite_codec`` describ
 Durability: one ``commit`` is one SQL transaction (keys, creds and the account's
 sequence number together), acknowledged only after the server acknowledged COMMIT
 with ``synchronous_commit = on``. Commits that queue up while one is written are
-grouped into the next single transaction.
+grouped into the next single transaction. That transaction is one statement
+(``stores.postgres_commit``): the fence, the sequence and every row in one round trip.
 
 Threads: psycopg 3 has no Trio support, so each backend owns one *writer thread*
 with one synchronous connection. Every read and commit is one job handed over a
@@ -22,8 +23,8 @@ Ownership (a lease with fencing):
 * Opening takes the account's lease row: a new row at epoch 1, or a row whose lease
   expired (by the server's clock) or was released, at epoch + 1. A live lease of
   another owner raises ``StoreLockedError`` naming it (owner id, host, pid, expiry).
-* Every commit first reads the lease row ``FOR SHARE`` in the same transaction and
-  refuses (``FencedError``) unless the epoch is still ours and unexpired. The row
+* Every commit locks the lease row ``FOR SHARE`` in the same transaction and writes
+  nothing (``FencedError``) unless the epoch is still ours and unexpired. The row
   lock orders the commit against a takeover: a takeover that commits first fences
   the commit; a commit that locks first lands before the takeover.
 * A lease is renewed every ``ttl / 3`` by one statement renewing *every* lease the
@@ -36,10 +37,12 @@ Ownership (a lease with fencing):
   the server would let another process take the account.
 * Once fenced, the backend never writes again.
 
-Connection loss: a commit whose transaction broke before COMMIT was sent fails with
-``DurabilityError``. When the connection broke while COMMIT was in flight, the writer
-reconnects and reads the account's sequence number: a COMMIT the server applied is
-acknowledged, one it did not fails. Broken connections are re-made with backoff (up to
+Connection loss: a commit statement is a compare-and-set on the account's sequence
+number, so sending it twice lands it once. When the connection broke before its answer
+came, the writer reconnects and sends it once more: it lands, or the server says it
+had landed already (acknowledged either way), or it is fenced. When that fails too,
+the commit fails with ``DurabilityError`` (outcome unknown) and the next one reads the
+sequence number first. Broken connections are re-made with backoff (up to
 ``reconnect_timeout``) by the next job; the backend stays writable, because PostgreSQL
 either applied a transaction or did not (no page cache to lose).
 """
@@ -79,6 +82,14 @@ from stores.errors import (
     MigrationError,
     StoreClosedError,
     StoreError,
+)
+from stores.postgres_commit import (
+    COMMIT_SQL,
+    PRE_READ_SQL,
+    REFUSAL_SQL,
+    CommitPlan,
+    CredsCopy,
+    plan,
 )
 from stores.postgres_lease import (
     LeaseInfo,
@@ -198,7 +209,11 @@ class PostgresBackend:
         self.lease_lost = trio.Event()
         """Set when the lease is lost (fenced or expired): the session must stop."""
         self._valid_until = valid_until
-        self._attempt_last = seq  # the seq the transaction in flight would make durable
+        # Writer-thread state: the sequence our last statement made durable (None: read
+        # it first) and the creds copy in slot 0 (read before the first creds commit).
+        self._known_seq: int | None = seq
+        self._creds_now: CredsCopy | None = None
+        self._creds_known = False
         self._board = join_board(conninfo, owner, account, epoch)
         self._renewals = 0
         self._batches = 0
@@ -393,54 +408,63 @@ class PostgresBackend:
         return _Pending(keys=keys, creds=creds)
 
     def _write_group(self, conn: Any, group: Sequence[_Pending]) -> list[int]:
-        """One SQL transaction for the whole group; each batch's seq (writer thread)."""
+        """One statement (one transaction) for the whole group; each batch's seq (thread)."""
+        plan = self._plan(conn, group)
         try:
-            conn.execute("BEGIN")
+            seq = self._send(conn, plan)
         except psycopg.OperationalError as exc:
-            # A connection that died while idle is found out here: nothing of this
-            # transaction reached the server, so one fresh connection may run it.
             if not conn.broken:
                 raise DurabilityError(self._location, "postgres commit", exc) from exc
-            conn = self._writer.connection()
-            try:
-                conn.execute("BEGIN")
-            except psycopg.Error as again:
-                raise DurabilityError(self._location, "postgres commit", again) from again
-        committing = False
-        try:
-            try:
-                first = self._write_rows(conn, group)
-                committing = True
-                conn.execute("COMMIT")
-            except BaseException:
-                if not committing:
-                    _rollback_quietly(conn)
-                raise
+            # No answer: the statement may or may not have landed. It is idempotent (the
+            # sequence compare-and-set), so it is sent once more on a new connection.
+            seq = self._send_again(plan, exc)
         except psycopg.Error as exc:
-            if not committing or not conn.broken:
-                raise DurabilityError(self._location, "postgres commit", exc) from exc
-            # COMMIT was sent and the connection broke: ask the server what happened.
-            first = self._confirm(len(group), exc)
-        return list(range(first, first + len(group)))
+            raise DurabilityError(self._location, "postgres commit", exc) from exc
+        self._landed(plan)
+        return list(range(seq - plan.count + 1, seq + 1))
 
-    def _confirm(self, count: int, cause: psycopg.Error) -> int:
-        """After a COMMIT without an answer: its first seq if the server applied it."""
-        expected_last = self._attempt_last
+    def _send_again(self, plan: CommitPlan, cause: psycopg.Error) -> int:
         try:
-            conn = self._writer.connection()
-            row = conn.execute(
-                "SELECT a.seq, l.epoch FROM baileys_accounts a"
-                " JOIN baileys_leases l USING (account) WHERE a.account = %s",
-                (self._account,),
-            ).fetchone()
+            return self._send(self._writer.connection(), plan, again=True)
         except (psycopg.Error, DurabilityError) as exc:
+            self._known_seq = None  # it may still land: read the sequence before the next
             raise DurabilityError(
-                self._location, "postgres commit (outcome unknown: no answer to COMMIT)", exc
+                self._location, "postgres commit (outcome unknown: no answer)", exc
             ) from cause
-        # Under our epoch only we write: the seq this transaction would make means it landed.
-        if row is not None and int(row[1]) == self._epoch and int(row[0]) == expected_last:
-            return expected_last - count + 1
-        raise DurabilityError(self._location, "postgres commit (not applied)", cause)
+
+    def _send(self, conn: Any, plan: CommitPlan, *, again: bool = False) -> int:
+        """Run the commit statement; its last seq, or why it wrote nothing raised."""
+        row = conn.execute(COMMIT_SQL, plan.params).fetchone()
+        if row is not None:
+            return int(row[0])
+        return self._refused(conn, plan, again)
+
+    def _refused(self, conn: Any, plan: CommitPlan, again: bool) -> int:
+        """The statement wrote nothing: fenced, or (sent again) it had landed already."""
+        row = conn.execute(REFUSAL_SQL, (self._account,)).fetchone()
+        if row is None or row[1] is None:
+            gone = "lease taken over: the lease row is gone"
+            raise FencedError(self._location, gone, self._epoch)
+        seq, epoch, owner, live = int(row[0]), int(row[1]), row[2], bool(row[3])
+        if epoch != self._epoch:
+            raise FencedError(
+                self._location, f"lease taken over: {owner} took epoch {epoch}", self._epoch
+            )
+        if again and seq == plan.last:
+            return seq  # the first sending landed: under our epoch only we write
+        if not live:
+            raise FencedError(self._location, "lease expired without renewal", self._epoch)
+        self._known_seq = seq
+        state = "not applied" if again else "refused"
+        raise DurabilityError(
+            self._location,
+            f"postgres commit ({state}: the sequence is {seq}, this writer expected {plan.prev})",
+        )
+
+    def _landed(self, plan: CommitPlan) -> None:
+        self._known_seq = plan.last
+        if plan.creds is not None:
+            self._creds_now, self._creds_known = plan.creds, True
 
     def _check_epoch(self, conn: Any) -> None:
         """Inside a transaction: refuse (``FencedError``) unless the lease is still ours."""
@@ -455,72 +479,47 @@ class PostgresBackend:
         if not row[2]:
             raise FencedError(self._location, "lease expired without renewal", self._epoch)
 
-    def _write_rows(self, conn: Any, group: Sequence[_Pending]) -> int:
-        """Fence, then the writes of a group inside an open transaction; the first seq."""
+    def _plan(self, conn: Any, group: Sequence[_Pending]) -> CommitPlan:
+        """The statement writing ``group``, sealed under the cipher in force now (thread)."""
         account, cipher = self._account, self._cipher
-        self._check_epoch(conn)
-        if self._meta_pending and cipher is not None:
-            # In the account's first transaction: no row is ever sealed without it.
-            _write_encryption(conn, account, cipher.encryption)
         keys: dict[tuple[str, str], bytes | None] = {}
         creds: bytes | None = None
         for pending in group:
             keys.update(pending.keys)
             creds = pending.creds or creds
-        last = int(
-            conn.execute(
-                "UPDATE baileys_accounts SET seq = seq + %s WHERE account = %s RETURNING seq",
-                (len(group), account),
-            ).fetchone()[0]
+        if self._known_seq is None or (creds is not None and not self._creds_known):
+            self._pre_read(conn)
+        assert self._known_seq is not None
+        meta = None
+        if self._meta_pending and cipher is not None:
+            # In the account's first commit: no row is ever sealed without it.
+            meta = (account_meta_name(account), encryption_to_text(cipher.encryption))
+        return plan(
+            account=account,
+            epoch=self._epoch,
+            prev=self._known_seq,
+            count=len(group),
+            keys={
+                (t, i): v if v is None else codec.seal_row(v, key_identity(account, t, i), cipher)
+                for (t, i), v in keys.items()
+            },
+            creds=None if creds is None else codec.seal_row(creds, creds_identity(account), cipher),
+            previous=None if creds is None else self._creds_now,
+            meta=meta,
         )
-        first = last - len(group) + 1
-        self._attempt_last = last
-        upserts = [
-            (account, t, i, *codec.seal_row(v, key_identity(account, t, i), cipher))
-            for (t, i), v in keys.items()
-            if v is not None
-        ]
-        deletes = [(account, t, i) for (t, i), v in keys.items() if v is None]
-        with conn.cursor() as cur:
-            if upserts:
-                cur.executemany(
-                    "INSERT INTO baileys_keys (account, type, id, crc, value)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account, type, id)"
-                    " DO UPDATE SET crc = excluded.crc, value = excluded.value",
-                    upserts,
-                )
-            if deletes:
-                cur.executemany(
-                    "DELETE FROM baileys_keys WHERE account = %s AND type = %s AND id = %s",
-                    deletes,
-                )
-        if creds is not None:
-            self._write_creds(conn, last, codec.seal_row(creds, creds_identity(account), cipher))
-        return first
 
-    def _write_creds(self, conn: Any, seq: int, creds: tuple[int, bytes]) -> None:
-        account = self._account
-        old = conn.execute(
-            "SELECT crc, blob FROM baileys_creds WHERE account = %s AND slot = %s",
-            (account, _CURRENT),
-        ).fetchone()
-        if old is not None and codec.row_crc(creds_identity(account), _bytes(old[1])) == old[0]:
-            # The newest copy becomes the previous one; a damaged newest copy is dropped.
-            conn.execute(
-                "DELETE FROM baileys_creds WHERE account = %s AND slot = %s", (account, _PREVIOUS)
-            )
-            conn.execute(
-                "UPDATE baileys_creds SET slot = %s WHERE account = %s AND slot = %s",
-                (_PREVIOUS, account, _CURRENT),
-            )
-        else:
-            conn.execute(
-                "DELETE FROM baileys_creds WHERE account = %s AND slot = %s", (account, _CURRENT)
-            )
-        conn.execute(
-            "INSERT INTO baileys_creds (account, slot, seq, crc, blob) VALUES (%s, %s, %s, %s, %s)",
-            (account, _CURRENT, seq, *creds),
-        )
+    def _pre_read(self, conn: Any) -> None:
+        """Read the sequence and the creds in slot 0 (after open, or an unknown outcome)."""
+        row = conn.execute(PRE_READ_SQL, (self._account,)).fetchone()
+        if row is None:
+            raise CorruptStateError(self._where("baileys_accounts"), "the account row is gone")
+        self._known_seq = int(row[0])
+        self._creds_now, self._creds_known = None, True
+        if row[1] is not None:
+            blob = _bytes(row[3])
+            # A damaged newest copy is not kept as the previous one: it is dropped.
+            if codec.row_crc(creds_identity(self._account), blob) == row[2]:
+                self._creds_now = CredsCopy(int(row[1]), int(row[2]), blob)
 
     async def import_snapshot(
         self, snapshot: StoreSnapshot, verify: Callable[[StoreSnapshot], None]
@@ -540,9 +539,11 @@ class PostgresBackend:
             with conn.transaction():
                 if _account_has_rows(conn, self._account):
                     raise MigrationError(f"{self._location} already holds data")
-                first = self._write_rows(conn, [pending])
+                plan = self._plan(conn, [pending])
+                seq = self._send(conn, plan)
                 verify(self._decode_snapshot(*self._snapshot_rows_in(conn)))
-            return first
+            self._landed(plan)
+            return seq
 
         try:
             seq = await self._run(run)
@@ -574,6 +575,7 @@ class PostgresBackend:
                 self._check_epoch(conn)
                 self._reseal_rows(conn, cipher)
             self._cipher, self._meta_pending = cipher, False
+            self._creds_known = False  # slot 0 was sealed anew
 
         try:
             await self._run(run)
@@ -810,15 +812,6 @@ def _keying(conn: Any, account: str, where: str, key: StoreKey | None) -> Accoun
 
 def _bytes(blob: Any) -> bytes:
     return bytes(blob) if isinstance(blob, memoryview | bytearray) else blob
-
-
-def _rollback_quietly(conn: Any) -> None:
-    if conn.broken or conn.closed:
-        return
-    try:
-        conn.execute("ROLLBACK")
-    except psycopg.Error:
-        pass  # the transaction is gone either way; the caller reports the first error
 
 
 def _account_has_rows(conn: Any, account: str) -> bool:

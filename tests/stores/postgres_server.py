@@ -34,6 +34,7 @@ __all__ = [
     "PostgresServer",
     "postgres_dsn_fixture",
     "postgres_server_fixture",
+    "run_sql",
     "server_or_skip",
 ]
 
@@ -66,6 +67,13 @@ class PostgresServer:
                 (dbname,),
             ).fetchall()
         return len(rows)
+
+
+def run_sql(dsn: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on its own autocommit connection; its rows (none: ``[]``)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
 
 
 _numbers = itertools.count(1)

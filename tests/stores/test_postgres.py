@@ -23,6 +23,7 @@ from stores.postgres import (
     open_postgres_backend,
     parse_location,
 )
+from stores.postgres_commit import COMMIT_SQL
 from stores.postgres_schema import BACKEND_MARK, MIGRATIONS, SCHEMA_VERSION, Migration
 from stores.types import Batch, Persistence
 from tests.stores.contract import make_creds
@@ -31,12 +32,7 @@ from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name
     postgres_dsn_fixture,
     postgres_server_fixture,
 )
-
-
-def _sql(dsn: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else []
+from tests.stores.postgres_server import run_sql as _sql
 
 
 async def test_implements_persistence_and_names_its_location(postgres_dsn: str) -> None:
@@ -179,7 +175,8 @@ async def test_idle_connection_killed_by_the_server_is_replaced(
 
 
 class _FlakyCommit:
-    """A connection whose next COMMIT loses its answer: after sending it, or instead of it."""
+    """A connection whose next commit statements lose their answer: after the server ran
+    one ("after"), or instead of sending it ("instead"); modes are popped from the end."""
 
     def __init__(self, real: Any, mode: list[str]) -> None:
         self._real = real
@@ -187,11 +184,11 @@ class _FlakyCommit:
         self._broke = False
 
     def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
-        if statement == "COMMIT" and self._mode:
+        if statement is COMMIT_SQL and self._mode:
             mode = self._mode.pop()
             if mode == "after":
                 self._real.execute(statement, *args, **kwargs)
-            self._real.close()  # without COMMIT the server rolls the transaction back
+            self._real.close()
             self._broke = True
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return self._real.execute(statement, *args, **kwargs)
@@ -212,10 +209,8 @@ def _flaky(dsn: str, mode: list[str]) -> Callable[[], Any]:
     return connect
 
 
-async def test_commit_whose_answer_was_lost_is_confirmed_from_the_server(
-    postgres_dsn: str,
-) -> None:
-    """A COMMIT the server applied before the connection broke is acknowledged, not failed."""
+async def test_commit_whose_answer_was_lost_is_acknowledged_once(postgres_dsn: str) -> None:
+    """A commit the server applied before the connection broke is acknowledged, not redone."""
     mode: list[str] = []
     async with await open_postgres_backend(postgres_dsn, connect=_flaky(postgres_dsn, mode)) as b:
         await b.commit(Batch(keys={"session": {"a": b"1"}}))
@@ -223,21 +218,45 @@ async def test_commit_whose_answer_was_lost_is_confirmed_from_the_server(
         assert await b.commit(Batch(keys={"session": {"b": b"2"}})) == 2
         assert await b.read_keys("session", ["a", "b"]) == {"a": b"1", "b": b"2"}
         assert await b.commit(Batch(keys={"session": {"c": b"3"}})) == 3
+        assert _sql(postgres_dsn, "SELECT seq FROM baileys_accounts") == [(3,)]
 
 
-async def test_commit_the_server_never_got_fails_and_the_backend_goes_on(
-    postgres_dsn: str,
-) -> None:
-    """A COMMIT lost before the server got it raises DurabilityError; later commits land."""
+async def test_commit_the_server_never_got_is_sent_again_and_lands(postgres_dsn: str) -> None:
+    """A commit lost before it reached the server is sent once more on a new connection."""
     mode: list[str] = []
     async with await open_postgres_backend(postgres_dsn, connect=_flaky(postgres_dsn, mode)) as b:
         await b.commit(Batch(keys={"session": {"a": b"1"}}))
         mode.append("instead")
-        with pytest.raises(DurabilityError, match="not applied"):
+        assert await b.commit(Batch(keys={"session": {"b": b"2"}})) == 2
+        assert await b.read_keys("session", ["a", "b"]) == {"a": b"1", "b": b"2"}
+        assert b.statistics().reconnects == 1
+
+
+async def test_commit_lost_twice_fails_and_the_backend_goes_on(postgres_dsn: str) -> None:
+    """Lost on both connections: DurabilityError, nothing of it written; later commits land."""
+    mode: list[str] = []
+    async with await open_postgres_backend(postgres_dsn, connect=_flaky(postgres_dsn, mode)) as b:
+        await b.commit(Batch(keys={"session": {"a": b"1"}}))
+        mode.extend(["instead", "instead"])
+        with pytest.raises(DurabilityError, match="outcome unknown"):
             await b.commit(Batch(keys={"session": {"b": b"2"}}))
         assert await b.read_keys("session", ["a", "b"]) == {"a": b"1"}
         assert await b.commit(Batch(keys={"session": {"c": b"3"}})) == 2
         assert await b.read_keys("session", ["b", "c"]) == {"c": b"3"}
+
+
+async def test_commit_of_unknown_outcome_that_landed_is_not_overwritten(
+    postgres_dsn: str,
+) -> None:
+    """Applied, then its resend lost too: the next commit reads the sequence and goes on."""
+    mode: list[str] = []
+    async with await open_postgres_backend(postgres_dsn, connect=_flaky(postgres_dsn, mode)) as b:
+        await b.commit(Batch(keys={"session": {"a": b"1"}}))
+        mode.extend(["instead", "after"])
+        with pytest.raises(DurabilityError, match="outcome unknown"):
+            await b.commit(Batch(keys={"session": {"b": b"2"}}))
+        assert await b.commit(Batch(keys={"session": {"c": b"3"}})) == 3
+        assert await b.read_keys("session", ["a", "b", "c"]) == {"a": b"1", "b": b"2", "c": b"3"}
 
 
 async def test_unreachable_server_is_a_durability_error(postgres_dsn: str) -> None:

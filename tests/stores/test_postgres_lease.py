@@ -28,12 +28,7 @@ from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name
     postgres_dsn_fixture,
     postgres_server_fixture,
 )
-
-
-def _sql(dsn: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else []
+from tests.stores.postgres_server import run_sql as _sql
 
 
 def _expire(dsn: str, account: str) -> None:

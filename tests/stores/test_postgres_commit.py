@@ -1,0 +1,250 @@
+"""The PostgreSQL commit statement: one round trip per group commit, fenced, all or nothing.
+
+The connection is wrapped to count and hold back statements on the writer thread: a
+held commit statement lets the test queue more commits behind it (they form the next
+group) and look at the database from another connection meanwhile.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from stores.errors import DurabilityError, FencedError
+from stores.postgres import PostgresBackend, open_postgres_backend
+from stores.postgres_commit import COMMIT_SQL
+from stores.types import Batch
+from tests.stores.contract import make_creds
+from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name)
+    postgres_dsn_fixture,
+    postgres_server_fixture,
+)
+from tests.stores.postgres_server import run_sql as _sql
+
+
+class _Watched:
+    """A connection that counts statements and can hold the next commit statement."""
+
+    def __init__(self, real: Any, probe: _Probe) -> None:
+        self._real = real
+        self._probe = probe
+
+    def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        self._probe.statements.append(statement)
+        if statement is COMMIT_SQL and self._probe.hold.is_set():
+            self._probe.hold.clear()
+            self._probe.held.set()
+            assert self._probe.release.wait(10), "the held commit was never released"
+        return self._real.execute(statement, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _Probe:
+    def __init__(self) -> None:
+        self.statements: list[Any] = []
+        self.hold = threading.Event()
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def connect(self, dsn: str) -> Callable[[], Any]:
+        def connect() -> Any:
+            return _Watched(psycopg.connect(dsn, autocommit=True), self)
+
+        return connect
+
+    async def wait_held(self) -> None:
+        """Real time: the writer thread runs outside trio's clock."""
+        assert await trio.to_thread.run_sync(self.held.wait, 10)
+
+
+async def _open(dsn: str, probe: _Probe, **kwargs: Any) -> PostgresBackend:
+    return await open_postgres_backend(dsn, connect=probe.connect(dsn), **kwargs)
+
+
+async def _queue_behind_held(
+    backend: PostgresBackend, probe: _Probe, batches: list[Batch]
+) -> list[int | BaseException]:
+    """Commit ``batches[0]`` held at the server's door, queue the rest behind it, release."""
+    results: list[int | BaseException] = [0] * len(batches)
+
+    async def one(n: int) -> None:
+        try:
+            results[n] = await backend.commit(batches[n])
+        except (DurabilityError, FencedError) as exc:
+            results[n] = exc
+
+    probe.hold.set()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, 0)
+        await probe.wait_held()
+        for n in range(1, len(batches)):
+            nursery.start_soon(one, n)
+        await trio.testing.wait_all_tasks_blocked()
+        probe.release.set()
+    return results
+
+
+async def test_a_commit_is_one_statement(postgres_dsn: str) -> None:
+    """Keys, deletes and creds commit in one statement; the first creds commit reads slot 0."""
+    probe = _Probe()
+    async with await _open(postgres_dsn, probe) as backend:
+        probe.statements.clear()
+        await backend.commit(Batch(keys={"session": {"a": b"1", "b": b"2"}}))
+        await backend.commit(Batch(keys={"session": {"a": None, "c": b"3"}}))
+        assert probe.statements == [COMMIT_SQL, COMMIT_SQL]
+        probe.statements.clear()
+        await backend.commit(Batch(creds=make_creds()))
+        assert len(probe.statements) == 2  # slot 0 read once after open
+        probe.statements.clear()
+        await backend.commit(Batch(keys={"session": {"d": b"4"}}, creds=make_creds()))
+        assert probe.statements == [COMMIT_SQL]
+        assert await backend.read_keys("session", ["a", "b", "c", "d"]) == {
+            "b": b"2",
+            "c": b"3",
+            "d": b"4",
+        }
+
+
+async def test_grouped_commits_are_acknowledged_only_after_the_server_committed(
+    postgres_dsn: str,
+) -> None:
+    """Commits queued behind a held one share one statement; none returns before it ran."""
+    probe = _Probe()
+    async with await _open(postgres_dsn, probe) as backend:
+        acked: list[int] = []
+
+        async def one(n: int) -> None:
+            acked.append(await backend.commit(Batch(keys={"session": {str(n): b"v" * 100}})))
+
+        probe.hold.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, 0)
+            await probe.wait_held()
+            for n in range(1, 32):
+                nursery.start_soon(one, n)
+            await trio.testing.wait_all_tasks_blocked()
+            assert acked == []
+            assert _sql(postgres_dsn, "SELECT count(*) FROM baileys_keys") == [(0,)]
+            probe.release.set()
+        assert sorted(acked) == list(range(1, 33))
+        assert _sql(postgres_dsn, "SELECT count(*), 0 FROM baileys_keys") == [(32, 0)]
+        assert _sql(postgres_dsn, "SELECT seq FROM baileys_accounts") == [(32,)]
+        assert backend.statistics().transactions == 2  # the held one, then the rest
+
+
+async def test_a_fenced_group_fails_whole_and_writes_nothing(postgres_dsn: str) -> None:
+    """Taken over while a group waits: every commit in it is FencedError, no row written."""
+    probe = _Probe()
+    creds = make_creds()
+    async with await _open(postgres_dsn, probe, account="a", owner="proc-A") as old:
+        await old.commit(Batch(keys={"session": {"x": b"old"}}, creds=creds))
+        batches = [
+            Batch(keys={"session": {f"k{n}": b"stale", "x": None}}, creds=make_creds())
+            for n in range(10)
+        ]
+        probe.hold.set()
+        async with trio.open_nursery() as nursery:
+            results: list[BaseException | int] = []
+
+            async def one(batch: Batch) -> None:
+                try:
+                    results.append(await old.commit(batch))
+                except FencedError as exc:
+                    results.append(exc)
+
+            nursery.start_soon(one, batches[0])
+            await probe.wait_held()
+            for batch in batches[1:]:
+                nursery.start_soon(one, batch)
+            await trio.testing.wait_all_tasks_blocked()
+            _sql(postgres_dsn, "UPDATE baileys_leases SET epoch = 2, owner = 'proc-B'")
+            probe.release.set()
+        assert len(results) == 10
+        assert all(isinstance(r, FencedError) for r in results)
+        assert old.lease_lost.is_set()
+        assert _sql(postgres_dsn, "SELECT id FROM baileys_keys") == [("x",)]
+        assert await old.read_keys("session", ["x"]) == {"x": b"old"}
+        assert _sql(postgres_dsn, "SELECT seq FROM baileys_accounts") == [(1,)]
+        assert _sql(postgres_dsn, "SELECT slot FROM baileys_creds") == [(0,)]
+        assert await old.read_creds() == creds
+
+
+async def test_a_takeover_in_flight_fences_a_commit_waiting_on_the_lease_row(
+    postgres_dsn: str,
+) -> None:
+    """A commit that reaches the lease row while a takeover holds it is fenced by it."""
+    async with await open_postgres_backend(postgres_dsn, account="a", owner="proc-A") as old:
+        await old.commit(Batch(keys={"session": {"x": b"old"}}))
+        with psycopg.connect(postgres_dsn) as takeover:  # not autocommit: one open transaction
+            takeover.execute("UPDATE baileys_leases SET epoch = 2, owner = 'proc-B'")
+            async with trio.open_nursery() as nursery:
+                failed: list[BaseException] = []
+
+                async def commit() -> None:
+                    with pytest.raises(FencedError, match="proc-B took epoch 2") as info:
+                        await old.commit(Batch(keys={"session": {"x": b"stale"}}))
+                    failed.append(info.value)
+
+                nursery.start_soon(commit)
+                await _until_waiting_on_a_lock(postgres_dsn)
+                takeover.commit()
+        assert len(failed) == 1
+        assert await old.read_keys("session", ["x"]) == {"x": b"old"}
+        assert _sql(postgres_dsn, "SELECT seq FROM baileys_accounts") == [(1,)]
+
+
+async def _until_waiting_on_a_lock(dsn: str) -> None:
+    deadline = time.monotonic() + 10
+    while not _sql(
+        dsn,
+        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()",
+    ):
+        assert time.monotonic() < deadline, "the commit never waited on the lease row"
+        await trio.to_thread.run_sync(time.sleep, 0.01)
+
+
+async def test_a_bad_row_fails_every_commit_of_its_group_and_changes_nothing(
+    postgres_dsn: str,
+) -> None:
+    """A row the server refuses fails its whole group with DurabilityError; later ones land."""
+    probe = _Probe()
+    async with await _open(postgres_dsn, probe) as backend:
+        # Incompressible and beyond the primary key index's row size: the server refuses it.
+        too_long = random.Random(0).randbytes(2000).hex()
+        batches = [Batch(keys={"session": {"first": b"1"}})]
+        batches += [Batch(keys={"session": {f"good{n}": b"g"}}) for n in range(5)]
+        batches.insert(3, Batch(keys={"session": {too_long: b"bad"}}, creds=make_creds()))
+        results = await _queue_behind_held(backend, probe, batches)
+        assert results[0] == 1
+        assert all(isinstance(r, DurabilityError) for r in results[1:])
+        assert _sql(postgres_dsn, "SELECT id FROM baileys_keys") == [("first",)]
+        assert _sql(postgres_dsn, "SELECT count(*) FROM baileys_creds") == [(0,)]
+        assert await backend.commit(Batch(keys={"session": {"after": b"a"}})) == 2
+        assert backend.statistics().seq == 2
+
+
+async def test_a_damaged_newest_creds_copy_is_not_kept_as_the_previous_one(
+    postgres_dsn: str,
+) -> None:
+    """A newest creds row failing its CRC is replaced; the intact previous copy stays."""
+    first, second, third = make_creds(), make_creds(), make_creds()
+    async with await open_postgres_backend(postgres_dsn) as backend:
+        await backend.commit(Batch(creds=first))
+        await backend.commit(Batch(creds=second))
+    _sql(postgres_dsn, "UPDATE baileys_creds SET crc = crc + 1 WHERE slot = 0")
+    async with await open_postgres_backend(postgres_dsn) as backend:
+        await backend.commit(Batch(creds=third))
+        assert await backend.read_creds() == third
+        assert await backend.read_previous_creds() == first
+        await backend.commit(Batch(creds=first))
+        assert await backend.read_previous_creds() == third
