@@ -29,6 +29,7 @@ COMPONENTS = (
     ("actors/signal/", "Signal protocol"),
     ("actors/connection/noise.py", "Noise state"),
     ("actors/connection/transport.py", "connection (transport)"),
+    ("actors/connection/websocket.py", "connection (transport)"),
     ("actors/connection/", "connection (actor, client)"),
     ("actors/messaging/", "messaging"),
     ("actors/", "actors (persister, signal store, session)"),

@@ -3,7 +3,7 @@
 Everything re-exported here is pure: bytes in, events and bytes out, no sockets,
 no clocks, no files (the h11/wsproto shape). The actor that does the I/O lives in
 ``actors.connection.actor`` and is not imported here, so the sandbox and tests can
-use the core without pulling in trio-websocket or the runtime.
+use the core without pulling in trio, sockets or the runtime.
 
 Since 0.1.0.
 """

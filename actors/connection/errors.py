@@ -56,3 +56,28 @@ class UntrustedServerError(RemoteProtocolError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"server cert chain: {reason} ({ROOT_KEY_HINT})")
         self.reason = reason
+
+
+class WebSocketURLError(ProtocolError, ValueError):
+    """A websocket URL that names no place to connect to (scheme, host or port)."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(f"websocket URL {url!r}: {problem}")
+        self.url = url
+        self.problem = problem
+
+
+class WebSocketHandshakeError(RemoteProtocolError):
+    """The server did not upgrade to a websocket; ``status`` is its HTTP status if it sent one."""
+
+    def __init__(self, problem: str, status: int | None = None) -> None:
+        super().__init__(f"websocket {problem}")
+        self.status = status
+
+
+class WebSocketClosed(ProtocolError):
+    """The websocket is over: ``code`` is its close code, the message says how it closed."""
+
+    def __init__(self, description: str, code: int) -> None:
+        super().__init__(description)
+        self.code = code

@@ -4,8 +4,11 @@ A ``Transport`` opens a ``Channel`` to a URL as an async context manager; a
 channel sends and receives whole binary messages (one websocket message each) and
 raises ``TransportClosed`` once the connection is gone, whatever the cause.
 
-- ``WebSocketTransport`` (the default): trio-websocket, with the ``Origin``
-  header WhatsApp Web sends.
+- ``WebSocketTransport`` (the default): a websocket client on wsproto
+  (``actors.connection.websocket``) over a trio TCP or TLS stream, with the
+  ``Origin`` header WhatsApp Web sends. It starts no task: the caller's
+  ``receive`` reads the socket, so an idle connection costs a socket, the frame
+  parser and a lock.
 - ``MemoryTransport``: in-process pairs of memory channels, for tests. Each
   ``connect`` hands the server end to ``accept()``; no sockets, so tests run
   under ``MockClock``.
@@ -15,16 +18,25 @@ Since 0.1.0.
 
 from __future__ import annotations
 
+import enum
+import functools
 import math
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from actors.connection.errors import WebSocketClosed, WebSocketHandshakeError
+from actors.connection.websocket import (
+    ABNORMAL_CLOSURE,
+    Closure,
+    Endpoint,
+    WebSocketClient,
+    WebSocketState,
+)
 from actors.errors import TransportClosed
-from runtime.exit import unwrap_group
 
 ORIGIN = b"https://web.whatsapp.com"
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -56,38 +68,152 @@ class Transport(Protocol):
 
 # --- websocket ------------------------------------------------------------------------
 
+#: Bytes asked of the stream per read: a big message is read in several, and nothing
+#: of this size stays allocated while the connection is idle.
+RECEIVE_CHUNK = 16 * 1024
+
+_ClosedStream = (trio.BrokenResourceError, trio.ClosedResourceError)
+
 
 class _WebSocketChannel:
-    def __init__(self, ws: object) -> None:
+    """A websocket over a trio stream, with no task of its own.
+
+    ``receive`` reads the stream itself until the core has a whole message; every
+    write (messages, the pongs and Close answers ``receive`` queues) goes out under
+    one lock, so frames never interleave on the stream. One task receives at a time.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, ws: WebSocketClient, disconnect_timeout: float
+    ) -> None:
+        self._stream = stream
         self._ws = ws
+        self._disconnect_timeout = disconnect_timeout
+        self._send_lock = trio.Lock()
+        self._receiving = False
+        self._broken = False  # a write was cut midway: the stream holds half a frame
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"WebSocketChannel({self._ws.state.value})"
 
     async def send(self, data: bytes) -> None:
         try:
-            await self._ws.send_message(data)  # type: ignore[attr-defined]  # trio_websocket has no stubs for this
-        except ConnectionClosed as exc:
-            raise TransportClosed(_describe(exc)) from exc
+            self._ws.send_message(data)
+        except WebSocketClosed as exc:
+            raise TransportClosed(str(exc)) from None
+        await self._flush()
 
     async def receive(self) -> bytes:
+        self._receiving = True
         try:
-            message = await self._ws.get_message()  # type: ignore[attr-defined]  # see send
-        except ConnectionClosed as exc:
-            raise TransportClosed(_describe(exc)) from exc
-        return message.encode() if isinstance(message, str) else bytes(message)
+            while True:
+                try:
+                    message = self._ws.next_message()
+                except WebSocketClosed as exc:
+                    await self._flush_quietly()
+                    raise TransportClosed(str(exc)) from None
+                await self._flush()
+                if message is not None:
+                    return message
+                await self._read()
+        finally:
+            self._receiving = False
 
     async def aclose(self) -> None:
-        await self._ws.aclose()  # type: ignore[attr-defined]  # see send
+        """Close our side: send Close, wait up to ``disconnect_timeout`` for the peer's."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        try:
+            if not self._broken:
+                self._ws.close()
+                with trio.move_on_after(self._disconnect_timeout):
+                    await self._flush_quietly()
+                    if not self._receiving:  # a reader would see the peer's Close itself
+                        await self._await_peer_close()
+        finally:
+            await self._close_stream()
+
+    async def _await_peer_close(self) -> None:
+        while self._ws.state is WebSocketState.CLOSING:
+            try:
+                self._ws.next_message()
+            except WebSocketClosed:
+                pass
+            if self._ws.state is WebSocketState.CLOSING:
+                await self._read()
+
+    async def _read(self) -> None:
+        try:
+            data = await self._stream.receive_some(RECEIVE_CHUNK)
+        except _ClosedStream as exc:
+            self._ws.connection_lost(describe_failure(exc))
+            return
+        if data:
+            self._ws.receive_data(bytes(data))
+        else:
+            self._ws.connection_lost()
+
+    async def _flush(self) -> None:
+        """Write what the core queued; a broken stream ends the connection (1006)."""
+        async with self._send_lock:
+            data = self._ws.data_to_send()
+            if not data:
+                return
+            if self._broken:
+                raise TransportClosed(_HALF_WRITTEN)
+            try:
+                await self._stream.send_all(data)
+            except _ClosedStream as exc:
+                self._ws.connection_lost(describe_failure(exc))
+                raise self._closed_error() from None
+            except trio.Cancelled:
+                self._broken = True
+                raise
+
+    def _closed_error(self) -> TransportClosed:
+        closure = self._ws.closure or Closure(ABNORMAL_CLOSURE)
+        return TransportClosed(closure.description)
+
+    async def _flush_quietly(self) -> None:
+        """Write a Close or its answer; if the stream is gone, the close stands anyway."""
+        try:
+            await self._flush()
+        except TransportClosed:
+            pass
+
+    async def _close_stream(self) -> None:
+        try:
+            await self._stream.aclose()
+        except trio.BrokenResourceError:
+            pass  # the TCP connection was already dead
 
 
-def _describe(exc: ConnectionClosed) -> str:
-    reason = exc.reason
-    if reason is None:
-        return "websocket closed"
-    detail = f": {reason.reason}" if reason.reason else ""
-    return f"websocket closed ({reason.code} {reason.name}{detail})"
+_HALF_WRITTEN = Closure(ABNORMAL_CLOSURE, "a write was cancelled midway").description
+
+
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """The system's trust store, built once: every wss:// connection shares it."""
+    return ssl.create_default_context()
+
+
+class _Phase(enum.Enum):
+    TCP = "TCP connect"
+    TLS = "TLS handshake"
+    UPGRADE = "websocket upgrade"
 
 
 class WebSocketTransport:
-    """trio-websocket; ``connect_timeout`` bounds the TCP + websocket handshake."""
+    """A websocket client on wsproto over a trio stream, with WhatsApp Web's ``Origin``.
+
+    ``connect_timeout`` bounds TCP + TLS + the HTTP upgrade; ``disconnect_timeout``
+    how long closing waits for the server's Close; a message over
+    ``max_message_size`` closes the connection with 1009. ``ssl_context`` (for
+    ``wss://``) defaults to the system's trust store.
+    """
 
     def __init__(
         self,
@@ -95,41 +221,74 @@ class WebSocketTransport:
         connect_timeout: float = 20.0,
         disconnect_timeout: float = 2.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.disconnect_timeout = disconnect_timeout
         self.max_message_size = max_message_size
+        self.ssl_context = ssl_context
 
     def __repr__(self) -> str:
         return f"WebSocketTransport(connect_timeout={self.connect_timeout})"
 
     @asynccontextmanager
     async def connect(self, url: str) -> AsyncIterator[Channel]:
+        channel = await self._open(url)
         try:
-            async with open_websocket_url(
-                url,
-                extra_headers=[(b"Origin", ORIGIN)],
-                max_message_size=self.max_message_size,
-                connect_timeout=self.connect_timeout,
-                disconnect_timeout=self.disconnect_timeout,
-            ) as ws:
-                yield _WebSocketChannel(ws)
-        except BaseExceptionGroup as group:
-            leaf = unwrap_group(group)
-            if isinstance(leaf, (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError)):
-                raise TransportClosed(f"{url}: {describe_failure(leaf)}") from leaf
-            if leaf is group:
-                raise
-            raise leaf from None
-        except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
+            yield channel
+        finally:
+            await channel.aclose()
+
+    async def _open(self, url: str) -> _WebSocketChannel:
+        endpoint = Endpoint.from_url(url)
+        phase = _Phase.TCP
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                try:
+                    if endpoint.secure:
+                        phase = _Phase.TLS
+                        stream = await self._wrap_tls(stream, endpoint.host)
+                    phase = _Phase.UPGRADE
+                    ws = await self._upgrade(stream, endpoint)
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+        except trio.TooSlowError:
+            raise TransportClosed(
+                f"{url}: timed out after {self.connect_timeout:g} s ({phase.value})"
+            ) from None
+        except (OSError, trio.BrokenResourceError, WebSocketHandshakeError) as exc:
             raise TransportClosed(f"{url}: {describe_failure(exc)}") from exc
+        return _WebSocketChannel(stream, ws, self.disconnect_timeout)
+
+    async def _wrap_tls(
+        self, stream: trio.abc.Stream, host: str
+    ) -> trio.SSLStream[trio.abc.Stream]:
+        context = self.ssl_context or default_ssl_context()
+        tls = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
+        await tls.do_handshake()
+        return tls
+
+    async def _upgrade(self, stream: trio.abc.Stream, endpoint: Endpoint) -> WebSocketClient:
+        ws = WebSocketClient(
+            endpoint, max_message_size=self.max_message_size, extra_headers=[(b"Origin", ORIGIN)]
+        )
+        await stream.send_all(ws.data_to_send())
+        while not ws.opened:
+            data = await stream.receive_some(RECEIVE_CHUNK)
+            if data:
+                ws.receive_data(bytes(data))
+            else:
+                ws.connection_lost()
+        return ws
 
 
 def describe_failure(exc: BaseException) -> str:
     """One line naming a connect failure and its root cause.
 
-    trio-websocket's ``HandshakeError()`` says nothing by itself; the reason a user
-    needs (DNS, refused, TLS, timeout) is in the chain behind it.
+    A wrapper such as trio's ``BrokenResourceError`` says little by itself; the
+    reason a user needs (DNS, refused, TLS) is in the chain behind it.
     """
     parts: list[str] = []
     seen: set[int] = set()
