@@ -78,9 +78,11 @@ _ClosedStream = (trio.BrokenResourceError, trio.ClosedResourceError)
 class _WebSocketChannel:
     """A websocket over a trio stream, with no task of its own.
 
-    ``receive`` reads the stream itself until the core has a whole message; every
-    write (messages, the pongs and Close answers ``receive`` queues) goes out under
-    one lock, so frames never interleave on the stream. One task receives at a time.
+    ``receive`` reads the stream itself until the core has a whole message. Every
+    write (a message, or the pongs and Close answers ``receive`` queues) is encoded
+    and written under one lock, so frames never interleave on the stream and a
+    send cancelled while waiting for the lock leaves nothing queued. One task
+    receives at a time (trio's stream refuses a second).
     """
 
     def __init__(
@@ -91,21 +93,22 @@ class _WebSocketChannel:
         self._disconnect_timeout = disconnect_timeout
         self._send_lock = trio.Lock()
         self._receiving = False
-        self._broken = False  # a write was cut midway: the stream holds half a frame
         self._closed = False
 
     def __repr__(self) -> str:
         return f"WebSocketChannel({self._ws.state.value})"
 
     async def send(self, data: bytes) -> None:
-        try:
-            self._ws.send_message(data)
-        except WebSocketClosed as exc:
-            raise TransportClosed(str(exc)) from None
-        await self._flush()
+        async with self._send_lock:
+            try:
+                self._ws.send_message(data)
+            except WebSocketClosed as exc:
+                raise TransportClosed(str(exc)) from None
+            await self._write_queued()
 
     async def receive(self) -> bytes:
         self._receiving = True
+        checkpointed = False  # each call is one checkpoint at least, as trio's receives are
         try:
             while True:
                 try:
@@ -113,10 +116,15 @@ class _WebSocketChannel:
                 except WebSocketClosed as exc:
                     await self._flush_quietly()
                     raise TransportClosed(str(exc)) from None
-                await self._flush()
+                if self._ws.has_data_to_send:  # a pong
+                    await self._flush()
+                    checkpointed = True
                 if message is not None:
+                    if not checkpointed:
+                        await trio.lowlevel.checkpoint()
                     return message
                 await self._read()
+                checkpointed = True
         finally:
             self._receiving = False
 
@@ -127,8 +135,8 @@ class _WebSocketChannel:
             return
         self._closed = True
         try:
-            if not self._broken:
-                self._ws.close()
+            self._ws.close()
+            if self._ws.state is WebSocketState.CLOSING:
                 with trio.move_on_after(self._disconnect_timeout):
                     await self._flush_quietly()
                     if not self._receiving:  # a reader would see the peer's Close itself
@@ -157,21 +165,23 @@ class _WebSocketChannel:
             self._ws.connection_lost()
 
     async def _flush(self) -> None:
-        """Write what the core queued; a broken stream ends the connection (1006)."""
         async with self._send_lock:
-            data = self._ws.data_to_send()
-            if not data:
-                return
-            if self._broken:
-                raise TransportClosed(_HALF_WRITTEN)
-            try:
-                await self._stream.send_all(data)
-            except _ClosedStream as exc:
-                self._ws.connection_lost(describe_failure(exc))
-                raise self._closed_error() from None
-            except trio.Cancelled:
-                self._broken = True
-                raise
+            await self._write_queued()
+
+    async def _write_queued(self) -> None:
+        """Write what the core queued (the caller holds the lock)."""
+        data = self._ws.data_to_send()
+        if not data:
+            return
+        try:
+            await self._stream.send_all(data)
+        except _ClosedStream as exc:
+            self._ws.connection_lost(describe_failure(exc))
+            raise self._closed_error() from None
+        except trio.Cancelled:
+            # Part of a frame may be on the wire: nothing more can be written after it.
+            self._ws.connection_lost("a write was cancelled midway")
+            raise
 
     def _closed_error(self) -> TransportClosed:
         closure = self._ws.closure or Closure(ABNORMAL_CLOSURE)
@@ -189,9 +199,6 @@ class _WebSocketChannel:
             await self._stream.aclose()
         except trio.BrokenResourceError:
             pass  # the TCP connection was already dead
-
-
-_HALF_WRITTEN = Closure(ABNORMAL_CLOSURE, "a write was cancelled midway").description
 
 
 @functools.cache

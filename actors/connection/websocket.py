@@ -164,6 +164,10 @@ class WebSocketClient:
         data, self._outbox = self._outbox, b""
         return data
 
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._outbox)
+
     def send_message(self, data: bytes) -> None:
         """Queue one binary message; ``WebSocketClosed`` once the connection is over."""
         self._raise_if_over()

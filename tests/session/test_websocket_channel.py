@@ -340,6 +340,37 @@ async def test_send_and_receive_from_two_tasks_at_once() -> None:
     assert got == [bytes([i]) * 50_000 for i in range(20)]
 
 
+async def test_a_send_cancelled_midway_ends_the_connection() -> None:
+    """A write cut off with part of a frame on the wire: later sends refuse, close is quick."""
+    async with silent_server(upgrade=True) as port:  # never reads: the socket fills up
+        transport = WebSocketTransport(disconnect_timeout=30)
+        async with transport.connect(url(port)) as channel:
+            with trio.move_on_after(1) as scope:
+                await channel.send(b"w" * (32 << 20))
+            assert scope.cancelled_caught
+            with pytest.raises(TransportClosed, match="a write was cancelled midway"):
+                await channel.send(b"x")
+            with trio.fail_after(5):
+                await channel.aclose()
+
+
+async def test_closing_while_another_task_receives_wakes_the_reader() -> None:
+    """aclose from one task ends a receive pending in another with the close, promptly."""
+    async with websocket_server(echo) as (port, _):
+        async with WebSocketTransport().connect(url(port)) as channel:
+            details: list[str] = []
+
+            async def read() -> None:
+                details.append(await expect_closed(channel))
+
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await channel.aclose()
+    assert details == ["websocket closed (1000 NORMAL_CLOSURE)"]
+
+
 def tasks_outside(excluded: trio.Nursery) -> int:
     """Live tasks of this run, leaving out everything under ``excluded``."""
     count = 0
