@@ -220,6 +220,33 @@ def raw_fsync_rate(directory: Path, seconds: float = RAW_SECONDS) -> Throughput:
     return Throughput(count, elapsed)
 
 
+def overwrite_fdatasync_rate(directory: Path, seconds: float = ADJACENT_RAW_SECONDS) -> Throughput:
+    """The native log's own durable write: 1 KiB into written zeros + fdatasync.
+
+    The native backend preallocates its log (zeros written and fsynced once), so a
+    commit overwrites already written blocks and fdatasync has no size or allocation
+    to commit: this is its fsync latency, beside the append + fsync of the raw rate.
+    """
+    path = directory / "raw-overwrite.bin"
+    data = os.urandom(VALUE_SIZE)
+    size = 64 << 20
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    count = 0
+    try:
+        os.write(fd, bytes(size))
+        os.fsync(fd)
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            os.pwrite(fd, data, (count * VALUE_SIZE) % size)
+            os.fdatasync(fd)
+            count += 1
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+    return Throughput(count, elapsed)
+
+
 async def workload(auth: PersistedAuth, writers: int, seconds: float) -> Throughput:
     """``writers`` tasks committing session transactions until ``seconds`` have passed."""
     pool = [os.urandom(VALUE_SIZE) for _ in range(64)]
@@ -377,6 +404,7 @@ async def _run_backends(directory: Path) -> dict[str, Any]:
         try:
             # Blocking on purpose: nothing else runs in this trio loop meanwhile.
             raw = raw_fsync_rate(directory, ADJACENT_RAW_SECONDS)
+            own = overwrite_fdatasync_rate(directory) if name == "native" else None
             one = await workload(auth, 1, PHASE_SECONDS)
             many = await workload(auth, CONCURRENT, PHASE_SECONDS)
             # Baileys again right after: the VM's load drifts within a minute, and the
@@ -392,6 +420,7 @@ async def _run_backends(directory: Path) -> dict[str, Any]:
             await auth.aclose()
         results[name] = {
             "raw": raw,
+            "own": own,
             "one": one,
             "many": many,
             "baileys_many": baileys if isinstance(baileys, Throughput) else None,
@@ -422,18 +451,22 @@ class Limits:
     """What the measured CPU per transaction allows, beside what was reached."""
 
     one_writer_bound: float
-    """At best this fraction of the raw fsync rate: L / (L + user CPU per commit)."""
+    """At best this fraction of the raw fsync rate: L / (L_own + user CPU per commit),
+    L_own the backend's own durable-write latency where measured (native), else L."""
     many_writers_bound: float
     """At best this many tx/s with the whole phase's CPU on one core: 1 / CPU per tx."""
     busy: float
     """CPU of the 32-writer phase as a fraction of one core (1.0 = one core saturated)."""
 
 
-def limits(raw_rate: float, one: Throughput, many: Throughput) -> Limits:
+def limits(
+    raw_rate: float, one: Throughput, many: Throughput, own_rate: float | None = None
+) -> Limits:
     latency = 1.0 / raw_rate if raw_rate > 0 else 0.0
+    own = 1.0 / own_rate if own_rate else latency
     cpu = one.user_per_tx
     return Limits(
-        one_writer_bound=latency / (latency + cpu) if latency + cpu > 0 else 0.0,
+        one_writer_bound=latency / (own + cpu) if own + cpu > 0 else 0.0,
         many_writers_bound=1.0 / many.cpu_per_tx if many.cpu_per_tx > 0 else 0.0,
         busy=many.cpu_seconds / many.seconds if many.seconds > 0 else 0.0,
     )
@@ -527,23 +560,28 @@ def _before(figure: float | None, baseline: float) -> str:
 def _limits_table(measured: dict[str, Any], baileys_many: Throughput | str) -> None:
     print(
         "Measured limits (CPU of this process per transaction; one writer waits for its"
-        " own fsync, so it reaches at best L/(L+cpu) of the raw rate, L = 1/raw rate;"
+        " own fsync, so it reaches at best L/(L_own+cpu) of the raw rate, L = 1/raw rate,"
+        " L_own its own durable write's latency (native: overwrite of its preallocated"
+        " log + fdatasync, sampled beside raw; others: L);"
         f" {CONCURRENT} writers share fsyncs and run on one core of Python, so at best"
         " 1/cpu tx/s):"
     )
     print(
-        f"{'backend':<11}{'1 wr cpu/tx':>12}{'fsync L':>9}{'1 wr bound':>11}"
+        f"{'backend':<11}{'1 wr cpu/tx':>12}{'fsync L':>9}{'L_own':>8}{'1 wr bound':>11}"
         f"  {'32 wr cpu/tx':>12}{'core busy':>10}{'32 wr bound':>12}{'= vs Baileys':>13}"
     )
     for name in DURABLE:
         r = measured.get(name)
         if r is None:
             continue
-        lim = limits(r["raw"].rate, r["one"], r["many"])
+        own = r["own"].rate if r.get("own") else None
+        lim = limits(r["raw"].rate, r["one"], r["many"], own)
         b_rate = baileys_rate_beside(r, baileys_many)
         latency = 1e6 / r["raw"].rate if r["raw"].rate > 0 else 0.0
+        own_latency = 1e6 / own if own else latency
         print(
             f"{name:<11}{r['one'].user_per_tx * 1e6:>10.0f}us{latency:>7.0f}us"
+            f"{own_latency:>6.0f}us"
             f"{lim.one_writer_bound:>10.2f}x"
             f"  {r['many'].cpu_per_tx * 1e6:>10.0f}us{lim.busy:>9.0%}"
             f"{lim.many_writers_bound:>12.0f}{_ratio(lim.many_writers_bound, b_rate):>13}"
@@ -705,9 +743,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _figures(r: dict[str, Any], baileys_many: float) -> dict[str, Any]:
-    lim = limits(r["raw"].rate, r["one"], r["many"])
+    own = r["own"].rate if r.get("own") else None
+    lim = limits(r["raw"].rate, r["one"], r["many"], own)
     return {
         "raw_fsync_before_one_per_s": r["raw"].rate,
+        "own_durable_write_per_s": own,
         "one_tx_per_s": r["one"].rate,
         "one_vs_raw_fsync": r["one"].rate / r["raw"].rate if r["raw"].rate else None,
         "one_user_cpu_us_per_tx": r["one"].user_per_tx * 1e6,

@@ -23,6 +23,7 @@ from stores.creds import AuthCreds, init_auth_creds
 from stores.errors import CorruptStateError
 from stores.native import open_native_backend
 from stores.types import Batch
+from tests.stores.native_log import records_end
 
 TYPES = ("session", "pre-key", "sender-key")
 IDS = ("a", "b", "c", "d", "e")
@@ -91,25 +92,35 @@ def live_log(path: Path) -> Path:
 
 
 async def scenario(
-    path: Path, program: list[Step], compact_after: int | None, cut_fraction: float
+    path: Path,
+    program: list[Step],
+    compact_after: int | None,
+    cut_fraction: float,
+    zero_fill: bool,
 ) -> None:
     template = init_auth_creds()
     sizes: list[int] = []
     first_in_log = 0
     async with await open_native_backend(path) as backend:
-        sizes.append(live_log(path).stat().st_size)
+        sizes.append(records_end(live_log(path)))
         for index, step in enumerate(program):
             creds = creds_for(template, index) if step.with_creds else None
             await backend.commit(Batch(keys=step.keys, creds=creds))
-            sizes.append(live_log(path).stat().st_size)
+            sizes.append(records_end(live_log(path)))
             if compact_after == index:
                 await backend.compact()
                 first_in_log = index + 1
-                sizes = [live_log(path).stat().st_size]
+                sizes = [records_end(live_log(path))]
     log = live_log(path)
     start, end = sizes[0], sizes[-1]
     cut = start + round((end - start) * cut_fraction)
-    os.truncate(log, cut)
+    if zero_fill:
+        # The tail inside the preallocated part, never reaching the disk: zeros.
+        with log.open("r+b") as f:
+            f.seek(cut)
+            f.write(bytes(end - cut))
+    else:
+        os.truncate(log, cut)
     complete = first_in_log + sum(1 for size in sizes[1:] if size <= cut)
     model = Model()
     for index, step in enumerate(program[:complete]):
@@ -134,22 +145,25 @@ async def scenario(
     program=steps,
     compact_after=st.none() | st.integers(min_value=0, max_value=9),
     cut_fraction=st.floats(min_value=0.0, max_value=1.0),
+    zero_fill=st.booleans(),
 )
 def test_recovered_state_equals_model_after_last_complete_record(
-    program: list[Step], compact_after: int | None, cut_fraction: float
+    program: list[Step], compact_after: int | None, cut_fraction: float, zero_fill: bool
 ) -> None:
-    """Any cut of the live log recovers exactly the commits wholly before the cut."""
+    """Any cut of the live log (truncated, or zeroed inside its preallocated tail)
+    recovers exactly the commits wholly before the cut."""
     with tempfile.TemporaryDirectory() as tmp:
-        trio.run(scenario, Path(tmp) / "auth", program, compact_after, cut_fraction)
+        args = (program, compact_after, cut_fraction, zero_fill)
+        trio.run(scenario, Path(tmp) / "auth", *args)
 
 
 async def flip_scenario(path: Path, program: list[Step], position: float, bit: int) -> None:
     sizes: list[int] = []
     async with await open_native_backend(path) as backend:
-        sizes.append(live_log(path).stat().st_size)
+        sizes.append(records_end(live_log(path)))
         for step in program:
             await backend.commit(Batch(keys=step.keys))
-            sizes.append(live_log(path).stat().st_size)
+            sizes.append(records_end(live_log(path)))
     log = live_log(path)
     data = bytearray(log.read_bytes())
     offset = sizes[0] + min(int((sizes[-1] - sizes[0]) * position), sizes[-1] - sizes[0] - 1)

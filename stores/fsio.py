@@ -42,6 +42,9 @@ class FileSystem:
     def write(self, fd: int, data: bytes | memoryview) -> int:
         return os.write(fd, data)
 
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
+
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
 
@@ -101,6 +104,22 @@ def write_all(fs: FileSystem, fd: int, data: bytes | memoryview, location: str) 
         if n <= 0:
             raise DurabilityError(location, "write", OSError(errno.EIO, "write returned 0"))
         view = view[n:]
+
+
+def write_all_at(
+    fs: FileSystem, fd: int, data: bytes | memoryview, offset: int, location: str
+) -> None:
+    """``write_all`` at ``offset`` (``pwrite``: the file position is not used)."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = fs.pwrite(fd, view, offset)
+        except OSError as exc:
+            raise DurabilityError(location, "write", exc) from exc
+        if n <= 0:
+            raise DurabilityError(location, "write", OSError(errno.EIO, "write returned 0"))
+        view = view[n:]
+        offset += n
 
 
 FsyncObserver = Callable[[float], None]
@@ -338,9 +357,21 @@ class FaultyFileSystem(FileSystem):
             data = data[: len(data) // 2]
         return super().write(fd, data)
 
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        # Faults name the operation "write", whether it writes at the position or not.
+        path = self._fd_paths.get(fd, "")
+        if fault := self._check("write", path):
+            if fault.written:
+                os.pwrite(fd, bytes(data[: fault.written]), offset)
+            self._raise(fault, path)
+        if self.short_writes and len(data) > 1:
+            data = data[: len(data) // 2]
+        return super().pwrite(fd, data, offset)
+
     def fsync(self, fd: int) -> None:
         path = self._fd_paths.get(fd, "")
-        if fault := self._check("fsync", path):
+        # "full_fsync" faults fail fsync(2) alone, not fdatasync(2).
+        if fault := self._check("fsync", path) or self._check("full_fsync", path):
             self._raise(fault, path)
         super().fsync(fd)
 

@@ -4,7 +4,9 @@ Every ``await committer.commit(item)`` joins a queue. The first caller to find n
 write in flight becomes the *leader*: it takes every queued item and hands them to
 the backend's ``write_group`` (one write, one fsync) on the committer's long-lived
 writer thread (``stores.writer_thread``: one queue handoff, no thread hired per
-group), then runs ``apply`` in the Trio thread (the backend makes the items visible)
+group; meanwhile the Trio thread runs the backend's optional ``prepare`` of the
+items, work ``apply`` needs that can overlap the fsync), then runs ``apply`` in the
+Trio thread (the backend makes the items visible)
 and wakes every waiter of the group with its durable sequence number. A lone commit
 is written at once: nothing waits for company. Items queued while a write is in
 flight form the next group; its leader is the first of them, woken by the previous
@@ -63,6 +65,9 @@ WriteGroup = Callable[[Sequence[T]], Sequence[int]]
 ApplyGroup = Callable[[Sequence[T], Sequence[int]], None]
 """Trio thread: make durable items visible (update the in-memory index)."""
 
+PrepareGroup = Callable[[Sequence[T]], None]
+"""Trio thread, while the group is being written: work for ``apply`` done meanwhile."""
+
 ItemTest = Callable[[T], bool]
 """A predicate over items (``replaceable`` / ``supersedes``)."""
 
@@ -120,6 +125,7 @@ class GroupCommitter(Generic[T]):
         *,
         location: str,
         apply: ApplyGroup[T] | None = None,
+        prepare: PrepareGroup[T] | None = None,
         max_group: int = DEFAULT_MAX_GROUP,
         max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
         item_size: Callable[[T], int] | None = None,
@@ -136,6 +142,7 @@ class GroupCommitter(Generic[T]):
             f"baileys-trio writer {location}", idle_exit=idle_exit
         )
         self._apply = apply
+        self._prepare = prepare
         self._location = location
         self._max_group = max_group
         self._max_group_bytes = max_group_bytes
@@ -276,7 +283,10 @@ class GroupCommitter(Generic[T]):
         try:
             # Queued before any checkpoint, and waited for without abort (a shield).
             self._thread.submit(partial(self._write_group, items))
+            early = self._prepare_quietly(items)
             written: Sequence[int] = await trio.lowlevel.wait_task_rescheduled(_not_abortable)
+            if early is not None:
+                raise early  # only now: the write had to end before anything else
             if len(written) != len(items):
                 raise RuntimeError("write_group returned a wrong number of sequence numbers")
             if self._apply is not None:
@@ -305,6 +315,17 @@ class GroupCommitter(Generic[T]):
         self._groups += 1
         self._largest = max(self._largest, len(group))
         self._finish(group)
+
+    def _prepare_quietly(self, items: list[T]) -> BaseException | None:
+        # The write is queued and will reschedule this task: nothing may raise before
+        # it is waited for, so a failure of prepare is kept for after the wait.
+        if self._prepare is None:
+            return None
+        try:
+            self._prepare(items)
+        except BaseException as exc:
+            return exc
+        return None
 
     def _finish(self, group: list[_Waiter[T]]) -> None:
         for waiter in group:

@@ -50,6 +50,20 @@ with ``AuthCreds.from_plain`` at open. Only an absent directory or one with no
 store files (besides ``LOCK`` and temp files) is a new store; Baileys JSON or a
 SQLite file is ``WrongBackendError``, an unknown version ``UnsupportedFormatError``.
 
+Preallocation: a log file is longer than its records. The writer grows
+it ahead of them by zero-filled chunks (its own size while small, at least 64 KiB,
+then ``log_chunk_bytes``, 4 MiB by default): the zeros are written, not
+``fallocate``'d (an unwritten extent costs a journal commit at its first write
+again), and the file is fsynced before any record is written there, so its size is
+durable first. A group is then ``pwrite`` at the records' end and ``fdatasync``'d:
+it overwrites written blocks, so no size or allocation is committed with it. On
+open, a frame that is not intact followed by nothing but zeros to the end of the
+file is the clean end of the log (a record torn into zeros was never
+acknowledged); anything else there is handled as above (torn tail or damage), and
+cutting a torn tail truncates the file to the records' end (the next commit grows it
+again). The format version stays 1: the records are unchanged, a log without a zero
+tail opens as before, and a reader that predates this cuts the zeros as a torn tail.
+
 Compaction, when the log is at least ``compact_min_bytes`` and at least as large as
 the last snapshot (so rewriting costs O(1) amortised per committed byte), runs in
 the writer before the next group: write ``snapshot-(G+1)`` atomically, create
@@ -137,7 +151,7 @@ from stores.fsio import (
     ensure_private_dir,
     sync_dir,
     sync_file,
-    write_all,
+    write_all_at,
 )
 from stores.group_commit import GroupCommitter
 from stores.lock import LockHandle, acquire_lock, lock_owner
@@ -165,12 +179,23 @@ from stores.native_load import (
     load_state,
     placeable,
 )
-from stores.native_values import LOG, SNAPSHOT, ValueIndex, empty_index
+from stores.native_values import (
+    LOG,
+    SNAPSHOT,
+    Placement,
+    ValueIndex,
+    body_entries,
+    empty_index,
+)
 from stores.transactions import sequenced_on_call
 from stores.types import Batch, StoreSnapshot, Value
 
 DEFAULT_COMPACT_MIN_BYTES = 16 << 20
 MIN_COMPACT_BYTES = 4096
+DEFAULT_LOG_CHUNK_BYTES = 4 << 20
+"""The log grows by zero-filled chunks of this size (one fsync each)."""
+MIN_LOG_CHUNK_BYTES = 64 << 10
+_ZEROS = bytes(1 << 20)
 
 
 @dataclass(frozen=True)
@@ -211,18 +236,28 @@ class NativeRecovery:
 
 
 @dataclass(frozen=True)
+class LogSizes:
+    """When the log is compacted, and by how much it grows."""
+
+    compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES
+    log_chunk_bytes: int = DEFAULT_LOG_CHUNK_BYTES
+
+
+@dataclass(frozen=True)
 class _Rekey:
     """A key change the next compaction carries out (``cipher=None``: to plain)."""
 
     cipher: RecordCipher | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Item:
     body: bytes
     keys: EncodedKeys
     creds: bytes | None
     compact: bool = False
+    entries: list[Placement] | None = None
+    """Where its key entries lie in ``body``; set while its write is in flight."""
 
 
 def _item_size(item: _Item) -> int:
@@ -256,7 +291,7 @@ class NativeBackend:
         state: LoadedState,
         fd: int,
         recovery: NativeRecovery,
-        compact_min_bytes: int,
+        sizes: LogSizes,
         cipher: RecordCipher | None = None,
     ) -> None:
         self._dir = directory
@@ -266,9 +301,10 @@ class NativeBackend:
         self._lock = lock
         self._fd: int | None = fd
         self._gen = state.generation
+        self._log_location = str(directory / log_name(self._gen))
         self._keys = state.keys
-        self._placed: dict[int, tuple[int, bytes]] = {}
-        """seq → (log offset, frame) of records written and not yet applied."""
+        self._placed: dict[int, tuple[int, bytes, int]] = {}
+        """seq → (log offset, frame, where its keys start) of records not yet applied."""
         self._compacted: ValueIndex | None = None
         """The index of a new generation, installed by the next ``_apply``."""
         self._creds = state.creds
@@ -276,9 +312,13 @@ class NativeBackend:
         self._durable_seq = state.durable_seq
         self._written_seq = state.durable_seq
         self._log_bytes = state.log_bytes
+        """Where the next record goes: the end of the records, not of the file."""
+        self._log_allocated = _file_size(fs, self._log_location)
+        """The log file's durable size: zeros from ``_log_bytes`` on."""
+        self._log_chunk_bytes = sizes.log_chunk_bytes
         self._records = len(state.log.records) if state.log else 0
         self._snapshot_bytes = state.snapshot_bytes
-        self._compact_min_bytes = compact_min_bytes
+        self._compact_min_bytes = sizes.compact_min_bytes
         self._fsyncs = 0
         self._compactions = 0
         self._closed = False
@@ -287,6 +327,7 @@ class NativeBackend:
             self._write_group,
             location=str(directory),
             apply=self._apply,
+            prepare=self._prepare,
             item_size=_item_size,
             replaceable=_creds_only,
             supersedes=_carries_creds,
@@ -428,18 +469,45 @@ class NativeBackend:
             seqs.append(seq)
             if item.keys:
                 # A sealed frame holds no entry to place: its values stay in the index.
-                self._placed[seq] = (offset, frames[-1] if self._cipher is None else b"")
+                # The body is the frame's tail: its keys map starts len(body) from the end.
+                placed = (offset, frames[-1], len(frames[-1]) - len(item.body))
+                self._placed[seq] = placed if self._cipher is None else (offset, b"", 0)
             offset += len(frames[-1])
         if frames:
             data = b"".join(frames)
-            location = str(self._dir / log_name(self._gen))
-            write_all(self._fs, fd, data, location)
+            location = self._log_location
+            end = self._log_bytes + len(data)
+            if end > self._log_allocated:
+                self._grow(fd, end, location)
+            write_all_at(self._fs, fd, data, self._log_bytes, location)
+            # Inside the preallocated, already written part of the file: no size or
+            # block allocation to commit, so fdatasync flushes the data alone.
             sync_file(self._fs, fd, location, data_only=True)
             self._fsyncs += 1
             self._written_seq += len(frames)
             self._log_bytes += len(data)
             self._records += len(frames)
         return seqs
+
+    def _grow(self, fd: int, needed: int, location: str) -> None:
+        """Extend the log with zeros past ``needed`` and make its new size durable.
+
+        Written zeros, not ``fallocate``: an unwritten extent is converted on the first
+        write into it, which costs a journal commit per fdatasync again. The full fsync
+        here commits the size before any record relies on it.
+        """
+        # A small log grows by its own size (an idle account's log stays small), a
+        # large one by a chunk: one fsync per chunk, amortised over its records.
+        step = max(MIN_LOG_CHUNK_BYTES, min(self._log_allocated, self._log_chunk_bytes))
+        size = needed + step
+        offset = self._log_allocated
+        while offset < size:
+            piece = _ZEROS[: min(len(_ZEROS), size - offset)]
+            write_all_at(self._fs, fd, piece, offset, location)
+            offset += len(piece)
+        sync_file(self._fs, fd, location)
+        self._fsyncs += 1
+        self._log_allocated = size
 
     def _compaction_due(self) -> bool:
         return self._log_bytes >= max(self._compact_min_bytes, self._snapshot_bytes)
@@ -470,11 +538,13 @@ class NativeBackend:
         self._compacted = index
         self._keys.files.hold()  # the old index serves reads until _apply installs the new
         self._fsyncs += 4  # two files, two directory syncs
-        fd = _open_append(self._fs, new_log)
+        fd = _open_log(self._fs, new_log)
         old_fd, self._fd = self._fd, fd
         if old_fd is not None:
             self._fs.close(old_fd)
         self._gen, self._log_bytes, self._records = new_gen, len(header), 0
+        self._log_allocated = len(header)
+        self._log_location = str(new_log)
         self._snapshot_bytes = len(snapshot)
         self._compactions += 1
         old = [log_name(old_gen)] + ([snapshot_name(old_gen)] if old_gen else [])
@@ -486,14 +556,30 @@ class NativeBackend:
             old, self._keys, self._compacted = self._keys, self._compacted, None
             old.close()
 
+    def _prepare(self, items: Sequence[_Item]) -> None:
+        """Trio thread, while the group is written: place its entries in their bodies.
+
+        The index update is then a few table changes after the fsync, and one writer
+        spends the rest of it while the disk works.
+        """
+        if self._cipher is not None:
+            return  # sealed bodies hold no entries to place
+        for item in items:
+            if item.keys and item.entries is None:
+                item.entries = body_entries(item.body, item.keys)
+
     def _apply(self, items: Sequence[_Item], seqs: Sequence[int]) -> None:
         """Trio thread, after the group is durable: make it visible."""
         self._install_compacted()
         for item, seq in zip(items, seqs, strict=True):
             placed = self._placed.pop(seq, None) if not item.compact else None
             if placed is not None:
-                offset, frame = placed
-                self._keys.add_frame(LOG, frame, 0, len(frame), item.keys, base=offset)
+                offset, frame, body = placed
+                if frame:
+                    entries = item.entries or body_entries(item.body, item.keys)
+                    self._keys.add_placed(LOG, frame, body, offset, entries, item.keys)
+                else:
+                    self._keys.add_frame(LOG, frame, 0, 0, item.keys, base=offset)
             if item.creds is not None:
                 self._previous_creds, self._creds = self._creds, item.creds
         self._durable_seq = max(self._durable_seq, *seqs)
@@ -513,6 +599,7 @@ async def open_native_backend(
     compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
     recover: bool = False,
     encryption_key: KeySource | None = None,
+    log_chunk_bytes: int = DEFAULT_LOG_CHUNK_BYTES,
 ) -> NativeBackend:
     """Open (or create, if absent or empty) the native store at ``path``.
 
@@ -523,12 +610,16 @@ async def open_native_backend(
     module docstring describes. With ``encryption_key`` (see ``stores.encryption``) a
     new store is encrypted and an existing one must be encrypted under that key
     (``WrongKeyError`` otherwise, also for a plain store, before anything changes).
+    The log grows by zero-filled chunks of ``log_chunk_bytes``.
     """
     if compact_min_bytes < MIN_COMPACT_BYTES:
         # Smaller would rewrite the whole store on almost every commit.
         raise ValueError(f"compact_min_bytes must be at least {MIN_COMPACT_BYTES}")
+    if log_chunk_bytes < MIN_LOG_CHUNK_BYTES:
+        raise ValueError(f"log_chunk_bytes must be at least {MIN_LOG_CHUNK_BYTES}")
     key = await resolve_key(encryption_key)
-    opener = partial(_open_sync, Path(path), fs or REAL_FS, compact_min_bytes, recover, key)
+    sizes = LogSizes(compact_min_bytes, log_chunk_bytes)
+    opener = partial(_open_sync, Path(path), fs or REAL_FS, sizes, recover, key)
     backend, pending_creds = await trio.to_thread.run_sync(opener)
     if pending_creds is not None:
         # A creds fallback is made the latest durably, so the next open is clean.
@@ -541,14 +632,14 @@ async def open_native_backend(
 
 
 def _open_sync(
-    path: Path, fs: FileSystem, compact_min_bytes: int, recover: bool, key: StoreKey | None
+    path: Path, fs: FileSystem, sizes: LogSizes, recover: bool, key: StoreKey | None
 ) -> tuple[NativeBackend, AuthCreds | None]:
     listing = classify(path, fs)  # refuse foreign data before creating anything in it
     early = _validate_unlocked(path, fs, listing, recover, key)
     ensure_private_dir(path, fs=fs)
     lock = acquire_lock(path, LOCK_NAME)
     try:
-        return _open_locked(path, fs, lock, compact_min_bytes, recover, key, early)
+        return _open_locked(path, fs, lock, sizes, recover, key, early)
     except BaseException:
         lock.release()
         raise
@@ -598,7 +689,7 @@ def _open_locked(
     path: Path,
     fs: FileSystem,
     lock: LockHandle,
-    compact_min_bytes: int,
+    sizes: LogSizes,
     recover: bool,
     key: StoreKey | None,
     early: _EarlyLoad | None = None,
@@ -606,7 +697,7 @@ def _open_locked(
     listing = classify(path, fs)  # again, under the lock
     _remove_quietly(fs, path, listing.temps)
     if listing.layout is not Layout.NATIVE:
-        return _create(path, fs, lock, compact_min_bytes, key), None
+        return _create(path, fs, lock, sizes, key), None
     _tighten_modes(fs, path, [*listing.logs.values(), *listing.snapshots.values()])
     if early is not None and early.fingerprint == _fingerprint(path, fs, listing):
         state = early.state
@@ -622,7 +713,7 @@ def _open_locked(
     )
     damaged = state.log is not None and state.log.torn is not None and state.log.torn.damage
     if damaged:
-        return _salvage(path, fs, lock, state, recovery, compact_min_bytes, cipher), pending
+        return _salvage(path, fs, lock, state, recovery, sizes, cipher), pending
     log = path / log_name(state.generation)
     if state.log is None:
         header = FileHeader(
@@ -630,7 +721,7 @@ def _open_locked(
         )
         atomic_write(log, encode_header(header), fs=fs)
         state.log_bytes = len(encode_header(header))
-    fd = _open_append(fs, log)
+    fd = _open_log(fs, log)
     try:
         if state.log is not None and state.log.torn is not None:
             _truncate(fs, fd, state.log.end, str(log))
@@ -638,12 +729,12 @@ def _open_locked(
     except BaseException:
         fs.close(fd)
         raise
-    backend = NativeBackend(path, fs, lock, state, fd, recovery, compact_min_bytes, cipher)
+    backend = NativeBackend(path, fs, lock, state, fd, recovery, sizes, cipher)
     return backend, pending
 
 
 def _create(
-    path: Path, fs: FileSystem, lock: LockHandle, compact_min_bytes: int, key: StoreKey | None
+    path: Path, fs: FileSystem, lock: LockHandle, sizes: LogSizes, key: StoreKey | None
 ) -> NativeBackend:
     cipher = None if key is None else RecordCipher(key, new_encryption(key))
     encryption = None if cipher is None else cipher.encryption
@@ -652,8 +743,8 @@ def _create(
     atomic_write(log, header, fs=fs)
     index = empty_index(None, log)
     state = LoadedState(0, 0, index, None, None, [], None, len(header), 0, [], encryption)
-    fd = _open_append(fs, log)
-    return NativeBackend(path, fs, lock, state, fd, NativeRecovery(), compact_min_bytes, cipher)
+    fd = _open_log(fs, log)
+    return NativeBackend(path, fs, lock, state, fd, NativeRecovery(), sizes, cipher)
 
 
 def _check_creds(
@@ -697,7 +788,7 @@ def _salvage(
     lock: LockHandle,
     state: LoadedState,
     recovery: NativeRecovery,
-    compact_min_bytes: int,
+    sizes: LogSizes,
     cipher: RecordCipher | None,
 ) -> NativeBackend:
     """Keep the damaged log aside, then compact the intact prefix into a new generation."""
@@ -708,7 +799,7 @@ def _salvage(
     except OSError as exc:
         raise DurabilityError(str(kept), "keep damaged log (hard link)", exc) from exc
     sync_dir(fs, path)
-    fd = _open_append(fs, log)  # replaced at once by the compaction below
+    fd = _open_log(fs, log)  # replaced at once by the compaction below
     recovery = NativeRecovery(
         torn_tail=recovery.torn_tail,
         damaged_log_kept=kept.name,
@@ -716,7 +807,7 @@ def _salvage(
         creds_error=recovery.creds_error,
         removed_files=recovery.removed_files,
     )
-    backend = NativeBackend(path, fs, lock, state, fd, recovery, compact_min_bytes, cipher)
+    backend = NativeBackend(path, fs, lock, state, fd, recovery, sizes, cipher)
     try:
         # Same module, and no writer runs yet during open.
         backend._compact()
@@ -731,11 +822,19 @@ def _salvage(
 # --- small IO helpers ----------------------------------------------------------------
 
 
-def _open_append(fs: FileSystem, file: Path) -> int:
+def _open_log(fs: FileSystem, file: Path) -> int:
+    # Not O_APPEND: records go at the log's end, inside its preallocated tail.
     try:
-        return fs.open(file, os.O_WRONLY | os.O_APPEND)
+        return fs.open(file, os.O_WRONLY)
     except OSError as exc:
-        raise DurabilityError(str(file), "open for append", exc) from exc
+        raise DurabilityError(str(file), "open for writing", exc) from exc
+
+
+def _file_size(fs: FileSystem, location: str) -> int:
+    try:
+        return fs.stat(location).st_size
+    except OSError as exc:
+        raise DurabilityError(location, "stat", exc) from exc
 
 
 def _truncate(fs: FileSystem, fd: int, length: int, location: str) -> None:

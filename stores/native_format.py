@@ -352,6 +352,8 @@ def scan_log(
     while offset < len(data):
         found = read_frame(data, offset)
         if found is None:
+            if zero_tail(data, offset):
+                return LogScan(header, records, offset, None)  # the preallocated rest
             torn = _torn_tail(data, offset, expected, location, cipher)
             if torn.damage is not None and not salvage:
                 raise CorruptStateError(location, torn.damage, offset)
@@ -372,6 +374,17 @@ def scan_log(
         expected += 1
         offset = end
     return LogScan(header, records, offset, None)
+
+
+def zero_tail(data: bytes, offset: int) -> bool:
+    """True if every byte from ``offset`` to the end is zero: the log's unused tail.
+
+    The writer extends a log with written zeros before records go there, so the
+    durable end of the records is where the zeros begin. A record torn into zeros
+    (its pages never reached the disk) was never acknowledged and ends the log there
+    just the same.
+    """
+    return data.count(0, offset) == len(data) - offset
 
 
 def _torn_tail(

@@ -49,7 +49,7 @@ import threading
 import zlib
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +94,61 @@ def _locate(data: bytes, entry: bytes, begin: int, end: int) -> int:
     while at >= 0 and not data.startswith(entry, at, end):
         at = data.find(probe, at + 1, end)
     return at
+
+
+def _head_size(length: int) -> int:
+    """Bytes of a CBOR head carrying ``length`` (the shortest form, as cbor2 writes)."""
+    if length < 24:
+        return 1
+    if length < 1 << 8:
+        return 2
+    if length < 1 << 16:
+        return 3
+    return 5 if length < 1 << 32 else 9
+
+
+def _text_size(text: str) -> int:
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return _head_size(size) + size
+
+
+Placement = tuple[str, str, int, int, int, int]
+"""(type, id, digest of the id, offset in the body, length, CRC-32) of one entry;
+length -1: a deletion; offset -1: not placeable from the body alone."""
+
+
+def body_entries(body: bytes, keys: Mapping[str, Mapping[str, bytes | None]]) -> list[Placement]:
+    """Where each entry of a record body ``cbor(keys) || ...`` lies, from the body alone.
+
+    The body was encoded from ``keys`` (cbor2 writes maps in order with the shortest
+    heads), so every entry's place follows from the CBOR lengths: nothing is rebuilt
+    or searched for. Each place is checked against the bytes there (the id's CBOR and
+    the value); one that does not match is marked unplaced. Pure: the backend runs it
+    while the record's write is in flight.
+    """
+    out: list[Placement] = []
+    view = memoryview(body)
+    cursor = _head_size(len(keys))
+    for type_, entries in keys.items():
+        cursor += _text_size(type_) + _head_size(len(entries))
+        for id_, raw in entries.items():
+            at = cursor
+            cursor += _text_size(id_)
+            if raw is None:
+                cursor += 1
+                out.append((type_, id_, _digest(id_), at, -1, 0))
+                continue
+            value_at = cursor + _head_size(len(raw))
+            cursor = value_at + len(raw)
+            if (
+                cursor - at > PLACEABLE_BYTES
+                or not body.startswith(raw, value_at)
+                or not body.startswith(cbor2.dumps(id_), at)
+            ):
+                out.append((type_, id_, _digest(id_), -1, 0, 0))
+                continue
+            out.append((type_, id_, _digest(id_), at, cursor - at, zlib.crc32(view[at:cursor])))
+    return out
 
 
 def _digest(id_: str) -> int:
@@ -294,6 +349,33 @@ class ValueIndex:
                 place = (slot << _SLOT_SHIFT) | (offset << _OFFSET_SHIFT) | len(entry)
                 table.change(id_, _digest(id_), (place, zlib.crc32(entry)), None)
 
+    def add_placed(
+        self,
+        slot: int,
+        frame: bytes,
+        body_start: int,
+        base: int,
+        entries: Sequence[Placement],
+        keys: Mapping[str, Mapping[str, bytes | None]],
+    ) -> None:
+        """Record a record's entries placed by ``body_entries`` (its body at ``body_start``
+        of ``frame``, the frame at file offset ``base``); an entry that could not be
+        placed there is searched for in the frame as ``add_frame`` does."""
+        for type_, id_, digest, at, length, crc in entries:
+            table = self._tables.get(type_)
+            if table is None:
+                table = self._tables[type_] = _Table()
+            self._cache.pop((type_, id_), None)
+            if length < 0:
+                table.change(id_, digest, None, None)
+                continue
+            offset = base + body_start + at
+            if at < 0 or offset > _MAX_OFFSET:
+                self.add_frame(slot, frame, 0, len(frame), {type_: {id_: keys[type_][id_]}}, base)
+                continue
+            place = (slot << _SLOT_SHIFT) | (offset << _OFFSET_SHIFT) | length
+            table.change(id_, digest, (place, crc), None)
+
     def finish(self) -> None:
         """Merge every overlay (after a load: the sorted arrays are the compact form)."""
         for table in self._tables.values():
@@ -382,8 +464,10 @@ __all__ = [
     "LOG",
     "SNAPSHOT",
     "IndexStatistics",
+    "Placement",
     "ValueFiles",
     "ValueIndex",
+    "body_entries",
     "empty_index",
     "entry_bytes",
 ]

@@ -28,8 +28,8 @@ Since 0.2.0.
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -53,6 +53,8 @@ WriteItems = Callable[[Sequence[G]], Sequence[outcome.Outcome[Any]]]
 """Blocking, on the thread: handle a group of items, return one outcome per item."""
 
 _NOT_AN_ITEM: Any = object()
+_STOP: Any = object()
+"""Queued by ``close``: the thread ends when it reaches it."""
 
 
 class _Call:
@@ -83,8 +85,12 @@ class WriterThread(Generic[G]):
         self._write_group = write_group
         self._size = size
         self._max_group_bytes = max_group_bytes
-        self._cond = threading.Condition(threading.Lock())
-        self._calls: deque[_Call] = deque()
+        # A C queue, not a deque under a Condition: a handoff costs one put and one
+        # get, where a Condition allocates a lock per wait and notifies in Python.
+        self._lock = threading.Lock()
+        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._held: Any = None
+        """A call the thread took from the queue but has not run yet (thread only)."""
         self._running: threading.Thread | None = None
         self._last: threading.Thread | None = None
         """The thread most recently started (it may still run ``then`` after ``_running``)."""
@@ -134,12 +140,11 @@ class WriterThread(Generic[G]):
 
         Later calls raise ``StoreClosedError``.
         """
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._then = then
-            if self._running is not None:
-                self._cond.notify()
-            elif then is not None:
+            self._calls.put(_STOP)
+            if self._running is None and then is not None:
                 self._start()
 
     def join(self, timeout: float | None = None) -> None:
@@ -152,13 +157,11 @@ class WriterThread(Generic[G]):
 
     def _queue(self, fn: Callable[[], Any] | None, item: Any) -> _Call:
         call = _Call(fn, item)
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.name}: the writer thread is closed")
-            self._calls.append(call)
-            if self._running is not None:
-                self._cond.notify()
-            else:
+            self._calls.put(call)
+            if self._running is None:
                 self._start()
         return call
 
@@ -197,26 +200,38 @@ class WriterThread(Generic[G]):
 
     def _take(self) -> list[_Call] | None:
         """The next call, or the next group of adjacent items; ``None``: the thread ends."""
-        with self._cond:
-            while True:
-                while self._calls and self._calls[0].abandoned:
-                    self._calls.popleft()
-                if self._calls:
-                    break
-                timed_out = not self._closed and not self._cond.wait(self._idle_exit)
-                if self._closed or (timed_out and not self._calls):
+        while True:
+            call, self._held = self._held, None
+            if call is None:
+                try:
+                    call = self._calls.get(timeout=self._idle_exit)
+                except queue.Empty:
+                    with self._lock:  # a call queued from now on starts a new thread
+                        if self._calls.empty():
+                            self._running = None
+                            return None
+                    continue
+            if call is _STOP:
+                with self._lock:
                     self._running = None
-                    return None
-            first = self._calls.popleft()
-            if first.fn is not None:
-                return [first]
-            return self._more_items(first)
+                return None
+            if not call.abandoned:
+                break
+        if call.fn is not None:
+            return [call]
+        return self._more_items(call)
 
     def _more_items(self, first: _Call) -> list[_Call]:
         group = [first]
         total = self._size(first.item) if self._size is not None else 0
-        while self._calls and self._calls[0].fn is None and total < self._max_group_bytes:
-            call = self._calls.popleft()
+        while total < self._max_group_bytes:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is _STOP or call.fn is not None:
+                self._held = call  # ends the group; runs next
+                break
             group.append(call)
             total += self._size(call.item) if self._size is not None else 0
         return group

@@ -46,6 +46,12 @@ class DyingFileSystem(FileSystem):
             self._die()
         return super().write(fd, data)
 
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        if self._step():
+            os.pwrite(fd, bytes(data[: len(data) // 2]), offset)
+            self._die()
+        return super().pwrite(fd, data, offset)
+
     def fsync(self, fd: int) -> None:
         if self._step():
             self._die()

@@ -14,6 +14,7 @@ from stores.fsio import Fault, FaultyFileSystem
 from stores.native import open_native_backend
 from stores.native_format import log_name
 from stores.types import Batch
+from tests.stores.native_log import records_end, trim_log
 
 LOG0 = log_name(0)
 
@@ -67,12 +68,13 @@ async def test_enospc_midway_leaves_a_torn_tail_that_reopen_cuts(tmp_path: Path)
     fs = FaultyFileSystem()
     backend = await open_native_backend(tmp_path, fs=fs)
     await backend.commit(batch(1))
-    size = (tmp_path / LOG0).stat().st_size
+    size = records_end(tmp_path / LOG0)
     fs.add(Fault("write", errno=errno.ENOSPC, written=20, path_contains=LOG0))
     with pytest.raises(DurabilityError) as info:
         await backend.commit(batch(2))
     assert isinstance(info.value.cause, OSError) and info.value.cause.errno == errno.ENOSPC
-    assert (tmp_path / LOG0).stat().st_size == size + 20
+    partial = (tmp_path / LOG0).read_bytes()[size:]
+    assert partial[:20] != bytes(20) and partial[20:] == bytes(len(partial) - 20)
     await backend.aclose()
     assert await present_commits(tmp_path, 2) == {1}
     assert (tmp_path / LOG0).stat().st_size == size
@@ -164,6 +166,7 @@ async def test_failed_torn_tail_truncation_refuses_to_open(tmp_path: Path) -> No
     async with await open_native_backend(tmp_path) as backend:
         await backend.commit(batch(1))
         await backend.commit(batch(2))
+    trim_log(tmp_path / LOG0)
     data = (tmp_path / LOG0).read_bytes()
     os.truncate(tmp_path / LOG0, len(data) - 3)
     with pytest.raises(DurabilityError):

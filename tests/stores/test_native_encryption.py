@@ -28,6 +28,7 @@ from tests.stores.encryption_helpers import (
     secret_batch,
     write_key_file,
 )
+from tests.stores.native_log import records_end, trim_log
 
 LOG0 = log_name(0)
 
@@ -113,7 +114,7 @@ async def encrypted_log(path: Path, key: StoreKey, commits: int) -> tuple[Path, 
     log = path / LOG0
     data = log.read_bytes()
     offsets = [offset for offset, _ in scan_log(data, str(log), key=key).records]
-    ends = [*offsets[1:], len(data)]
+    ends = [*offsets[1:], records_end(log)]
     return log, [
         cbor2.loads(data[o + FRAME_OVERHEAD : e]) for o, e in zip(offsets, ends, strict=True)
     ]
@@ -162,6 +163,7 @@ async def test_torn_tail_of_an_encrypted_log_is_still_cut(tmp_path: Path) -> Non
         for n in range(3):
             await backend.commit(secret_batch(n)[0])
     log = path / LOG0
+    trim_log(log)
     log.write_bytes(log.read_bytes()[:-7])
     async with await open_native_backend(path, encryption_key=key) as backend:
         assert backend.recovery.torn_tail is not None

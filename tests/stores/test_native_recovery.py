@@ -14,6 +14,7 @@ from stores.errors import CorruptStateError
 from stores.native import open_native_backend
 from stores.native_format import encode_record, encode_record_body, log_name
 from stores.types import Batch
+from tests.stores.native_log import records_end, trim_log
 
 LOG0 = log_name(0)
 
@@ -36,6 +37,8 @@ def truncate(path: Path, size: int) -> None:
 
 
 def append(path: Path, data: bytes) -> None:
+    """Append right after the records (the zero tail cut first)."""
+    trim_log(path)
     with path.open("ab") as f:
         f.write(data)
 
@@ -44,13 +47,18 @@ ALL_IDS = [f"c{i}-{j}" for i in range(1, 20) for j in range(3)]
 
 
 async def build(path: Path, commits: int) -> list[int]:
-    """Commit 1..commits one by one; return the log size after each (record boundaries)."""
+    """Commit 1..commits one by one; return the records' end after each (record boundaries).
+
+    The log is left ending at its last record (its zero tail trimmed), so tests can
+    cut and damage it by offset from the end.
+    """
     sizes = []
     async with await open_native_backend(path) as backend:
-        sizes.append((path / LOG0).stat().st_size)
+        sizes.append(records_end(path / LOG0))
         for n in range(1, commits + 1):
             await backend.commit(batch(n))
-            sizes.append((path / LOG0).stat().st_size)
+            sizes.append(records_end(path / LOG0))
+    trim_log(path / LOG0)
     return sizes
 
 
@@ -168,13 +176,17 @@ async def test_damage_before_a_later_group_is_corruption(tmp_path: Path) -> None
     assert info.value.offset == offsets[1]
 
 
-async def test_trailing_zeros_are_a_torn_tail(tmp_path: Path) -> None:
-    """A file extended with zeros by a crash (size updated, data not) opens cleanly."""
+async def test_trailing_zeros_end_the_log_and_are_kept(tmp_path: Path) -> None:
+    """A zero-filled tail (preallocated, or extended by a crash) is the log's clean end."""
     sizes = await build(tmp_path, 3)
     append(tmp_path / LOG0, b"\x00" * 4096)
     sessions, recovery = await read_sessions(tmp_path)
     assert sessions == state_after(3)
-    assert recovery.torn_tail.offset == sizes[-1]  # type: ignore[attr-defined]
+    assert recovery.torn_tail is None  # type: ignore[attr-defined]
+    assert (tmp_path / LOG0).stat().st_size >= sizes[-1] + 4096
+    async with await open_native_backend(tmp_path) as backend:
+        assert await backend.commit(batch(4)) == 4
+    assert (await read_sessions(tmp_path))[0] == state_after(4)
 
 
 async def test_recover_salvages_the_prefix_and_keeps_the_damaged_log(tmp_path: Path) -> None:
@@ -204,7 +216,7 @@ async def test_invalid_latest_creds_refuse_open_and_recover_falls_back(tmp_path:
     bad_plain = good.to_plain()
     bad_plain["registration_id"] = "not a number"
     log = tmp_path / LOG0
-    offset = log.stat().st_size
+    offset = records_end(log)
     append(log, encode_record(2, 2, encode_record_body({}, cbor2.dumps(bad_plain))))
     with pytest.raises(CorruptStateError) as info:
         await open_native_backend(tmp_path)
