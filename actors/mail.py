@@ -61,7 +61,10 @@ class LoadCreds:
 
 @dataclass(frozen=True)
 class CredsState:
-    """Durable creds (a private copy), their revision and sequence, and the writer's fence."""
+    """Durable creds, their revision and sequence, and the writer's fence.
+
+    ``creds`` is the persister's own object, shared: read it, or copy it before changing.
+    """
 
     creds: AuthCreds = field(repr=False)
     rev: int

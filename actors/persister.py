@@ -38,6 +38,10 @@ else in the session writes files:
   the backend again (reopening it, and so running its recovery, when the
   session opened it from a path) and re-reads the durable creds.
 - Asked to stop, it writes what is pending before it exits.
+- Its creds objects are values: a change makes a new object (``CredsPatch.apply``),
+  none is changed in place, so ``LoadCreds`` answers with the durable object itself
+  and its reader (the connection actor) shares it instead of holding a copy; a
+  reader that wants to change creds copies them first.
 - ``TakeSnapshot`` (call → ``DurableSnapshot``) provides a point in durable order
   for a backup: between two commits it reads the backend's committed state and
   answers it with its sequence number, so the state holds exactly the commits up
@@ -371,8 +375,10 @@ class Persister(RepliesLater):
 
     def _creds_state(self) -> CredsState:
         assert self._durable is not None  # set by init
+        # Shared, not copied: the persister replaces its creds on every change and never
+        # changes one in place, and so must the reader (one object per session, not three).
         return CredsState(
-            creds=self._durable.copy(), rev=self._durable_rev, seq=self._seq, fence=self._fence
+            creds=self._durable, rev=self._durable_rev, seq=self._seq, fence=self._fence
         )
 
     def _backend_now(self) -> Persistence:

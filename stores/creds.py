@@ -45,12 +45,22 @@ Plain = Any
 """Plain data (see ``stores.types.Value``); repeated here to keep imports one-way."""
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class KeyPair:
-    """A Curve25519 key pair as Baileys stores it: 32 raw bytes each."""
+    """A Curve25519 key pair as Baileys stores it: 32 raw bytes each.
+
+    Immutable, so a copy of it is itself (``copy.deepcopy`` included): every copy
+    of the creds shares its key pairs instead of holding another instance.
+    """
 
     private: bytes
     public: bytes
+
+    def __copy__(self) -> KeyPair:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> KeyPair:
+        return self
 
     def __post_init__(self) -> None:
         for name in ("private", "public"):
@@ -64,17 +74,24 @@ class KeyPair:
         return f"KeyPair(public={self.public[:4].hex()}…)"
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class SignedKeyPair:
     """A signed pre-key: its pair, the signature over ``05 || public`` and its id.
 
     ``timestamp_s`` mirrors Baileys' optional ``timestampS`` (Baileys v7 never sets it).
+    Immutable: a copy of it is itself, as for ``KeyPair``.
     """
 
     key_pair: KeyPair
     signature: bytes
     key_id: int
     timestamp_s: int | None = None
+
+    def __copy__(self) -> SignedKeyPair:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SignedKeyPair:
+        return self
 
     def __post_init__(self) -> None:
         if not isinstance(self.signature, bytes) or len(self.signature) != 64:
@@ -88,12 +105,13 @@ class SignedKeyPair:
         return f"SignedKeyPair(key_id={self.key_id}, key_pair={self.key_pair!r})"
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, slots=True)
 class AuthCreds:
     """Every field of Baileys v7 ``initAuthCreds()`` plus what pairing adds.
 
     Mutable like Baileys' creds object; ``copy()`` returns a deep copy that shares
-    nothing mutable with the original (key pairs are frozen and shared safely).
+    nothing mutable with the original (key pairs are immutable and shared, not
+    copied). Slotted: a session holds a few of these for as long as it runs.
     """
 
     noise_key: KeyPair

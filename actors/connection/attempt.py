@@ -468,6 +468,8 @@ class Attempt:
             await self.host.save_creds(updated)
 
     async def _on_routing_info(self, event: RoutingInfo) -> None:
+        if self.host.creds.routing_info == event.routing_info:
+            return  # nothing to save, and the shared creds object stays shared
         creds = self.host.creds.copy()
         creds.routing_info = event.routing_info
         await self.host.save_creds(creds)
@@ -499,6 +501,7 @@ class Attempt:
         if event.ok:
             self.log.info("prekeys_uploaded", count=len(self.upload_keys))
             self.host.metrics.prekeys_uploaded(len(self.upload_keys))
+            self.upload_keys = {}  # uploaded and durable in the store: not kept decoded here
             return
         self.upload_failures += 1
         self.log.warning("prekey_upload_failed", code=event.error_code, tries=self.upload_failures)

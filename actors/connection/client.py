@@ -157,8 +157,10 @@ class ClientStatistics:
 class ClientConnection:
     """One connection attempt of a linked device, from intro to close. Sans-IO.
 
-    ``creds`` is copied: pairing does not change it here (the actor commits
-    ``PairSuccess.update`` and reconnects). ``root`` is the trust anchor of the
+    ``creds`` is read, never changed: pairing does not change it here (the actor
+    commits ``PairSuccess.update`` and reconnects), and the one change made here
+    (a pairing code's secret) goes into a copy, so the caller's object may be shared.
+    The handshake state is dropped once the transport is up. ``root`` is the trust anchor of the
     server's certificate chain; ``now`` (unix seconds), when given, also checks
     validity windows. ``ephemeral`` and ``id_prefix`` exist for tests.
     ``qr_ttl`` overrides both QR lifetimes (Baileys' ``qrTimeout``).
@@ -180,9 +182,9 @@ class ClientConnection:
         pairing_phone: str | None = None,
         pairing_code: str | None = None,
     ) -> None:
-        self._creds = creds.copy()
+        self._creds = creds
         self._identity = identity if identity is not None else ClientIdentity()
-        self._noise = NoiseInitiator(
+        self._noise: NoiseInitiator | None = NoiseInitiator(
             noise_key=creds.noise_key,
             ephemeral=ephemeral,
             routing_info=creds.routing_info,
@@ -245,7 +247,7 @@ class ClientConnection:
     def start(self) -> bytes:
         """The intro and ClientHello: the first bytes on the socket."""
         self._move(Trigger.START)
-        return self._noise.send(Hello())
+        return self._handshake().send(Hello())
 
     def data_to_send(self) -> bytes:
         """Bytes the core queued itself (ClientFinish, acks, login iqs); write them now."""
@@ -357,7 +359,7 @@ class ClientConnection:
         if self._transport is not None:
             self._guard(self._transport.receive_data, data)
         else:
-            self._guard(self._noise.receive_data, data)
+            self._guard(self._handshake().receive_data, data)
 
     def next_event(self) -> ClientEvent | NeedData:
         """The next event, or NEED_DATA; RemoteProtocolError (connection closed) on bad input."""
@@ -416,6 +418,11 @@ class ClientConnection:
             self._move(Trigger.ENDED)
         self.login_step = None
 
+    def _handshake(self) -> NoiseInitiator:
+        if self._noise is None:
+            raise LocalProtocolError(f"client: the handshake is over in {self.state.name}")
+        return self._noise
+
     def _queue(self, node: BinaryNode) -> None:
         if self._transport is None:
             raise LocalProtocolError(f"client: no transport in {self.state.name}")
@@ -430,15 +437,18 @@ class ClientConnection:
         return self._dispatch(decode_node(frame.payload))
 
     def _read_handshake(self) -> ClientEvent | NeedData:
-        event = self._noise.next_event()
+        noise = self._handshake()
+        event = noise.next_event()
         if isinstance(event, NeedData):
             return NEED_DATA
         if not isinstance(event, ServerHello):  # an initiator only ever reads a ServerHello
             raise RemoteProtocolError(f"client: unexpected handshake event {type(event).__name__}")
         registering = not (self._creds.me and self._creds.me.get("id"))
         payload = client_payload(self._creds, self._identity)
-        self._outbox += self._noise.send(Finish(payload))
-        self._transport = self._noise.transport
+        self._outbox += noise.send(Finish(payload))
+        self._transport = noise.transport
+        # The handshake's keys, hashes and certificate are spent: keep only the transport.
+        self._noise = None
         self._move(Trigger.SENT_REGISTRATION if registering else Trigger.SENT_LOGIN)
         if not registering:
             self.login_step = LoginStep.AWAIT_SUCCESS
@@ -585,6 +595,8 @@ class ClientConnection:
         iq_id = self._ids.next()
         finish, secret = code.finish(iq_id, hello)
         # pair-success is HMAC'd with this secret; it becomes durable with the identity.
+        # Into a copy: the caller's creds object is never changed.
+        self._creds = self._creds.copy()
         self._creds.adv_secret_key = secret
         self._creds.registered = True
         self._code_used = True

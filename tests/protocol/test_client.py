@@ -26,6 +26,7 @@ from actors.connection.client_state import (
     StreamError,
 )
 from actors.connection.errors import LocalProtocolError, RemoteProtocolError
+from actors.connection.noise import NoiseInitiator, NoiseTransport
 from actors.connection.pairing import verify_pair_success
 from actors.connection.prekeys import plan_upload, upload_count
 from actors.connection.proto import wa_pb2
@@ -606,3 +607,18 @@ def test_reprs_hide_secrets() -> None:
     assert creds.adv_secret_key not in repr(qr)
     events, _ = exchange(client, server, pair_success_stanza(parse_qr(qr.qr)))
     assert "accountSignature" not in repr(events[0])
+
+
+def test_the_handshake_state_is_dropped_once_the_transport_is_up() -> None:
+    """After ServerHello and ClientFinish the client keeps the transport, not the handshake."""
+    client, _server, events = connect(paired_creds())
+    assert isinstance(events[0], HandshakeComplete)
+    assert not any(isinstance(value, NoiseInitiator) for value in vars(client).values())
+    assert any(isinstance(value, NoiseTransport) for value in vars(client).values())
+
+
+def test_the_client_reads_the_creds_it_is_given_without_copying_them() -> None:
+    """The client holds the caller's creds object itself (a copy per connection is waste)."""
+    creds = paired_creds()
+    client, _server, _events = connect(creds)
+    assert any(value is creds for value in vars(client).values())

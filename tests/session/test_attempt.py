@@ -31,6 +31,7 @@ from runtime.registry import Registry
 from runtime.reply import call_durable
 from runtime.spec import ChildSpec, Strategy
 from runtime.supervisor import open_supervisor
+from stores.creds import AuthCreds
 from stores.memory import MemoryBackend
 from stores.types import Batch
 from tests.protocol.scripted_server import ScriptedServer
@@ -85,16 +86,22 @@ class Session:
     connection: ActorRef
     status: SessionStatus
     server: ServerEnd
+    persister: ActorRef
+    incarnations: list[ConnectionActor]
+    """Every connection actor the supervisor made, the live one last."""
 
 
 @asynccontextmanager
-async def scripted_session(*, opened: bool = False, **settings: Any) -> AsyncIterator[Session]:
+async def scripted_session(
+    *, opened: bool = False, creds: AuthCreds | None = None, **settings: Any
+) -> AsyncIterator[Session]:
     """A paired device's persister, signal store and connection, and the server's end.
 
     ``opened``: the server logs the device in (no upload) and the connection is open.
+    ``creds``: the device's durable creds (default: freshly paired ones).
     """
     backend = MemoryBackend()
-    await backend.commit(Batch(creds=paired_creds()))
+    await backend.commit(Batch(creds=creds if creds is not None else paired_creds()))
     source = SharedBackend(backend)
     transport = MemoryTransport()
     server = ScriptedServer()
@@ -104,12 +111,16 @@ async def scripted_session(*, opened: bool = False, **settings: Any) -> AsyncIte
         url="ws://scripted", root=server.identity.root, transport=transport, **settings
     )
 
+    incarnations: list[ConnectionActor] = []
+
     def connection() -> ConnectionActor:
         refs = {
             "persister": registry.ref("persister"),
             "signal_store": registry.ref("signal_store"),
         }
-        return ConnectionActor(config, **refs, status=status, emit=lambda _event: None)
+        actor = ConnectionActor(config, **refs, status=status, emit=lambda _event: None)
+        incarnations.append(actor)
+        return actor
 
     children = [
         ChildSpec(
@@ -126,7 +137,7 @@ async def scripted_session(*, opened: bool = False, **settings: Any) -> AsyncIte
         if opened:
             await end.open()
             await wait_open(status)
-        yield Session(sup.ref("connection"), status, end)
+        yield Session(sup.ref("connection"), status, end, sup.ref("persister"), incarnations)
     await source.aclose()
 
 

@@ -112,6 +112,21 @@ def test_copy_is_deep() -> None:
     assert creds.account is not None and creds.account["details"] == b"details"
 
 
+def test_a_copy_shares_the_immutable_key_pairs_and_nothing_mutable() -> None:
+    """copy() shares the key pair objects (they cannot change) and makes new containers."""
+    creds = paired_creds()
+    clone = creds.copy()
+    assert clone.noise_key is creds.noise_key
+    assert clone.signed_identity_key is creds.signed_identity_key
+    assert clone.signed_pre_key is creds.signed_pre_key
+    assert clone.me is not creds.me and clone.account is not creds.account
+    assert clone.signal_identities is not creds.signal_identities
+    with pytest.raises(AttributeError):
+        creds.noise_key.private = bytes(32)  # type: ignore[misc]  # the point: frozen
+    with pytest.raises(AttributeError):
+        creds.unknown_field = 1  # type: ignore[attr-defined]  # the point: slotted
+
+
 def _broken(field: str, value: Any) -> dict[str, Any]:
     plain = paired_creds().to_plain()
     path = field.split(".")
