@@ -8,7 +8,10 @@ no encoding, no fsync, so what is left is Python):
   written without reading;
 * ``rmw``: the same ids read, then written (the Signal path's shape);
 * ``copy``: ``copy_value`` of a Signal session's stored form (as ``tx.get`` and
-  ``tx.set`` copy it), the session of ``bench.signal.established()``.
+  ``tx.set`` copy it), the session of ``bench.signal.established()``;
+* ``sqlite``, ``native``: ``blind`` over that durable backend in a temporary
+  directory: the layer, the backend's encoding, its writer thread and the database's
+  own work, each commit fsynced (the fsync costs time, hardly any instructions).
 
 The layer's cost is ``blind`` (or ``rmw``) minus ``backend``. Wall-clock figures on
 a shared machine are noisy; for instruction counts run one workload under
@@ -29,17 +32,28 @@ import os
 import pstats
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
 
-from stores.auth import PersistedAuth, use_memory_auth_state
+from stores.auth import (
+    PersistedAuth,
+    use_memory_auth_state,
+    use_native_file_auth_state,
+    use_sqlite_auth_state,
+)
 from stores.transactions import copy_value
 from stores.types import Batch
 
-WORKLOADS = ("backend", "blind", "rmw", "copy")
+WORKLOADS = ("backend", "blind", "rmw", "copy", "sqlite", "native")
+DURABLE: dict[str, Callable[[Path], Awaitable[PersistedAuth]]] = {
+    "sqlite": lambda d: use_sqlite_auth_state(d / "auth.db"),
+    "native": lambda d: use_native_file_auth_state(d / "native"),
+}
 IDS = 500
 MAX_KEYS = 8
 VALUE_SIZE = 1024
@@ -88,13 +102,26 @@ async def _timed(count: int, op: Callable[[], Awaitable[None]]) -> float:
     return (time.perf_counter() - start) / max(count, 1) * 1e6
 
 
+async def _filled(auth: PersistedAuth) -> Workload:
+    work = Workload(auth)
+    await auth.keys.set({"session": {str(i): work.pool[0] for i in range(IDS)}})
+    return work
+
+
+async def _durable(name: str, count: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-transaction-cost-") as directory:
+        async with await DURABLE[name](Path(directory)) as auth:
+            return await _timed(count, (await _filled(auth)).blind)
+
+
 async def run(count: int, only: Sequence[str]) -> dict[str, float]:
     """Microseconds per operation of each workload in ``only``."""
-    work = Workload(await use_memory_auth_state("bench-transaction-cost"))
-    await work.auth.keys.set({"session": {str(i): work.pool[0] for i in range(IDS)}})
+    work = await _filled(await use_memory_auth_state("bench-transaction-cost"))
     out: dict[str, float] = {}
     for name in only:
-        if name == "copy":
+        if name in DURABLE:
+            out[name] = await _durable(name, count)
+        elif name == "copy":
             value = session_value()
             start = time.perf_counter()
             for _ in range(count):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 import trio
 
 from stores.errors import StoreClosedError
-from stores.transactions import copy_value, validate_writes
+from stores.transactions import copy_value, sequenced_on_call, validate_writes
 from stores.types import Batch, StoreSnapshot, Value, check_key_type
 
 if TYPE_CHECKING:
@@ -76,13 +76,19 @@ class MemoryBackend:
         stored = self._keys.get(type, {})
         return {id_: copy_value(stored[id_]) for id_ in ids if id_ in stored}
 
+    @sequenced_on_call  # applied before its first park: in call order
     async def commit(self, batch: Batch) -> int:
-        """Apply ``batch`` atomically: validated and copied first, then applied in one step."""
+        """Apply ``batch`` atomically: validated and copied first, then applied in one step.
+
+        A cancellation is taken only before anything is applied; once applied, the
+        commit returns its sequence number (it still yields, as every commit does).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         writes = validate_writes(batch.keys)
-        creds = copy.deepcopy(batch.backend_creds())
-        await trio.lowlevel.checkpoint()
-        self._check_open()
+        creds = batch.backend_creds()
+        if creds is not None:
+            creds = copy.deepcopy(creds)
         for (type_, id_), value in writes.items():
             if value is None:
                 self._keys.get(type_, {}).pop(id_, None)
@@ -91,7 +97,9 @@ class MemoryBackend:
         if creds is not None:
             self._creds = creds
         self._seq += 1
-        return self._seq
+        seq = self._seq
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return seq
 
     async def snapshot(self) -> StoreSnapshot:
         self._check_open()

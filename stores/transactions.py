@@ -144,8 +144,10 @@ def sequenced_on_call(commit: F) -> F:
 
     Promise: before its first checkpoint, the function has queued the batch, so
     batches are durable in call order (a batch withdrawn by cancellation or refused
-    is not durable at all). A ``TransactionalStore`` over a marked function lets
-    blind writes pipeline. The mark is on the function: a subclass overriding the
+    is not durable at all), and a queued batch settles whatever happens to the
+    caller (a cancellation it raises means the batch was withdrawn, not written). A
+    ``TransactionalStore`` over a marked function lets blind writes pipeline and
+    calls it without a shield. The mark is on the function: a subclass overriding the
     method is unmarked until it says so itself.
     """
     setattr(commit, SEQUENCED_ATTRIBUTE, True)  # a function attribute, by name
@@ -166,12 +168,19 @@ class _Absent(enum.Enum):
 
 
 _ABSENT = _Absent.ABSENT
+_UNCACHED: object = object()
 
 
 class _Outcome(enum.Enum):
     PENDING = enum.auto()
     ACKED = enum.auto()
     FAILED = enum.auto()
+
+
+class _Admission(enum.Enum):
+    NOW = enum.auto()
+    READ_ONLY = enum.auto()
+    AFTER_ESCALATED = enum.auto()
 
 
 class _Phase(enum.Enum):
@@ -325,16 +334,51 @@ def _group(writes: Mapping[Slot, Value | None]) -> dict[str, dict[str, Value | N
     return grouped
 
 
-@dataclass(eq=False)
 class _Pending:
-    """A validated commit in flight; becomes visible in validation order."""
+    """A validated commit in flight; becomes visible in validation order.
 
-    issue: int
-    writes: dict[Slot, Value | None]
-    slots: frozenset[Slot]
-    outcome: _Outcome = _Outcome.PENDING
-    seq: int | None = None
-    applied: trio.Event = field(default_factory=trio.Event)
+    Most commits become visible with nobody waiting for them, so the wake-up means
+    (an event for waits that may be cancelled, parked tasks for waits that may not)
+    are made only by a waiter.
+    """
+
+    __slots__ = ("_event", "_parked", "applied", "issue", "outcome", "seq", "slots", "writes")
+
+    def __init__(self, issue: int, writes: dict[Slot, Value | None], slots: tuple[Slot, ...]):
+        self.issue = issue
+        self.writes = writes
+        self.slots = slots
+        self.outcome = _Outcome.PENDING
+        self.seq: int | None = None
+        self.applied = False
+        self._event: trio.Event | None = None
+        self._parked: list[trio.lowlevel.Task] = []
+
+    async def wait_applied(self) -> None:
+        """Wait until it is visible (or failed and settled); cancellable."""
+        if self.applied:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+    async def wait_applied_to_the_end(self) -> None:
+        """Wait until it is visible; a cancellation arrives at the next checkpoint after."""
+        if not self.applied:
+            self._parked.append(trio.lowlevel.current_task())
+            await trio.lowlevel.wait_task_rescheduled(_not_abortable)
+
+    def set_applied(self) -> None:
+        self.applied = True
+        if self._event is not None:
+            self._event.set()
+        for task in self._parked:
+            trio.lowlevel.reschedule(task)
+
+
+def _not_abortable(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED  # the task stays parked until the commit is visible
 
 
 @dataclass(eq=False)
@@ -387,9 +431,26 @@ class StoreTransaction:
     durable sequence number (``None`` for a transaction that wrote nothing).
     """
 
+    __slots__ = (
+        "_creds",
+        "_guard",
+        "_held",
+        "_patch",
+        "_phase",
+        "_pin",
+        "_reads",
+        "_seen",
+        "_store",
+        "_writes",
+        "commit_seq",
+        "key",
+    )
+
     def __init__(self, store: TransactionalStore, key: str) -> None:
         self._store = store
         self.key = key
+        self._pin: int | None = None
+        """The tick of its first read, pinned: the log keeps every commit it may conflict with."""
         self._held: list[str] = []
         self._reads: dict[Slot, int] = {}
         self._seen: dict[Slot, Value | _Absent] = {}
@@ -420,49 +481,63 @@ class StoreTransaction:
             raise StoreError(f"transaction {self.key!r} is {self._phase.name.lower()}; not usable")
 
     async def get(self, type: str, ids: Sequence[str]) -> dict[str, Value]:
-        """Values of the present ids: this transaction's writes first, then committed state."""
+        """Values of the present ids: this transaction's writes first, then committed state.
+
+        Served from the transaction's own view or the store's cache, it does not park
+        (a transaction yields once, at its commit); it is a cancellation point.
+        """
         self._check_open()
         wanted = list(dict.fromkeys(_check_type_and_ids(type, ids)))
+        writes, seen = self._writes, self._seen
         missing = [
-            id_
-            for id_ in wanted
-            if (type, id_) not in self._writes and (type, id_) not in self._seen
+            id_ for id_ in wanted if (type, id_) not in writes and (type, id_) not in seen
         ]
         if missing:
-            guard = self._guard
-            if guard is not None:
-                # Guarded before the read: no commit writing them is admitted from here.
-                guard.slots.update((type, id_) for id_ in missing)
-            found, version = await self._store._read_committed(
-                type, missing, settled=guard is not None
-            )
-            self._check_open()
-            for id_ in missing:
-                slot = (type, id_)
-                if slot not in self._seen:
-                    # Repeatable reads: the first observed value stays this transaction's view.
-                    self._seen[slot] = found.get(id_, _ABSENT)
-                    self._reads[slot] = version
+            await self._read(type, missing)
         else:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
         result: dict[str, Value] = {}
         for id_ in wanted:
             slot = (type, id_)
-            if slot in self._writes:
-                value = self._writes[slot]
-                if value is not None:
-                    result[id_] = copy_value(value)
+            if slot in writes:
+                value = writes[slot]
+                if value is None:
+                    continue
             else:
-                seen = self._seen[slot]
-                if seen is not _ABSENT:
-                    result[id_] = copy_value(seen)
+                value = seen[slot]
+                if value is _ABSENT:
+                    continue
+            # bytes are immutable (the common case): nothing to copy
+            result[id_] = value if isinstance(value, bytes) else copy_value(value)
         return result
 
+    async def _read(self, type: str, missing: list[str]) -> None:
+        guard = self._guard
+        if guard is not None:
+            # Guarded before the read: no commit writing them is admitted from here.
+            guard.slots.update((type, id_) for id_ in missing)
+        store = self._store
+        found, version = await store._read_committed(type, missing, settled=guard is not None)
+        self._check_open()
+        if self._pin is None:
+            # Ticks only grow: its first read's is the oldest any of its reads holds.
+            self._pin = store._add_pin(version)
+        seen, reads = self._seen, self._reads
+        for id_ in missing:
+            slot = (type, id_)
+            if slot not in seen:
+                # Repeatable reads: the first observed value stays this transaction's view.
+                seen[slot] = found.get(id_, _ABSENT)
+                reads[slot] = version
+
     async def set(self, data: KeyWrites) -> None:
-        """Stage writes (``None`` deletes); visible to this transaction only until commit."""
+        """Stage writes (``None`` deletes); visible to this transaction only until commit.
+
+        Does not park (a transaction yields once, at its commit); a cancellation point.
+        """
         self._check_open()
         self._writes.update(validate_writes(data))
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     def set_creds(self, creds: AuthCreds) -> None:
         """Commit this creds snapshot atomically with the transaction's key writes.
@@ -514,20 +589,24 @@ class _KeyLocks:
     """
 
     def __init__(self) -> None:
-        self._held: dict[str, collections.deque[trio.Event]] = {}
+        # The waiters' queue is made by the first waiter: most keys never see one.
+        self._held: dict[str, collections.deque[trio.Event] | None] = {}
 
     def acquire_nowait(self, key: str) -> bool:
         if key in self._held:
             return False
-        self._held[key] = collections.deque()
+        self._held[key] = None
         return True
 
     async def acquire(self, key: str) -> None:
         if self.acquire_nowait(key):
             await trio.lowlevel.checkpoint()
             return
+        waiting = self._held[key]
+        if waiting is None:
+            waiting = self._held[key] = collections.deque()
         handed = trio.Event()
-        self._held[key].append(handed)
+        waiting.append(handed)
         try:
             await handed.wait()
         except BaseException:
@@ -535,7 +614,7 @@ class _KeyLocks:
                 # Ownership arrived while the cancellation was on its way: pass it on.
                 self.release(key)
             else:
-                self._held[key].remove(handed)
+                waiting.remove(handed)
             raise
 
     def release(self, key: str) -> None:
@@ -566,7 +645,14 @@ class TransactionalStore:
     waits (shielded) until the commit settled and, if acknowledged, became visible:
     a cancelled transaction never leaves the in-memory view disagreeing with
     durable state, and it commits or fails as a whole before the cancellation is
-    delivered at the caller's next checkpoint.
+    delivered at the caller's next checkpoint. A sequenced commit function is not
+    shielded: by its promise a batch it queued settles whatever happens to the
+    caller, and a cancellation it raises withdrew the batch before queueing it.
+
+    A transaction that waits for nothing (no contended key lock, reads served by
+    its own writes or the cache, no conflicting commit in flight) parks once: in
+    its commit function (or, read-only, at its end). ``tx.get`` and ``tx.set`` are
+    cancellation points that do not park.
     """
 
     def __init__(
@@ -598,9 +684,10 @@ class TransactionalStore:
         self._locks = _KeyLocks()
         self._cache: collections.OrderedDict[Slot, Value | _Absent] = collections.OrderedDict()
         self._tick = 0
-        self._log: collections.deque[tuple[int, frozenset[Slot]]] = collections.deque()
+        self._log: collections.deque[tuple[int, tuple[Slot, ...]]] = collections.deque()
         self._last_write: dict[Slot, int] = {}
-        self._pins: collections.Counter[int] = collections.Counter()
+        self._pins: dict[int, int] = {}
+        # Readers' ticks (how many at each): the log keeps every commit after the oldest.
         self._queue: collections.deque[_Pending] = collections.deque()
         self._writer_of: dict[Slot, _Pending] = {}
         self._uncertain: dict[Slot, int] = {}
@@ -634,6 +721,8 @@ class TransactionalStore:
         self._check_open()
         wanted = _check_type_and_ids(type, ids)
         found, _version = await self._read_committed(type, wanted)
+        # One read is a transaction of its own: it yields once, as a commit does.
+        await trio.lowlevel.checkpoint()
         return {id_: copy_value(found[id_]) for id_ in wanted if id_ in found}
 
     async def set(self, data: KeyWrites) -> None:
@@ -836,7 +925,7 @@ class TransactionalStore:
         """Refuse new work, then wait until every in-flight commit has settled."""
         self._closed = True
         while self._queue:
-            await self._queue[-1].applied.wait()
+            await self._queue[-1].wait_applied()
         await trio.lowlevel.checkpoint()
 
     # -- internals ---------------------------------------------------------------
@@ -849,10 +938,18 @@ class TransactionalStore:
         tx = self._current.get()
         return tx if tx is not None and tx.is_open else None
 
+    def _add_pin(self, tick: int) -> int:
+        pins = self._pins
+        pins[tick] = pins.get(tick, 0) + 1
+        return tick
+
     def _unpin(self, pin: int) -> None:
-        self._pins[pin] -= 1
-        if self._pins[pin] == 0:
-            del self._pins[pin]
+        pins = self._pins
+        count = pins[pin] - 1
+        if count:
+            pins[pin] = count
+            return  # the oldest pin is still there: nothing more to prune
+        del pins[pin]
         self._prune()
 
     def _prune(self) -> None:
@@ -893,12 +990,39 @@ class TransactionalStore:
         commit in flight waits for that commit too (a guarded read must not be
         invalidated by it).
         """
+        found = self._read_cached(type_, ids, settled)
+        if found is not None:
+            # Current at this tick; no park (the transaction yields at its commit).
+            version = self._tick
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return found, version
         read = _Read()
         try:
             return await self._read_rounds(type_, ids, read, settled)
         finally:
             if read.pin is not None:
                 self._unpin(read.pin)
+
+    def _read_cached(
+        self, type_: str, ids: Sequence[str], settled: bool
+    ) -> dict[str, Value] | None:
+        """The present ids' values if every id is served by the cache, else ``None``."""
+        cache, uncertain, writer_of = self._cache, self._uncertain, self._writer_of
+        found: dict[str, Value] = {}
+        for id_ in ids:
+            slot = (type_, id_)
+            value = cache.get(slot, _UNCACHED)
+            if (
+                value is _UNCACHED
+                or (uncertain and slot in uncertain)
+                or (settled and slot in writer_of)
+            ):
+                return None
+            cache.move_to_end(slot)
+            if value is not _ABSENT:
+                found[id_] = value
+        self._hits += len(ids)
+        return found
 
     async def _read_rounds(
         self, type_: str, ids: Sequence[str], read: _Read, settled: bool
@@ -926,24 +1050,19 @@ class TransactionalStore:
                 if value is not _ABSENT:
                     found[id_] = value
             if not needed:
-                # The values are current at this tick; the checkpoint below may let
-                # later commits become visible, and reads must not claim those.
-                version = self._tick
-                if not fetched:
-                    await trio.lowlevel.checkpoint()
-                return found, version
+                # Current at this tick (a later round comes after a wait: it has parked).
+                return found, self._tick
             blocker = next(
                 (p for id_ in needed if (p := self._writer_of.get((type_, id_))) is not None),
                 None,
             )
             if blocker is not None:
-                await blocker.applied.wait()
+                await blocker.wait_applied()
                 continue
             self._misses += len(needed)
             start = self._tick
             if read.pin is None:
-                read.pin = start
-                self._pins[start] += 1
+                read.pin = self._add_pin(start)
             values = await self._read_fn(type_, needed)
             for id_ in needed:
                 slot = (type_, id_)
@@ -970,39 +1089,52 @@ class TransactionalStore:
         """
         if creds is not None and creds.creds is None and not creds.patch:
             creds = None
-        slots = frozenset(writes) if creds is None else frozenset((*writes, _CREDS_SLOT))
-        if not await self._admit(key, reads, slots, tx):
+        slots = tuple(writes) if creds is None else (*writes, _CREDS_SLOT)
+        if self._admission(key, reads, slots, tx) is not _Admission.NOW and not (
+            await self._admit(key, reads, slots, tx)
+        ):
             return None
         # No checkpoint since admission: the validation still holds.
-        pending = _Pending(issue=next(self._issues), writes=writes, slots=slots)
+        pending = _Pending(next(self._issues), writes, slots)
         self._queue.append(pending)
         writer_of = self._writer_of
         for slot in slots:
             writer_of[slot] = pending
-        batch = Batch(keys=_group(writes))
-        if creds is not None:
-            batch = Batch(keys=batch.keys, creds=creds.creds, patch=creds.patch, rev=creds.rev)
-        with trio.CancelScope(shield=True):
-            try:
-                seq = await self._commit_fn(batch)
-            except BaseException:
-                pending.outcome = _Outcome.FAILED
-                self._drain()
-                raise
-            pending.outcome = _Outcome.ACKED
-            pending.seq = seq
+        if creds is None:
+            batch = Batch(keys=_group(writes))
+        else:
+            batch = Batch(keys=_group(writes), creds=creds.creds, patch=creds.patch, rev=creds.rev)
+        if self._sequenced:
+            # Its batch is queued before its first checkpoint and, once queued, settles
+            # whatever happens to this task; a cancellation it raises means the batch was
+            # withdrawn, not written. No shield needed (a cancel scope per commit costs
+            # more than the rest of a small transaction's bookkeeping).
+            seq = await self._call_commit(pending, batch)
+        else:
+            with trio.CancelScope(shield=True):
+                seq = await self._call_commit(pending, batch)
+        # Durable already; wait (not abortably, bounded by the earlier commits in flight)
+        # until it is visible too, so a cancelled caller never sees "failed" for it.
+        await pending.wait_applied_to_the_end()
+        return seq
+
+    async def _call_commit(self, pending: _Pending, batch: Batch) -> int:
+        try:
+            seq = await self._commit_fn(batch)
+        except BaseException:
+            pending.outcome = _Outcome.FAILED
             self._drain()
-            # Durable already; wait (shielded, bounded by the earlier commits in flight)
-            # until it is visible too, so a cancelled caller never sees "failed" for it.
-            if not pending.applied.is_set():
-                await pending.applied.wait()
+            raise
+        pending.outcome = _Outcome.ACKED
+        pending.seq = seq
+        self._drain()
         return seq
 
     async def _admit(
         self,
         key: str,
         reads: Mapping[Slot, int],
-        slots: frozenset[Slot],
+        slots: tuple[Slot, ...],
         tx: StoreTransaction | None,
     ) -> bool:
         """Validate and wait until the commit may be queued; False for a read-only one.
@@ -1011,33 +1143,52 @@ class TransactionalStore:
         commit while every check still holds.
         """
         while True:
-            self._check_open()
+            verdict = self._admission(key, reads, slots, tx)
+            if verdict is _Admission.NOW:
+                return True
+            if verdict is _Admission.READ_ONLY:
+                # Its reads are all current now, so it serializes right here.
+                await trio.lowlevel.checkpoint()
+                return False
+            if verdict is _Admission.AFTER_ESCALATED:
+                # Holding no key lock, it can wait: after the escalated transaction
+                # (the escalation lock is FIFO and no guard exists while it is held).
+                async with self._escalation:
+                    return await self._admit(key, reads, slots, tx)
+            await verdict.wait_applied()
+
+    def _admission(
+        self,
+        key: str,
+        reads: Mapping[Slot, int],
+        slots: tuple[Slot, ...],
+        tx: StoreTransaction | None,
+    ) -> _Admission | _Pending:
+        """Validate now: raise ``TransactionConflict``, or say when it may be queued.
+
+        A ``_Pending``: after that commit in flight became visible (then ask again).
+        """
+        self._check_open()
+        if reads:
             last_write = self._last_write
             conflicts = [slot for slot, seen in reads.items() if last_write.get(slot, 0) > seen]
             if conflicts:
                 self._conflicts += 1
                 raise TransactionConflict(key, sorted(conflicts))
-            if not slots:
-                # Read-only: its reads are all current now, so it serializes right here.
-                await trio.lowlevel.checkpoint()
-                return False
-            guard = self._guard
-            if guard is not None and not guard.slots.isdisjoint(slots):
-                if tx is None:
-                    # Holding no key lock, it can wait: after the escalated transaction
-                    # (the escalation lock is FIFO and no guard exists while it is held).
-                    async with self._escalation:
-                        return await self._admit(key, reads, slots, tx)
-                if tx._guard is not guard:
-                    # It holds key locks the escalated one may wait for: it must yield.
-                    self._conflicts += 1
-                    raise TransactionConflict(key, sorted(guard.slots & slots))
-            blocker = self._blocker(reads, slots)
-            if blocker is None:
-                return True
-            await blocker.applied.wait()
+        if not slots:
+            return _Admission.READ_ONLY
+        guard = self._guard
+        if guard is not None and not guard.slots.isdisjoint(slots):
+            if tx is None:
+                return _Admission.AFTER_ESCALATED
+            if tx._guard is not guard:
+                # It holds key locks the escalated one may wait for: it must yield.
+                self._conflicts += 1
+                raise TransactionConflict(key, sorted(guard.slots.intersection(slots)))
+        blocker = self._blocker(reads, slots)
+        return _Admission.NOW if blocker is None else blocker
 
-    def _blocker(self, reads: Mapping[Slot, int], slots: frozenset[Slot]) -> _Pending | None:
+    def _blocker(self, reads: Mapping[Slot, int], slots: tuple[Slot, ...]) -> _Pending | None:
         """An in-flight commit this one must wait for, if any."""
         writer_of = self._writer_of
         if not writer_of:
@@ -1057,14 +1208,20 @@ class TransactionalStore:
 
     def _drain(self) -> None:
         """Make settled commits visible, strictly in validation order."""
-        while self._queue and self._queue[0].outcome is not _Outcome.PENDING:
-            pending = self._queue.popleft()
+        queue, writer_of = self._queue, self._writer_of
+        while queue and queue[0].outcome is not _Outcome.PENDING:
+            pending = queue.popleft()
             self._tick += 1
             for slot in pending.slots:
-                if self._writer_of.get(slot) is pending:
-                    del self._writer_of[slot]
-                self._last_write[slot] = self._tick
-            self._log.append((self._tick, pending.slots))
+                if writer_of.get(slot) is pending:
+                    del writer_of[slot]
+            if self._pins:
+                # Only a pinned reader (a transaction that has read, a read under way)
+                # can ever be invalidated by this commit: with none, nothing to log.
+                tick, last_write = self._tick, self._last_write
+                for slot in pending.slots:
+                    last_write[slot] = tick
+                self._log.append((tick, pending.slots))
             if pending.outcome is _Outcome.ACKED:
                 self._commits += 1
                 # An ordered commit function has settled every earlier batch by now.
@@ -1074,29 +1231,39 @@ class TransactionalStore:
                         for slot, issue in self._uncertain.items()
                         if issue > pending.issue
                     }
-                if len(pending.writes) <= WRITE_CACHE_MAX_SLOTS:
-                    for slot, value in pending.writes.items():
-                        self._cache_put(slot, _ABSENT if value is None else value)
-                else:
-                    # A bulk write (812 new pre-keys, a migration) is read back rarely:
-                    # keeping it would hold a second copy of the backend's data in every
-                    # session and flush the entries that are read. Later reads miss and
-                    # go to the backend, which holds the committed values.
-                    for slot in pending.writes:
-                        self._cache.pop(slot, None)
+                self._cache_writes(pending.writes)
             else:
                 self._failed_commits += 1
                 for slot in pending.writes:
                     self._cache.pop(slot, None)
                     self._uncertain[slot] = pending.issue
-            pending.applied.set()
+            pending.set_applied()
         self._prune()
+
+    def _cache_writes(self, writes: dict[Slot, Value | None]) -> None:
+        cache = self._cache
+        if len(writes) > WRITE_CACHE_MAX_SLOTS:
+            # A bulk write (812 new pre-keys, a migration) is read back rarely: keeping
+            # it would hold a second copy of the backend's data in every session and
+            # flush the entries that are read. Later reads miss and go to the backend,
+            # which holds the committed values.
+            for slot in writes:
+                cache.pop(slot, None)
+            return
+        if self._cache_size == 0:
+            return
+        for slot, value in writes.items():
+            cache[slot] = _ABSENT if value is None else value
+            cache.move_to_end(slot)
+        if self._cache_size is not None:
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
 
 
 class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
     """``async with store.transaction(key)``: a hand-written context manager (a hot path)."""
 
-    __slots__ = ("_key", "_more_keys", "_outer", "_pin", "_saved", "_store", "_token", "_tx")
+    __slots__ = ("_key", "_more_keys", "_outer", "_saved", "_store", "_token", "_tx")
 
     def __init__(self, store: TransactionalStore, key: str, more_keys: tuple[str, ...]) -> None:
         self._store = store
@@ -1105,7 +1272,6 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
         self._outer: StoreTransaction | None = None
         self._saved: _Savepoint | None = None
         self._tx: StoreTransaction | None = None
-        self._pin: int | None = None
         self._token: Token[StoreTransaction | None] | None = None
 
     async def __aenter__(self) -> StoreTransaction:
@@ -1127,10 +1293,6 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
                 if not locks.acquire_nowait(lock_key):
                     await locks.acquire(lock_key)
                 tx._held.append(lock_key)
-            # Pinned from here: the log must keep every commit this transaction may
-            # have to validate against (its reads all come later).
-            self._pin = store._tick
-            store._pins[self._pin] += 1
             self._token = store._current.set(tx)
         except BaseException:
             self._release()
@@ -1171,5 +1333,5 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
         for lock_key in tx._held:
             store._locks.release(lock_key)
         store._active -= 1
-        if self._pin is not None:
-            store._unpin(self._pin)
+        if tx._pin is not None:
+            store._unpin(tx._pin)
