@@ -9,9 +9,10 @@ no encoding, no fsync, so what is left is Python):
 * ``rmw``: the same ids read, then written (the Signal path's shape);
 * ``copy``: ``copy_value`` of a Signal session's stored form (as ``tx.get`` and
   ``tx.set`` copy it), the session of ``bench.signal.established()``;
-* ``sqlite``, ``native``: ``blind`` over that durable backend in a temporary
-  directory: the layer, the backend's encoding, its writer thread and the database's
-  own work, each commit fsynced (the fsync costs time, hardly any instructions).
+* ``sqlite``, ``native`` (only when named in ``--only``): ``blind`` over that durable
+  backend in a temporary directory: the layer, the backend's encoding, its writer
+  thread and the database's own work, each commit fsynced (the fsync costs time,
+  hardly any instructions).
 
 The layer's cost is ``blind`` (or ``rmw``) minus ``backend``. Wall-clock figures on
 a shared machine are noisy; for instruction counts run one workload under
@@ -50,6 +51,8 @@ from stores.transactions import copy_value
 from stores.types import Batch
 
 WORKLOADS = ("backend", "blind", "rmw", "copy", "sqlite", "native")
+DEFAULT_WORKLOADS = ("backend", "blind", "rmw", "copy")
+"""Those without a disk (each durable commit waits for an fsync: seconds per thousand)."""
 DURABLE: dict[str, Callable[[Path], Awaitable[PersistedAuth]]] = {
     "sqlite": lambda d: use_sqlite_auth_state(d / "auth.db"),
     "native": lambda d: use_native_file_auth_state(d / "native"),
@@ -156,7 +159,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.transaction_cost")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help="operations per workload")
     parser.add_argument(
-        "--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}"
+        "--only",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"comma-separated subset of {WORKLOADS} (default: {','.join(DEFAULT_WORKLOADS)})",
     )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of blind, rmw")
     args = parser.parse_args(argv)

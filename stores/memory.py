@@ -89,11 +89,16 @@ class MemoryBackend:
         creds = batch.backend_creds()
         if creds is not None:
             creds = copy.deepcopy(creds)
+        stored = self._keys
         for (type_, id_), value in writes.items():
+            ids = stored.get(type_)
             if value is None:
-                self._keys.get(type_, {}).pop(id_, None)
+                if ids is not None:
+                    ids.pop(id_, None)
+            elif ids is None:
+                stored[type_] = {id_: value}
             else:
-                self._keys.setdefault(type_, {})[id_] = value
+                ids[id_] = value
         if creds is not None:
             self._creds = creds
         self._seq += 1

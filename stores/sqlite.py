@@ -81,7 +81,7 @@ class SqliteStatistics:
     """The account's durable sequence number."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Pending:
     """A batch encoded in the committing task: CBOR per key (None deletes) and creds.
 
@@ -91,6 +91,8 @@ class _Pending:
 
     keys: dict[tuple[str, str], bytes | None]
     creds: bytes | None
+    size: int
+    """Bytes it adds to its group's SQLite transaction (about; ``_size``)."""
 
 
 class SqliteBackend:
@@ -118,6 +120,10 @@ class SqliteBackend:
         self._conn = conn
         self._lock = lock
         self._seq = seq
+        self._written_seq = seq
+        """The account's seq in the database: what the last committed write left there.
+        Only written under the connection lock, after a COMMIT (the account's lock file
+        keeps every other writer off it)."""
         # The one connection is shared by trio's worker threads, one call at a time.
         self._conn_lock = threading.Lock()
         self._closed = False
@@ -282,16 +288,20 @@ class SqliteBackend:
 
     def _encode(self, batch: Batch) -> _Pending | None:
         keys: dict[tuple[str, str], bytes | None] = {}
+        size = 64
         for type, writes in batch.keys.items():
             check_key_type(type)
             for key_id, value in writes.items():
                 if not isinstance(key_id, str) or not key_id:
                     raise InvalidValueError(f"{type} id", f"{key_id!r} is not a non-empty str")
+                size += 64 + len(type) + len(key_id)
                 if value is None:
                     keys[(type, key_id)] = None
                     continue
-                codec.check_plain(value, f"{type}/{key_id}")
-                keys[(type, key_id)] = codec.encode(value)
+                if value.__class__ is not bytes:  # bytes (most values) are plain already
+                    codec.check_plain(value, f"{type}/{key_id}")
+                encoded = keys[(type, key_id)] = codec.encode(value)
+                size += len(encoded)
         creds = None
         snapshot = batch.backend_creds()
         if snapshot is not None:
@@ -303,9 +313,13 @@ class SqliteBackend:
             except CorruptStateError as exc:
                 raise InvalidValueError("creds", exc.reason) from exc
             creds = codec.encode(plain)
-        if not keys and creds is None:
-            return None
-        return _Pending(keys=keys, creds=creds)
+        if not keys:
+            # Creds only: a group writes just its newest creds row, so a creds burst is
+            # one transaction (each batch still gets its own seq).
+            return None if creds is None else _Pending(keys=keys, creds=creds, size=0)
+        if creds is not None:
+            size += len(creds)
+        return _Pending(keys=keys, creds=creds, size=size)
 
     def _applied(self, group: Sequence[_Pending], seqs: Sequence[int]) -> None:
         self._seq = seqs[-1]
@@ -332,29 +346,32 @@ class SqliteBackend:
                 raise
         except sqlite3.Error as exc:
             raise DurabilityError(self.location, "sqlite commit", exc) from exc
+        self._written_seq = first + len(group) - 1
         return first
 
     def _write_rows(self, conn: sqlite3.Connection, group: Sequence[_Pending]) -> int:
         """The writes of a group inside an open transaction; return the first seq."""
-        keys: dict[tuple[str, str], bytes | None] = {}
-        creds: bytes | None = None
-        for pending in group:
-            keys.update(pending.keys)
-            creds = pending.creds or creds
+        if len(group) == 1:
+            keys, creds = group[0].keys, group[0].creds
+        else:
+            keys = {}
+            creds = None
+            for pending in group:
+                keys.update(pending.keys)
+                creds = pending.creds or creds
         account, cipher = self._account, self._cipher
-        upserts = [
-            (account, t, i, *codec.seal_row(v, _key_identity(account, t, i), cipher))
-            for (t, i), v in keys.items()
-            if v is not None
-        ]
-        deletes = [(self._account, t, i) for (t, i), v in keys.items() if v is None]
+        upserts = []
+        deletes = []
+        for (t, i), v in keys.items():
+            if v is None:
+                deletes.append((account, t, i))
+            else:
+                crc, blob = codec.seal_row(v, _key_identity(account, t, i), cipher)
+                upserts.append((account, t, i, crc, blob))
         if self._meta_pending and self._cipher is not None:
             # In the account's first transaction: no row is ever sealed without it.
             _write_encryption(conn, self._account, self._cipher.encryption)
-        row = conn.execute(
-            "SELECT seq FROM accounts WHERE account = ?", (self._account,)
-        ).fetchone()
-        first = int(row[0] if row else 0) + 1
+        first = self._written_seq + 1
         last = first + len(group) - 1
         if upserts:
             conn.executemany(
@@ -423,6 +440,7 @@ class SqliteBackend:
                     raise
             except sqlite3.Error as exc:
                 raise DurabilityError(self.location, "sqlite import", exc) from exc
+            self._written_seq = first
             return first
 
         with trio.CancelScope(shield=True):
@@ -547,15 +565,8 @@ class SqliteBackend:
 
 
 def _size(pending: _Pending) -> int:
-    """Bytes a batch adds to its group's SQLite transaction (about)."""
-    if not pending.keys:
-        # Creds only: a group writes just its newest creds row, so a creds burst is
-        # one transaction (each batch still gets its own seq).
-        return 0
-    size = 64 if pending.creds is None else 64 + len(pending.creds)
-    for (type_, id_), value in pending.keys.items():
-        size += 64 + len(type_) + len(id_) + (0 if value is None else len(value))
-    return size
+    """Bytes a batch adds to its group's SQLite transaction (about; counted by ``_encode``)."""
+    return pending.size
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:

@@ -74,6 +74,7 @@ waits for it: a deadlock, as waiting on a key lock it holds would be).
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import enum
 import itertools
@@ -169,6 +170,7 @@ class _Absent(enum.Enum):
 
 _ABSENT = _Absent.ABSENT
 _UNCACHED: object = object()
+_NO_SHIELD = contextlib.nullcontext()
 
 
 class _Outcome(enum.Enum):
@@ -330,7 +332,10 @@ def validate_writes(data: KeyWrites) -> dict[Slot, Value | None]:
 def _group(writes: Mapping[Slot, Value | None]) -> dict[str, dict[str, Value | None]]:
     grouped: dict[str, dict[str, Value | None]] = {}
     for (type_, id_), value in writes.items():
-        grouped.setdefault(type_, {})[id_] = value
+        ids = grouped.get(type_)
+        if ids is None:
+            ids = grouped[type_] = {}
+        ids[id_] = value
     return grouped
 
 
@@ -352,7 +357,7 @@ class _Pending:
         self.seq: int | None = None
         self.applied = False
         self._event: trio.Event | None = None
-        self._parked: list[trio.lowlevel.Task] = []
+        self._parked: list[trio.lowlevel.Task] | None = None
 
     async def wait_applied(self) -> None:
         """Wait until it is visible (or failed and settled); cancellable."""
@@ -366,6 +371,8 @@ class _Pending:
     async def wait_applied_to_the_end(self) -> None:
         """Wait until it is visible; a cancellation arrives at the next checkpoint after."""
         if not self.applied:
+            if self._parked is None:
+                self._parked = []
             self._parked.append(trio.lowlevel.current_task())
             await trio.lowlevel.wait_task_rescheduled(_not_abortable)
 
@@ -373,8 +380,9 @@ class _Pending:
         self.applied = True
         if self._event is not None:
             self._event.set()
-        for task in self._parked:
-            trio.lowlevel.reschedule(task)
+        if self._parked is not None:
+            for task in self._parked:
+                trio.lowlevel.reschedule(task)
 
 
 def _not_abortable(_: object) -> trio.lowlevel.Abort:
@@ -492,7 +500,13 @@ class StoreTransaction:
         missing = [
             id_ for id_ in wanted if (type, id_) not in writes and (type, id_) not in seen
         ]
-        if missing:
+        guarded = self._guard is not None
+        found = None if not missing or guarded else self._store._read_cached(type, missing)
+        if found is not None:
+            # Served by the cache, current at this tick (no checkpoint since).
+            self._saw(type, missing, found, self._store._tick)
+            await trio.lowlevel.checkpoint_if_cancelled()
+        elif missing:
             await self._read(type, missing)
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -516,12 +530,17 @@ class StoreTransaction:
         if guard is not None:
             # Guarded before the read: no commit writing them is admitted from here.
             guard.slots.update((type, id_) for id_ in missing)
-        store = self._store
-        found, version = await store._read_committed(type, missing, settled=guard is not None)
+        found, version = await self._store._read_committed(
+            type, missing, settled=guard is not None
+        )
         self._check_open()
+        self._saw(type, missing, found, version)
+
+    def _saw(self, type: str, missing: list[str], found: dict[str, Value], version: int) -> None:
+        """Record committed values read at ``version`` as this transaction's view."""
         if self._pin is None:
             # Ticks only grow: its first read's is the oldest any of its reads holds.
-            self._pin = store._add_pin(version)
+            self._pin = self._store._add_pin(version)
         seen, reads = self._seen, self._reads
         for id_ in missing:
             slot = (type, id_)
@@ -990,7 +1009,7 @@ class TransactionalStore:
         commit in flight waits for that commit too (a guarded read must not be
         invalidated by it).
         """
-        found = self._read_cached(type_, ids, settled)
+        found = self._read_cached(type_, ids, settled=settled)
         if found is not None:
             # Current at this tick; no park (the transaction yields at its commit).
             version = self._tick
@@ -1004,7 +1023,7 @@ class TransactionalStore:
                 self._unpin(read.pin)
 
     def _read_cached(
-        self, type_: str, ids: Sequence[str], settled: bool
+        self, type_: str, ids: Sequence[str], *, settled: bool = False
     ) -> dict[str, Value] | None:
         """The present ids' values if every id is served by the cache, else ``None``."""
         cache, uncertain, writer_of = self._cache, self._uncertain, self._writer_of
@@ -1104,30 +1123,24 @@ class TransactionalStore:
             batch = Batch(keys=_group(writes))
         else:
             batch = Batch(keys=_group(writes), creds=creds.creds, patch=creds.patch, rev=creds.rev)
-        if self._sequenced:
-            # Its batch is queued before its first checkpoint and, once queued, settles
-            # whatever happens to this task; a cancellation it raises means the batch was
-            # withdrawn, not written. No shield needed (a cancel scope per commit costs
-            # more than the rest of a small transaction's bookkeeping).
-            seq = await self._call_commit(pending, batch)
-        else:
-            with trio.CancelScope(shield=True):
-                seq = await self._call_commit(pending, batch)
-        # Durable already; wait (not abortably, bounded by the earlier commits in flight)
-        # until it is visible too, so a cancelled caller never sees "failed" for it.
-        await pending.wait_applied_to_the_end()
-        return seq
-
-    async def _call_commit(self, pending: _Pending, batch: Batch) -> int:
-        try:
-            seq = await self._commit_fn(batch)
-        except BaseException:
-            pending.outcome = _Outcome.FAILED
-            self._drain()
-            raise
+        # A sequenced commit function queues the batch before its first checkpoint and,
+        # once queued, settles it whatever happens to this task (a cancellation it raises
+        # withdrew the batch): no shield needed, and a cancel scope per commit costs more
+        # than the rest of a small transaction's bookkeeping.
+        with _NO_SHIELD if self._sequenced else trio.CancelScope(shield=True):
+            try:
+                seq = await self._commit_fn(batch)
+            except BaseException:
+                pending.outcome = _Outcome.FAILED
+                self._drain()
+                raise
         pending.outcome = _Outcome.ACKED
         pending.seq = seq
         self._drain()
+        if not pending.applied:
+            # Durable already; wait (not abortably, bounded by the earlier commits in
+            # flight) until it is visible too, so a cancelled caller never sees "failed".
+            await pending.wait_applied_to_the_end()
         return seq
 
     async def _admit(

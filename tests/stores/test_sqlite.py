@@ -101,6 +101,44 @@ async def test_sequence_numbers_increase(tmp_path: Path) -> None:
         assert await backend.commit(Batch(keys={"session": {"x": b"v"}})) == 4
 
 
+async def test_the_account_row_holds_the_last_acknowledged_seq(tmp_path: Path) -> None:
+    """The seq each commit returns is the one written with it: one by one, grouped, after
+    a refused batch (which wrote nothing), after an imported snapshot, after a reopen."""
+    db = tmp_path / "auth.db"
+
+    def stored_seq(account: str) -> int:
+        conn = _raw(db)
+        try:
+            row = conn.execute("SELECT seq FROM accounts WHERE account = ?", (account,)).fetchone()
+        finally:
+            conn.close()
+        return int(row[0])
+
+    async with await open_sqlite_backend(db) as backend:
+        assert await backend.commit(Batch(keys={"session": {"a": b"1"}})) == 1
+        seqs: list[int] = []
+
+        async def one(i: int) -> None:
+            seqs.append(await backend.commit(Batch(keys={"session": {str(i): b"v"}})))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(one, i)
+        assert sorted(seqs) == list(range(2, 10))
+        assert stored_seq("default") == backend.statistics().seq == 9
+        with pytest.raises(InvalidValueError):
+            await backend.commit(Batch(keys={"session": {"bad": {1: b"x"}}}))
+        assert await backend.commit(Batch(keys={"session": {"b": b"2"}})) == 10
+        assert stored_seq("default") == 10
+        snapshot = await backend.snapshot()
+    async with await open_sqlite_backend(db, account="copy") as copy:
+        assert await copy.import_snapshot(snapshot, lambda _: None) == 1
+        assert await copy.commit(Batch(keys={"session": {"c": b"3"}})) == 2
+        assert stored_seq("copy") == 2
+    async with await open_sqlite_backend(db) as backend:
+        assert await backend.commit(Batch(keys={"session": {"d": b"4"}})) == 11
+
+
 async def test_concurrent_commits_are_grouped(tmp_path: Path) -> None:
     """32 concurrent commits all land, in fewer SQLite transactions than batches."""
     async with await open_sqlite_backend(tmp_path / "auth.db") as backend:
