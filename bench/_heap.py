@@ -1,8 +1,8 @@
 """Where the Python heap of idle sessions goes: a tracemalloc breakdown by component.
 
 Each traced block is charged to the innermost frame that is not trio's or the
-standard library's: a memory channel trio allocates for trio-websocket is
-trio-websocket's, a task our runtime starts is the runtime's. Used by
+standard library's: a socket trio opens for the websocket client is the
+transport's, a task our runtime starts is the runtime's. Used by
 ``python -m bench.sessions --heap`` (the figures in docs/benchmarks.md).
 """
 
@@ -35,9 +35,9 @@ COMPONENTS = (
     ("actors/", "actors (persister, signal store, session)"),
     ("runtime/log.py", "logging (structlog)"),
     ("runtime/", "runtime (supervisors, actors, mailboxes)"),
-    ("/trio_websocket/", "trio-websocket, wsproto"),
-    ("/wsproto/", "trio-websocket, wsproto"),
-    ("/h11/", "trio-websocket, wsproto"),
+    ("/trio_websocket/", "trio-websocket"),
+    ("/wsproto/", "websocket (wsproto, h11)"),
+    ("/h11/", "websocket (wsproto, h11)"),
     ("/structlog/", "logging (structlog)"),
     ("/cryptography/", "cryptography"),
     ("/google/protobuf/", "protobuf"),

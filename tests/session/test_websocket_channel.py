@@ -638,6 +638,36 @@ async def test_wss_to_an_untrusted_certificate_names_the_verification_failure(
     assert "CERTIFICATE_VERIFY_FAILED" in detail
 
 
+async def test_every_wss_connection_shares_one_trust_store(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext, list[str | None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The system trust store is loaded once, not per connection (about 860 KiB RSS each)."""
+    from actors.connection import transport as transport_module
+
+    made: list[ssl.SSLContext] = []
+    create = ssl.create_default_context
+
+    def counting_context() -> ssl.SSLContext:
+        made.append(create())
+        return made[-1]
+
+    transport_module.default_ssl_context.cache_clear()
+    monkeypatch.setattr(ssl, "create_default_context", counting_context)
+    server_context, _, _ = tls
+    try:
+        async with websocket_server(echo, ssl_context=server_context) as (port, _):
+            for _ in range(3):
+                with trio.fail_after(10):
+                    await connect_failure(url(port, scheme="wss", host="localhost"))
+                    await connect_failure(
+                        url(port, scheme="wss", host="localhost"), WebSocketTransport()
+                    )
+    finally:
+        transport_module.default_ssl_context.cache_clear()
+    assert len(made) == 1
+
+
 async def test_a_url_without_a_host_is_refused_before_any_connect() -> None:
     """A URL naming no host raises a ValueError naming the URL, not a network error."""
     from actors.connection.errors import WebSocketURLError
