@@ -8,7 +8,7 @@ from pathlib import Path
 from runtime.cli import build_parser as runtime_parser
 from stores.cli import EXIT_CORRUPT, EXIT_LOCKED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from stores.lock import acquire_lock
-from stores.native_format import log_name
+from stores.native_format import log_name, scan_log
 from tests.cli.stores_helpers import (
     ME_ID,
     expected_counts,
@@ -73,7 +73,7 @@ def test_a_corrupt_source_exits_1(tmp_path: Path) -> None:
     src = make_store("native", tmp_path / "auth")
     log = src / log_name(0)
     data = bytearray(log.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[scan_log(bytes(data), str(log)).end // 2] ^= 0xFF  # amid the records, not the zeros
     log.write_bytes(bytes(data))
     done = run_cli("backup", "--auth", src, tmp_path / "bak")
     assert done.code == EXIT_CORRUPT and str(log) in done.err
