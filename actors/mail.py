@@ -26,10 +26,14 @@ class SaveCreds:
 
     ``rev`` is the sender's monotonic revision; a change older than one already
     accepted is ignored, one at or below the sender's fence is refused.
+    ``result``, when given, is the sender's own creds with the patch applied: when the
+    merge gives equal creds the persister keeps that object, so sender and persister
+    share one object instead of holding two equal ones (neither changes it in place).
     """
 
     patch: CredsPatch
     rev: int
+    result: AuthCreds | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

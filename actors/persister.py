@@ -150,8 +150,10 @@ class Persister(RepliesLater):
         self._seq: int | None = None
         self._next = _Group()
         self._has_batches = False
-        self._wake = trio.Event()
-        self._urgent = trio.Event()
+        # The writer task runs only while something is pending (an idle session's
+        # persister waits on nothing); its coalescing wait ends early on this event.
+        self._writer_running = False
+        self._urgent: trio.Event | None = None
         self._writing = False
         # Held by each commit and by a durable snapshot: never both at once.
         self._commit_lock = trio.Lock()
@@ -172,7 +174,6 @@ class Persister(RepliesLater):
             # absence now is damage, never a reason to start a new device.
             raise CorruptStateError(backend.location, "creds vanished while the session ran")
         self._durable = self._current = creds
-        self.ctx.nursery.start_soon(self._writer)
         self.ctx.log.info(
             "persister_ready", backend=backend.backend_name, location=backend.location
         )
@@ -198,21 +199,27 @@ class Persister(RepliesLater):
             if msg.rev <= self._fence:
                 self.ctx.log.warning("stale_creds_change", rev=msg.rev, fence=self._fence)
                 return
-            if self._merge(msg.patch, msg.rev):
+            if self._merge(msg.patch, msg.rev, msg.result):
                 self._next.snapshots += 1
-                self._wake.set()
+                self._start_writer()
             return
         await super().handle_cast(msg)
 
-    def _merge(self, patch: CredsPatch | None, rev: int | None) -> bool:
-        """Merge one creds change into the next commit; False for an older numbered one."""
+    def _merge(
+        self, patch: CredsPatch | None, rev: int | None, result: AuthCreds | None = None
+    ) -> bool:
+        """Merge one creds change into the next commit; False for an older numbered one.
+
+        ``result``: the sender's creds after the change; kept instead of an equal merge.
+        """
         if rev is not None:
             if rev < self._accepted_rev:
                 return False
             self._accepted_rev = rev
         if patch:
             assert self._current is not None  # set by init
-            self._current = patch.apply(self._current)
+            merged = patch.apply(self._current)
+            self._current = result if result is not None and result == merged else merged
             self._next.creds = self._current
             self._next.rev = self._accepted_rev
         return True
@@ -289,34 +296,48 @@ class Persister(RepliesLater):
         self._merge(batch.patch, batch.rev)
         group.replies.append(receipt)
         self._has_batches = True
-        self._wake.set()
-        self._urgent.set()
+        self._start_writer()
+        self._hurry()
         return receipt
 
     def _on_load(self) -> Reply[Any]:
         receipt: Reply[Any] = self.replies.issue("load creds")
         if self._pending() or self._writing:
             self._flush_waiters.append(receipt)
-            self._urgent.set()
+            self._hurry()
         else:
             receipt.resolve(self._creds_state())
         return receipt
 
     # --- the writer --------------------------------------------------------------
 
+    def _start_writer(self) -> None:
+        """Something is pending: make sure the writer runs (it ends once nothing is)."""
+        if not self._writer_running:
+            self._writer_running = True
+            self.ctx.nursery.start_soon(self._writer)
+
+    def _hurry(self) -> None:
+        """A caller waits: end the writer's coalescing wait now."""
+        if self._urgent is not None:
+            self._urgent.set()
+
     async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            if not self._has_batches and self._delay > 0:
-                with trio.move_on_after(self._delay):
-                    await self._urgent.wait()
-            group = self._take()
-            if group.replies or group.creds is not None:
-                await self._commit(group)
-            if not self._pending():
-                waiters, self._flush_waiters = self._flush_waiters, []
-                for waiter in waiters:
-                    waiter.resolve(self._creds_state())
+        try:
+            while self._pending():
+                if not self._has_batches and self._delay > 0:
+                    self._urgent = trio.Event()
+                    with trio.move_on_after(self._delay):
+                        await self._urgent.wait()
+                    self._urgent = None
+                group = self._take()
+                if group.replies or group.creds is not None:
+                    await self._commit(group)
+            waiters, self._flush_waiters = self._flush_waiters, []
+            for waiter in waiters:
+                waiter.resolve(self._creds_state())
+        finally:
+            self._writer_running = False
 
     def _pending(self) -> bool:
         return self._has_batches or self._next.creds is not None
@@ -324,8 +345,6 @@ class Persister(RepliesLater):
     def _take(self) -> _Group:
         group, self._next = self._next, _Group()
         self._has_batches = False
-        self._wake = trio.Event()
-        self._urgent = trio.Event()
         return group
 
     async def _commit(self, group: _Group) -> None:

@@ -326,12 +326,11 @@ class ConnectionActor(RepliesLater):
         try:
             async with settings.transport.connect(settings.url) as channel:
                 self._live = attempt
+                self.messenger.attach(attempt)
                 try:
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(self.messenger.run, attempt)
-                        outcome = await attempt.run(channel)
-                        nursery.cancel_scope.cancel()
+                    outcome = await attempt.run(channel)
                 finally:
+                    self.messenger.detach()
                     self._live = None
         except TransportClosed as exc:
             if outcome is None:
@@ -350,7 +349,7 @@ class ConnectionActor(RepliesLater):
         """Adopt ``creds`` and hand the changed fields to the persister (coalesced, not awaited)."""
         patch = CredsPatch.between(self.creds, creds)
         self._creds = creds
-        await self._persister.cast(SaveCreds(patch, self._next_rev()))
+        await self._persister.cast(SaveCreds(patch, self._next_rev(), result=creds))
 
     async def _commit_creds(self, creds: AuthCreds) -> None:
         """Make the fields ``creds`` changed durable (awaited), then adopt ``creds``."""

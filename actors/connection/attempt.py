@@ -16,9 +16,14 @@ reactor          runs the reactions that wait, one after another in the order
                  an upload retry's backoff. A retry that sleeps never delays a
                  ping's answer, the keepalive or any other stanza
 writer           owns the sending side of the socket: every task hands its bytes to
-                 the outbound channel under one lock, in the order the connection
-                 encrypted them (Noise counters allow no other)
+                 the outbound queue under one lock, in the order the connection
+                 encrypted them (Noise counters allow no other); a sender waits
+                 only for room in the queue, never for the socket, so a cancelled
+                 sender never tears a frame
 ================ ==================================================================
+
+The reactor and the writer exist only while they have work (``OnDemandQueue``):
+an idle open connection is the read loop waiting for the socket or its next timer.
 
 ``query(node)`` sends an iq from any task and waits for its answer within a deadline:
 a map from iq id to waiter gets the answer from the read loop; no answer in time is
@@ -70,6 +75,7 @@ from actors.connection.prekeys import MIN_PREKEY_COUNT, PRE_KEY_TYPE, upload_cou
 from actors.connection.transport import Channel
 from actors.errors import ConnectionLost, QueryTimeout, TransportClosed
 from actors.events import connection_open, connection_paired
+from actors.on_demand import OnDemandQueue
 from actors.recorder import SessionMetrics
 from runtime.errors import ReplyTimeout
 from runtime.events import Event
@@ -203,12 +209,11 @@ class Attempt:
         self.upload_keys: dict[int, KeyPair] = {}
         self.upload_failures = 0
         self._outcome: Outcome | None = None
-        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._channel: Channel | None = None
         self._send_lock = trio.Lock()
-        self._outbound_in, self._outbound_out = trio.open_memory_channel[bytes](OUTBOUND_FRAMES)
-        self._reactions_in, self._reactions_out = trio.open_memory_channel[Reaction](
-            REACTIONS_QUEUED
-        )
+        self._outbound = OnDemandQueue[bytes](self._write, self.spawn, OUTBOUND_FRAMES)
+        self._reactions = OnDemandQueue[Reaction](_react, self.spawn, REACTIONS_QUEUED)
         self._waiters: dict[str, Reply[BinaryNode]] = {}
 
     @property
@@ -219,13 +224,24 @@ class Attempt:
 
     async def run(self, channel: Channel) -> Outcome:
         """Read, react and write on ``channel`` until the attempt ends; how it ended."""
-        async with trio.open_nursery() as nursery:
-            self._scope = nursery.cancel_scope
-            nursery.start_soon(self._guarded, self._write, channel)
-            nursery.start_soon(self._guarded, self._react)
-            await self._guarded(self._read, channel)
+        self._channel = channel
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._guarded(self._read, channel)
+        finally:
+            self._nursery = self._channel = None
         assert self._outcome is not None  # every way out of the nursery records one
         return self._outcome
+
+    def spawn(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` as a task of this attempt: an end it meets ends the attempt.
+
+        Cancelled with the attempt; ``RuntimeError`` once the attempt is over.
+        """
+        if self._nursery is None:
+            raise RuntimeError("the attempt is not running")
+        self._nursery.start_soon(self._guarded, work)
 
     async def _guarded(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run one of the attempt's tasks; an end it meets becomes the attempt's outcome."""
@@ -251,8 +267,8 @@ class Attempt:
         waiters, self._waiters = self._waiters, {}
         for receipt in waiters.values():
             receipt.fail(ConnectionLost(outcome.code, outcome.detail))
-        assert self._scope is not None  # set by run before any task starts
-        self._scope.cancel()
+        assert self._nursery is not None  # set by run before any task starts
+        self._nursery.cancel_scope.cancel()
 
     def _outcome_of(self, code: int, detail: str) -> Outcome:
         return Outcome(code, detail, self.opened)
@@ -269,7 +285,7 @@ class Attempt:
                 raise ConnectionLost(self._outcome.code, self._outcome.detail)
             data = produce()
             if data:
-                await self._outbound_in.send(data)
+                await self._outbound.put(data)
 
     def next_id(self) -> str:
         """A fresh stanza id of this connection."""
@@ -308,19 +324,15 @@ class Attempt:
     async def _flush(self) -> None:
         await self.send_with(self.conn.data_to_send)
 
-    async def _write(self, channel: Channel) -> None:
-        async for data in self._outbound_out:
-            await channel.send(data)
+    async def _write(self, data: bytes) -> None:
+        assert self._channel is not None  # the writer runs only inside run
+        await self._channel.send(data)
 
     # --- reacting -------------------------------------------------------------------
 
-    async def _react(self) -> None:
-        async for reaction in self._reactions_out:
-            await reaction()
-
     async def _later(self, reaction: Reaction) -> None:
         """Queue a reaction that waits for the reactor (in event order)."""
-        await self._reactions_in.send(reaction)
+        await self._reactions.put(reaction)
 
     # --- the read loop ----------------------------------------------------------------
 
@@ -513,6 +525,10 @@ class Attempt:
         await trio.sleep(min(1.0 * 2**self.upload_failures, 10.0))
         if self.conn.state is ClientState.LOGGING_IN:  # the login may have moved on meanwhile
             await self.send_with(lambda: self.conn.upload_prekeys(self.upload_keys))
+
+
+async def _react(reaction: Reaction) -> None:
+    await reaction()
 
 
 __all__ = [

@@ -41,7 +41,6 @@ A ``RemoteProtocolError`` from ``next_event()`` closes the connection: its
 from __future__ import annotations
 
 import secrets
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -198,7 +197,6 @@ class ClientConnection:
         self.state = ClientState.CONNECTING
         self.login_step: LoginStep | None = None
         self._outbox = bytearray()
-        self._events: deque[ClientEvent] = deque()
         self._error: RemoteProtocolError | None = None
         self._refs: list[str] = []
         self._qr_index = 0
@@ -366,8 +364,6 @@ class ClientConnection:
         if self._error is not None:
             raise self._error
         while True:
-            if self._events:
-                return self._events.popleft()
             if self.state in (ClientState.CLOSED, ClientState.CONNECTING):
                 return NEED_DATA
             try:

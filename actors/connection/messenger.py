@@ -1,10 +1,11 @@
 """The connection's messenger: the message layer wired to a live attempt and the signal store.
 
-Per connection attempt a :class:`Messenger` runs one inbox task. The attempt's read
-loop hands ``message`` and ``receipt`` stanzas to the inbox (bounded: when it is
-full the read loop waits, so the socket backs up instead of a stanza being left
-un-acked) and resolves the server's ``ack`` stanzas at once. The inbox handles
-stanzas one after another, in arrival order, through ``MessagingService``; its
+A :class:`Messenger` is attached to each connection attempt while its socket lives.
+The attempt's read loop hands ``message`` and ``receipt`` stanzas to the inbox
+(bounded: when it is full the read loop waits, so the socket backs up instead of a
+stanza being left un-acked) and resolves the server's ``ack`` stanzas at once. The
+inbox's task, one of the attempt's and there only while stanzas wait, handles
+them one after another, in arrival order, through ``MessagingService``; its
 decrypts and encrypts run inside the signal-store actor (``WithStore``), so every
 session change commits through the persister before anything is acknowledged.
 
@@ -23,8 +24,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import trio
-
 from actors.connection.binary import BinaryNode
 from actors.connection.prekeys import upload_count, upload_iq
 from actors.connection.proto import wa_pb2
@@ -36,6 +35,7 @@ from actors.messaging.outgoing import DeviceCiphertext
 from actors.messaging.receive import ReceivedMessage
 from actors.messaging.send import KeptSend
 from actors.messaging.service import Identity, MessagingService
+from actors.on_demand import OnDemandQueue
 from actors.recorder import SessionMetrics
 from actors.signal.repository import SignalRepository
 from actors.signal.session_builder import PreKeyBundle
@@ -70,6 +70,10 @@ class LiveLink(Protocol):
     async def query(self, node: BinaryNode, *, timeout: float | None = None) -> BinaryNode: ...  # noqa: ASYNC109 - the attempt's signature
 
     def next_id(self) -> str: ...
+
+    def spawn(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Start ``work`` as a task that lives (and dies) with the attempt."""
+        ...
 
 
 class _Link:
@@ -173,14 +177,14 @@ class Messenger:
         self._crypto = ActorCrypto(signal_store, lambda: host.creds, timeout)
         self._log = log
         self._service: MessagingService | None = None
-        self._inbox_in, self._inbox_out = trio.open_memory_channel[BinaryNode](INBOX_SIZE)
+        self._inbox: OnDemandQueue[BinaryNode] | None = None
 
     def __repr__(self) -> str:
         return f"Messenger(attached={self._service is not None})"
 
-    async def run(self, live: LiveLink, task_status: trio.TaskStatus[None]) -> None:
-        """Serve the inbox for the attempt ``live`` until cancelled or the link dies."""
-        service = MessagingService(
+    def attach(self, live: LiveLink) -> None:
+        """Serve the attempt ``live`` from now until ``detach``."""
+        self._service = MessagingService(
             self._crypto,
             _Link(live),
             self._identity,
@@ -188,26 +192,28 @@ class Messenger:
             retry_keys=self._retry_keys,
             registration_id=lambda: self._host.creds.registration_id,
         )
-        self._service = service
-        # Stanzas queued for a dead attempt are dropped: un-acked, they come again.
-        while True:
-            try:
-                self._inbox_out.receive_nowait()
-            except trio.WouldBlock:
-                break
-        task_status.started()
-        try:
-            async for node in self._inbox_out:
-                try:
-                    await self._handle(service, node)
-                except ConnectionLost:
-                    return
-                except (SessionError, ReplyAbandoned, ReplyTimeout) as exc:
-                    # A store timeout: the stanza stays un-acked and comes again.
-                    self._log.warning("stanza_failed", tag=node.tag, error=str(exc))
-        finally:
+        self._inbox = OnDemandQueue(self._inbox_stanza, live.spawn, INBOX_SIZE)
+
+    def detach(self) -> None:
+        """The attempt ended: stanzas still queued are dropped (un-acked, they come again)."""
+        service, self._service = self._service, None
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None:
+            inbox.clear()
+        if service is not None:
             service.connection_lost()
-            self._service = None
+
+    async def _inbox_stanza(self, node: BinaryNode) -> None:
+        service, inbox = self._service, self._inbox
+        if service is None or inbox is None:
+            return  # detached meanwhile
+        try:
+            await self._handle(service, node)
+        except ConnectionLost:
+            inbox.clear()  # the link is gone: the rest stays un-acked and comes again
+        except (SessionError, ReplyAbandoned, ReplyTimeout) as exc:
+            # A store timeout: the stanza stays un-acked and comes again.
+            self._log.warning("stanza_failed", tag=node.tag, error=str(exc))
 
     async def _handle(self, service: MessagingService, node: BinaryNode) -> None:
         if node.tag == "message":
@@ -247,7 +253,8 @@ class Messenger:
             return None
         encrypt_notice = node.tag == "notification" and node.attr("type") == "encrypt"
         if node.tag in ("message", "receipt") or encrypt_notice:
-            await self._inbox_in.send(node)
+            if self._inbox is not None:
+                await self._inbox.put(node)
             return None
         if node.tag in ("notification", "call") and node.attr("id") and node.attr("from"):
             # The server redelivers what is not acked; nothing in these needs keeping.

@@ -73,8 +73,11 @@ async def test_routing_info_the_device_already_has_is_not_saved_again(
         await trio.testing.wait_all_tasks_blocked()
         changed = await persister_stats(s)
         state = await durable(s)
+        shared_again = s.incarnations[-1].creds is state.creds
     assert same.snapshots_received == 0 and shared
     assert changed.snapshots_received == 1 and state.creds.routing_info == b"\x08\x02"
+    # The persister merged the change into creds equal to the connection's: it keeps theirs.
+    assert shared_again
 
 
 async def test_the_attempt_keeps_no_pre_keys_once_the_server_took_them(
@@ -93,3 +96,26 @@ async def test_the_attempt_keeps_no_pre_keys_once_the_server_took_them(
         await wait_open(s.status)
         assert live.upload_keys == {}
 
+
+async def test_an_idle_open_connection_runs_nothing_but_its_read_loop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Open and quiet, then after a keepalive and a ping: no writer, reactor or inbox task waits."""
+    async with scripted_session(opened=True, creds=logged_in_creds()) as s:
+        live = s.incarnations[-1]._live
+        assert live is not None and live._nursery is not None
+        await trio.testing.wait_all_tasks_blocked()
+        idle_after_open = set(live._nursery.child_tasks)
+        keepalive = await s.server.next_node()  # 30 s later
+        await s.server.send(result(keepalive.attrs["id"]))
+        await s.server.send(
+            BinaryNode(
+                "iq",
+                {"from": "s.whatsapp.net", "type": "get", "id": "p1", "xmlns": "urn:xmpp:ping"},
+            )
+        )
+        pong = await s.server.next_node()
+        await trio.testing.wait_all_tasks_blocked()
+        idle_after_traffic = set(live._nursery.child_tasks)
+    assert keepalive.require_child("ping") is not None and pong.attrs["id"] == "p1"
+    assert idle_after_open == set() and idle_after_traffic == set()

@@ -224,3 +224,48 @@ async def test_creds_update_events_carry_the_durable_version_and_the_changed_fie
     assert update["version"] == seq
     assert update["changed"] == ["account_sync_counter"]
     assert update["delta"] == {"account_sync_counter": 5}
+
+
+def task_names() -> list[str]:
+    """The names of every task of this trio run."""
+    names: list[str] = []
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        names.append(task.name)
+        pending += [t for nursery in task.child_nurseries for t in nursery.child_tasks]
+    return names
+
+
+async def test_the_writer_task_runs_only_while_something_is_pending(autojump_clock):
+    """Idle, no writer task waits; a change starts one, which ends once the change is durable."""
+    backend, creds = await new_backend(fsync_time=0.002)
+    async with running_persister(SharedBackend(backend), []) as (_sup, ref):
+        await trio.testing.wait_all_tasks_blocked()
+        idle = [name for name in task_names() if "Persister._writer" in name]
+        await ref.cast(SaveCreds(with_counter(creds, 1), 1))
+        await trio.sleep(0.001)  # inside the coalescing wait
+        busy = [name for name in task_names() if "Persister._writer" in name]
+        state = await call_durable(ref, LoadCreds(), timeout=10)
+        await trio.testing.wait_all_tasks_blocked()
+        after = [name for name in task_names() if "Persister._writer" in name]
+    assert idle == [] and len(busy) == 1 and after == []
+    assert state.creds.account_sync_counter == 1 and backend.commits == 1
+
+
+async def test_the_senders_creds_are_kept_only_when_they_equal_the_merge(autojump_clock):
+    """SaveCreds.result equal to the merged creds is kept (one object); unequal, the merge is."""
+    backend, _creds = await new_backend()
+    async with running_persister(SharedBackend(backend), []) as (_sup, ref):
+        base = (await call_durable(ref, LoadCreds(), timeout=10)).creds
+        mine = dataclasses.replace(base, account_sync_counter=1)
+        await ref.cast(SaveCreds(CredsPatch.between(base, mine), 1, result=mine))
+        kept = (await call_durable(ref, LoadCreds(), timeout=10)).creds
+        # Another component's change lands first: the sender's result does not hold it.
+        other = Batch(patch=CredsPatch.of(platform="smba"))
+        await call_durable(ref, CommitBatch(other), timeout=10)
+        stale = dataclasses.replace(mine, account_sync_counter=2)
+        await ref.cast(SaveCreds(CredsPatch.between(mine, stale), 2, result=stale))
+        merged = (await call_durable(ref, LoadCreds(), timeout=10)).creds
+    assert kept is mine
+    assert merged is not stale and merged.platform == "smba" and merged.account_sync_counter == 2
