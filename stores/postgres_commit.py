@@ -19,7 +19,9 @@ server's COMMIT (``synchronous_commit = on``) made it durable. The statement:
 
 The statement returns the new sequence number, or no row when nothing was written
 (fenced, or the sequence moved): the caller then reads why. The SQL text is fixed
-(empty arrays write nothing), so psycopg prepares it once per connection.
+(empty arrays write nothing), so psycopg prepares it once per connection; its
+parameters go in binary (``%(name)b``), a third of the client CPU of text arrays for a
+group of many keys.
 """
 
 from __future__ import annotations
@@ -33,35 +35,35 @@ __all__ = ["COMMIT_SQL", "PRE_READ_SQL", "REFUSAL_SQL", "CommitPlan", "CredsCopy
 COMMIT_SQL = """\
 WITH lease AS MATERIALIZED (
     SELECT 1 FROM baileys_leases
-    WHERE account = %(account)s AND epoch = %(epoch)s AND expires_at > now()
+    WHERE account = %(account)b AND epoch = %(epoch)b AND expires_at > now()
     FOR SHARE
 ), bump AS (
-    UPDATE baileys_accounts SET seq = seq + %(count)s
-    WHERE account = %(account)s AND seq = %(prev)s AND EXISTS (SELECT FROM lease)
+    UPDATE baileys_accounts SET seq = seq + %(count)b
+    WHERE account = %(account)b AND seq = %(prev)b AND EXISTS (SELECT FROM lease)
     RETURNING seq
 ), upserts AS (
     INSERT INTO baileys_keys (account, type, id, crc, value)
-    SELECT %(account)s, u.t, u.i, u.c, u.v
-    FROM unnest(%(types)s::text[], %(ids)s::text[], %(crcs)s::bigint[], %(values)s::bytea[])
+    SELECT %(account)b, u.t, u.i, u.c, u.v
+    FROM unnest(%(types)b::text[], %(ids)b::text[], %(crcs)b::bigint[], %(values)b::bytea[])
         AS u(t, i, c, v)
     WHERE EXISTS (SELECT FROM bump)
     ON CONFLICT (account, type, id) DO UPDATE SET crc = excluded.crc, value = excluded.value
 ), deletes AS (
     DELETE FROM baileys_keys k
-    USING unnest(%(del_types)s::text[], %(del_ids)s::text[]) AS d(t, i)
-    WHERE k.account = %(account)s AND k.type = d.t AND k.id = d.i
+    USING unnest(%(del_types)b::text[], %(del_ids)b::text[]) AS d(t, i)
+    WHERE k.account = %(account)b AND k.type = d.t AND k.id = d.i
         AND EXISTS (SELECT FROM bump)
 ), creds AS (
     INSERT INTO baileys_creds (account, slot, seq, crc, blob)
-    SELECT %(account)s, r.s, coalesce(r.q, (SELECT seq FROM bump)), r.c, r.b
-    FROM unnest(%(slots)s::smallint[], %(creds_seqs)s::bigint[], %(creds_crcs)s::bigint[],
-        %(blobs)s::bytea[]) AS r(s, q, c, b)
+    SELECT %(account)b, r.s, coalesce(r.q, (SELECT seq FROM bump)), r.c, r.b
+    FROM unnest(%(slots)b::smallint[], %(creds_seqs)b::bigint[], %(creds_crcs)b::bigint[],
+        %(blobs)b::bytea[]) AS r(s, q, c, b)
     WHERE EXISTS (SELECT FROM bump)
     ON CONFLICT (account, slot) DO UPDATE
         SET seq = excluded.seq, crc = excluded.crc, blob = excluded.blob
 ), meta AS (
     INSERT INTO baileys_store_meta (name, value)
-    SELECT m.n, m.v FROM unnest(%(meta_names)s::text[], %(meta_values)s::text[]) AS m(n, v)
+    SELECT m.n, m.v FROM unnest(%(meta_names)b::text[], %(meta_values)b::text[]) AS m(n, v)
     WHERE EXISTS (SELECT FROM bump)
     ON CONFLICT (name) DO UPDATE SET value = excluded.value
 )
