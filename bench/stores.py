@@ -70,6 +70,7 @@ from typing import Any
 import trio
 
 from bench._common import baileys_root
+from bench.postgres_floor import measure_floor
 from stores.auth import (
     PersistedAuth,
     use_memory_auth_state,
@@ -405,13 +406,19 @@ async def _run_backends(directory: Path) -> dict[str, Any]:
             # Blocking on purpose: nothing else runs in this trio loop meanwhile.
             raw = raw_fsync_rate(directory, ADJACENT_RAW_SECONDS)
             own = overwrite_fdatasync_rate(directory) if name == "native" else None
+            floor = None
+            if name == "postgres":
+                floor = await trio.to_thread.run_sync(measure_floor, postgres_dsn())
             one = await workload(auth, 1, PHASE_SECONDS)
             many = await workload(auth, CONCURRENT, PHASE_SECONDS)
             # Baileys again right after: the VM's load drifts within a minute, and the
             # 32-writer ratio is only fair against a sample taken at the same load.
-            baileys = (
-                baileys_workload(directory, CONCURRENT, PHASE_SECONDS) if name in DURABLE else None
-            )
+            # In a thread: a PostgreSQL lease must be renewed meanwhile (a loop blocked
+            # for its TTL loses it, as it should).
+            baileys = None
+            if name in DURABLE:
+                args = (directory, CONCURRENT, PHASE_SECONDS)
+                baileys = await trio.to_thread.run_sync(baileys_workload, *args)
             burst = save_burst = None
             if name != "memory":
                 burst = await creds_burst(auth, BURST, through="backend")
@@ -421,6 +428,7 @@ async def _run_backends(directory: Path) -> dict[str, Any]:
         results[name] = {
             "raw": raw,
             "own": own,
+            "floor": floor,
             "one": one,
             "many": many,
             "baileys_many": baileys if isinstance(baileys, Throughput) else None,
@@ -588,6 +596,19 @@ def _limits_table(measured: dict[str, Any], baileys_many: Throughput | str) -> N
         )
     if "postgres" in measured:
         print("(postgres: its server's CPU is another process, not in these figures)")
+        _floor_line(measured["postgres"])
+
+
+def _floor_line(r: dict[str, Any]) -> None:
+    floor, raw = r["floor"], r["raw"].rate
+    print(
+        f"postgres floor (psycopg, synchronous_commit=on, same server): SELECT 1 round trip"
+        f" {floor.select_one_us:.0f}us; one-statement INSERT of 1 KiB {floor.insert_per_s:.0f}"
+        f" tx/s = {_ratio(floor.insert_per_s, raw)} raw fsync (the best one commit can do);"
+        f" BEGIN/INSERT/COMMIT {floor.begin_insert_commit_per_s:.0f} tx/s; the store's"
+        f" 1 writer {r['one'].rate:.0f} tx/s = {_ratio(r['one'].rate, floor.insert_per_s)}"
+        " of that floor"
+    )
 
 
 def _burst_table(measured: dict[str, Any]) -> None:
@@ -758,6 +779,7 @@ def _figures(r: dict[str, Any], baileys_many: float) -> dict[str, Any]:
         "many_cpu_us_per_tx": r["many"].cpu_per_tx * 1e6,
         "many_core_busy": lim.busy,
         "many_bound_tx_per_s": lim.many_writers_bound,
+        "postgres_floor": None if r["floor"] is None else asdict(r["floor"]),
         "burst": None if r["burst"] is None else asdict(r["burst"]),
         "save_creds_burst": (None if r["save_burst"] is None else asdict(r["save_burst"])),
     }

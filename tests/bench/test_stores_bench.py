@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from bench import stores as bench
+from bench.postgres_floor import Floor, measure_floor
 from stores.auth import use_native_file_auth_state
+from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name)
+    postgres_dsn_fixture,
+    postgres_server_fixture,
+)
 
 
 def test_limits_follow_from_fsync_latency_and_cpu_per_transaction() -> None:
@@ -39,6 +44,7 @@ def result(one: float, many: float, raw: float, baileys: float) -> dict[str, obj
         "one": t(one),
         "many": t(many),
         "baileys_many": t(baileys),
+        "floor": None,
         "burst": None,
         "save_burst": None,
     }
@@ -73,3 +79,23 @@ async def test_the_workload_measures_cpu_per_transaction(tmp_path: Path) -> None
         phase = await bench.workload(auth, 4, 0.2)
     assert phase.transactions > 0 and phase.cpu_seconds > 0
     assert 0 < phase.cpu_per_tx < 0.2
+
+
+def test_the_postgres_floor_is_printed_beside_the_stores_one_writer_rate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The floor line states the round trip, the one-statement rate and the store's share."""
+    postgres = result(one=400, many=3_000, raw=1000, baileys=1000)
+    postgres["floor"] = Floor(select_one_us=80.0, insert_per_s=500.0, begin_insert_commit_per_s=300)
+    bench._report({"cores": 2}, bench.Throughput(1000, 1.0), "n/a", "n/a", {"postgres": postgres})
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("postgres floor"))
+    assert "SELECT 1 round trip 80us" in line
+    assert "INSERT of 1 KiB 500 tx/s = 0.50x raw fsync" in line
+    assert "BEGIN/INSERT/COMMIT 300 tx/s" in line and "400 tx/s = 0.80x of that floor" in line
+
+
+def test_the_postgres_floor_is_measured_on_a_real_server(postgres_dsn: str) -> None:
+    """A short measurement gives a round trip and durable statement rates above zero."""
+    floor = measure_floor(postgres_dsn, seconds=0.3)
+    assert floor.select_one_us > 0
+    assert floor.insert_per_s > 0 and floor.begin_insert_commit_per_s > 0
