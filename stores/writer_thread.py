@@ -11,7 +11,12 @@ Grouped items (optional): a writer made with ``write_group`` also takes *items*
 ``write_group`` together, up to about ``max_group_bytes`` as measured by ``size``
 (always at least one), and their outcomes go back in one ``run_sync_soon``: the
 thread never waits for more items when none is queued. A call queued between items
-ends a group, so calls and groups still run in queue order.
+ends a group, so calls and groups still run in queue order. When items are queued
+before Trio has run the previous group's delivery, the thread waits for that delivery
+(at most ``DELIVERY_WAIT``) before it takes them: commits made in one turn of Trio's
+loop then form one group, as a group committer's leader (a Trio task) would take
+them, instead of the thread picking them up a few at a time as the GIL lets the
+committing tasks run. A lone commit still goes at once.
 
 The thread starts with the first call and ends after ``idle_exit`` seconds without
 work, or at ``close()`` (after the calls already queued, and after the ``then``
@@ -54,6 +59,9 @@ WriteItems = Callable[[Sequence[G]], Sequence[outcome.Outcome[Any]]]
 
 _NOT_AN_ITEM: Any = object()
 _STOP: Any = object()
+
+DELIVERY_WAIT = 1.0
+"""Seconds the thread waits, at most, for Trio to run a group's delivery (see above)."""
 """Queued by ``close``: the thread ends when it reaches it."""
 
 
@@ -91,6 +99,9 @@ class WriterThread(Generic[G]):
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._held: Any = None
         """A call the thread took from the queue but has not run yet (thread only)."""
+        self._delivered = threading.Event()
+        """Set once Trio has run the newest group's delivery."""
+        self._delivered.set()
         self._running: threading.Thread | None = None
         self._last: threading.Thread | None = None
         """The thread most recently started (it may still run ``then`` after ``_running``)."""
@@ -181,7 +192,9 @@ class WriterThread(Generic[G]):
                 _reply(calls[0].token, _deliver, calls[0], outcome.capture(fn))
             else:
                 results = self._write_items(calls)
-                _reply(calls[0].token, _deliver_group, calls, results)
+                self._delivered.clear()
+                if not _reply(calls[0].token, self._deliver_group, calls, results):
+                    self._delivered.set()
         then, self._then = self._then, None
         if then is not None:
             then()
@@ -219,6 +232,9 @@ class WriterThread(Generic[G]):
                 break
         if call.fn is not None:
             return [call]
+        # Let Trio end the turn that got the last group's outcomes: what it queues
+        # meanwhile joins this group.
+        self._delivered.wait(DELIVERY_WAIT)
         return self._more_items(call)
 
     def _more_items(self, first: _Call) -> list[_Call]:
@@ -237,20 +253,22 @@ class WriterThread(Generic[G]):
         return group
 
 
-def _reply(token: trio.lowlevel.TrioToken, deliver: Callable[..., None], *args: Any) -> None:
+    def _deliver_group(self, calls: list[_Call], results: Sequence[outcome.Outcome[Any]]) -> None:
+        for call, result in zip(calls, results, strict=True):
+            trio.lowlevel.reschedule(call.task, result)
+        self._delivered.set()
+
+
+def _reply(token: trio.lowlevel.TrioToken, deliver: Callable[..., None], *args: Any) -> bool:
     try:
         token.run_sync_soon(deliver, *args)
     except trio.RunFinishedError:
-        pass  # the Trio run is gone, and with it whoever waited
+        return False  # the Trio run is gone, and with it whoever waited
+    return True
 
 
 def _deliver(call: _Call, result: outcome.Outcome[Any]) -> None:
     if not call.abandoned:
-        trio.lowlevel.reschedule(call.task, result)
-
-
-def _deliver_group(calls: list[_Call], results: Sequence[outcome.Outcome[Any]]) -> None:
-    for call, result in zip(calls, results, strict=True):
         trio.lowlevel.reschedule(call.task, result)
 
 

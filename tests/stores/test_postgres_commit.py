@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import trio
 
+from stores.creds import AuthCreds
 from stores.errors import DurabilityError, FencedError
 from stores.postgres import PostgresBackend, open_postgres_backend
 from stores.postgres_commit import COMMIT_SQL
@@ -248,3 +249,21 @@ async def test_a_damaged_newest_creds_copy_is_not_kept_as_the_previous_one(
         assert await backend.read_previous_creds() == first
         await backend.commit(Batch(creds=first))
         assert await backend.read_previous_creds() == third
+
+
+async def test_a_burst_made_in_one_turn_of_trio_is_one_group_after_the_first(
+    postgres_dsn: str,
+) -> None:
+    """2,000 creds commits started at once cost a few statements, not one per GIL slice."""
+    async with await open_postgres_backend(postgres_dsn) as backend:
+        by_seq: dict[int, AuthCreds] = {}
+
+        async def save(creds: AuthCreds) -> None:
+            by_seq[await backend.commit(Batch(creds=creds))] = creds
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(2000):
+                nursery.start_soon(save, make_creds())
+        assert sorted(by_seq) == list(range(1, 2001))
+        assert backend.statistics().transactions <= 5  # the first alone, then the rest
+        assert await backend.read_creds() == by_seq[2000]
