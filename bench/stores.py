@@ -70,6 +70,7 @@ from typing import Any
 import trio
 
 from bench._common import baileys_root
+from bench._targets import Verdict
 from bench.postgres_floor import measure_floor
 from stores.auth import (
     PersistedAuth,
@@ -760,7 +761,65 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name, r in results.items()
         },
         "profiles": profiles,
+        "verdicts": [
+            v.as_dict()
+            for v in verdicts(
+                {n: r for n, r in results.items() if isinstance(r, dict)}, baileys_many
+            )
+        ],
     }
+
+
+def verdicts(measured: dict[str, Any], baileys_many: Throughput | str) -> list[Verdict]:
+    """The durable engines' two ratios beside their targets, for ``python -m bench``'s
+    closing table; a ratio not met carries the bound its measured limits give."""
+    out = []
+    for name in DURABLE:
+        r = measured.get(name)
+        if r is None:
+            continue
+        own = r["own"].rate if r.get("own") else None
+        lim = limits(r["raw"].rate, r["one"], r["many"], own)
+        raw_us = 1e6 / r["raw"].rate if r["raw"].rate > 0 else 0.0
+        own_us = 1e6 / own if own else raw_us
+        one = r["one"].rate / r["raw"].rate if r["raw"].rate > 0 else 0.0
+        why_one = (
+            f"its durable write takes {own_us:.0f} us (raw append+fsync {raw_us:.0f} us) and"
+            f" {r['one'].user_per_tx * 1e6:.0f} us of CPU per tx: at best"
+            f" {lim.one_writer_bound:.2f}x raw"
+        )
+        floor = r.get("floor")
+        if floor is not None and r["raw"].rate > 0:
+            why_one += (
+                f"; a bare one-statement INSERT on the same server reaches"
+                f" {floor.insert_per_s / r['raw'].rate:.2f}x raw"
+            )
+        out.append(
+            Verdict(
+                f"{name}, 1 writer",
+                f"{one:.2f}x raw fsync",
+                f">= {TARGET_ONE_WRITER}x raw fsync",
+                one >= TARGET_ONE_WRITER,
+                why_one,
+            )
+        )
+        b_rate = baileys_rate_beside(r, baileys_many)
+        many = r["many"].rate / b_rate if b_rate else 0.0
+        why_many = (
+            f"{r['many'].cpu_per_tx * 1e6:.0f} us of CPU per tx on one core of Python"
+            f" ({lim.busy:.0%} busy): at best {lim.many_writers_bound:.0f} tx/s ="
+            f" {_ratio(lim.many_writers_bound, b_rate)} Baileys' {b_rate:.0f} tx/s"
+        )
+        out.append(
+            Verdict(
+                f"{name}, {CONCURRENT} writers",
+                f"{many:.2f}x Baileys",
+                f">= {TARGET_VS_BAILEYS:g}x Baileys",
+                many >= TARGET_VS_BAILEYS,
+                why_many,
+            )
+        )
+    return out
 
 
 def _figures(r: dict[str, Any], baileys_many: float) -> dict[str, Any]:

@@ -99,3 +99,25 @@ def test_the_postgres_floor_is_measured_on_a_real_server(postgres_dsn: str) -> N
     floor = measure_floor(postgres_dsn, seconds=0.3)
     assert floor.select_one_us > 0
     assert floor.insert_per_s > 0 and floor.begin_insert_commit_per_s > 0
+
+
+def test_the_run_summary_gets_both_ratios_of_each_engine_with_the_bound_that_limits_them() -> None:
+    """`make bench`'s closing table: per durable engine, 1 writer vs raw fsync and 32 writers vs
+    Baileys; a ratio not met carries the bound its measured CPU and fsync latency give."""
+    measured = {
+        "native": result(one=900, many=12_000, raw=1000, baileys=1000),
+        "sqlite": result(one=500, many=3_000, raw=1000, baileys=1000),
+    }
+    rows = {v.figure: v for v in bench.verdicts(measured, "node absent")}
+    assert set(rows) == {
+        "native, 1 writer",
+        "native, 32 writers",
+        "sqlite, 1 writer",
+        "sqlite, 32 writers",
+    }
+    assert rows["native, 1 writer"].met and rows["native, 32 writers"].met
+    assert rows["sqlite, 1 writer"].value == "0.50x raw fsync" and not rows["sqlite, 1 writer"].met
+    # 1 ms fsync + 800 us of CPU per tx (0.4 s for 500): at best 1/1.8 = 0.56x raw.
+    assert "at best 0.56x raw" in rows["sqlite, 1 writer"].limit
+    # 500 ms of CPU for 3,000 tx on one core: at best 6,000 tx/s = 6x Baileys' 1,000.
+    assert "at best 6000 tx/s = 6.00x Baileys' 1000 tx/s" in rows["sqlite, 32 writers"].limit
