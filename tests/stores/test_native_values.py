@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from pathlib import Path
 
 import cbor2
@@ -151,3 +152,30 @@ def test_an_entry_is_located_even_when_its_first_bytes_occur_earlier() -> None:
     at = native_values._locate(data, entry, 0, len(data))
     assert at == 4 + len(decoy) and data[at : at + len(entry)] == entry
     assert native_values._locate(data, entry_bytes("id", b"B" * 44), 0, len(data)) == -1
+
+
+@pytest.mark.parametrize("id_length", [1, 23, 24, 255, 256])
+def test_places_computed_from_a_body_are_where_the_entries_are(id_length: int) -> None:
+    """body_entries agrees with each entry's bytes for every CBOR head size, deletions and
+    non-ASCII ids included; a place that does not match the body is left unplaced."""
+    ids = ["a" * id_length, "é" * id_length, "x" + "€" * 9]
+    sizes = [0, 1, 22, 23, 24, 255, 256, 65535, 65536]
+    keys: dict[str, dict[str, bytes | None]] = {
+        "session": {f"{id_}-{n}": cbor2.dumps(bytes([n % 251]) * n) for id_ in ids for n in sizes},
+        "pre-key": {id_: None for id_ in ids},
+        "t" * 30: {"k": cbor2.dumps({"a": 1})},
+    }
+    body = cbor2.dumps(keys) + cbor2.dumps(None)
+    places = native_values.body_entries(body, keys)
+    assert len(places) == sum(len(entries) for entries in keys.values())
+    for type_, id_, digest, at, length, crc in places:
+        assert digest == native_values._digest(id_)
+        raw = keys[type_][id_]
+        if raw is None:
+            assert length == -1
+            continue
+        entry = entry_bytes(id_, raw)
+        assert body[at : at + length] == entry and crc == zlib.crc32(entry), (type_, id_)
+    altered = body.replace(cbor2.dumps("k"), cbor2.dumps("j"))  # what the keys say is absent
+    last = native_values.body_entries(altered, keys)[-1]
+    assert last[3] == -1, "a place not matching the body must stay unplaced"
