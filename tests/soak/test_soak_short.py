@@ -16,6 +16,7 @@ from bench.soak import Folder, Tally, check_store, creds_lost, print_summary, ru
 from bench.soak_child import KEY_TYPE, value
 from stores.auth import use_native_file_auth_state
 from stores.creds import init_auth_creds
+from stores.native_format import scan_log
 
 KILLS = 30
 SEED = int(os.environ.get("SOAK_SEED", "20261127"))
@@ -48,7 +49,8 @@ async def test_a_damaged_log_record_counts_as_a_corruption(tmp_path: Path) -> No
     logs = sorted(p for p in (tmp_path / "auth").iterdir() if p.name.startswith("log-"))
     assert logs, "the native store writes log files"
     raw = bytearray(logs[0].read_bytes())
-    raw[len(raw) // 3] ^= 0xFF
+    end = scan_log(bytes(raw), str(logs[0])).end  # the records, before the zero-filled tail
+    raw[end // 3] ^= 0xFF
     logs[0].write_bytes(bytes(raw))
     tally = Tally()
     await check_store(Folder(tmp_path / "auth", 0, keys={"soak-1": (1, 1)}), tally, "test")
