@@ -114,6 +114,7 @@ class Actor:
         reason = ExitReason.killed()  # stays so only if cancelled from outside
         try:
             async with trio.open_nursery() as nursery:
+                control.adopt_kill_scope(nursery.cancel_scope)
                 self._ctx = ActorContext(
                     ref=ActorRef(control.registry, slot.name),
                     name=slot.name,
@@ -135,11 +136,13 @@ class Actor:
             # Runs on every exit, even when killed: no caller may wait on a dead mailbox.
             incarnation.end(reason)
             slot.vacate(incarnation)
-        if ready:
-            try:
-                await self.terminate(reason)
-            except Exception as exc:
-                reason = ExitReason.crash(exc)
+        if ready and not control.killed:
+            with trio.CancelScope() as terminating:
+                control.adopt_kill_scope(terminating)  # a kill may still cut terminate short
+                try:
+                    await self.terminate(reason)
+                except Exception as exc:
+                    reason = ExitReason.crash(exc)
         return reason
 
     async def _serve(self, mailbox: Mailbox[Envelope], control: ChildControl) -> ExitReason:

@@ -3,6 +3,9 @@
 Both actors and supervisors implement ``run_child(control, task_status)``: report
 ready through ``task_status.started()``, run until done or asked to stop (via
 ``control.on_stop``), and return the ``ExitReason`` (or raise, which is a crash).
+Before its first checkpoint a child hands its outermost cancel scope to
+``control.adopt_kill_scope``: that is the scope a kill (shutdown timeout expired)
+cancels, so the parent needs no scope of its own per child.
 
 Since 0.1.0.
 """
@@ -33,13 +36,32 @@ class ChildControl:
     slot: Slot | None = None
     mailbox_size: int = 64
     stop_requested: bool = False
+    killed: bool = False
     _on_stop: Callable[[], None] | None = field(default=None, repr=False)
+    _kill_scope: trio.CancelScope | None = field(default=None, repr=False)
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when a stop is requested (at once if it already was)."""
         self._on_stop = callback
         if self.stop_requested:
             callback()
+
+    def adopt_kill_scope(self, scope: trio.CancelScope) -> None:
+        """The scope a kill cancels: the child's own outermost one, entered before it
+        first checkpoints (so a supervisor needs no extra scope per child).
+
+        A child replaces it when it leaves it while still able to run (an actor's
+        ``terminate``); a kill that came before is applied at once.
+        """
+        self._kill_scope = scope
+        if self.killed:
+            scope.cancel()
+
+    def kill(self) -> None:
+        """Cancel the child where it stands (its exit is then ``killed``); idempotent."""
+        self.killed = True
+        if self._kill_scope is not None:
+            self._kill_scope.cancel()
 
     def request_stop(self) -> None:
         """Ask the child to stop gracefully; idempotent."""

@@ -83,13 +83,12 @@ class SupervisorStatistics:
 class _Running:
     """One running incarnation of a child, as its supervisor tracks it."""
 
-    __slots__ = ("cancel_scope", "control", "done", "epoch", "obj", "reason", "stopping")
+    __slots__ = ("control", "done", "epoch", "obj", "reason", "stopping")
 
     def __init__(self, obj: Supervisable, control: ChildControl, epoch: int) -> None:
         self.obj = obj
         self.control = control
         self.epoch = epoch
-        self.cancel_scope = trio.CancelScope()
         self.done = Flag()
         self.reason = ExitReason.killed()
         self.stopping = False
@@ -285,6 +284,7 @@ class SupervisorBase:
         outcome: ExitReason | ActorRuntimeError = ExitReason.killed()
         try:
             async with trio.open_nursery() as nursery:
+                control.adopt_kill_scope(nursery.cancel_scope)
                 self._nursery = nursery
                 control.on_stop(self._wake_for_stop)
                 outcome = await self._start_initial()
@@ -472,13 +472,13 @@ class SupervisorBase:
     ) -> None:
         ready = ReadyTracker()
         ready.on_started = lambda: task_status.started(_Outcome.STARTED)
-        reason = ExitReason.killed()
-        with running.cancel_scope:
-            try:
-                reason = await running.obj.run_child(running.control, ready)
-            except Exception as exc:
-                reason = exit_reason_of(exc)
-        if running.cancel_scope.cancelled_caught:
+        # A kill cancels the child's own outermost scope (ChildControl.adopt_kill_scope):
+        # one scope per child fewer than wrapping the call in a scope of ours.
+        try:
+            reason = await running.obj.run_child(running.control, ready)
+        except Exception as exc:
+            reason = exit_reason_of(exc)
+        if running.control.killed:
             reason = ExitReason.killed()
         running.reason = reason
         running.done.set()
@@ -503,7 +503,7 @@ class SupervisorBase:
                 with trio.move_on_after(timeout):
                     await running.done.wait()
             if not running.done.is_set():
-                running.cancel_scope.cancel()
+                running.control.kill()
                 await running.done.wait()
         reason = running.reason
         self._child_log(child).info(

@@ -7,6 +7,8 @@ import trio
 import trio.testing
 
 from runtime import (
+    ActorDown,
+    ActorRef,
     Backoff,
     ChildSpec,
     ChildStartError,
@@ -495,3 +497,48 @@ async def test_factory_returning_garbage_fails_start(
         async with open_supervisor([ChildSpec("x", lambda: object())]):  # type: ignore[arg-type,return-value]  # deliberately wrong
             pass
     assert isinstance(info.value.reason.error, InvalidSpec)
+
+
+async def test_worker_busy_past_its_shutdown_is_killed_without_terminate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A handler outlasting the shutdown timeout is cancelled: no terminate; callers: ActorDown."""
+    journal = Journal()
+    log, entries = capture_logger()
+    spec = ChildSpec("w", lambda: Probe(journal), shutdown=1.0)
+    outcome: list[BaseException] = []
+
+    async def caller(ref: ActorRef) -> None:
+        try:
+            await ref.call(("sleep", 60.0), timeout=100)
+        except ActorDown as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        async with open_supervisor([spec], log=log) as sup:
+            nursery.start_soon(caller, sup.ref("w"))
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+    assert trio.current_time() - start == pytest.approx(1.0)
+    assert journal.terminates() == []
+    assert [e["killed"] for e in events(entries, "child_stopped")] == [True]
+    assert len(outcome) == 1 and isinstance(outcome[0], ActorDown)
+    assert outcome[0].reason is not None and outcome[0].reason.kind is ExitKind.KILLED
+
+
+async def test_supervisor_child_past_its_shutdown_is_killed_with_its_children(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A supervisor child given a shutdown timeout is cancelled whole when it expires."""
+    journal = Journal()
+    log, entries = capture_logger()
+    slow = ChildSpec("w", lambda: Probe(journal, terminate_delay=60.0), shutdown=30.0)
+    inner = ChildSpec("inner", lambda: Supervisor([slow]), shutdown=2.0)
+    start = trio.current_time()
+    async with open_supervisor([inner], log=log) as root:
+        assert "root/inner/w" in root.registry
+    assert trio.current_time() - start == pytest.approx(2.0)
+    assert journal.terminates() == [("root/inner/w", "shutdown")]
+    killed = {e["child"]: e["killed"] for e in events(entries, "child_stopped")}
+    assert killed == {"inner": True}
+    assert "root/inner/w" not in root.registry
