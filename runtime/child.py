@@ -81,15 +81,32 @@ class Supervisable(Protocol):
 
 
 class ReadyTracker:
-    """A ``TaskStatus`` that remembers whether ``started`` was called."""
+    """A ``TaskStatus`` that remembers whether ``started`` was called.
 
-    __slots__ = ("is_started", "on_started")
+    Given the parent's ``TaskStatus``, it reports ``ready_value`` to it on ``started``
+    (or another value through ``report``) once, then lets go of it: trio's
+    ``TaskStatus`` keeps the temporary nursery of ``nursery.start`` (a nursery and its
+    cancel scope, ~1.3 KiB) alive as long as anything holds it, here a child's life.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_parent", "is_started", "on_started", "ready_value")
+
+    def __init__(self, parent: trio.TaskStatus[Any] | None = None, ready_value: Any = None) -> None:
         self.is_started = False
         self.on_started: Callable[[], None] | None = None
+        self._parent = parent
+        self.ready_value = ready_value
 
     def started(self, value: Any = None) -> None:
+        if self.is_started:
+            raise RuntimeError("started() called twice on the same task status")
         self.is_started = True
         if self.on_started is not None:
             self.on_started()
+        self.report(self.ready_value)
+
+    def report(self, value: Any) -> None:
+        """Tell the parent ``value`` now; only the first report reaches it."""
+        parent, self._parent = self._parent, None
+        if parent is not None:
+            parent.started(value)

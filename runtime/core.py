@@ -470,8 +470,8 @@ class SupervisorBase:
         *,
         task_status: trio.TaskStatus[_Outcome] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        ready = ReadyTracker()
-        ready.on_started = lambda: task_status.started(_Outcome.STARTED)
+        ready = ReadyTracker(task_status, _Outcome.STARTED)
+        del task_status  # ready reports to it once and lets go (see ReadyTracker)
         # A kill cancels the child's own outermost scope (ChildControl.adopt_kill_scope):
         # one scope per child fewer than wrapping the call in a scope of ours.
         try:
@@ -483,7 +483,7 @@ class SupervisorBase:
         running.reason = reason
         running.done.set()
         if not ready.is_started:
-            task_status.started(_Outcome.FAILED)
+            ready.report(_Outcome.FAILED)
         elif not running.stopping:
             self._inbox.send_nowait(_Exit(child, running.epoch, reason))
 
@@ -607,11 +607,11 @@ async def _run_shielded_once_ready(
     hangs can still be abandoned.
     """
     with trio.CancelScope() as scope:
-        ready = ReadyTracker()
+        ready = ReadyTracker(task_status)
+        del task_status  # ready reports to it once and lets go (see ReadyTracker)
 
         def on_ready() -> None:
             scope.shield = True
-            task_status.started()
 
         ready.on_started = on_ready
         await sup.run(task_status=ready)

@@ -22,7 +22,7 @@ class ExitKind(enum.Enum):
     KILLED = "killed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExitReason:
     """An exit: its kind and, for a crash, the exception that caused it."""
 
@@ -40,13 +40,14 @@ class ExitReason:
             return self.kind.value
         return f"{self.kind.value}: {self.error!r}"
 
+    # The reasons without an error are immutable values: one shared instance each.
     @classmethod
     def normal(cls) -> ExitReason:
-        return cls(ExitKind.NORMAL)
+        return _NORMAL
 
     @classmethod
     def shutdown(cls) -> ExitReason:
-        return cls(ExitKind.SHUTDOWN)
+        return _SHUTDOWN
 
     @classmethod
     def crash(cls, error: BaseException) -> ExitReason:
@@ -54,7 +55,12 @@ class ExitReason:
 
     @classmethod
     def killed(cls) -> ExitReason:
-        return cls(ExitKind.KILLED)
+        return _KILLED
+
+
+_NORMAL = ExitReason(ExitKind.NORMAL)
+_SHUTDOWN = ExitReason(ExitKind.SHUTDOWN)
+_KILLED = ExitReason(ExitKind.KILLED)
 
 
 def unwrap_group(exc: BaseException) -> BaseException:

@@ -28,8 +28,9 @@ class Flag:
     def set(self) -> None:
         """Set the flag and wake every waiter; idempotent."""
         self._set = True
-        if self._event is not None:
-            self._event.set()
+        event, self._event = self._event, None  # woken waiters hold it; nobody else needs it
+        if event is not None:
+            event.set()
 
     async def wait(self) -> None:
         """Wait until the flag is set; a checkpoint even when it already is."""

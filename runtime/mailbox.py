@@ -19,6 +19,7 @@ from trio.lowlevel import Abort, RaiseCancelT, Task
 
 from runtime.errors import ActorDown
 from runtime.exit import ExitReason
+from runtime.flag import Flag
 
 T = TypeVar("T")
 
@@ -134,13 +135,13 @@ class Mailbox(Generic[T]):
         if self._receiver is not None:
             raise trio.BusyResourceError("a mailbox has one receiver")
         self._receiver = trio.lowlevel.current_task()
-
-        def abort(_: RaiseCancelT) -> Abort:
-            self._receiver = None  # cancelled while waiting: nothing was taken
-            return Abort.SUCCEEDED
-
-        woken: T | None = await trio.lowlevel.wait_task_rescheduled(abort)
+        # A bound method, not a closure: an idle receiver holds one small object less.
+        woken: T | None = await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
         return woken
+
+    def _abort_receive(self, _: RaiseCancelT) -> Abort:
+        self._receiver = None  # cancelled while waiting: nothing was taken
+        return Abort.SUCCEEDED
 
     def wake(self) -> None:
         """Make a waiting ``receive`` return ``None``; nothing happens if none waits."""
@@ -169,7 +170,7 @@ class Reply:
     __slots__ = ("error", "event", "value")
 
     def __init__(self) -> None:
-        self.event = trio.Event()
+        self.event = Flag()
         self.value: Any = None
         self.error: BaseException | None = None
 
@@ -214,22 +215,39 @@ Envelope = Call | Cast
 class Incarnation:
     """One run of an actor: its mailbox and the calls it owes answers to."""
 
-    __slots__ = ("alive", "mailbox", "name", "number", "pending")
+    __slots__ = ("_pending", "alive", "mailbox", "name", "number")
 
     def __init__(self, name: str, number: int, mailbox: Mailbox[Envelope]) -> None:
         self.name = name
         self.number = number
         self.mailbox = mailbox
-        self.pending: set[Reply] = set()
+        self._pending: set[Reply] | None = None  # made only while a call waits
         self.alive = True
 
     def end(self, reason: ExitReason) -> None:
         """Mark dead, close the mailbox and fail every call still waiting on this incarnation."""
         self.alive = False
         self.mailbox.close()
-        pending, self.pending = self.pending, set()
-        for reply in pending:
+        pending, self._pending = self._pending, None
+        for reply in pending or ():
             reply.fail(ActorDown(self.name, reason))
+
+    def owe(self, reply: Reply) -> None:
+        """A call is waiting on this incarnation for ``reply``."""
+        if self._pending is None:
+            self._pending = set()
+        self._pending.add(reply)
+
+    def forget(self, reply: Reply) -> None:
+        """That call is no longer waiting (answered, undeliverable or cancelled)."""
+        if self._pending is not None:
+            self._pending.discard(reply)
+            if not self._pending:
+                self._pending = None
+
+    @property
+    def pending_calls(self) -> int:
+        return len(self._pending) if self._pending is not None else 0
 
 
 class Slot:

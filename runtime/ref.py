@@ -80,17 +80,17 @@ class ActorRef:
             while True:
                 incarnation = await self._slot().incarnation()
                 reply = Reply()
-                incarnation.pending.add(reply)
+                incarnation.owe(reply)
                 try:
                     await incarnation.mailbox.send(Call(msg, reply))
                 except _DELIVERY_FAILED:
                     # The incarnation died before taking the message: wait for the next one.
-                    incarnation.pending.discard(reply)
+                    incarnation.forget(reply)
                     continue
                 try:
                     await reply.event.wait()
                 finally:
-                    incarnation.pending.discard(reply)
+                    incarnation.forget(reply)
                 return reply.result()
         raise CallTimeout(self.name, timeout)
 
@@ -147,5 +147,5 @@ class ActorRef:
             slot.incarnations,
             len(incarnation.mailbox),
             incarnation.mailbox.capacity,
-            len(incarnation.pending),
+            incarnation.pending_calls,
         )

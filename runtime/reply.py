@@ -24,6 +24,7 @@ from runtime.actor import Actor
 from runtime.child import ChildControl
 from runtime.errors import ReplyAbandoned, ReplyTimeout
 from runtime.exit import ExitReason
+from runtime.flag import Flag
 from runtime.ref import ActorRef
 
 T = TypeVar("T")
@@ -37,7 +38,7 @@ class Reply(Generic[T]):
     def __init__(self, owner: str, what: str) -> None:
         self.owner = owner
         self.what = what
-        self._event = trio.Event()
+        self._event = Flag()  # settled replies kept in a book cost no parking lot
         self._value: T | None = None
         self._error: BaseException | None = None
 
