@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -458,6 +459,30 @@ async def accept_upgrade(
                     seen.append(event)
                 await stream.send_all(ws.send(AcceptConnection()))
                 return ws
+
+
+class NoSuchHost(trio.abc.HostnameResolver):
+    """A resolver that knows no name, as a DNS answering NXDOMAIN."""
+
+    async def getaddrinfo(self, *args: object, **kwargs: object) -> Any:
+        await trio.lowlevel.checkpoint()
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def getnameinfo(self, *args: object, **kwargs: object) -> Any:
+        raise NotImplementedError
+
+
+async def test_a_name_that_does_not_resolve_is_named_in_the_failure() -> None:
+    """A DNS failure becomes TransportClosed naming the resolver's error."""
+    previous = trio.socket.set_custom_hostname_resolver(NoSuchHost())
+    try:
+        with trio.fail_after(10):
+            detail = await connect_failure("wss://no-such-host.invalid/ws/chat")
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+    assert detail == (
+        "wss://no-such-host.invalid/ws/chat: gaierror: [Errno -2] Name or service not known"
+    )
 
 
 async def test_a_server_that_is_not_a_websocket_gives_a_handshake_error() -> None:
