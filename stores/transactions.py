@@ -347,12 +347,30 @@ class _Pending:
     are made only by a waiter.
     """
 
-    __slots__ = ("_event", "_parked", "applied", "issue", "outcome", "seq", "slots", "writes")
+    __slots__ = (
+        "_event",
+        "_parked",
+        "applied",
+        "issue",
+        "outcome",
+        "pin",
+        "seq",
+        "slots",
+        "writes",
+    )
 
-    def __init__(self, issue: int, writes: dict[Slot, Value | None], slots: tuple[Slot, ...]):
+    def __init__(
+        self,
+        issue: int,
+        writes: dict[Slot, Value | None],
+        slots: tuple[Slot, ...],
+        pin: int | None,
+    ) -> None:
         self.issue = issue
         self.writes = writes
         self.slots = slots
+        self.pin = pin
+        """The committing transaction's own pin (it validated already: no reader now)."""
         self.outcome = _Outcome.PENDING
         self.seq: int | None = None
         self.applied = False
@@ -1114,7 +1132,7 @@ class TransactionalStore:
         ):
             return None
         # No checkpoint since admission: the validation still holds.
-        pending = _Pending(next(self._issues), writes, slots)
+        pending = _Pending(next(self._issues), writes, slots, None if tx is None else tx._pin)
         self._queue.append(pending)
         writer_of = self._writer_of
         for slot in slots:
@@ -1228,9 +1246,14 @@ class TransactionalStore:
             for slot in pending.slots:
                 if writer_of.get(slot) is pending:
                     del writer_of[slot]
-            if self._pins:
+            pins = self._pins
+            # An acknowledged commit's transaction is still open (it waits for this),
+            # so its pin is its own; a failed one's may have been released already.
+            own = pending.pin if pending.outcome is _Outcome.ACKED else None
+            if pins and not (len(pins) == 1 and own is not None and pins.get(own) == 1):
                 # Only a pinned reader (a transaction that has read, a read under way)
-                # can ever be invalidated by this commit: with none, nothing to log.
+                # can ever be invalidated by this commit: with none but the committing
+                # transaction itself (validated already), nothing to log.
                 tick, last_write = self._tick, self._last_write
                 for slot in pending.slots:
                     last_write[slot] = tick
