@@ -45,6 +45,8 @@ from bench._common import (
 RUNS = 10
 NODE_SCRIPT = Path(__file__).resolve().parent / "login_baileys.mjs"
 STEP_LIMIT = 60.0
+SELF_EXIT = 10.0
+"""Seconds a process that ends on its own once open gets before it is sent SIGINT."""
 
 
 def sandbox_argv() -> list[str]:
@@ -78,8 +80,16 @@ def is_open(line: dict[str, Any]) -> bool:
     return line.get("event") == "connection_update" and line.get("connection") == "open"
 
 
-async def one_run(argv: list[str], url: str, *, cwd: Path, pair: bool) -> dict[str, Any]:
-    """Spawn, read lines until open (scanning a QR when pairing); time the steps."""
+async def one_run(
+    argv: list[str], url: str, *, cwd: Path, pair: bool, exits_itself: bool = False
+) -> dict[str, Any]:
+    """Spawn, read lines until open (scanning a QR when pairing); time the steps.
+
+    ``exits_itself``: the process ends on its own once open (Baileys' script, which
+    saves its creds after open): it gets up to ``SELF_EXIT`` seconds before SIGINT,
+    since a SIGINT amid useMultiFileAuthState's creds write leaves a torn creds.json
+    and the next run a new device.
+    """
     started = wall()
     process = await trio.lowlevel.open_process(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd
@@ -114,6 +124,10 @@ async def one_run(argv: list[str], url: str, *, cwd: Path, pair: bool) -> dict[s
                         opened = now
                         break
     finally:
+        if exits_itself:
+            with trio.move_on_after(SELF_EXIT) as scope:
+                scope.shield = True
+                await process.wait()
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
         with trio.move_on_after(15) as scope:
@@ -151,13 +165,15 @@ async def measure(runs: int, tmp: Path) -> dict[str, Any]:
         node_argv: list[str] | None = None
         if peer is not None:
             node_argv = ["node", str(NODE_SCRIPT), str(peer), url, str(tmp / "baileys"), "login"]
-            await one_run(node_argv, url, cwd=peer, pair=True)
+            await one_run(node_argv, url, cwd=peer, pair=True, exits_itself=True)
         ours: list[dict[str, Any]] = []
         theirs: list[dict[str, Any]] = []
         for _ in range(runs):
             ours.append(await one_run(ours_argv, url, cwd=REPO, pair=False))
             if node_argv is not None and peer is not None:
-                theirs.append(await one_run(node_argv, url, cwd=peer, pair=False))
+                theirs.append(
+                    await one_run(node_argv, url, cwd=peer, pair=False, exits_itself=True)
+                )
         bare_python = await bare_start([PYTHON, "-c", "pass"], runs)
         bare_node = await bare_start(["node", "-e", "0"], runs) if peer is not None else None
     finally:

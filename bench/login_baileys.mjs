@@ -1,7 +1,7 @@
 // Login latency with Baileys v7: one process, one socket, saved creds, until 'open'.
 // Run by bench/login.py as `node login_baileys.mjs PEER_DIR URL AUTH_DIR MODE` where MODE
-// is "pair" (print each QR; the parent has the sandbox's phone scan it; exit once open
-// after the 515 restart, creds saved) or "login" (exit right after the first open).
+// is "pair" (print each QR; the parent has the sandbox's phone scan it; once open after
+// the 515 restart, save the creds, then say open and exit) or "login" (exit right after the first open).
 // Prints one JSON line per step, flushed: {"event":"started"} once the modules are
 // loaded, {"event":"connecting"}, {"event":"qr","qr":...}, {"event":"open"}.
 import path from 'node:path';
@@ -33,6 +33,9 @@ async function start() {
         if (u.connection === 'connecting') out({ event: 'connecting' });
         if (u.qr) out({ event: 'qr', qr: u.qr });
         if (u.connection === 'open') {
+            // The parent stops us once it reads "open": after pairing, the creds must be
+            // on disk by then, or the next login run starts as a new device (a QR).
+            if (mode === 'pair') await saveCreds();
             out({ event: 'open' });
             await saveCreds();
             sock.end(undefined);
@@ -45,5 +48,4 @@ async function start() {
         }
     });
 }
-void mode;
 void start();
