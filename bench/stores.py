@@ -481,6 +481,18 @@ def limits(
     )
 
 
+def _durable(measured: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The durable engines that ran, in the tables' order."""
+    return [(name, measured[name]) for name in DURABLE if name in measured]
+
+
+def _limits_of(r: dict[str, Any]) -> tuple[Limits, float, float]:
+    """One backend's limits, its raw append+fsync latency and its own durable write's (us)."""
+    own = r["own"].rate if r.get("own") else None
+    raw_us = 1e6 / r["raw"].rate if r["raw"].rate > 0 else 0.0
+    return limits(r["raw"].rate, r["one"], r["many"], own), raw_us, 1e6 / own if own else raw_us
+
+
 def _report(
     facts: dict[str, Any],
     raw: Throughput,
@@ -579,15 +591,9 @@ def _limits_table(measured: dict[str, Any], baileys_many: Throughput | str) -> N
         f"{'backend':<11}{'1 wr cpu/tx':>12}{'fsync L':>9}{'L_own':>8}{'1 wr bound':>11}"
         f"  {'32 wr cpu/tx':>12}{'core busy':>10}{'32 wr bound':>12}{'= vs Baileys':>13}"
     )
-    for name in DURABLE:
-        r = measured.get(name)
-        if r is None:
-            continue
-        own = r["own"].rate if r.get("own") else None
-        lim = limits(r["raw"].rate, r["one"], r["many"], own)
+    for name, r in _durable(measured):
+        lim, latency, own_latency = _limits_of(r)
         b_rate = baileys_rate_beside(r, baileys_many)
-        latency = 1e6 / r["raw"].rate if r["raw"].rate > 0 else 0.0
-        own_latency = 1e6 / own if own else latency
         print(
             f"{name:<11}{r['one'].user_per_tx * 1e6:>10.0f}us{latency:>7.0f}us"
             f"{own_latency:>6.0f}us"
@@ -774,14 +780,8 @@ def verdicts(measured: dict[str, Any], baileys_many: Throughput | str) -> list[V
     """The durable engines' two ratios beside their targets, for ``python -m bench``'s
     closing table; a ratio not met carries the bound its measured limits give."""
     out = []
-    for name in DURABLE:
-        r = measured.get(name)
-        if r is None:
-            continue
-        own = r["own"].rate if r.get("own") else None
-        lim = limits(r["raw"].rate, r["one"], r["many"], own)
-        raw_us = 1e6 / r["raw"].rate if r["raw"].rate > 0 else 0.0
-        own_us = 1e6 / own if own else raw_us
+    for name, r in _durable(measured):
+        lim, raw_us, own_us = _limits_of(r)
         one = r["one"].rate / r["raw"].rate if r["raw"].rate > 0 else 0.0
         why_one = (
             f"its durable write takes {own_us:.0f} us (raw append+fsync {raw_us:.0f} us) and"
