@@ -392,7 +392,8 @@ def report(
         result["python_reader"] = {"skipped": reference}
     if isinstance(baileys, BaileysRun):
         result["targets"] = targets(ours, baileys, reference)
-        result["verdicts"] = [v.as_dict() for v in verdicts(result["targets"], baileys)]
+        found = verdicts(result["targets"], baileys, reference)
+        result["verdicts"] = [v.as_dict() for v in found]
     if isinstance(before, Ours):
         print(f"{'before/after':<34} {'before fr/s':>11} {'now fr/s':>10} {'now/before':>11}")
         for label, key in ROWS:
@@ -431,7 +432,9 @@ def targets(
     return out
 
 
-def verdicts(found: dict[str, dict[str, Any]], baileys: BaileysRun) -> list[Verdict]:
+def verdicts(
+    found: dict[str, dict[str, Any]], baileys: BaileysRun, reference: Reference | str | None
+) -> list[Verdict]:
     """The target rows for ``python -m bench``'s closing table.
 
     The python-reader rows, when the compiled reader is the default, say what the
@@ -440,14 +443,15 @@ def verdicts(found: dict[str, dict[str, Any]], baileys: BaileysRun) -> list[Verd
     """
     out = []
     for label, row in found.items():
-        python_row = label.endswith("python reader") and current_reader() is not Reader.PYTHON
         limit = ""
-        if python_row:
-            theirs = baileys.receive if label.startswith("receive") else baileys.decode
-            per_frame = 1e6 / (row["ratio"] * theirs.rate) if row["ratio"] and theirs.rate else 0
+        if label.endswith("python reader") and isinstance(reference, Reference):
+            receive = label.startswith("receive")
+            mine = reference.receive if receive else reference.decode
+            theirs = baileys.receive if receive else baileys.decode
             limit = (
-                f"the pure-Python reference takes {per_frame:.1f} us a frame against Baileys'"
-                f" {1e6 / theirs.rate:.1f} us; the default (compiled) reader is held to the target"
+                f"the pure-Python reference takes {1e6 / mine.rate:.1f} us a frame against"
+                f" Baileys' {1e6 / theirs.rate:.1f} us; the default (compiled) reader is held"
+                " to the target"
             )
         out.append(
             Verdict(
