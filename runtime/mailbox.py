@@ -36,6 +36,7 @@ class Mailbox(Generic[T]):
     - A message reaches the receiver in the order it got in, exactly once: a send
       cancelled while it waits did not get in; a receive cancelled while it waits
       took nothing.
+    - ``clear`` drops what waits; senders blocked for room then get in, in order.
     - ``close`` (the receiver is done) drops what still waits and fails every
       waiting and future send with ``trio.BrokenResourceError``.
     - ``wake`` makes a waiting ``receive`` return ``None`` without a message, so the
@@ -112,15 +113,20 @@ class Mailbox(Generic[T]):
             raise trio.WouldBlock
         msg = queue.popleft()
         if self._senders:
-            # Room freed: the longest-blocked sender's message gets in, ahead of newcomers.
-            task = next(iter(self._senders))
-            queue.append(self._senders.pop(task))
-            trio.lowlevel.reschedule(task)
+            self._admit_blocked(queue)
         if not queue:
             self._queue = None  # an idle mailbox keeps no buffer
-        if not self._senders:
-            self._senders = None
         return msg
+
+    def _admit_blocked(self, queue: deque[T]) -> None:
+        """Room was freed: the longest-blocked senders' messages get in, ahead of newcomers."""
+        senders = self._senders
+        while senders and len(queue) < self.capacity:
+            task = next(iter(senders))
+            queue.append(senders.pop(task))
+            trio.lowlevel.reschedule(task)
+        if not senders:
+            self._senders = None
 
     async def receive(self) -> T | None:
         """The oldest message, waiting for one; ``None`` if woken by ``wake``."""
@@ -148,6 +154,20 @@ class Mailbox(Generic[T]):
         if self._receiver is not None:
             receiver, self._receiver = self._receiver, None
             trio.lowlevel.reschedule(receiver, outcome.Value(None))
+
+    def clear(self) -> int:
+        """Drop the waiting messages; how many. Blocked senders then get in, oldest first.
+
+        A blocked send was not in yet, so it is not dropped: it gets the freed room as
+        receives would have given it, and the sends still blocked after that keep waiting.
+        """
+        dropped = len(self)
+        self._queue = None
+        if self._senders:
+            queue: deque[T] = deque()
+            self._admit_blocked(queue)
+            self._queue = queue
+        return dropped
 
     def close(self) -> None:
         """The receiver is done: drop waiting messages, fail every waiting and later send."""

@@ -169,6 +169,41 @@ async def test_close_fails_waiting_and_later_senders(
         box.receive_nowait()
 
 
+async def test_clear_drops_the_waiting_messages_and_lets_blocked_senders_in_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """clear drops what waits and says how many; blocked sends then get in, oldest first."""
+    box: Mailbox[str] = Mailbox(2)
+    box.send_nowait("a")
+    box.send_nowait("b")
+    returned: list[str] = []
+
+    async def send(msg: str) -> None:
+        await box.send(msg)
+        returned.append(msg)
+
+    async with trio.open_nursery() as nursery:
+        for msg in ("c", "d", "e"):
+            nursery.start_soon(send, msg)
+            await trio.testing.wait_all_tasks_blocked()
+        assert box.clear() == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(returned) == ["c", "d"] and box.blocked_senders == 1
+        with pytest.raises(trio.WouldBlock):
+            box.send_nowait("late")  # e still waits: a newcomer cannot jump it
+        assert [await box.receive() for _ in range(3)] == ["c", "d", "e"]
+    assert sorted(returned) == ["c", "d", "e"] and len(box) == 0
+
+
+def test_clear_on_an_idle_mailbox_drops_nothing() -> None:
+    """An empty mailbox stays empty and keeps no buffer after clear."""
+    box: Mailbox[int] = Mailbox(2)
+    assert box.clear() == 0
+    assert len(box) == 0 and box._queue is None
+    box.send_nowait(1)
+    assert box.receive_nowait() == 1
+
+
 async def test_wake_ends_an_idle_receive_without_a_message(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -39,6 +39,21 @@ class Gate:
         self.done.append(item)
 
 
+async def _fill_behind_the_worker(queue: OnDemandQueue[int], held: int, *queued: int) -> None:
+    """Put ``held`` and let the worker take it (and wait), then queue ``queued`` behind it."""
+    await queue.put(held)
+    await trio.testing.wait_all_tasks_blocked()
+    for item in queued:
+        await queue.put(item)
+
+
+async def _block_in_order(nursery: trio.Nursery, queue: OnDemandQueue[int], items: range) -> None:
+    """Start one put per item, each blocked on the full queue before the next starts."""
+    for item in items:
+        nursery.start_soon(queue.put, item)
+        await trio.testing.wait_all_tasks_blocked()
+
+
 async def test_items_are_handled_in_put_order_and_the_worker_ends_when_none_is_left() -> None:
     """One worker handles every item in order, then ends; the idle queue holds no buffer."""
     gate = Gate()
@@ -52,7 +67,7 @@ async def test_items_are_handled_in_put_order_and_the_worker_ends_when_none_is_l
         gate.open.set()
         await trio.testing.wait_all_tasks_blocked()
     assert gate.done == [0, 1, 2, 3, 4] and len(spawn.started) == 1
-    assert not queue.running and len(queue) == 0 and queue._items is None
+    assert not queue.running and len(queue) == 0 and queue._mailbox is None
 
 
 async def test_a_new_item_after_the_worker_ended_starts_a_new_one() -> None:
@@ -77,10 +92,7 @@ async def test_put_waits_while_the_queue_is_full(autojump_clock: trio.testing.Mo
     gate = Gate()
     async with trio.open_nursery() as nursery:
         queue = OnDemandQueue[int](gate.handle, nursery.start_soon, capacity=2)
-        await queue.put(1)
-        await trio.testing.wait_all_tasks_blocked()  # the worker holds 1 and waits
-        await queue.put(2)
-        await queue.put(3)
+        await _fill_behind_the_worker(queue, 1, 2, 3)
         with trio.move_on_after(5) as waited:
             await queue.put(4)
         assert waited.cancelled_caught and len(queue) == 2  # 4 was not queued
@@ -141,3 +153,106 @@ def test_capacity_must_be_positive() -> None:
     """A queue that could never take an item is refused at construction."""
     with pytest.raises(ValueError, match="capacity"):
         OnDemandQueue[int](ignore, lambda _work: None, capacity=0)
+
+
+async def test_blocked_putters_get_in_in_the_order_they_blocked() -> None:
+    """Room freed goes to the longest-blocked put: a later putter never overtakes an earlier one."""
+    for _round in range(3):
+        gate = Gate()
+        async with trio.open_nursery() as nursery:
+            queue = OnDemandQueue[int](gate.handle, nursery.start_soon, capacity=1)
+            await _fill_behind_the_worker(queue, 0, 1)
+            await _block_in_order(nursery, queue, range(2, 10))
+            gate.open.set()
+        assert gate.done == list(range(10))
+
+
+async def test_a_put_cancelled_while_blocked_queues_nothing_and_the_others_keep_their_place(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A blocked put that is cancelled leaves no item behind; the putters after it keep order."""
+    gate = Gate()
+    doomed = trio.CancelScope()
+
+    async def put_doomed() -> None:
+        with doomed:
+            await queue.put(99)
+
+    async with trio.open_nursery() as nursery:
+        queue = OnDemandQueue[int](gate.handle, nursery.start_soon, capacity=1)
+        await _fill_behind_the_worker(queue, 0, 1)
+        await _block_in_order(nursery, queue, range(2, 3))
+        nursery.start_soon(put_doomed)
+        await trio.testing.wait_all_tasks_blocked()
+        await _block_in_order(nursery, queue, range(3, 5))
+        doomed.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(queue) == 1
+        gate.open.set()
+    assert gate.done == [0, 1, 2, 3, 4]
+
+
+async def test_clear_drops_queued_items_and_lets_blocked_putters_in_in_order() -> None:
+    """clear() drops what was queued; puts still blocked for room then get in, oldest first."""
+    gate = Gate()
+    async with trio.open_nursery() as nursery:
+        queue = OnDemandQueue[int](gate.handle, nursery.start_soon, capacity=2)
+        await _fill_behind_the_worker(queue, 0, 1, 2)
+        await _block_in_order(nursery, queue, range(3, 6))
+        queue.clear()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(queue) == 2  # 3 and 4 got in; 5 still waits for room
+        gate.open.set()
+    assert gate.done == [0, 3, 4, 5]
+    assert not queue.running and len(queue) == 0
+
+
+async def test_many_putters_under_random_cancellation_lose_and_duplicate_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every put that returned is handled exactly once, in each putter's order; none other is."""
+    handled: list[tuple[int, int]] = []
+    returned: list[tuple[int, int]] = []
+
+    async def handle(item: tuple[int, int]) -> None:
+        await trio.sleep(0.004)
+        handled.append(item)
+
+    async def putter(queue: OnDemandQueue[tuple[int, int]], who: int) -> None:
+        for i in range(40):
+            with trio.move_on_after(0.01 * ((who * 7 + i) % 5)):
+                await queue.put((who, i))
+                returned.append((who, i))
+
+    async with trio.open_nursery() as nursery:
+        queue = OnDemandQueue[tuple[int, int]](handle, nursery.start_soon, capacity=3)
+        for who in range(6):
+            nursery.start_soon(putter, queue, who)
+    assert sorted(handled) == sorted(returned)
+    assert len(handled) == len(set(handled))
+    for who in range(6):
+        mine = [i for w, i in handled if w == who]
+        assert mine == sorted(mine)
+
+
+async def test_items_left_by_a_cancelled_worker_go_first_to_the_next_worker() -> None:
+    """A worker cancelled mid-queue leaves the rest; the next put's worker handles them first."""
+    gate = Gate()
+    nurseries: list[trio.Nursery] = []  # the owner's current nursery is the last
+
+    def spawn(work: Callable[[], Awaitable[None]]) -> None:
+        nurseries[-1].start_soon(work)
+
+    queue = OnDemandQueue[int](gate.handle, spawn, capacity=4)
+    async with trio.open_nursery() as first:
+        nurseries.append(first)
+        for item in (1, 2, 3):
+            await queue.put(item)
+        await trio.testing.wait_all_tasks_blocked()
+        first.cancel_scope.cancel()
+    assert not queue.running and len(queue) == 2
+    gate.open.set()
+    async with trio.open_nursery() as second:
+        nurseries.append(second)
+        await queue.put(4)
+    assert gate.done == [2, 3, 4] and not queue.running and queue._mailbox is None
