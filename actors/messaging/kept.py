@@ -1,6 +1,7 @@
 """Kept messages: the newest few per author (received) and per chat (sent), as one value.
 
-``received-message`` (id: the author's Signal address) lets a stanza the server
+``received-message`` (id: the author's Signal address as the stanza names it, which
+stays put when the contact's sessions move to its LID) lets a stanza the server
 delivers again, because our ack was lost in a crash after the commit, be answered
 from what was decrypted instead of failing as a duplicate. ``sent-message`` (id:
 the chat) lets a retry receipt be answered after a restart. Each value is

@@ -11,6 +11,13 @@ in the same transaction, so a stanza delivered again is answered from it. The
 caller commits (the transaction's exit) BEFORE it emits the message or acks the
 stanza: a crash before that means no ack, and the server delivers again.
 
+The kept message is filed under the author's address as the stanza names it, not
+under the lock: a redelivery names the same author again, whereas the lock moves to
+the LID twin when the contact's sessions migrate (the first ``usync`` that reports
+its LID), which can happen between the commit and the redelivery of a stanza whose
+ack a crash lost; looked up under the new lock it would be missed and decrypted
+twice (``DuplicateMessage``).
+
 Since 0.2.0.
 """
 
@@ -23,6 +30,7 @@ from actors.messaging.content import decode_padded, parse_message, text_of, unwr
 from actors.messaging.errors import MessagingError
 from actors.messaging.incoming import PLAINTEXT, IncomingStanza, MessageKey
 from actors.messaging.kept import RECEIVED, kept_lookup, kept_with
+from actors.signal.address import jid_to_signal_address
 from actors.signal.errors import SignalError
 from actors.signal.repository import SignalRepository
 from stores.types import SignalStore, Transaction
@@ -52,9 +60,10 @@ async def decrypt_stanza(
 ) -> ReceivedMessage:
     """Decrypt every part of ``stanza`` in one transaction; return what it said."""
     lock = await repository.resolve_address(stanza.author)
+    author = jid_to_signal_address(stanza.author)
 
     async def op(tx: Transaction) -> ReceivedMessage:
-        kept = (await tx.get(RECEIVED, [lock])).get(lock)
+        kept = (await tx.get(RECEIVED, [author])).get(author)
         again = kept_lookup(kept, stanza.key.id)
         if again is not None:
             # Delivered again (our ack was lost): decrypting twice would fail.
@@ -80,7 +89,7 @@ async def decrypt_stanza(
         error = "; ".join(errors) or (None if decrypted else "no decryptable part")
         if error is None:
             data = message.SerializeToString()
-            await tx.set({RECEIVED: {lock: kept_with(kept, stanza.key.id, data)}})
+            await tx.set({RECEIVED: {author: kept_with(kept, stanza.key.id, data)}})
         return ReceivedMessage(
             key=stanza.key,
             message=message if decrypted else None,

@@ -467,12 +467,9 @@ async def test_a_new_member_device_gets_the_sender_key_on_the_next_send() -> Non
     assert [to.attrs["jid"] for to in participants.children("to")] == ["444@s.whatsapp.net"]
 
 
-async def test_a_stanza_delivered_again_is_answered_from_the_kept_message() -> None:
-    """The same stanza again (our ack was lost): answered from the kept copy, no retry."""
-    server = Server()
-    alice, bob = await server.add(ALICE), await server.add(BOB)
-    await alice.service.send_message("222@s.whatsapp.net", {"text": "once"})
-    delivered = next(n for s, n in server.sent if s == ALICE and n.tag == "message")
+def delivered_to_bob_again(server: Server, index: int) -> BinaryNode:
+    """Bob's copy of Alice's ``index``-th stanza, as the server would deliver it again."""
+    delivered = [n for s, n in server.sent if s == ALICE and n.tag == "message"][index]
     encs = [
         enc
         for p in delivered.children("participants")
@@ -480,7 +477,15 @@ async def test_a_stanza_delivered_again_is_answered_from_the_kept_message() -> N
         if to.attrs["jid"] == BOB
         for enc in to.children("enc")
     ]
-    again = BinaryNode("message", {"id": delivered.attrs["id"], "from": ALICE, "t": "1"}, encs)
+    return BinaryNode("message", {"id": delivered.attrs["id"], "from": ALICE, "t": "1"}, encs)
+
+
+async def test_a_stanza_delivered_again_is_answered_from_the_kept_message() -> None:
+    """The same stanza again (our ack was lost): answered from the kept copy, no retry."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "once"})
+    again = delivered_to_bob_again(server, 0)
     await bob.service.on_message(again)
     assert bob.texts() == ["once"]  # exactly once while the process lives
     await server.restart(bob)
@@ -489,7 +494,27 @@ async def test_a_stanza_delivered_again_is_answered_from_the_kept_message() -> N
     retries = [n for s, n in server.sent if s == BOB and n.attrs.get("type") == "retry"]
     assert retries == []
     kept = await bob.auth.keys.get("received-message", ["111.1"])
-    assert kept["111.1"]["ids"] == [delivered.attrs["id"]]
+    assert kept["111.1"]["ids"] == [again.attrs["id"]]
+
+
+async def test_a_stanza_delivered_again_after_the_sender_moved_to_its_lid_is_still_kept() -> None:
+    """Committed, ack lost, then the contact's sessions migrate to its LID (as the first
+    usync that names the LID does), then a restart and the redelivery: answered from the
+    kept copy, not decrypted a second time (which is a DuplicateMessage)."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "first"})
+    await bob.service.send_message("111@s.whatsapp.net", {"text": "reply"})
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "second"})
+    again = delivered_to_bob_again(server, 1)
+    assert again.children("enc")[0].attrs["type"] == "msg"
+    await bob.repo.migrate_session("111@s.whatsapp.net", "900@lid")
+    assert await bob.repo.resolve_address(ALICE) == "900_1.1"
+    await server.restart(bob)
+    await bob.service.on_message(again)
+    upserts = [m for e in bob.events for m in e.get("messages_upsert", {}).get("messages", [])]
+    assert bob.texts() == ["first", "second", "second"], [m.get("undecryptable") for m in upserts]
+    assert [n for s, n in server.sent if s == BOB and n.attrs.get("type") == "retry"] == []
 
 
 async def test_a_retry_after_a_restart_is_answered_from_the_durable_sent_store() -> None:
