@@ -20,19 +20,27 @@ v7 sockets (bench/sessions_baileys.mjs) for the ratio. Targets from TARGETS.md
 
 ``python -m bench sessions`` (default, ~8 min) or
 ``python -m bench.sessions [--full] [--accounts 1,100] [--no-baileys] [--idle SECONDS]``.
+
+To see what one keepalive costs: ``--keepalive 2`` makes every session ping every 2 s
+(the window then holds many exchanges per session; the sandbox counts the pings, and
+the worker prints its CPU per exchange), ``--profile FILE`` writes a cProfile of the
+worker's idle window, timed with the thread's CPU clock (``python -m pstats FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import json
 import math
 import os
 import sys
 import tempfile
+import time
 import tracemalloc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -211,12 +219,27 @@ async def idle_figures(
     result["rss_before_kib"] = rss_before
     result["rss_after_kib"] = rss_after
     result["rss_kib_per_session"] = (rss_after - rss_before) / n
+    pings0 = (await admin(args.admin, {"op": "stats"}))["pings"]
+    profile = cProfile.Profile(time.thread_time) if args.profile else None
+    collections = GcWatch()
     cpu0, t0 = cpu_seconds(), wall()
-    await trio.sleep(args.idle)
+    if profile is not None:
+        profile.enable()
+    with collections:
+        await trio.sleep(args.idle)
+    if profile is not None:
+        profile.disable()
     cpu1, t1 = cpu_seconds(), wall()
+    result["gc_in_window"] = collections.summary()
+    pings = (await admin(args.admin, {"op": "stats"}))["pings"] - pings0
+    if profile is not None:
+        profile.dump_stats(args.profile)
     result["idle_window_s"] = t1 - t0
     result["idle_cpu_pct_of_core"] = 100.0 * (cpu1 - cpu0) / (t1 - t0)
     result["keepalive_s"] = args.keepalive
+    result["keepalives_in_window"] = pings
+    # Everything the idle process did, charged to the exchanges: an upper bound on one.
+    result["cpu_us_per_keepalive"] = 1e6 * (cpu1 - cpu0) / pings if pings else None
     # Every socket dropped at once; time until all N are open again.
     before = {a: len(v) for a, v in opened.opened_at.items()}
     reply = await admin(args.admin, {"op": "drop"})
@@ -236,6 +259,33 @@ async def idle_figures(
         if any(t >= dropped_at for t in times)
     ]
     result["reconnect_attempt_s"] = spread(firsts)
+
+
+class GcWatch:
+    """The garbage collector's runs and their CPU time while the block runs, per generation."""
+
+    def __init__(self) -> None:
+        self.runs = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+            return
+        generation = int(info["generation"])
+        self.runs[generation] += 1
+        self.seconds[generation] += time.thread_time() - self._started
+
+    def __enter__(self) -> GcWatch:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, Any]:
+        return {"runs": self.runs, "cpu_s": [round(s, 4) for s in self.seconds]}
 
 
 async def wait_reopened(opened: Opened, before: dict[str, int], n: int, limit: float) -> bool:
@@ -265,8 +315,28 @@ def spread(offsets: list[float]) -> dict[str, Any]:
 # --- the orchestrator ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Measure:
+    """How the idle window is measured (the keepalive period, an optional profile)."""
+
+    keepalive: float = 30.0
+    profile: str | None = None
+
+    def argv(self) -> list[str]:
+        return ["--keepalive", str(self.keepalive)] + (
+            ["--profile", self.profile] if self.profile else []
+        )
+
+
 async def run_worker(
-    host: HostInfo, phase: str, n: int, root: Path, idle: float, *, heap: bool = False
+    host: HostInfo,
+    phase: str,
+    n: int,
+    root: Path,
+    idle: float,
+    *,
+    heap: bool = False,
+    measure: Measure | None = None,
 ) -> dict[str, Any]:
     argv = [
         PYTHON,
@@ -288,6 +358,7 @@ async def run_worker(
         "--idle",
         str(idle),
         *(["--heap"] if heap else []),
+        *(measure.argv() if measure is not None else []),
     ]
     # Tracing every allocation with 32 frames makes a login several times slower.
     with trio.fail_after(300 + n * (12 if heap else 3)):
@@ -336,14 +407,14 @@ async def run_node(
 
 
 async def one_count(
-    n: int, idle: float, peer: Path | None, why_no_peer: str, tmp: Path
+    n: int, idle: float, peer: Path | None, why_no_peer: str, tmp: Path, measure: Measure
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"n": n}
     idle_here = idle if n > 1 else 0.0  # one session's idle CPU is below the clock's tick
     async with sandbox_host() as host:
         ours = tmp / f"ours{n}"
         pair = await run_worker(host, "pair", n, ours, 0)
-        login = await run_worker(host, "login", n, ours, idle_here)
+        login = await run_worker(host, "login", n, ours, idle_here, measure=measure)
         login["server_view"] = await server_view(host, n) if idle_here else {}
         row["ours"] = {"pair": pair, "login": login}
         row["ours"]["sandbox_cpu_s"] = cpu_seconds(host.pid)
@@ -421,6 +492,9 @@ def summarize(row: dict[str, Any]) -> dict[str, Any]:
             "logins_per_s": throughput(login, "login_s"),
             "rss_kib_per_session": login.get("rss_kib_per_session"),
             "idle_cpu_pct_of_core": login.get("idle_cpu_pct_of_core"),
+            "cpu_us_per_keepalive": login.get("cpu_us_per_keepalive"),
+            "keepalives_in_window": login.get("keepalives_in_window"),
+            "gc_in_window": login.get("gc_in_window"),
             "reopen_s": login.get("reopen_s"),
             "reconnects_first_s": [reconnect.get("min_s"), reconnect.get("max_s")],
             "reconnects_busiest_100ms": login.get("server_view", {}).get("peak_arrivals_per_100ms"),
@@ -468,6 +542,7 @@ def print_table(rows: list[dict[str, Any]], idle: float) -> None:
             ".2f",
             at_scale("idle_cpu_pct_of_core"),
         ),
+        ("idle CPU per keepalive exchange (us)", "cpu_us_per_keepalive", ".0f", ""),
         ("all open again after drop (s)", "reopen_s", ".1f", at_scale("reopen_s")),
         ("reconnects at the server, peak/100 ms", "reconnects_busiest_100ms", "d", "spread"),
     )
@@ -478,6 +553,13 @@ def print_table(rows: list[dict[str, Any]], idle: float) -> None:
             print(
                 f"{label:38} {row['n']:>5} {fmt(a, spec):>10} {fmt(b, spec):>10} "
                 f"{ratio(a, b):>7}  {target} {verdict(key, a, row['n'])}".rstrip()
+            )
+        if ours.get("gc_in_window"):
+            runs, cpu = ours["gc_in_window"]["runs"], ours["gc_in_window"]["cpu_s"]
+            print(
+                f"  ours N={row['n']}: the idle window held {ours['keepalives_in_window']} "
+                f"keepalive exchanges; the garbage collector ran {runs} times (generations "
+                f"0, 1, 2) for {cpu} s of CPU"
             )
         for who, side in (("ours", ours), ("Baileys", theirs)):
             if "skipped" in side:
@@ -505,6 +587,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--heap", action="store_true", help="ours only: where the heap of idle sessions goes"
     )
+    parser.add_argument(
+        "--keepalive", type=float, default=30.0, help="ours only: keepalive interval (s)"
+    )
+    parser.add_argument(
+        "--profile", default=None, help="ours only: cProfile of the idle window to this file"
+    )
     return parser.parse_args(argv)
 
 
@@ -531,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.heap:
         return {"machine": facts, "heap": heap_counts(counts)}
     peer, why = (None, "--no-baileys") if args.no_baileys else baileys_root()
+    profile = str(Path(args.profile).resolve()) if args.profile else None
+    measure = Measure(args.keepalive, profile)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sessions-") as tmp:
         for n in counts:
@@ -539,7 +629,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 peer_n, why_n = None, f"Baileys only up to {baileys_max} (--full runs it)"
             else:
                 peer_n, why_n = peer, why
-            rows.append(summarize(trio.run(one_count, n, args.idle, peer_n, why_n, Path(tmp))))
+            row = trio.run(one_count, n, args.idle, peer_n, why_n, Path(tmp), measure)
+            rows.append(summarize(row))
             rows[-1]["elapsed_s"] = wall() - started
             print(f"(N={n}: {rows[-1]['elapsed_s']:.0f} s)", flush=True)
     print_table(rows, args.idle)
@@ -610,6 +701,7 @@ def worker_main(argv: Sequence[str]) -> None:
     parser.add_argument("--idle", type=float, default=0.0)
     parser.add_argument("--keepalive", type=float, default=30.0)
     parser.add_argument("--heap", action="store_true")
+    parser.add_argument("--profile", default=None)
     with open(os.devnull, "w") as sink:  # the runtime's JSON logs go nowhere
         result = trio.run(worker, parser.parse_args(argv), sink)
     print(json.dumps(result), flush=True)
