@@ -15,15 +15,19 @@ reactor          runs the reactions that wait, one after another in the order
                  pairing, ``me.lid`` and routing info, pre-key planning and commits,
                  an upload retry's backoff. A retry that sleeps never delays a
                  ping's answer, the keepalive or any other stanza
-writer           owns the sending side of the socket: every task hands its bytes to
-                 the outbound queue under one lock, in the order the connection
-                 encrypted them (Noise counters allow no other); a sender waits
-                 only for room in the queue, never for the socket, so a cancelled
-                 sender never tears a frame
+writer           owns the sending side of the socket for every task but the read
+                 loop: they hand their bytes to the outbound queue under one lock,
+                 in the order the connection encrypted them (Noise counters allow
+                 no other); such a sender waits only for room in the queue, never
+                 for the socket, so a cancelled sender never tears a frame
 ================ ==================================================================
 
 The reactor and the writer exist only while they have work (``OnDemandQueue``):
 an idle open connection is the read loop waiting for the socket or its next timer.
+The read loop writes its own frames (keepalive, pongs, acks, what the connection
+queued) in place under the same lock when no frame waits for the writer, and
+queues them behind when some do: it is cancelled only with the whole attempt, and
+a keepalive exchange then starts no task at all.
 
 ``query(node)`` sends an iq from any task and waits for its answer within a deadline:
 a map from iq id to waiter gets the answer from the read loop; no answer in time is
@@ -287,6 +291,24 @@ class Attempt:
             if data:
                 await self._outbound.put(data)
 
+    async def _send_from_reader(self, produce: Callable[[], bytes]) -> None:
+        """``send_with`` for the read loop: writes itself when the writer has nothing queued.
+
+        The read loop is cancelled only with the whole attempt, so its write cannot
+        tear a frame of a connection that lives on; writing in place spares a writer
+        task per keepalive, pong and ack. Behind queued frames it queues, in order.
+        """
+        async with self._send_lock:
+            if self._outcome is not None:
+                raise ConnectionLost(self._outcome.code, self._outcome.detail)
+            data = produce()
+            if not data:
+                return
+            if self._outbound.running or len(self._outbound):
+                await self._outbound.put(data)
+            else:
+                await self._write(data)
+
     def next_id(self) -> str:
         """A fresh stanza id of this connection."""
         return self.conn.next_id()
@@ -322,7 +344,9 @@ class Attempt:
                 self._waiters.pop(ids[0], None)
 
     async def _flush(self) -> None:
-        await self.send_with(self.conn.data_to_send)
+        """Write what the connection queued while handling events (nothing: no lock taken)."""
+        if self.conn.has_data_to_send:
+            await self._send_from_reader(self.conn.data_to_send)
 
     async def _write(self, data: bytes) -> None:
         assert self._channel is not None  # the writer runs only inside run
@@ -337,7 +361,7 @@ class Attempt:
     # --- the read loop ----------------------------------------------------------------
 
     async def _read(self, channel: Channel) -> None:
-        await self.send_with(self.conn.start)
+        await self._send_from_reader(self.conn.start)
         self.host.set_state(ClientState.HANDSHAKING)
         while True:
             data = await self._receive(channel)
@@ -377,7 +401,7 @@ class Attempt:
             if now >= self.last_rx + self.timers.keepalive_interval + KEEPALIVE_GRACE:
                 raise self.over(408, "keepalive: no traffic from the server")
             self.next_ping = now + self.timers.keepalive_interval
-            await self.send_with(lambda: self.conn.keepalive_ping()[1])
+            await self._send_from_reader(lambda: self.conn.keepalive_ping()[1])
             return
         if state is ClientState.PAIRING and not self.paired:
             if self.pairing_by_code:
@@ -396,12 +420,13 @@ class Attempt:
             if waiter is not None:
                 waiter.resolve(event.node)
         elif isinstance(event, Ping):
-            await self.send_node(event.response())
+            response = event.response()
+            await self._send_from_reader(lambda: self.conn.send_node(response))
         elif isinstance(event, NodeReceived):
             # The messenger queues what needs waiting; an ack it answers goes out now.
             answer = await self.host.stanza_received(event.node)
             if answer is not None:
-                await self.send_node(answer)
+                await self._send_from_reader(lambda: self.conn.send_node(answer))
         elif isinstance(event, HandshakeComplete):
             state = ClientState.PAIRING if event.registering else ClientState.LOGGING_IN
             self.host.set_state(state)

@@ -247,6 +247,11 @@ class ClientConnection:
         self._move(Trigger.START)
         return self._handshake().send(Hello())
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether ``data_to_send()`` would return bytes (cheap: nothing is copied)."""
+        return bool(self._outbox)
+
     def data_to_send(self) -> bytes:
         """Bytes the core queued itself (ClientFinish, acks, login iqs); write them now."""
         out = bytes(self._outbox)

@@ -97,6 +97,17 @@ async def test_the_attempt_keeps_no_pre_keys_once_the_server_took_them(
         assert live.upload_keys == {}
 
 
+async def keepalive_then_ping(s: Session, ping_id: str) -> tuple[BinaryNode, BinaryNode]:
+    """The client's next keepalive (answered) and its pong to a server ping; then quiet."""
+    keepalive = await s.server.next_node()  # 30 s after the last one
+    await s.server.send(result(keepalive.attrs["id"]))
+    ping = {"from": "s.whatsapp.net", "type": "get", "id": ping_id, "xmlns": "urn:xmpp:ping"}
+    await s.server.send(BinaryNode("iq", ping))
+    pong = await s.server.next_node()
+    await trio.testing.wait_all_tasks_blocked()
+    return keepalive, pong
+
+
 async def test_an_idle_open_connection_runs_nothing_but_its_read_loop(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -106,16 +117,33 @@ async def test_an_idle_open_connection_runs_nothing_but_its_read_loop(
         assert live is not None and live._nursery is not None
         await trio.testing.wait_all_tasks_blocked()
         idle_after_open = set(live._nursery.child_tasks)
-        keepalive = await s.server.next_node()  # 30 s later
-        await s.server.send(result(keepalive.attrs["id"]))
-        await s.server.send(
-            BinaryNode(
-                "iq",
-                {"from": "s.whatsapp.net", "type": "get", "id": "p1", "xmlns": "urn:xmpp:ping"},
-            )
-        )
-        pong = await s.server.next_node()
-        await trio.testing.wait_all_tasks_blocked()
+        keepalive, pong = await keepalive_then_ping(s, "p1")
         idle_after_traffic = set(live._nursery.child_tasks)
     assert keepalive.require_child("ping") is not None and pong.attrs["id"] == "p1"
     assert idle_after_open == set() and idle_after_traffic == set()
+
+
+class SpawnCounter(trio.abc.Instrument):
+    """Counts the tasks trio starts while installed."""
+
+    def __init__(self) -> None:
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+
+async def test_a_keepalive_exchange_and_a_ping_answer_start_no_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The keepalive, its answer and the pong to a server ping: the read loop alone, no task."""
+    async with scripted_session(opened=True, creds=logged_in_creds()) as s:
+        await trio.testing.wait_all_tasks_blocked()
+        counter = SpawnCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            keepalive, pong = await keepalive_then_ping(s, "p2")
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    assert keepalive.require_child("ping") is not None and pong.attrs["id"] == "p2"
+    assert counter.spawned == 0
