@@ -106,6 +106,10 @@ class PersistedAuth:
 
     Close it with ``await aclose()`` or use it as ``async with``; closing waits for
     in-flight commits, then closes (and unlocks) the backend.
+
+    ``state`` and its key store are made on first use: a runtime session uses only
+    ``backend`` (its actors run their own transaction layer on it), so an auth
+    location opened for one holds no second transaction layer.
     """
 
     def __init__(
@@ -118,10 +122,8 @@ class PersistedAuth:
     ) -> None:
         self.backend = backend
         self._latest = creds
-        self._store = TransactionalStore(
-            backend.read_keys, self._owner_commit(), cache_size=cache_size
-        )
-        self.state = AuthState(creds=creds, keys=self._store)
+        self._state: AuthState | None = None
+        self._store: TransactionalStore | None = None
         self._cache_size = cache_size
         self._exit_stack = exit_stack
         self._closed = False
@@ -132,13 +134,25 @@ class PersistedAuth:
         return f"PersistedAuth({self.backend.backend_name}:{self.backend.location!r})"
 
     @property
+    def state(self) -> AuthState:
+        """The creds (newest acknowledged) and the transactional key store."""
+        if self._state is None:
+            self._state = AuthState(creds=self._latest, keys=self.keys)
+        return self._state
+
+    @property
     def config(self) -> AuthConfig:
         """The runtime overrides for this location, with the current ``state.creds``."""
-        return AuthConfig(backend=self.backend, creds=self.state.creds, cache_size=self._cache_size)
+        creds = self._state.creds if self._state is not None else self._latest
+        return AuthConfig(backend=self.backend, creds=creds, cache_size=self._cache_size)
 
     @property
     def keys(self) -> TransactionalStore:
         """``state.keys`` with its full type (statistics, ``commit_batch``)."""
+        if self._store is None:
+            self._store = TransactionalStore(
+                self.backend.read_keys, self._owner_commit(), cache_size=self._cache_size
+            )
         return self._store
 
     async def save_creds(self, creds: AuthCreds) -> int:
@@ -150,7 +164,7 @@ class PersistedAuth:
         """
         self._saves += 1
         ticket = self._saves
-        seq = await self._store.commit_creds(creds)
+        seq = await self.keys.commit_creds(creds)
         if ticket > self._state_ticket:
             # Calls of one round wake in any order: only a newer snapshot replaces state.
             self._state_ticket = ticket
@@ -189,7 +203,8 @@ class PersistedAuth:
             return
         self._closed = True
         try:
-            await self._store.aclose()
+            # Made now if never used, so that ``keys`` refuses work after close as before.
+            await self.keys.aclose()
         finally:
             await self._exit_stack.aclose()
 

@@ -179,6 +179,16 @@ async def test_config_wires_a_store_over_the_same_backend() -> None:
         assert auth.config.creds is newer  # the runtime starts from the newest saved creds
 
 
+async def test_a_location_used_only_through_its_backend_holds_no_transaction_layer() -> None:
+    """backend and config (what a runtime session uses) make no key store; state makes one."""
+    async with await stores.use_memory_auth_state() as auth:
+        assert auth.config.backend is auth.backend
+        assert auth._store is None and auth._state is None
+        creds = auth.config.creds
+        assert auth.state.creds is creds and auth.state.keys is auth.keys
+        assert isinstance(auth._store, TransactionalStore)
+
+
 async def test_aclose_waits_closes_and_is_idempotent() -> None:
     """aclose closes the backend (later use raises StoreClosedError); a second aclose is a no-op."""
     auth = await stores.use_memory_auth_state()
