@@ -10,6 +10,7 @@ Since 0.1.0 (in ``actors.messages``, the state a plain string; here since 0.2.0)
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import trio
 
@@ -33,7 +34,8 @@ class SessionStatus:
     """What a session's connection reports to the runtime: its state and how it ended.
 
     Owned by the runtime (it outlives every actor restart); the connection actor
-    is its only writer. ``wait_state`` and ``ended`` let the runtime wait.
+    is its only writer. ``wait_changed`` and ``ended`` let the runtime wait;
+    ``when_ended`` lets it act at the end without a task waiting for it.
     """
 
     def __init__(self, account: str, initial: ClientState = ClientState.CONNECTING) -> None:
@@ -44,6 +46,7 @@ class SessionStatus:
         self.error: BaseException | None = None
         self.ended = trio.Event()
         self._changed = trio.Event()
+        self._on_end: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         state = self.state.value
@@ -61,8 +64,22 @@ class SessionStatus:
             self.end_reason = reason
             self.error = error
         self.set_state(ClientState.CLOSED)
+        first = not self.ended.is_set()
         self.ended.set()
         self._changed.set()
+        if first and self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end()
+
+    def when_ended(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the session ends (at once if it has ended).
+
+        Since 0.2.0.
+        """
+        if self.ended.is_set():
+            callback()
+        else:
+            self._on_end = callback
 
     async def wait_changed(self) -> None:
         """Return at the next state change or end."""

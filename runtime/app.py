@@ -644,7 +644,8 @@ class Runtime:
         self.sessions[account] = session
         if self._primary is None:
             self._primary = session
-        self._nursery.start_soon(self._watch, session)
+        # A callback, not a task parked on ``ended``: an idle session keeps no task here.
+        session.status.when_ended(partial(self._nursery.start_soon, self._retire, session))
         return session
 
     async def stop_session(self, account: str) -> None:
@@ -667,31 +668,26 @@ class Runtime:
                 await session.closed.wait()
         self.stopped.set()
 
-    async def _watch(self, session: Session) -> None:
-        """Once a session ended for good, stop its tree and release its store."""
-        try:
-            await session.status.ended.wait()
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    if session.account in {c.id for c in self.sessions_supervisor.which_children()}:
-                        await self.sessions_supervisor.terminate_child(session.account)
-                except Exception as exc:
-                    self.log.warning(
-                        "session_stop_failed", account=session.account, error=repr(exc)
-                    )
-                await session.source.aclose()
-                reason = session.status.end_reason
-                ended = session_ended(
-                    session.account,
-                    reason.value if reason else "stopped",
-                    repr(session.status.error) if session.status.error else None,
-                )
-                self.metrics.retire_restarts(session.account)
-                self.metrics.observe_event(session.account, ended)
-                self._emit_now(ended)
-                self.sessions.pop(session.account, None)
-                session.closed.set()
+    async def _retire(self, session: Session) -> None:
+        """The session ended for good: stop its tree and release its store."""
+        with trio.CancelScope(shield=True):
+            try:
+                if session.account in {c.id for c in self.sessions_supervisor.which_children()}:
+                    await self.sessions_supervisor.terminate_child(session.account)
+            except Exception as exc:
+                self.log.warning("session_stop_failed", account=session.account, error=repr(exc))
+            await session.source.aclose()
+            reason = session.status.end_reason
+            ended = session_ended(
+                session.account,
+                reason.value if reason else "stopped",
+                repr(session.status.error) if session.status.error else None,
+            )
+            self.metrics.retire_restarts(session.account)
+            self.metrics.observe_event(session.account, ended)
+            self._emit_now(ended)
+            self.sessions.pop(session.account, None)
+            session.closed.set()
 
     def _lease_watch(self, status: SessionStatus) -> Callable[[Persistence], None]:
         """Ends the session (``fenced``) once a backend with a lease (PostgreSQL) loses it."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from actors.connection.actor import LOGGED_OUT_MARK
 from actors.errors import ConnectTimeout, SessionEnded
@@ -89,6 +90,25 @@ async def test_many_accounts_run_side_by_side_and_stop_one_by_one(autojump_clock
         ended = [(e["account"], e["reason"]) for e in events.of("session_ended")]
         assert ended[0] == ("bob", "stopped")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_running_session_keeps_no_task_of_the_runtime_and_is_retired_when_it_ends(
+    autojump_clock,
+):
+    """The runtime adds no task per session; an end still stops its tree and releases its store."""
+    async with open_memory_sandbox() as sb:
+        auth = await use_memory_auth_state()
+        events = Recorder()
+        async with open_runtime(subscribe=events) as rt:
+            assert rt._nursery is not None
+            before = len(rt._nursery.child_tasks)
+            session = await rt.start_session(sandbox_config(sb, auth))  # nobody scans
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(rt._nursery.child_tasks) == before
+            session.status.end(EndReason.REFUSED)
+            await session.closed.wait()
+            assert rt.sessions == {} and rt.sessions_supervisor.which_children() == []
+        assert [e["reason"] for e in events.of("session_ended")] == ["refused"]
 
 
 async def test_wait_connected_times_out_and_reports_an_ended_session(autojump_clock):
