@@ -44,7 +44,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from actors.connection.binary import SERVER_JID, BinaryNode, decode_node, encode_node
+from actors.connection.binary import SERVER_JID, BinaryNode, NodeTemplate, decode_node, encode_node
 from actors.connection.certs import WHATSAPP_ROOT, RootKey
 from actors.connection.client_state import (
     LOGIN_TRANSITIONS,
@@ -139,6 +139,10 @@ def keepalive_node(iq_id: str) -> BinaryNode:
         {"id": iq_id, "to": SERVER_JID, "type": "get", "xmlns": "w:p"},
         [BinaryNode("ping")],
     )
+
+
+_KEEPALIVE = NodeTemplate(keepalive_node)
+"""``keepalive_node``'s frame, encoded once: a ping encodes only its id."""
 
 
 @dataclass(frozen=True)
@@ -260,8 +264,7 @@ class ClientConnection:
 
     def send_node(self, node: BinaryNode) -> bytes:
         """Queued bytes, then ``node`` encrypted and framed (only once the handshake is done)."""
-        if self.state not in (ClientState.PAIRING, ClientState.LOGGING_IN, ClientState.OPEN):
-            raise LocalProtocolError(f"client: cannot send a node in {self.state.name}")
+        self._require_sendable()
         self._queue(node)
         return self.data_to_send()
 
@@ -281,8 +284,16 @@ class ClientConnection:
         return iq_id, data
 
     def keepalive_ping(self) -> tuple[str, bytes]:
-        """The keepalive iq (every 30 s while open); its answer is an ``IqResult``."""
-        return self.query(keepalive_node(self._ids.next()))
+        """The keepalive iq (every 30 s while open); its answer is an ``IqResult``.
+
+        The same bytes ``query(keepalive_node(id))`` sends, written from a template:
+        only the id is encoded each time.
+        """
+        self._require_sendable()
+        iq_id = self._ids.next()
+        self._queue_payload(_KEEPALIVE.encode(iq_id))
+        self._queries.add(iq_id)
+        return iq_id, self.data_to_send()
 
     def next_id(self) -> str:
         """A fresh iq id."""
@@ -424,10 +435,18 @@ class ClientConnection:
             raise LocalProtocolError(f"client: the handshake is over in {self.state.name}")
         return self._noise
 
+    def _require_sendable(self) -> None:
+        if self.state not in (ClientState.PAIRING, ClientState.LOGGING_IN, ClientState.OPEN):
+            raise LocalProtocolError(f"client: cannot send a node in {self.state.name}")
+
     def _queue(self, node: BinaryNode) -> None:
+        self._queue_payload(encode_node(node))
+
+    def _queue_payload(self, payload: bytes) -> None:
+        """An encoded node, encrypted and framed into the outbox."""
         if self._transport is None:
             raise LocalProtocolError(f"client: no transport in {self.state.name}")
-        self._outbox += self._transport.send(encode_node(node))
+        self._outbox += self._transport.send(payload)
 
     def _read(self) -> ClientEvent | NeedData | None:
         if self._transport is None:

@@ -11,7 +11,7 @@ Since 0.1.0.
 from __future__ import annotations
 
 from actors.connection.binary.decoder import MAX_FRAME_SIZE, MAX_STRING_DEPTH, decode_node
-from actors.connection.binary.encoder import MAX_DEPTH, encode_node
+from actors.connection.binary.encoder import MAX_DEPTH, NodeTemplate, encode_node
 from actors.connection.binary.errors import DecodeError, EncodeError, JidError, MissingNodeError
 from actors.connection.binary.jid import (
     BROADCAST,
@@ -52,6 +52,7 @@ __all__ = [
     "Jid",
     "JidError",
     "MissingNodeError",
+    "NodeTemplate",
     "Tag",
     "decode_node",
     "encode_node",

@@ -18,6 +18,8 @@ Since 0.1.0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from actors.connection.binary.errors import EncodeError
 from actors.connection.binary.jid import AdJid, JidPair, wire_form
 from actors.connection.binary.node import BinaryNode
@@ -151,6 +153,44 @@ def _write_node(out: bytearray, node: BinaryNode, depth: int) -> None:
         raise _Failure(
             "", f"content must be None, str, bytes or a list, not {type(content).__name__}"
         )
+
+
+class NodeTemplate:
+    """The frame of a node whose every byte is fixed but one string's: written in pieces.
+
+    ``NodeTemplate(build)`` encodes ``build(marker)`` once and keeps the bytes before
+    and after the marker; ``encode(value)`` then gives exactly
+    ``encode_node(build(value))`` by writing ``value`` alone between them (for a
+    stanza sent again and again, such as the keepalive ping, whose only varying
+    part is its id). ``build`` must put its argument in one place only.
+
+    Since 0.2.0.
+    """
+
+    __slots__ = ("_head", "_tail")
+
+    #: Written as raw UTF-8 (not a token, packed or a JID): its bytes are unique.
+    _MARKER = "\x01node-template-marker\x01"
+
+    def __init__(self, build: Callable[[str], BinaryNode]) -> None:
+        whole = encode_node(build(self._MARKER))
+        piece = bytearray()
+        _write_string(piece, self._MARKER)
+        head, found, tail = whole.partition(bytes(piece))
+        if not found or piece in tail:
+            raise ValueError("the template's node must hold its value in exactly one place")
+        self._head = head
+        self._tail = tail
+
+    def encode(self, value: str) -> bytes:
+        """``encode_node(build(value))``; ``EncodeError`` for a value no frame can carry."""
+        out = bytearray(self._head)
+        try:
+            _write_string(out, value)
+        except _Failure as failure:
+            raise EncodeError("template", failure.reason) from None
+        out += self._tail
+        return bytes(out)
 
 
 def _write_long_list_start(out: bytearray, size: int) -> None:
