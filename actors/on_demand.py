@@ -14,7 +14,10 @@ sessions a process. This queue holds nothing but a few slots while empty:
   hands the items to ``handle`` one after another, in ``put`` order, and ends
   when none is left; so there is never more than one worker, and order is kept;
 - ``clear()`` drops every queued item (what a dead connection left behind); puts
-  still blocked for room then get in, in order, as if the worker had taken items.
+  still blocked for room then get in, in order, as if the worker had taken items;
+- ``close()`` (the owner is done: nothing will make room again) drops every queued
+  item and fails every blocked and later put with ``trio.BrokenResourceError``; a
+  worker handling an item finishes that one (or is cancelled with its owner).
 
 The queueing itself is ``runtime.mailbox.Mailbox``'s (bounded, FIFO admission of
 blocked senders, exact under cancellation), with the worker as its one receiver;
@@ -68,6 +71,8 @@ class OnDemandQueue(Generic[T]):
         """Queue ``item`` once fewer than ``capacity`` items wait; start the worker if idle."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._running:
+            if self._mailbox is not None and self._mailbox.closed:
+                raise trio.BrokenResourceError("the queue is closed")
             # Started before the item goes in: a spawn that fails (the owner's nursery
             # is closing) has queued nothing. The worker first runs after this put.
             self._spawn(self._work)
@@ -90,6 +95,12 @@ class OnDemandQueue(Generic[T]):
             mailbox.clear()
             self._drop_if_idle(mailbox)
 
+    def close(self) -> None:
+        """Drop every queued item; every blocked and later put raises ``BrokenResourceError``."""
+        if self._mailbox is None:
+            self._mailbox = Mailbox(self._capacity)  # kept closed: it refuses later puts
+        self._mailbox.close()
+
     async def _work(self) -> None:
         mailbox = self._mailbox
         assert mailbox is not None  # made by the put that started this worker
@@ -103,7 +114,8 @@ class OnDemandQueue(Generic[T]):
     def _drop_if_idle(self, mailbox: Mailbox[T]) -> None:
         # A worker that failed or was cancelled may leave items (or blocked puts):
         # they stay for the next put's worker.
-        if not self._running and not len(mailbox) and not mailbox.blocked_senders:
+        idle = not len(mailbox) and not mailbox.blocked_senders
+        if idle and not self._running and not mailbox.closed:
             self._mailbox = None
 
 

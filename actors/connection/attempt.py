@@ -31,7 +31,8 @@ a keepalive exchange then starts no task at all.
 
 ``query(node)`` sends an iq from any task and waits for its answer within a deadline:
 a map from iq id to waiter gets the answer from the read loop; no answer in time is
-a ``QueryTimeout``; an attempt that ends fails every waiter with ``ConnectionLost``.
+a ``QueryTimeout``; an attempt that ends fails every waiter with ``ConnectionLost``,
+and every sender still waiting for room in the writer's queue.
 The first of the tasks to see the end (a close, a protocol error, a lost socket)
 records the ``Outcome`` and cancels the others.
 
@@ -271,6 +272,7 @@ class Attempt:
         waiters, self._waiters = self._waiters, {}
         for receipt in waiters.values():
             receipt.fail(ConnectionLost(outcome.code, outcome.detail))
+        self._outbound.close()  # a sender waiting for room would wait for ever
         assert self._nursery is not None  # set by run before any task starts
         self._nursery.cancel_scope.cancel()
 
@@ -289,7 +291,7 @@ class Attempt:
                 raise ConnectionLost(self._outcome.code, self._outcome.detail)
             data = produce()
             if data:
-                await self._outbound.put(data)
+                await self._queue_frame(data)
 
     async def _send_from_reader(self, produce: Callable[[], bytes]) -> None:
         """``send_with`` for the read loop: writes itself when the writer has nothing queued.
@@ -305,9 +307,16 @@ class Attempt:
             if not data:
                 return
             if self._outbound.running or len(self._outbound):
-                await self._outbound.put(data)
+                await self._queue_frame(data)
             else:
                 await self._write(data)
+
+    async def _queue_frame(self, data: bytes) -> None:
+        try:
+            await self._outbound.put(data)
+        except trio.BrokenResourceError:
+            assert self._outcome is not None  # closed by _end only
+            raise ConnectionLost(self._outcome.code, self._outcome.detail) from None
 
     def next_id(self) -> str:
         """A fresh stanza id of this connection."""

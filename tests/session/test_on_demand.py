@@ -256,3 +256,40 @@ async def test_items_left_by_a_cancelled_worker_go_first_to_the_next_worker() ->
         nurseries.append(second)
         await queue.put(4)
     assert gate.done == [2, 3, 4] and not queue.running and queue._mailbox is None
+
+
+async def test_close_drops_queued_items_and_fails_blocked_and_later_puts() -> None:
+    """close(): queued items are dropped, blocked and later puts raise BrokenResourceError."""
+    gate = Gate()
+    failed: list[int] = []
+
+    async def put_or_fail(item: int) -> None:
+        try:
+            await queue.put(item)
+        except trio.BrokenResourceError:
+            failed.append(item)
+
+    async with trio.open_nursery() as nursery:
+        queue = OnDemandQueue[int](gate.handle, nursery.start_soon, capacity=1)
+        await _fill_behind_the_worker(queue, 0, 1)
+        for item in (2, 3):
+            nursery.start_soon(put_or_fail, item)
+            await trio.testing.wait_all_tasks_blocked()
+        queue.close()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(failed) == [2, 3] and len(queue) == 0
+        gate.open.set()
+    assert gate.done == [0] and not queue.running
+    with pytest.raises(trio.BrokenResourceError):
+        await queue.put(4)
+    assert gate.done == [0] and not queue.running
+
+
+async def test_an_idle_queue_once_closed_refuses_puts_and_starts_no_worker() -> None:
+    """close() on a queue with no worker: a later put raises and spawns nothing."""
+    started: list[object] = []
+    queue = OnDemandQueue[int](ignore, started.append, capacity=4)
+    queue.close()
+    with pytest.raises(trio.BrokenResourceError):
+        await queue.put(1)
+    assert started == [] and len(queue) == 0
