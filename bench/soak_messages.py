@@ -124,6 +124,7 @@ class World:
     sent: dict[str, str] = field(default_factory=dict)  # id -> text
     seen: dict[str, int] = field(default_factory=dict)  # id -> times emitted
     replies: dict[str, str] = field(default_factory=dict)  # reply id -> id it echoes
+    opens: int = 0  # runs that reached open
     logs: Path | None = None
 
 
@@ -219,6 +220,7 @@ def record(world: World, line: dict[str, Any], outcome: RunOutcome, nursery: tri
     elif event == "open":
         outcome.opened = True
         outcome.stage = "open"
+        world.opens += 1
         world.bot_device = str(line.get("me") or world.bot_device)
     elif event == "message":
         outcome.messages += 1
@@ -342,8 +344,13 @@ async def soak(
 
 async def watch_drain(world: World, drained: trio.Event) -> None:
     """Set ``drained`` once every sent id was emitted and the bot's queue is empty, or once
-    nothing moved for ``DRAIN_IDLE`` s, or after ``DRAIN_LIMIT`` s."""
-    last = (-1, -1)
+    nothing moved for ``DRAIN_IDLE`` s since the run opened, or after ``DRAIN_LIMIT`` s.
+
+    The idle time counts from the run's open, not from its spawn: under load a child
+    can take longer than ``DRAIN_IDLE`` to start, and was then stopped right after its
+    open with the whole backlog still queued."""
+    opens = world.opens
+    last = (-1, -1, -1)
     idle_since = trio.current_time()
     with trio.move_on_after(DRAIN_LIMIT):
         while not drained.is_set():
@@ -351,10 +358,10 @@ async def watch_drain(world: World, drained: trio.Event) -> None:
             pending = pending_ids(world)
             if not missing and not pending and replies_settled(world):
                 break
-            now = (len(world.seen), len(pending))
+            now = (len(world.seen), len(pending), world.opens)
             if now != last:
                 last, idle_since = now, trio.current_time()
-            elif world.bot_device and trio.current_time() - idle_since > DRAIN_IDLE:
+            elif world.opens > opens and trio.current_time() - idle_since > DRAIN_IDLE:
                 break  # nothing moves: what is queued waits for the next login
             await trio.sleep(0.05)
     drained.set()

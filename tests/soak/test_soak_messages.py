@@ -23,12 +23,14 @@ import pytest
 import trio
 
 from bench.soak_messages import (
+    DRAIN_IDLE,
     MessageTally,
     World,
     print_summary,
     run_backlog,
     run_soak,
     settle,
+    watch_drain,
 )
 
 KILLS = 30
@@ -77,6 +79,23 @@ def test_a_reply_that_did_not_decrypt_or_differs_is_a_failure() -> None:
     tally = world.tally
     assert (tally.replies_ok, tally.reply_failures, tally.retry_receipts_from_contact) == (1, 2, 1)
     assert tally.lost == 0 and tally.bad == 3
+
+
+async def test_the_drain_waits_for_the_open_before_it_counts_idle_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A final run slow to start is not stopped as idle: the idle time counts from its open."""
+    world = _world(pending=["B"], contact_messages=[])
+    world.sent = {"B": "m1"}
+    drained = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_drain, world, drained)
+        await trio.sleep(DRAIN_IDLE * 3)  # the child still starting up
+        assert not drained.is_set()
+        world.opens += 1
+        opened = trio.current_time()
+        await drained.wait()
+    assert DRAIN_IDLE < trio.current_time() - opened < DRAIN_IDLE + 1
 
 
 @pytest.mark.slow
