@@ -151,25 +151,19 @@ class FleetRunner:
     # -- one round --------------------------------------------------------------------
 
     async def _round(self, nursery: trio.Nursery) -> None:
-        fleet = self.fleet
         if self._leaving:
             await trio.lowlevel.checkpoint()
             return
         now = trio.current_time()
         self._avoid = {a: t for a, t in self._avoid.items() if t > now}
         try:
-            await self._sql(lambda c: join(c, self.owner, fleet.capacity, fleet.lease_ttl))
-            avoid = sorted(self._avoid)
-            claims = await self._sql(
-                lambda c: claim(
-                    c, self.owner, fleet.capacity, fleet.lease_ttl, fleet.lease_ttl, avoid
-                )
-            )
-            surplus = 0
-            if fleet.rebalance:
-                surplus = (
-                    await self._sql(lambda c: balance(c, self.owner, fleet.capacity))
-                ).surplus
+            # Shielded (each statement is bounded by its timeouts): the leases a claim
+            # statement took must reach _start, which opens them or, once the runtime
+            # stops, hands them back. A round that waited behind leave() for the
+            # connection used to claim as the runtime stopped and be cancelled before
+            # _start: those leases stayed live for a TTL after a clean stop.
+            with trio.CancelScope(shield=True):
+                claims, surplus = await self._claim()
         except (psycopg.Error, StoreError) as exc:
             self._round_errors += 1
             self._log.warning("fleet_round_failed", error=repr(exc))
@@ -181,6 +175,31 @@ class FleetRunner:
         if surplus:
             self._shed(surplus)
         self._bump()
+
+    async def _claim(self) -> tuple[list[Claim], int]:
+        """Renew membership, claim, and ask how many leases to hand back (``balance``)."""
+        fleet = self.fleet
+        avoid = sorted(self._avoid)
+
+        def claim_unless_leaving(conn: Any) -> list[Claim]:
+            # Read when the statement runs: leave() may have had the connection first.
+            if self._leaving:
+                return []
+            return claim(conn, self.owner, fleet.capacity, fleet.lease_ttl, fleet.lease_ttl, avoid)
+
+        await self._sql(lambda c: join(c, self.owner, fleet.capacity, fleet.lease_ttl))
+        claims: list[Claim] = await self._sql(claim_unless_leaving)
+        surplus = 0
+        if fleet.rebalance:
+            try:
+                found = await self._sql(lambda c: balance(c, self.owner, fleet.capacity))
+            except (psycopg.Error, StoreError) as exc:
+                # The claims stand: their leases are ours and must be taken up.
+                self._log.warning("fleet_balance_failed", error=repr(exc))
+                self._drop_connection()
+            else:
+                surplus = found.surplus
+        return claims, surplus
 
     async def _start(self, taken: Claim, nursery: trio.Nursery) -> None:
         fleet = self.fleet

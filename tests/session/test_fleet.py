@@ -7,6 +7,7 @@ by the server's clock.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -183,3 +184,34 @@ async def test_a_logged_out_account_is_retired_and_not_claimed_again(postgres_ds
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         assert [(a.account, a.state) for a in fleet_accounts(conn)] == [("alice", "logged_out")]
     assert await register_account(postgres_dsn, "alice") is AddOutcome.REACTIVATED
+
+
+async def test_a_claim_that_returns_as_the_runtime_is_cancelled_is_handed_back(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime is cancelled while a claim statement runs: the lease it took is released.
+
+    The statement's thread cannot be cancelled; it returns the claim after the stop has
+    begun, and the stop must still hand that lease back (it used to stay live a TTL).
+    """
+    import runtime.fleet_runner as fleet_runner
+
+    await register_account(postgres_dsn, "carol")
+    claiming, cancelled = threading.Event(), threading.Event()
+    real_claim = fleet_runner.claim
+
+    def claim(conn: Any, *args: Any) -> Any:
+        claiming.set()
+        cancelled.wait(10)
+        return real_claim(conn, *args)
+
+    monkeypatch.setattr(fleet_runner, "claim", claim)
+    async with open_memory_sandbox() as sb:
+        with trio.CancelScope() as scope:
+            async with open_runtime(_template(sb, postgres_dsn, claim_interval=0.1)):
+                await trio.to_thread.run_sync(claiming.wait, 10)
+                scope.cancel()
+                cancelled.set()
+                await trio.sleep_forever()
+    leases = _sql(postgres_dsn, "SELECT account, epoch, released FROM baileys_leases")
+    assert leases == [("carol", 1, True)]
