@@ -30,7 +30,7 @@ Once the closure is known (the peer's Close, ours, or the stream's end), every
 
 Memory: the HTTP parser (h11) is dropped once the connection is open, and no message
 buffer is kept between messages, so an idle connection holds wsproto's frame parser
-and little else.
+and little else; a ``next_message`` with no new bytes since the last one returns at once.
 
 Since 0.2.0.
 """
@@ -150,6 +150,9 @@ class WebSocketClient:
         self._ws: Connection | None = None
         self._parts: list[bytes] = []
         self._size = 0
+        # Bytes fed to wsproto that its events have not gone through yet: without
+        # them a ``next_message`` has nothing to parse and asks wsproto nothing.
+        self._unread = False
         self._outbox = self._handshake.send(
             Request(host=endpoint.host_header, target=endpoint.target, extra_headers=extra_headers)
         )
@@ -200,6 +203,7 @@ class WebSocketClient:
             self._receive_handshake(data)
         elif self._ws is not None:
             self._ws.receive_data(data)
+            self._unread = True
 
     def connection_lost(self, detail: str = "") -> None:
         """The stream ended (``detail`` says how, if not a clean end of file)."""
@@ -221,7 +225,7 @@ class WebSocketClient:
         ``WebSocketClosed`` once the connection is over. While CLOSING it still
         reads (messages are dropped) so that the peer's Close is seen.
         """
-        if self._ws is None or self.state is WebSocketState.CLOSED:
+        if self._ws is None or self.state is WebSocketState.CLOSED or not self._unread:
             self._raise_if_over()
             return None
         for event in self._ws.events():
@@ -236,6 +240,8 @@ class WebSocketClient:
                 self._on_close(event)
                 break
             # A Pong answers a ping we never send: nothing to do.
+        else:
+            self._unread = False  # every byte fed so far is parsed (or waits for more)
         self._raise_if_over()
         return None
 
@@ -265,6 +271,7 @@ class WebSocketClient:
                 self._ws = self._handshake.connection
                 self._handshake = None
                 self.state = WebSocketState.OPEN
+                self._unread = True  # frames may have come with the 101
                 return
             if isinstance(event, RejectConnection):
                 self._handshake = None

@@ -138,6 +138,26 @@ def test_the_upgrade_answer_is_read_byte_by_byte_and_later_bytes_are_kept() -> N
     assert ws.next_message() == b"first"
 
 
+def test_messages_that_came_in_one_read_with_the_101_are_all_read() -> None:
+    """The 101 and two messages in one chunk: both messages, in order, then nothing."""
+    ws = client()
+    server = WSConnection(ConnectionType.SERVER)
+    server_events(server, ws.data_to_send())
+    answer = server.send(AcceptConnection()) + server.send(BytesMessage(data=b"first"))
+    ws.receive_data(answer + server.send(BytesMessage(data=b"second")))
+    assert [ws.next_message(), ws.next_message(), ws.next_message()] == [b"first", b"second", None]
+
+
+def test_messages_that_came_in_one_read_are_all_read_before_more_arrive() -> None:
+    """Three messages in one read: three next_message calls give them without new bytes."""
+    ws, server = opened()
+    chunk = b"".join(server.send(BytesMessage(data=bytes([n]))) for n in range(3))
+    ws.receive_data(chunk)
+    assert [ws.next_message() for _ in range(4)] == [b"\x00", b"\x01", b"\x02", None]
+    ws.receive_data(server.send(BytesMessage(data=b"later")))
+    assert ws.next_message() == b"later"
+
+
 @pytest.mark.parametrize(("status", "text"), [(403, "HTTP 403 Forbidden"), (599, "HTTP 599")])
 def test_a_refused_upgrade_names_the_status(status: int, text: str) -> None:
     """Any status but 101 is a WebSocketHandshakeError carrying it."""
