@@ -77,7 +77,7 @@ from actors.connection.client_state import (
 )
 from actors.connection.errors import RemoteProtocolError, UntrustedServerError
 from actors.connection.prekeys import MIN_PREKEY_COUNT, PRE_KEY_TYPE, upload_count
-from actors.connection.transport import Channel
+from actors.connection.transport import Channel, take_lock
 from actors.errors import ConnectionLost, QueryTimeout, TransportClosed
 from actors.events import connection_open, connection_paired
 from actors.on_demand import OnDemandQueue
@@ -299,17 +299,23 @@ class Attempt:
         The read loop is cancelled only with the whole attempt, so its write cannot
         tear a frame of a connection that lives on; writing in place spares a writer
         task per keepalive, pong and ack. Behind queued frames it queues, in order.
+        A free lock is taken without ``acquire``'s trip through the scheduler: the
+        write or the put is this call's checkpoint.
         """
-        async with self._send_lock:
+        lock = self._send_lock
+        await take_lock(lock)
+        try:
             if self._outcome is not None:
                 raise ConnectionLost(self._outcome.code, self._outcome.detail)
             data = produce()
             if not data:
-                return
-            if self._outbound.running or len(self._outbound):
+                await trio.lowlevel.checkpoint()
+            elif self._outbound.running or len(self._outbound):
                 await self._queue_frame(data)
             else:
                 await self._write(data)
+        finally:
+            lock.release()
 
     async def _queue_frame(self, data: bytes) -> None:
         try:

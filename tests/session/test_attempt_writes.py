@@ -16,6 +16,7 @@ import trio.testing
 
 from actors.connection.attempt import Attempt, AttemptHost, AttemptTimers
 from actors.connection.binary import BinaryNode
+from actors.connection.transport import take_lock
 from tests.protocol.test_client import open_connection, paired_creds
 
 
@@ -90,3 +91,28 @@ async def test_a_read_loop_frame_waits_behind_the_frames_the_writer_holds(
         await trio.testing.wait_all_tasks_blocked()
     received = [node for frame in channel.frames for node in server.receive(frame)[1]]
     assert received == [stanza(1), stanza(2), stanza(3)]
+
+
+async def test_take_lock_takes_a_free_lock_in_place_and_waits_for_a_held_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Free: taken with no checkpoint (a task started before has not run). Held: it waits."""
+    lock = trio.Lock()
+    order: list[str] = []
+
+    async def other() -> None:
+        order.append("other ran")
+        async with lock:
+            await trio.sleep(1)
+            order.append("other released")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await take_lock(lock)
+        order.append("took the free lock")
+        lock.release()
+        await trio.testing.wait_all_tasks_blocked()  # other holds it now, for 1 s
+        await take_lock(lock)
+        order.append("took it after other")
+        lock.release()
+    assert order == ["took the free lock", "other ran", "other released", "took it after other"]
