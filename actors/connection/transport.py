@@ -106,6 +106,7 @@ class _WebSocketChannel:
         self._send_lock = trio.Lock()
         self._receiving = False
         self._closed = False
+        self._held: bytes | None = None  # a message taken when a cancel came
 
     def __repr__(self) -> str:
         return f"WebSocketChannel({self._ws.state.value})"
@@ -124,6 +125,14 @@ class _WebSocketChannel:
             lock.release()
 
     async def receive(self) -> bytes:
+        # A cancel is taken here, before a message is taken from the core: once one
+        # is, this call returns it, or keeps it for the next (a message lost to a
+        # cancel would break the Noise counter of every frame after it).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        held, self._held = self._held, None
+        if held is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return held
         self._receiving = True
         checkpointed = False  # each call is one checkpoint at least, as trio's receives are
         try:
@@ -133,12 +142,14 @@ class _WebSocketChannel:
                 except WebSocketClosed as exc:
                     await self._flush_quietly()
                     raise TransportClosed(str(exc)) from None
-                if self._ws.has_data_to_send:  # a pong
+                if self._ws.has_data_to_send:  # a pong, which a cancel may interrupt
+                    self._held = message
                     await self._flush()
+                    self._held = None
                     checkpointed = True
                 if message is not None:
                     if not checkpointed:
-                        await trio.lowlevel.checkpoint()
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     return message
                 await self._read()
                 checkpointed = True

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, BytesMessage, Request
+from wsproto.events import AcceptConnection, BytesMessage, Ping, Request
 
 from actors.connection.transport import ORIGIN, Channel, WebSocketTransport
 from actors.errors import TransportClosed
@@ -311,6 +311,53 @@ async def test_a_cancelled_receive_leaves_the_channel_usable() -> None:
                 assert await channel.receive() == b"late"
             with trio.fail_after(10):
                 await channel.aclose()
+
+
+async def test_a_receive_cancelled_when_a_message_is_already_read_loses_nothing() -> None:
+    """Two messages in one write: the first read, then a cancelled receive; the second stays."""
+
+    async def two_at_once(stream: trio.SocketStream) -> None:
+        ws = await accept_upgrade(stream)
+        await stream.send_all(
+            ws.send(BytesMessage(data=b"one")) + ws.send(BytesMessage(data=b"two"))
+        )
+        await trio.sleep_forever()
+
+    async with raw_server(two_at_once) as port:
+        async with WebSocketTransport(disconnect_timeout=0.5).connect(url(port)) as channel:
+            with trio.fail_after(10):
+                assert await channel.receive() == b"one"
+            with trio.CancelScope() as scope:
+                scope.cancel()  # a deadline that passed while the reader handled "one"
+                await channel.receive()
+            assert scope.cancelled_caught
+            with trio.fail_after(10):
+                assert await channel.receive() == b"two"
+
+
+async def test_a_receive_cancelled_while_it_answers_a_ping_keeps_the_message_it_took() -> None:
+    """A ping, then a message, in one write; the pong's write is cut short: the message stays."""
+
+    async def message_and_ping(stream: trio.SocketStream) -> None:
+        ws = await accept_upgrade(stream)
+        await stream.send_all(ws.send(Ping(b"p")) + ws.send(BytesMessage(data=b"kept")))
+        await trio.sleep_forever()
+
+    async with raw_server(message_and_ping) as port:
+        async with WebSocketTransport(disconnect_timeout=0.5).connect(url(port)) as channel:
+            flush = channel._flush  # type: ignore[attr-defined]  # the pong's write
+
+            async def slow_flush() -> None:
+                await trio.sleep(5)  # a socket slow to take the pong
+                await flush()
+
+            channel._flush = slow_flush  # type: ignore[attr-defined]
+            with trio.move_on_after(0.2) as scope:
+                await channel.receive()
+            assert scope.cancelled_caught
+            channel._flush = flush  # type: ignore[attr-defined]
+            with trio.fail_after(10):
+                assert await channel.receive() == b"kept"
 
 
 async def test_send_and_receive_from_two_tasks_at_once() -> None:
