@@ -14,6 +14,12 @@ leader, so no task is stuck leading forever under continuous load. A group is th
 everything queued while the previous write was in flight, however slowly the
 callers produce it (a burst of 10,000 creds commits is two or three writes).
 
+A group may be written on the Trio thread itself instead (``inline_below``, see
+``stores.writer_thread``): when no other task is runnable and the writes of late were
+short, handing the write to the thread and its outcome back would cost the committing
+task two thread wake-ups, most of a one-writer commit's latency. Same write, same
+order, same outcomes; the loop is blocked for that one short write.
+
 Group size is bounded by bytes (``max_group_bytes``, measured by ``item_size``;
 ``replaceable`` items count nothing, as all but one per group are never written)
 and, as a sanity bound only, by count (``max_group``): a burst of small items is
@@ -55,7 +61,7 @@ from typing import Generic, TypeVar
 import trio
 
 from stores.errors import DurabilityError, StoreClosedError, StoreReadOnlyError
-from stores.writer_thread import DEFAULT_IDLE_EXIT, WriterThread
+from stores.writer_thread import DEFAULT_IDLE_EXIT, DEFAULT_INLINE_BELOW, WriterThread
 
 T = TypeVar("T")
 
@@ -97,6 +103,8 @@ class GroupCommitStatistics:
     read_only: bool
     coalesced: int = 0
     """Items acknowledged without being written: a later item of their group superseded them."""
+    written_here: int = 0
+    """Of ``groups``, those written on the Trio thread itself (``inline_below``)."""
 
 
 class _Waiter(Generic[T]):
@@ -132,6 +140,7 @@ class GroupCommitter(Generic[T]):
         replaceable: ItemTest[T] | None = None,
         supersedes: ItemTest[T] | None = None,
         idle_exit: float = DEFAULT_IDLE_EXIT,
+        inline_below: float = DEFAULT_INLINE_BELOW,
     ) -> None:
         if max_group < 1 or max_group_bytes < 1:
             raise ValueError("max_group and max_group_bytes must be at least 1")
@@ -139,7 +148,7 @@ class GroupCommitter(Generic[T]):
             raise ValueError("replaceable and supersedes go together")
         self._write_group = write_group
         self._thread: WriterThread[None] = WriterThread(
-            f"baileys-trio writer {location}", idle_exit=idle_exit
+            f"baileys-trio writer {location}", idle_exit=idle_exit, inline_below=inline_below
         )
         self._apply = apply
         self._prepare = prepare
@@ -199,6 +208,7 @@ class GroupCommitter(Generic[T]):
             queued=len(self._queue),
             read_only=self.read_only,
             coalesced=self._coalesced,
+            written_here=self._thread.calls_here,
         )
 
     async def commit(self, item: T) -> int:
@@ -281,10 +291,17 @@ class GroupCommitter(Generic[T]):
     async def _write(self, group: list[_Waiter[T]]) -> None:
         items, acked_by = self._coalesce([w.item for w in group])
         try:
-            # Queued before any checkpoint, and waited for without abort (a shield).
-            self._thread.submit(partial(self._write_group, items))
-            early = self._prepare_quietly(items)
-            written: Sequence[int] = await trio.lowlevel.wait_task_rescheduled(_not_abortable)
+            written: Sequence[int]
+            if self._thread.may_run_here():
+                written = self._thread.run_here(partial(self._write_group, items))
+                early = self._prepare_quietly(items)
+                # The thread path's park, without its cancellation: the write is durable.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                # Queued before any checkpoint, and waited for without abort (a shield).
+                self._thread.submit(partial(self._write_group, items))
+                early = self._prepare_quietly(items)
+                written = await trio.lowlevel.wait_task_rescheduled(_not_abortable)
             if early is not None:
                 raise early  # only now: the write had to end before anything else
             if len(written) != len(items):

@@ -22,6 +22,18 @@ The thread starts with the first call and ends after ``idle_exit`` seconds witho
 work, or at ``close()`` (after the calls already queued, and after the ``then``
 given to it); an owner that never closes leaves no thread behind for long.
 
+Calls on the Trio thread itself (optional, ``inline_below`` seconds): handing a call to
+the thread and its outcome back costs two thread wake-ups, tens of microseconds each on
+a VM, which is most of a small commit's latency when one writer waits for each of its
+commits in turn. ``may_run_here()`` says when a call may run on the calling Trio thread
+instead (``run_here``): nothing is queued on or running on the thread, no other Trio
+task is runnable (so nobody waits behind the blocked loop, and concurrent commits still
+reach the thread and form groups there), and the calls of late took less than
+``inline_below`` (a moving average of the measured durations, calls here and on the
+thread alike; until one call was measured, none runs here). The loop is then blocked
+for one short call when it had nothing else to run: on a disk whose fsync is slow the
+average is high and every call goes to the thread.
+
 Cancellation: a queued call runs to the end by default (a half-finished fsync cannot
 be abandoned) and a cancelled caller sees its cancellation at its next checkpoint.
 ``run(fn, cancellable=True)`` is for calls whose outcome nobody needs after a
@@ -35,6 +47,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -43,7 +56,13 @@ import trio
 
 from stores.errors import StoreClosedError
 
-__all__ = ["DEFAULT_IDLE_EXIT", "DEFAULT_MAX_GROUP_BYTES", "WriteItems", "WriterThread"]
+__all__ = [
+    "DEFAULT_IDLE_EXIT",
+    "DEFAULT_INLINE_BELOW",
+    "DEFAULT_MAX_GROUP_BYTES",
+    "WriteItems",
+    "WriterThread",
+]
 
 T = TypeVar("T")
 G = TypeVar("G")
@@ -53,6 +72,16 @@ DEFAULT_IDLE_EXIT = 5.0
 
 DEFAULT_MAX_GROUP_BYTES = 8 << 20
 """A group of items holds at most about this many bytes (always at least one item)."""
+
+DEFAULT_INLINE_BELOW = 0.001
+"""Seconds: calls whose recent average took less may run on the Trio thread (see above).
+
+A millisecond: about what the loop spends anyway on the Python side of a few commits,
+and far below anything a peer or a timer of ours would notice.
+"""
+
+_RECENT_WEIGHT = 0.25
+"""Weight of the newest duration in the moving average (one slow call counts at once)."""
 
 WriteItems = Callable[[Sequence[G]], Sequence[outcome.Outcome[Any]]]
 """Blocking, on the thread: handle a group of items, return one outcome per item."""
@@ -87,8 +116,16 @@ class WriterThread(Generic[G]):
         write_group: WriteItems[G] | None = None,
         size: Callable[[G], int] | None = None,
         max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
+        inline_below: float = 0.0,
     ) -> None:
+        if inline_below < 0:
+            raise ValueError("inline_below must not be negative")
         self.name = name
+        self._inline_below = inline_below
+        self._recent = float("inf")
+        """Moving average of call durations (seconds); infinite until one was measured."""
+        self._pending = 0
+        """Calls queued for the thread and not yet run or skipped by it (under ``_lock``)."""
         self._idle_exit = idle_exit
         self._write_group = write_group
         self._size = size
@@ -109,6 +146,8 @@ class WriterThread(Generic[G]):
         self._then: Callable[[], None] | None = None
         self.calls = 0
         """Calls and groups run since the writer was made (for statistics and tests)."""
+        self.calls_here = 0
+        """Of ``calls``, those run on the Trio thread itself (``run_here``)."""
         self.threads_started = 0
 
     @property
@@ -146,6 +185,32 @@ class WriterThread(Generic[G]):
         """
         self._queue(fn, _NOT_AN_ITEM)
 
+    def may_run_here(self) -> bool:
+        """Whether a call may run on this Trio thread now (see the module docstring)."""
+        return (
+            self._recent < self._inline_below
+            and self._pending == 0
+            and not self._closed
+            and trio.lowlevel.current_statistics().tasks_runnable == 0
+        )
+
+    @trio.lowlevel.enable_ki_protection  # a Ctrl+C must not land between write and fsync
+    def run_here(self, fn: Callable[[], T]) -> T:
+        """Blocking, on the Trio thread: run ``fn()`` now, timed like a thread call.
+
+        Only when ``may_run_here()`` said so, with no checkpoint since: the thread is
+        then idle and stays so, as only the Trio thread queues calls.
+        """
+        if self._closed:
+            raise StoreClosedError(f"{self.name}: the writer thread is closed")
+        self.calls += 1
+        self.calls_here += 1
+        started = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self._observe(time.perf_counter() - started)
+
     def close(self, then: Callable[[], None] | None = None) -> None:
         """End the thread once the queued calls ran, running ``then`` last on it.
 
@@ -172,9 +237,21 @@ class WriterThread(Generic[G]):
             if self._closed:
                 raise StoreClosedError(f"{self.name}: the writer thread is closed")
             self._calls.put(call)
+            self._pending += 1
             if self._running is None:
                 self._start()
         return call
+
+    def _observe(self, seconds: float) -> None:
+        recent = self._recent
+        self._recent = (
+            seconds if recent == float("inf") else recent + _RECENT_WEIGHT * (seconds - recent)
+        )
+
+    def _settled(self, count: int) -> None:
+        """The thread is done with ``count`` calls (before their outcomes are handed back)."""
+        with self._lock:
+            self._pending -= count
 
     def _start(self) -> None:
         self.threads_started += 1
@@ -188,10 +265,16 @@ class WriterThread(Generic[G]):
         while (calls := self._take()) is not None:
             self.calls += 1
             fn = calls[0].fn
+            started = time.perf_counter()
             if fn is not None:
-                _reply(calls[0].token, _deliver, calls[0], outcome.capture(fn))
+                result = outcome.capture(fn)
+                self._observe(time.perf_counter() - started)
+                self._settled(1)
+                _reply(calls[0].token, _deliver, calls[0], result)
             else:
                 results = self._write_items(calls)
+                self._observe(time.perf_counter() - started)
+                self._settled(len(calls))
                 self._delivered.clear()
                 if not _reply(calls[0].token, self._deliver_group, calls, results):
                     self._delivered.set()
@@ -230,6 +313,7 @@ class WriterThread(Generic[G]):
                 return None
             if not call.abandoned:
                 break
+            self._settled(1)
         if call.fn is not None:
             return [call]
         # Let Trio end the turn that got the last group's outcomes: what it queues

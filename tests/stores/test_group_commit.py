@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 import trio
@@ -339,3 +339,102 @@ async def test_a_failing_apply_fails_its_group_and_turns_read_only() -> None:
     assert c.read_only
     with pytest.raises(StoreReadOnlyError):
         await c.commit("b")
+
+
+# --- writes on the Trio thread itself (inline_below) --------------------------------------
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the times one task is scheduled to run again."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.count = 0
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.count += 1
+
+
+class ThreadLog(FakeLog):
+    """A FakeLog that also notes which thread wrote each group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def write(self, items: Sequence[str]) -> list[int]:
+        self.threads.append(threading.get_ident())
+        return super().write(items)
+
+
+async def test_a_lone_writer_commits_on_the_trio_thread_once_writes_are_quick() -> None:
+    """The first write is timed on the writer thread; the next ones skip the two handoffs."""
+    log = ThreadLog()
+    c = GroupCommitter(log.write, location="fake", apply=log.apply, inline_below=1.0)
+    seqs = [await c.commit(f"c{i}") for i in range(5)]
+    here = threading.get_ident()
+    assert seqs == [1, 2, 3, 4, 5]
+    assert log.applied == ["c0", "c1", "c2", "c3", "c4"]
+    assert log.threads[0] != here and log.threads[1:] == [here] * 4
+    stats = c.statistics()
+    assert (stats.commits, stats.groups, stats.written_here) == (5, 5, 4)
+    await c.aclose()
+
+
+async def test_concurrent_commits_still_form_groups_on_the_writer_thread() -> None:
+    """With other committers runnable the leader hands off, and they join the next group."""
+    log = ThreadLog()
+    c = GroupCommitter(log.write, location="fake", apply=log.apply, inline_below=1.0)
+    await c.commit("warm")
+    await c.commit("warm again")  # written here
+    async with trio.open_nursery() as nursery:
+        for i in range(32):
+            nursery.start_soon(c.commit, f"w{i}")
+    stats = c.statistics()
+    assert stats.commits == 34
+    assert stats.groups <= 2 + 3, log.groups
+    assert sorted(log.applied[2:]) == sorted(f"w{i}" for i in range(32))
+    await c.aclose()
+
+
+async def test_a_failed_write_here_fails_its_group_and_turns_read_only() -> None:
+    log = ThreadLog()
+    c = GroupCommitter(log.write, location="fake", apply=log.apply, inline_below=1.0)
+    await c.commit("ok")
+    log.fail_next = True
+    with pytest.raises(DurabilityError):
+        await c.commit("lost")
+    assert log.threads[-1] == threading.get_ident()
+    assert c.read_only and log.applied == ["ok"]
+    with pytest.raises(StoreReadOnlyError):
+        await c.commit("after")
+    await c.aclose()
+
+
+async def test_a_commit_written_here_is_a_schedule_point_that_cannot_be_cancelled() -> None:
+    """The committer yields after a write here (others may run), and a cancel arriving
+    during the write does not undo the acknowledgement: it is seen at the next checkpoint."""
+    log = ThreadLog()
+    hooks: list[Callable[[], None]] = []
+
+    def write(items: Sequence[str]) -> list[int]:
+        for hook in hooks:
+            hook()
+        return log.write(items)
+
+    c = GroupCommitter(write, location="fake", apply=log.apply, inline_below=1.0)
+    await c.commit("warm")
+    steps = StepCounter(trio.lowlevel.current_task())
+    acknowledged: list[int] = []
+    with trio.CancelScope() as scope:
+        hooks.append(scope.cancel)
+        trio.lowlevel.add_instrument(steps)
+        acknowledged.append(await c.commit("during"))
+        trio.lowlevel.remove_instrument(steps)
+        await trio.lowlevel.checkpoint()
+    assert steps.count == 1  # it was rescheduled once: one schedule point
+    assert scope.cancelled_caught
+    assert acknowledged == [2] and log.applied == ["warm", "during"]
+    assert log.threads[-1] == threading.get_ident()
+    await c.aclose()

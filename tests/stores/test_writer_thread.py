@@ -190,3 +190,115 @@ async def test_close_runs_then_last_on_the_thread_and_join_waits_for_it() -> Non
     writer.close(then=lambda: seen.append(f"then on {threading.current_thread().name}"))
     await trio.to_thread.run_sync(writer.join, 10)
     assert seen == ["call", "then on then"]
+
+
+# --- calls on the Trio thread itself (inline_below) ---------------------------------------
+
+
+async def warmed(writer: WriterThread[Any]) -> None:
+    """One quick call on the thread, so the writer has measured how long calls take."""
+    await writer.run(lambda: None)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_call_runs_here_only_after_calls_were_measured_fast() -> None:
+    """Until one call was timed nothing runs here; then a quick call runs on Trio's thread."""
+    writer = WriterThread("here", inline_below=1.0)
+    assert not writer.may_run_here()  # nothing measured yet: the thread first
+    await warmed(writer)
+    assert writer.may_run_here()
+    ran_on = writer.run_here(threading.get_ident)
+    assert ran_on == threading.get_ident()
+    assert (writer.calls, writer.calls_here) == (2, 1)
+    writer.close()
+
+
+async def test_inline_below_zero_never_runs_a_call_here() -> None:
+    writer = WriterThread("never")
+    await warmed(writer)
+    assert not writer.may_run_here()
+    writer.close()
+
+
+async def test_no_call_runs_here_while_another_task_is_runnable() -> None:
+    """A runnable task would wait behind the blocked loop (and its commit join no group)."""
+    writer = WriterThread("busy loop", inline_below=1.0)
+    await warmed(writer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.sleep, 0)  # runnable until this task checkpoints
+        assert not writer.may_run_here()
+    assert writer.may_run_here()
+    writer.close()
+
+
+async def test_no_call_runs_here_while_the_thread_has_one_queued_or_running() -> None:
+    """Calls never overlap: a call here waits until the thread's calls are all done."""
+    writer = WriterThread("overlap", inline_below=1.0)
+    await warmed(writer)
+    gate = threading.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run, partial(gate.wait, 10))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not writer.may_run_here()
+        gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert writer.may_run_here()
+    writer.close()
+
+
+async def test_slow_calls_send_the_next_calls_to_the_thread_until_calls_are_quick_again() -> None:
+    """The average of recent durations decides: one slow call counts at once, then decays."""
+    writer = WriterThread("slow disk", inline_below=0.005)
+    await warmed(writer)
+    assert writer.may_run_here()
+    writer.run_here(partial(threading.Event().wait, 0.1))  # a disk hiccup, here
+    assert not writer.may_run_here()
+    for _ in range(40):
+        await writer.run(lambda: None)
+        if writer.may_run_here():
+            break
+    assert writer.may_run_here()
+    assert writer.calls_here == 1
+    writer.close()
+
+
+async def test_an_abandoned_call_the_thread_skips_counts_as_done() -> None:
+    """A cancellable call dropped before it began no longer holds calls off the Trio thread."""
+    writer = WriterThread("abandoned", inline_below=1.0)
+    await warmed(writer)
+    gate = threading.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run, partial(gate.wait, 10))
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(0.01):
+            await writer.run(lambda: "never", cancellable=True)
+        gate.set()
+    for _ in range(100):  # the thread skips the abandoned call after the gated one
+        if writer.may_run_here():
+            break
+        await trio.sleep(0.01)
+    assert writer.may_run_here()
+    writer.close()
+
+
+async def test_a_call_here_is_protected_from_keyboard_interrupt() -> None:
+    """Ctrl+C is held off while a call runs here (it must not split a write and its fsync)."""
+    writer = WriterThread("ki", inline_below=1.0)
+    await warmed(writer)
+    assert writer.run_here(trio.lowlevel.currently_ki_protected)
+    writer.close()
+
+
+async def test_a_call_here_raises_in_its_caller_and_a_closed_writer_runs_nothing() -> None:
+    writer = WriterThread("raises here", inline_below=1.0)
+    await warmed(writer)
+
+    def boom() -> None:
+        raise OSError(5, "EIO")
+
+    with pytest.raises(OSError):
+        writer.run_here(boom)
+    writer.close()
+    assert not writer.may_run_here()
+    with pytest.raises(StoreClosedError):
+        writer.run_here(lambda: None)
