@@ -18,7 +18,9 @@ A group may be written on the Trio thread itself instead (``inline_below``, see
 ``stores.writer_thread``): when no other task is runnable and the writes of late were
 short, handing the write to the thread and its outcome back would cost the committing
 task two thread wake-ups, most of a one-writer commit's latency. Same write, same
-order, same outcomes; the loop is blocked for that one short write.
+order, same outcomes; the loop is blocked for that one short write. A backend whose
+write is sometimes long (it grows or compacts its files first) says which groups are
+ordinary short writes (``short_write``); the others always go to the thread.
 
 Group size is bounded by bytes (``max_group_bytes``, measured by ``item_size``;
 ``replaceable`` items count nothing, as all but one per group are never written)
@@ -141,6 +143,7 @@ class GroupCommitter(Generic[T]):
         supersedes: ItemTest[T] | None = None,
         idle_exit: float = DEFAULT_IDLE_EXIT,
         inline_below: float = DEFAULT_INLINE_BELOW,
+        short_write: Callable[[Sequence[T]], bool] | None = None,
     ) -> None:
         if max_group < 1 or max_group_bytes < 1:
             raise ValueError("max_group and max_group_bytes must be at least 1")
@@ -152,6 +155,7 @@ class GroupCommitter(Generic[T]):
         )
         self._apply = apply
         self._prepare = prepare
+        self._short_write = short_write
         self._location = location
         self._max_group = max_group
         self._max_group_bytes = max_group_bytes
@@ -292,7 +296,7 @@ class GroupCommitter(Generic[T]):
         items, acked_by = self._coalesce([w.item for w in group])
         try:
             written: Sequence[int]
-            if self._thread.may_run_here():
+            if self._may_write_here(items):
                 written = self._thread.run_here(partial(self._write_group, items))
                 early = self._prepare_quietly(items)
                 # The thread path's park, without its cancellation: the write is durable.
@@ -332,6 +336,12 @@ class GroupCommitter(Generic[T]):
         self._groups += 1
         self._largest = max(self._largest, len(group))
         self._finish(group)
+
+    def _may_write_here(self, items: list[T]) -> bool:
+        # The thread is idle once may_run_here holds: short_write reads a steady state.
+        return self._thread.may_run_here() and (
+            self._short_write is None or self._short_write(items)
+        )
 
     def _prepare_quietly(self, items: list[T]) -> BaseException | None:
         # The write is queued and will reschedule this task: nothing may raise before

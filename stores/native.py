@@ -189,6 +189,7 @@ from stores.native_values import (
 )
 from stores.transactions import sequenced_on_call
 from stores.types import Batch, StoreSnapshot, Value
+from stores.writer_thread import DEFAULT_INLINE_BELOW
 
 DEFAULT_COMPACT_MIN_BYTES = 16 << 20
 MIN_COMPACT_BYTES = 4096
@@ -236,11 +237,12 @@ class NativeRecovery:
 
 
 @dataclass(frozen=True)
-class LogSizes:
-    """When the log is compacted, and by how much it grows."""
+class LogSettings:
+    """When the log is compacted, by how much it grows, which writes may run on Trio's thread."""
 
     compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES
     log_chunk_bytes: int = DEFAULT_LOG_CHUNK_BYTES
+    inline_write_below: float = DEFAULT_INLINE_BELOW
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,10 @@ class _Item:
     compact: bool = False
     entries: list[Placement] | None = None
     """Where its key entries lie in ``body``; set while its write is in flight."""
+
+
+_FRAME_BOUND = 256
+"""Bytes a record's frame adds to its body at most, sealed or not (head, seq, nonce, tag)."""
 
 
 def _item_size(item: _Item) -> int:
@@ -291,7 +297,7 @@ class NativeBackend:
         state: LoadedState,
         fd: int,
         recovery: NativeRecovery,
-        sizes: LogSizes,
+        sizes: LogSettings,
         cipher: RecordCipher | None = None,
     ) -> None:
         self._dir = directory
@@ -331,6 +337,8 @@ class NativeBackend:
             item_size=_item_size,
             replaceable=_creds_only,
             supersedes=_carries_creds,
+            short_write=self._short_write,
+            inline_below=sizes.inline_write_below,
         )
 
     # --- Persistence ---------------------------------------------------------------
@@ -489,6 +497,17 @@ class NativeBackend:
             self._records += len(frames)
         return seqs
 
+    def _short_write(self, items: Sequence[_Item]) -> bool:
+        """Whether writing ``items`` is one append into the log's allocated part.
+
+        Not when the log must grow first (megabytes of zeros and a full fsync) or be
+        compacted: those writes stay on the writer thread, away from Trio's loop.
+        """
+        if self._compaction_due() or any(item.compact for item in items):
+            return False
+        frames = sum(len(item.body) + _FRAME_BOUND for item in items)
+        return self._log_bytes + frames <= self._log_allocated
+
     def _grow(self, fd: int, needed: int, location: str) -> None:
         """Extend the log with zeros past ``needed`` and make its new size durable.
 
@@ -600,6 +619,7 @@ async def open_native_backend(
     recover: bool = False,
     encryption_key: KeySource | None = None,
     log_chunk_bytes: int = DEFAULT_LOG_CHUNK_BYTES,
+    inline_write_below: float = DEFAULT_INLINE_BELOW,
 ) -> NativeBackend:
     """Open (or create, if absent or empty) the native store at ``path``.
 
@@ -610,7 +630,10 @@ async def open_native_backend(
     module docstring describes. With ``encryption_key`` (see ``stores.encryption``) a
     new store is encrypted and an existing one must be encrypted under that key
     (``WrongKeyError`` otherwise, also for a plain store, before anything changes).
-    The log grows by zero-filled chunks of ``log_chunk_bytes``.
+    The log grows by zero-filled chunks of ``log_chunk_bytes``. A commit that appends
+    into the log's allocated part is written on Trio's thread itself (no handoff to the
+    writer thread and back) when no other task is runnable and recent writes took less
+    than ``inline_write_below`` seconds (``stores.writer_thread``; 0: never).
     """
     if compact_min_bytes < MIN_COMPACT_BYTES:
         # Smaller would rewrite the whole store on almost every commit.
@@ -618,7 +641,9 @@ async def open_native_backend(
     if log_chunk_bytes < MIN_LOG_CHUNK_BYTES:
         raise ValueError(f"log_chunk_bytes must be at least {MIN_LOG_CHUNK_BYTES}")
     key = await resolve_key(encryption_key)
-    sizes = LogSizes(compact_min_bytes, log_chunk_bytes)
+    if inline_write_below < 0:
+        raise ValueError("inline_write_below must not be negative")
+    sizes = LogSettings(compact_min_bytes, log_chunk_bytes, inline_write_below)
     opener = partial(_open_sync, Path(path), fs or REAL_FS, sizes, recover, key)
     backend, pending_creds = await trio.to_thread.run_sync(opener)
     if pending_creds is not None:
@@ -632,7 +657,7 @@ async def open_native_backend(
 
 
 def _open_sync(
-    path: Path, fs: FileSystem, sizes: LogSizes, recover: bool, key: StoreKey | None
+    path: Path, fs: FileSystem, sizes: LogSettings, recover: bool, key: StoreKey | None
 ) -> tuple[NativeBackend, AuthCreds | None]:
     listing = classify(path, fs)  # refuse foreign data before creating anything in it
     early = _validate_unlocked(path, fs, listing, recover, key)
@@ -689,7 +714,7 @@ def _open_locked(
     path: Path,
     fs: FileSystem,
     lock: LockHandle,
-    sizes: LogSizes,
+    sizes: LogSettings,
     recover: bool,
     key: StoreKey | None,
     early: _EarlyLoad | None = None,
@@ -734,7 +759,7 @@ def _open_locked(
 
 
 def _create(
-    path: Path, fs: FileSystem, lock: LockHandle, sizes: LogSizes, key: StoreKey | None
+    path: Path, fs: FileSystem, lock: LockHandle, sizes: LogSettings, key: StoreKey | None
 ) -> NativeBackend:
     cipher = None if key is None else RecordCipher(key, new_encryption(key))
     encryption = None if cipher is None else cipher.encryption
@@ -788,7 +813,7 @@ def _salvage(
     lock: LockHandle,
     state: LoadedState,
     recovery: NativeRecovery,
-    sizes: LogSizes,
+    sizes: LogSettings,
     cipher: RecordCipher | None,
 ) -> NativeBackend:
     """Keep the damaged log aside, then compact the intact prefix into a new generation."""

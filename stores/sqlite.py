@@ -12,6 +12,14 @@ transaction, written by the group committer's long-lived writer thread. One
 connection per backend, used by one thread at a time (under a threading lock): the
 writer thread for commits, ``trio.to_thread`` workers for reads. A per-account lock
 file beside the database (``<db>.<account>.lock``) keeps a second runtime off the same account.
+
+Checkpoints: the connection's automatic WAL checkpoint is off; the backend checkpoints
+(``PASSIVE``) after the commit that brings its estimate of the pages written since the
+last checkpoint to ``CHECKPOINT_PAGES`` (SQLite's own default), as part of that
+commit's write on the writer thread. Every other commit is then one short
+transaction, which the group committer may run on Trio's thread itself when nothing
+else is runnable (``stores.writer_thread``); a checkpoint, megabytes copied and
+fsynced, never runs there.
 """
 
 from __future__ import annotations
@@ -57,6 +65,13 @@ from stores.lock import LockHandle, acquire_lock
 from stores.sqlite_schema import MIGRATIONS, Migration, check_header, prepare
 from stores.transactions import sequenced_on_call
 from stores.types import Batch, StoreSnapshot, Value, check_key_type
+from stores.writer_thread import DEFAULT_INLINE_BELOW
+
+CHECKPOINT_PAGES = 1000
+"""Estimated WAL pages written since the last checkpoint that make the next commit
+checkpoint (SQLite's ``wal_autocheckpoint`` default)."""
+
+_PAGE_BYTES = 4096
 
 __all__ = ["SqliteBackend", "SqliteStatistics", "open_sqlite_backend"]
 
@@ -111,6 +126,7 @@ class SqliteBackend:
         lock: LockHandle,
         seq: int,
         keying: AccountKeying | None = None,
+        inline_write_below: float = DEFAULT_INLINE_BELOW,
     ) -> None:
         self._db_path = db_path
         keying = keying or AccountKeying(None)
@@ -132,7 +148,11 @@ class SqliteBackend:
             location=str(db_path),
             apply=self._applied,
             item_size=_size,
+            short_write=self._short_write,
+            inline_below=inline_write_below,
         )
+        self._wal_pages = 0
+        """Estimated WAL pages written since the last checkpoint (under ``_conn_lock``)."""
         self._creds_writes = 0
 
     def __repr__(self) -> str:
@@ -333,7 +353,23 @@ class SqliteBackend:
             if self._closed:
                 raise DurabilityError(self.location, "commit", StoreClosedError("closed"))
             first = self._write_group_locked(self._conn, group)
+            self._wal_pages += _pages(group)
+            if self._wal_pages >= CHECKPOINT_PAGES:
+                self._checkpoint(self._conn)
         return list(range(first, first + len(group)))
+
+    def _short_write(self, group: Sequence[_Pending]) -> bool:
+        """Whether writing ``group`` is one transaction without a checkpoint after it."""
+        return self._wal_pages + _pages(group) < CHECKPOINT_PAGES
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        # After the COMMIT: the group is durable whatever happens here. PASSIVE never
+        # waits for readers; what it cannot copy now the next checkpoint copies.
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            raise DurabilityError(self.location, "sqlite checkpoint", exc) from exc
+        self._wal_pages = 0
 
     def _write_group_locked(self, conn: sqlite3.Connection, group: Sequence[_Pending]) -> int:
         try:
@@ -635,6 +671,7 @@ async def open_sqlite_backend(
     connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
     migrations: Sequence[Migration] = MIGRATIONS,
     encryption_key: KeySource | None = None,
+    inline_write_below: float = DEFAULT_INLINE_BELOW,
 ) -> SqliteBackend:
     """Open (creating if absent) one account of a SQLite auth database.
 
@@ -645,13 +682,18 @@ async def open_sqlite_backend(
     tests; leave them alone otherwise. With ``encryption_key`` (``stores.encryption``)
     a new account is encrypted and an existing one must be encrypted under that key
     (``WrongKeyError`` otherwise, also for a plain account, before anything changes).
+    A commit without a checkpoint after it is written on Trio's thread itself when no
+    other task is runnable and recent writes took less than ``inline_write_below``
+    seconds (``stores.writer_thread``; 0: never).
     """
     _check_account(account)
+    if inline_write_below < 0:
+        raise ValueError("inline_write_below must not be negative")
     key = await resolve_key(encryption_key)
     path, conn, lock, seq, keying = await trio.to_thread.run_sync(
         _open_blocking, db_path, account, connection_factory, migrations, key
     )
-    return SqliteBackend(path, account, conn, lock, seq, keying)
+    return SqliteBackend(path, account, conn, lock, seq, keying, inline_write_below)
 
 
 def _open_blocking(
@@ -716,6 +758,7 @@ def _connect(
     try:
         conn.execute("PRAGMA cell_size_check = ON")
         conn.execute("PRAGMA trusted_schema = OFF")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the backend checkpoints (see above)
         try:
             prepare(conn, location, migrations)
         except sqlite3.OperationalError as exc:
@@ -726,6 +769,12 @@ def _connect(
         conn.close()
         raise
     return conn
+
+
+def _pages(group: Sequence[_Pending]) -> int:
+    """A generous estimate of the WAL pages a group's transaction writes: each row's
+    leaf page, its bytes beyond a page, and the account, creds and interior pages."""
+    return sum(len(p.keys) + p.size // _PAGE_BYTES + 3 for p in group)
 
 
 def _read_seq(conn: sqlite3.Connection, account: str) -> int:

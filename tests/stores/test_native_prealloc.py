@@ -16,13 +16,14 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from stores.errors import CorruptStateError, DurabilityError, StoreReadOnlyError
-from stores.fsio import Fault, FaultyFileSystem
+from stores.fsio import Fault, FaultyFileSystem, FileSystem
 from stores.native import MIN_LOG_CHUNK_BYTES, open_native_backend
 from stores.native_format import log_name
 from tests.stores.native_log import records_end
@@ -190,3 +191,55 @@ async def test_sigkill_at_any_change_while_appending_or_growing_keeps_the_acked_
         shutil.rmtree(work)
     assert hit["zero fill"] and hit["growth fsync"] and hit["record write"] and hit["fdatasync"]
     assert MIN_LOG_CHUNK_BYTES < COMMITS * 8192, "the child's log must outgrow a chunk"
+
+
+class ThreadNotingFileSystem(FileSystem):
+    """Notes which thread made each write to the log and each fsync."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool]] = []
+
+    def _note(self, op: str) -> None:
+        self.calls.append((op, threading.get_ident() == threading.main_thread().ident))
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        self._note("pwrite")
+        return super().pwrite(fd, data, offset)
+
+    def fsync(self, fd: int) -> None:
+        self._note("fsync")
+        super().fsync(fd)
+
+    def fdatasync(self, fd: int) -> None:
+        self._note("fdatasync")
+        super().fdatasync(fd)
+
+
+async def test_appends_run_on_the_trio_thread_while_growth_and_compaction_stay_off_it(
+    tmp_path: Path,
+) -> None:
+    """A commit inside the allocated log may be written by Trio's thread itself (no
+    handoff); one that must grow the log first (megabytes of zeros, a full fsync) or
+    compact it never blocks the loop: those go to the writer thread."""
+    fs = ThreadNotingFileSystem()
+    # A bound no write reaches here: whether appends run here must not hang on the disk.
+    async with await open_native_backend(tmp_path, fs=fs, inline_write_below=60.0) as backend:
+        for n in range(1, 200):
+            await backend.commit(batch(n))
+        await backend.compact()
+        await backend.commit(batch(200))
+        here = backend.statistics()
+    assert await commits_present(tmp_path, 201) == list(range(1, 201))
+    on_trio = [op for op, trio_thread in fs.calls if trio_thread]
+    assert "fsync" not in on_trio, "a growth or compaction fsync ran on Trio's thread"
+    assert on_trio.count("fdatasync") > 150, "ordinary appends did not run here"
+    growths = [op for op, trio_thread in fs.calls if op == "fsync" and not trio_thread]
+    assert len(growths) >= 3 and here.compactions == 1
+
+
+async def test_a_negative_inline_write_bound_is_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="inline_write_below"):
+        await open_native_backend(tmp_path / "auth", inline_write_below=-1.0)
+    assert not (tmp_path / "auth").exists()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+import stores.sqlite as sqlite_backend
 from stores.creds import AuthCreds, init_auth_creds
 from stores.errors import (
     CorruptStateError,
@@ -667,3 +669,49 @@ async def test_bursts_beyond_a_thousand_batches_share_one_transaction(tmp_path: 
         stats = backend.statistics()
         assert stats.transactions == 4 and stats.creds_writes == 2 and stats.batches == 6000
         assert len(await backend.read_keys("session", [f"s{i}" for i in range(3000)])) == 3000
+
+
+class _NotingConnection(sqlite3.Connection):
+    """Notes each statement and whether Trio's (the main) thread ran it."""
+
+    statements: list[tuple[str, bool]] = []
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        here = threading.current_thread() is threading.main_thread()
+        type(self).statements.append((sql, here))
+        return super().execute(sql, *args)
+
+
+async def test_checkpoints_keep_the_wal_bounded_and_never_run_on_trios_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend checkpoints every CHECKPOINT_PAGES (estimated) on the writer thread;
+    the ordinary commits in between may run on Trio's thread, never a checkpoint."""
+    monkeypatch.setattr(sqlite_backend, "CHECKPOINT_PAGES", 40)
+    _NotingConnection.statements = []
+    db = tmp_path / "auth.db"
+    value = bytes(range(256)) * 4
+    # A bound no write reaches here: where commits run must not hang on the disk's speed.
+    async with await open_sqlite_backend(
+        db, connection_factory=_NotingConnection, inline_write_below=60.0
+    ) as backend:
+        for n in range(200):
+            keys = {f"{n}-{k}": value for k in range(4)}
+            await backend.commit(Batch(keys={"session": keys}))
+        wal = db.with_name(db.name + "-wal").stat().st_size
+        assert len(await backend.read_keys("session", ["0-0", "199-3"])) == 2
+    statements = _NotingConnection.statements
+    checkpoints = [here for sql, here in statements if sql.startswith("PRAGMA wal_checkpoint")]
+    commits_here = [here for sql, here in statements if sql == "COMMIT"]
+    assert len(checkpoints) >= 10 and not any(checkpoints)
+    assert sum(commits_here) >= 150
+    assert wal < 1 << 20, f"the WAL grew to {wal} bytes: 200 commits without checkpoints"
+    assert any(sql == "PRAGMA wal_autocheckpoint = 0" for sql, _ in statements)
+
+
+async def test_a_negative_inline_write_bound_is_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="inline_write_below"):
+        await open_sqlite_backend(tmp_path / "auth.db", inline_write_below=-1.0)
+    assert not (tmp_path / "auth.db").exists()
