@@ -222,6 +222,8 @@ class NativeStatistics:
     """Key values held in memory; every other value is read from disk when asked for."""
     values_cached: int = 0
     """Values in the small cache of recent reads."""
+    groups_written_here: int = 0
+    """Of ``groups``, those written on Trio's thread itself (``inline_write_below``)."""
 
 
 @dataclass(frozen=True)
@@ -451,6 +453,7 @@ class NativeBackend:
             coalesced=group.coalesced,
             values_in_memory=self._keys.statistics().in_memory,
             values_cached=self._keys.statistics().cached,
+            groups_written_here=group.written_here,
         )
 
     def __repr__(self) -> str:

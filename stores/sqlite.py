@@ -94,6 +94,8 @@ class SqliteStatistics:
     """Creds rows written (a group with many creds snapshots writes only the newest)."""
     seq: int
     """The account's durable sequence number."""
+    transactions_written_here: int = 0
+    """Of ``transactions``, those written on Trio's thread itself (``inline_write_below``)."""
 
 
 @dataclass(slots=True)
@@ -185,6 +187,7 @@ class SqliteBackend:
             transactions=group_stats.groups,
             creds_writes=self._creds_writes,
             seq=self._seq,
+            transactions_written_here=group_stats.written_here,
         )
 
     def _where(self, table: str, key: str = "") -> str:

@@ -121,3 +121,17 @@ def test_the_run_summary_gets_both_ratios_of_each_engine_with_the_bound_that_lim
     assert "at best 0.56x raw" in rows["sqlite, 1 writer"].limit
     # 500 ms of CPU for 3,000 tx on one core: at best 6,000 tx/s = 6x Baileys' 1,000.
     assert "at best 6000 tx/s = 6.00x Baileys' 1000 tx/s" in rows["sqlite, 32 writers"].limit
+
+
+async def test_the_share_of_commits_written_on_trios_thread_is_counted_per_phase(
+    tmp_path: Path,
+) -> None:
+    """The bench reads the backend's own counters before and after a phase."""
+    async with await use_native_file_auth_state(tmp_path / "auth") as auth:
+        before = bench._written_here(auth)
+        await bench.workload(auth, 1, 0.2)
+        after = bench._written_here(auth)
+    assert before is not None and after is not None
+    assert after[0] > before[0] and 0 <= after[1] - before[1] <= after[0] - before[0]
+    assert bench._share((10, 2), (110, 92)) == pytest.approx(0.9)
+    assert bench._share((10, 2), (10, 2)) is None and bench._share(None, (1, 1)) is None
