@@ -5,11 +5,19 @@ test_fleet_processes.py): it starts the processes (JSON event lines on stdout, l
 to a file each), has the sandbox's phone scan every account's QR, follows which
 process has which account open, and samples the sandbox's connections every 20 ms
 for a device logged in twice.
+
+``WriteAudit`` checks fencing from the database itself: triggers record every lease
+takeover (the account's sequence number it saw) and every commit (the sequence it
+wrote on), each with the PostgreSQL ``application_name`` of the process that sent it
+(each process runs with ``PGAPPNAME`` set to its name). A write belongs to the owner
+of the newest takeover that saw a sequence number at or below the one the write
+started from; a write by anyone else landed after its process was taken over.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -77,7 +85,11 @@ class FleetDriver:
         ]
         with (self.logs / f"{name}.stderr").open("wb") as err:
             process = await trio.lowlevel.open_process(
-                argv, stdout=subprocess.PIPE, stderr=err, cwd=REPO
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=REPO,
+                env={**os.environ, "PGAPPNAME": name},  # names its writes (WriteAudit)
             )
         member = self.members[name] = Member(name, process)
         nursery.start_soon(self._read, member, nursery)
@@ -183,3 +195,100 @@ class FleetDriver:
 
     def logged_in(self) -> set[str]:
         return {c.jid for c in self.sb.connections() if c.state is ConnState.LOGGED_IN and c.jid}
+
+
+_AUDIT_SQL = """
+CREATE TABLE IF NOT EXISTS fence_audit (
+    n bigserial PRIMARY KEY,
+    account text NOT NULL,
+    kind text NOT NULL,
+    process text NOT NULL,
+    epoch bigint,
+    seq bigint NOT NULL
+);
+CREATE OR REPLACE FUNCTION fence_audit_takeover() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Runs while the takeover holds the lease row FOR UPDATE, so no fenced commit of
+    -- the account is between this read of its sequence number and the takeover's end.
+    INSERT INTO fence_audit (account, kind, process, epoch, seq)
+    SELECT NEW.account, 'takeover', current_setting('application_name'), NEW.epoch, a.seq
+    FROM baileys_accounts a WHERE a.account = NEW.account;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION fence_audit_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO fence_audit (account, kind, process, seq)
+    VALUES (NEW.account, 'write', current_setting('application_name'), OLD.seq);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER fence_audit_takeover AFTER UPDATE OF epoch ON baileys_leases
+    FOR EACH ROW WHEN (NEW.epoch <> OLD.epoch) EXECUTE FUNCTION fence_audit_takeover();
+CREATE OR REPLACE TRIGGER fence_audit_write AFTER UPDATE OF seq ON baileys_accounts
+    FOR EACH ROW WHEN (NEW.seq <> OLD.seq) EXECUTE FUNCTION fence_audit_write();
+"""
+
+
+@dataclass(frozen=True)
+class Audited:
+    """One audited row: a takeover (at the sequence it saw) or a write (on the one it found)."""
+
+    n: int
+    account: str
+    kind: str
+    process: str
+    epoch: int | None
+    seq: int
+
+
+@dataclass(frozen=True)
+class StaleWrite:
+    """A write that landed after its process lost the account to ``owner``."""
+
+    write: Audited
+    owner: Audited | None
+    """The takeover the write came after (None: it came before any owner took it)."""
+
+
+class WriteAudit:
+    """Every takeover and commit of the fleet's database, recorded by triggers.
+
+    Install once the tables exist (after the first process joined) and before any
+    account is added. Takeovers are lease updates that move the epoch (a fleet claim,
+    an open taking the lease); writes are commits moving the account's sequence.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def install(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(_AUDIT_SQL)
+
+    def rows(self) -> list[Audited]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            found = conn.execute(
+                "SELECT n, account, kind, process, epoch, seq FROM fence_audit ORDER BY n"
+            ).fetchall()
+        return [Audited(*row) for row in found]
+
+    def stale_writes(self) -> list[StaleWrite]:
+        """Writes made by a process other than the owner of the account at that point.
+
+        A takeover that saw sequence S comes after every write that made S (they had
+        committed) and before every write starting from S or later (the commit
+        statement's compare-and-set ran on what the takeover saw, or later). Sequence
+        numbers only grow, so ordering by them is the order PostgreSQL applied them.
+        """
+        found: list[StaleWrite] = []
+        by_account: dict[str, list[Audited]] = {}
+        for row in self.rows():
+            by_account.setdefault(row.account, []).append(row)
+        for rows in by_account.values():
+            ordered = sorted(rows, key=lambda r: (r.seq, r.kind != "takeover", r.n))
+            owner: Audited | None = None
+            for row in ordered:
+                if row.kind == "takeover":
+                    owner = row
+                elif owner is None or row.process != owner.process:
+                    found.append(StaleWrite(row, owner))
+        return found

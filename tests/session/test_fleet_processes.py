@@ -13,6 +13,15 @@ machine keeps its leases):
    of the stale one ends (fenced or replaced) without one more durable write;
 4. SIGTERM: the last process stops with exit 0 and hands every lease back.
 
+Fencing is judged from the database (``bench._fleet.WriteAudit``): triggers record each
+takeover with the sequence number it saw and each commit with the one it wrote on and
+the process that sent it; no write of a process may land after its takeover. The
+stale process's event lines cannot judge that: a commit that landed before the
+takeover may be answered, acknowledged and printed only after SIGCONT (the SIGSTOP
+fell between the statement and its answer being read), so a ``creds_update`` read
+after SIGCONT is legitimate when its version (the sequence number) is one the
+takeover saw.
+
 Throughout, a sampler reads the sandbox's connections every 20 ms: no device is ever
 logged in on two connections. The sandbox ends an older connection of a device when
 a newer one logs in (440), so the sharper check is its count of such replacements:
@@ -23,23 +32,56 @@ in; fencing, not the socket, keeps that one from writing).
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import trio
 
-from bench._fleet import FleetDriver, Member
+from bench._fleet import FleetDriver, Member, WriteAudit
 from sandbox.server import open_sandbox
+from stores.postgres import open_postgres_backend
 from stores.postgres_fleet import register_account
+from stores.types import Batch
 from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name)
     postgres_dsn_fixture,
     postgres_server_fixture,
+    run_sql,
 )
 
 TTL = 4.0
 ACCOUNTS = [f"acct{i:02d}" for i in range(30)]
 TAKEOVER_BOUND = TTL + 5.0
+
+
+def _as(dsn: str, process: str) -> Callable[[], psycopg.Connection[Any]]:
+    """Connections that name ``process`` to the server, as PGAPPNAME does for a fleet's."""
+    return lambda: psycopg.connect(dsn, autocommit=True, application_name=process)
+
+
+async def test_the_write_audit_names_a_write_landing_after_a_takeover(postgres_dsn: str) -> None:
+    """WriteAudit passes writes of each owner in turn and names one made after a takeover."""
+    async with await open_postgres_backend(postgres_dsn, account="a", owner="A"):
+        pass  # creates the tables; closing releases the lease
+    audit = WriteAudit(postgres_dsn)
+    audit.install()
+    async with await open_postgres_backend(
+        postgres_dsn, account="a", owner="A", connect=_as(postgres_dsn, "A")
+    ) as old:
+        await old.commit(Batch(keys={"session": {"x": b"1"}}))
+        run_sql(postgres_dsn, "UPDATE baileys_leases SET expires_at = now() - interval '1 s'")
+        async with await open_postgres_backend(
+            postgres_dsn, account="a", owner="B", connect=_as(postgres_dsn, "B")
+        ) as new:
+            await new.commit(Batch(keys={"session": {"x": b"2"}}))
+            assert audit.stale_writes() == []
+            # What a broken fence would let through: A's write on B's sequence number.
+            with _as(postgres_dsn, "A")() as conn:
+                conn.execute("UPDATE baileys_accounts SET seq = seq + 1 WHERE account = 'a'")
+    (stale,) = audit.stale_writes()
+    assert (stale.write.process, stale.write.seq) == ("A", 2)
+    assert stale.owner is not None and (stale.owner.process, stale.owner.seq) == ("B", 1)
 
 
 def _db(dsn: str, statement: str) -> dict[str, Any]:
@@ -55,11 +97,12 @@ async def test_three_fleet_processes_spread_take_over_and_fence(
         fleet = FleetDriver(sb, postgres_dsn, tmp_path, ttl=TTL, capacity=30)
         nursery.start_soon(fleet.sample)
         members = [await fleet.start(name, nursery) for name in ("p1", "p2", "p3")]
+        audit = WriteAudit(postgres_dsn)
         try:
-            await _join_then_add(fleet, postgres_dsn)
+            await _join_then_add(fleet, audit, postgres_dsn)
             await _spread_evenly(fleet, members)
             survivors = await _sigkill_one(fleet, members, postgres_dsn)
-            await _sigstop_one(fleet, survivors, postgres_dsn)
+            await _sigstop_one(fleet, audit, survivors, postgres_dsn)
         finally:
             for member in members:
                 if member.process.returncode is None:
@@ -67,10 +110,13 @@ async def test_three_fleet_processes_spread_take_over_and_fence(
         nursery.cancel_scope.cancel()
     assert fleet.twice == []
     assert fleet.samples > 200  # the sampler ran all along
+    # Every process has stopped: no write can still come. None landed after a takeover.
+    assert audit.stale_writes() == []
 
 
-async def _join_then_add(fleet: FleetDriver, dsn: str) -> None:
+async def _join_then_add(fleet: FleetDriver, audit: WriteAudit, dsn: str) -> None:
     await fleet.wait_members(3)
+    audit.install()  # the tables exist once a process joined; no account has a lease yet
     for account in ACCOUNTS:
         await register_account(dsn, account)
 
@@ -112,13 +158,20 @@ async def _sigkill_one(fleet: FleetDriver, members: list[Member], dsn: str) -> l
     return survivors
 
 
-async def _sigstop_one(fleet: FleetDriver, survivors: list[Member], dsn: str) -> None:
+async def _sigstop_one(
+    fleet: FleetDriver, audit: WriteAudit, survivors: list[Member], dsn: str
+) -> None:
     stale, heir = survivors
     stranded = set(stale.open)
     stale.process.send_signal(signal.SIGSTOP)
     await fleet.until("the heir runs every account", lambda: heir.open == set(ACCOUNTS), 30)
     owners = _db(dsn, "SELECT account, owner FROM baileys_leases")
     assert len(set(owners.values())) == 1  # the heir's owner id on every lease
+    audited = audit.rows()
+    seen_at_takeover = {r.account: r for r in audited if r.kind == "takeover"}  # the newest
+    assert {seen_at_takeover[a].process for a in stranded} == {heir.name}
+    wrote = {r.account for r in audited if r.kind == "write" and r.process == stale.name}
+    assert stranded & wrote  # the audit saw this process write to accounts it then lost
     resumed_at = trio.current_time()
     stale.process.send_signal(signal.SIGCONT)
 
@@ -128,20 +181,18 @@ async def _sigstop_one(fleet: FleetDriver, survivors: list[Member], dsn: str) ->
 
     await fleet.until("the stale process's sessions end", stale_sessions_ended, 20)
     for account in stranded:
-        (ended,) = [
-            (t, e)
-            for t, e in stale.lines
-            if t >= resumed_at and e.get("event") == "session_ended" and e["account"] == account
-        ][:1]
-        assert ended[1]["reason"] in ("fenced", "replaced"), ended
-        landed = [
-            e
-            for t, e in stale.lines
-            if resumed_at <= t <= ended[0]
-            and e.get("event") in ("creds_update", "messages_upsert")
-            and e.get("account") == account
-        ]
-        assert landed == []
+        ended = next(
+            e for e in stale.events("session_ended", resumed_at) if e["account"] == account
+        )
+        assert ended["reason"] in ("fenced", "replaced"), ended
+    # Acknowledgements read after SIGCONT are of commits the heir's takeover saw landed.
+    late = [
+        (e["account"], e["version"], seen_at_takeover[e["account"]].seq)
+        for e in stale.events("creds_update", resumed_at)
+        if e["account"] in stranded
+    ]
+    assert [entry for entry in late if entry[1] > entry[2]] == []
+    print(f"creds_update lines read after SIGCONT, each landed before the takeover: {late}")
     stale.process.send_signal(signal.SIGTERM)
     heir.process.send_signal(signal.SIGTERM)
     with trio.fail_after(30):

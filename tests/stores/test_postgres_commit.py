@@ -2,7 +2,9 @@
 
 The connection is wrapped to count and hold back statements on the writer thread: a
 held commit statement lets the test queue more commits behind it (they form the next
-group) and look at the database from another connection meanwhile.
+group) and look at the database from another connection meanwhile; a held answer is a
+statement the server ran and committed whose reply the writer has not read yet (what a
+process stopped by SIGSTOP at that instruction sees when it resumes).
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ class _Watched:
         self._probe.statements.append(statement)
         if statement is COMMIT_SQL and self._probe.hold.is_set():
             self._probe.hold.clear()
-            self._probe.held.set()
-            assert self._probe.release.wait(10), "the held commit was never released"
-        return self._real.execute(statement, *args, **kwargs)
+            self._probe.wait_released()
+        cursor = self._real.execute(statement, *args, **kwargs)
+        if statement is COMMIT_SQL and self._probe.hold_answer.is_set():
+            self._probe.hold_answer.clear()
+            self._probe.wait_released()
+        return cursor
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -53,8 +58,14 @@ class _Probe:
     def __init__(self) -> None:
         self.statements: list[Any] = []
         self.hold = threading.Event()
+        self.hold_answer = threading.Event()
         self.held = threading.Event()
         self.release = threading.Event()
+
+    def wait_released(self) -> None:
+        """On the writer thread: say it is held, wait for the test to let it go."""
+        self.held.set()
+        assert self.release.wait(10), "the held commit was never released"
 
     def connect(self, dsn: str) -> Callable[[], Any]:
         def connect() -> Any:
@@ -201,6 +212,45 @@ async def test_a_takeover_in_flight_fences_a_commit_waiting_on_the_lease_row(
         assert len(failed) == 1
         assert await old.read_keys("session", ["x"]) == {"x": b"old"}
         assert _sql(postgres_dsn, "SELECT seq FROM baileys_accounts") == [(1,)]
+
+
+async def test_a_commit_answered_after_a_takeover_had_landed_before_it(
+    postgres_dsn: str,
+) -> None:
+    """A reply read after the takeover acknowledges a write the new owner already sees.
+
+    The old owner's statement ran and committed under its live lease; the owner then
+    stalled before reading the answer, its lease expired and another owner took the
+    account at the next epoch. The acknowledgement comes late but is true: the write
+    landed before the takeover (the new owner reads it, and writes on its sequence
+    number). The old owner's next commit is fenced.
+    """
+    probe = _Probe()
+    async with await _open(postgres_dsn, probe, account="a", owner="proc-A") as old:
+        await old.commit(Batch(keys={"session": {"x": b"old"}}))
+        acked: list[int] = []
+
+        async def commit() -> None:
+            acked.append(await old.commit(Batch(keys={"session": {"x": b"landed"}})))
+
+        probe.hold_answer.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit)
+            await probe.wait_held()
+            _sql(postgres_dsn, "UPDATE baileys_leases SET expires_at = now() - interval '1 s'")
+            async with await open_postgres_backend(
+                postgres_dsn, account="a", owner="proc-B"
+            ) as new:
+                assert new.epoch == 2
+                assert await new.read_keys("session", ["x"]) == {"x": b"landed"}
+                assert await new.commit(Batch(keys={"session": {"y": b"new"}})) == 3
+                probe.release.set()
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(FencedError, match="proc-B took epoch 2"):
+                    await old.commit(Batch(keys={"session": {"x": b"stale"}}))
+                assert await new.read_keys("session", ["x", "y"]) == {"x": b"landed", "y": b"new"}
+        assert acked == [2]
+        assert _sql(postgres_dsn, "SELECT seq FROM baileys_accounts") == [(3,)]
 
 
 async def _until_waiting_on_a_lock(dsn: str) -> None:
