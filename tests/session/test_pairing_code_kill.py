@@ -30,6 +30,8 @@ from tests.session.test_loopback import ROOT, STEP_TIMEOUT, CliRun, cli_command
 
 SEED = int(os.environ.get("PAIRING_KILL_SEED", "20261206"))
 ROUNDS = 3
+IDENTITY_DURABLE = "identity durable"
+"""``kill_round``'s moment: the ``creds_update`` line naming ``me`` (published once durable)."""
 
 
 async def start_code_cli(sb: Sandbox, auth: Path) -> CliRun:
@@ -119,26 +121,55 @@ async def test_sigkill_at_random_moments_after_the_phone_typed_the_code(tmp_path
     outcomes: list[str] = []
     async with open_sandbox() as sb, trio.open_nursery() as nursery:
         for round_no in range(ROUNDS):
-            auth = tmp_path / f"auth{round_no}"
-            links = sb.statistics().links
-            linked: list[str] = []
-            settled = trio.Event()
             delay = rng.uniform(0.0, 0.4)
             where = f"seed {SEED} round {round_no} delay {delay:.3f}"
-            with trio.fail_after(STEP_TIMEOUT):
-                cli = await start_code_cli(sb, auth)
-                code = (await cli.next_event(event="pairing_code"))["code"]
-                nursery.start_soon(type_code, sb, code, linked, settled)
-                await trio.sleep(delay)
-                await kill(cli)
-                await settled.wait()
-            acknowledged = sb.statistics().links > links
-            assert acknowledged == bool(linked), where
-            outcome = await rerun(sb, auth, acknowledged, where)
-            outcomes.append(outcome)
-            assert sb.statistics().links == links + 1, where
+            outcomes.append(
+                await kill_round(sb, nursery, tmp_path / f"auth{round_no}", delay, where)
+            )
         nursery.cancel_scope.cancel()
     print(f"pairing code kills, seed {SEED}: {outcomes}")
+
+
+async def test_sigkill_as_the_identity_becomes_durable_never_forces_a_repairing(tmp_path):
+    """Killed the moment it reports the identity durable (its reply races the kill): same rule.
+
+    Most rounds land between the commit and the reply: paired on disk, never linked,
+    then a 401. Whichever way each race goes, a linked device logs in with no code.
+    """
+    outcomes: list[str] = []
+    async with open_sandbox() as sb, trio.open_nursery() as nursery:
+        for round_no in range(ROUNDS):
+            where = f"round {round_no}, killed at the identity's creds_update"
+            outcomes.append(
+                await kill_round(sb, nursery, tmp_path / f"auth{round_no}", IDENTITY_DURABLE, where)
+            )
+        nursery.cancel_scope.cancel()
+    print(f"pairing code kills at the identity commit: {outcomes}")
+
+
+async def kill_round(
+    sb: Sandbox, nursery: trio.Nursery, auth: Path, moment: float | str, where: str
+) -> str:
+    """Pair by code, SIGKILL at ``moment`` (seconds after the phone typed, or
+    ``IDENTITY_DURABLE``), then check the rule on the next run; which outcome it was."""
+    links = sb.statistics().links
+    linked: list[str] = []
+    settled = trio.Event()
+    with trio.fail_after(STEP_TIMEOUT):
+        cli = await start_code_cli(sb, auth)
+        code = (await cli.next_event(event="pairing_code"))["code"]
+        nursery.start_soon(type_code, sb, code, linked, settled)
+        if moment == IDENTITY_DURABLE:
+            await cli.next_event(event="creds_update", changed=lambda c: "me" in (c or ()))
+        else:
+            await trio.sleep(float(moment))
+        await kill(cli)
+        await settled.wait()
+    acknowledged = sb.statistics().links > links
+    assert acknowledged == bool(linked), where
+    outcome = await rerun(sb, auth, acknowledged, where)
+    assert sb.statistics().links == links + 1, where
+    return outcome
 
 
 async def rerun(sb: Sandbox, auth: Path, acknowledged: bool, where: str) -> str:
