@@ -313,9 +313,19 @@ class Attempt:
             elif self._outbound.running or len(self._outbound):
                 await self._queue_frame(data)
             else:
-                await self._write(data)
+                # A socket that takes nothing must not hold the read loop past the
+                # deadline its receive would have: that is a lost connection too.
+                with trio.move_on_at(self._write_deadline()):
+                    await self._write(data)
+                    return
+                raise self.over(408, "the server took no data and sent none in time")
         finally:
             lock.release()
+
+    def _write_deadline(self) -> float:
+        if self.conn.state is ClientState.HANDSHAKING:
+            return self.handshake_deadline
+        return self.last_rx + self.timers.keepalive_interval + KEEPALIVE_GRACE
 
     async def _queue_frame(self, data: bytes) -> None:
         try:

@@ -10,11 +10,18 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 import structlog
 import trio
 import trio.testing
 
-from actors.connection.attempt import Attempt, AttemptHost, AttemptTimers
+from actors.connection.attempt import (
+    KEEPALIVE_GRACE,
+    Attempt,
+    AttemptHost,
+    AttemptOver,
+    AttemptTimers,
+)
 from actors.connection.binary import BinaryNode
 from actors.connection.transport import take_lock
 from tests.protocol.test_client import open_connection, paired_creds
@@ -116,3 +123,18 @@ async def test_take_lock_takes_a_free_lock_in_place_and_waits_for_a_held_one(
         order.append("took it after other")
         lock.release()
     assert order == ["took the free lock", "other ran", "other released", "took it after other"]
+
+
+async def test_a_read_loop_write_the_socket_never_takes_ends_the_attempt_as_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A full socket and a silent server: the write gives up at keepalive + 5 s, with 408."""
+    channel = HeldChannel(held=True)
+    async with trio.open_nursery() as nursery:
+        attempt, _server = running_attempt(channel, nursery)
+        started = trio.current_time()
+        with trio.fail_after(60), pytest.raises(AttemptOver) as over:
+            await attempt._send_from_reader(lambda: attempt.conn.send_node(stanza(1)))
+        waited = trio.current_time() - started
+    assert over.value.outcome.code == 408 and channel.frames == []
+    assert waited == pytest.approx(30 + KEEPALIVE_GRACE)
