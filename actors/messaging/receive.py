@@ -18,6 +18,15 @@ its LID), which can happen between the commit and the redelivery of a stanza who
 ack a crash lost; looked up under the new lock it would be missed and decrypted
 twice (``DuplicateMessage``).
 
+Only the newest ``KEEP`` messages per author are kept. A stanza delivered again
+after its copy was dropped fails every part with ``DuplicateMessage`` (the message
+keys of its counters were used); it is then a duplicate of a message already
+emitted, not an undecryptable one: its commit came before its emit and ack, the
+inbox handles stanzas one at a time, so the ``KEEP`` later messages of that author
+that pushed it out were committed after it was emitted. It comes back marked
+``duplicate``, with no message. A stanza with a ``DuplicateMessage`` part beside a
+part that failed otherwise stays an error.
+
 Since 0.2.0.
 """
 
@@ -31,27 +40,33 @@ from actors.messaging.errors import MessagingError
 from actors.messaging.incoming import PLAINTEXT, IncomingStanza, MessageKey
 from actors.messaging.kept import RECEIVED, kept_lookup, kept_with
 from actors.signal.address import jid_to_signal_address
-from actors.signal.errors import SignalError
+from actors.signal.errors import DuplicateMessage, SignalError
 from actors.signal.repository import SignalRepository
 from stores.types import SignalStore, Transaction
 
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
-    """A received message as the bot sees it; ``error`` set when a part did not decrypt."""
+    """A received message as the bot sees it; ``error`` set when a part did not decrypt.
+
+    ``duplicate``: the stanza was handled before and its kept copy is
+    gone (every part's message key was used); ``message`` is None and nothing is
+    emitted again.
+    """
 
     key: MessageKey
     message: wa_pb2.Message | None
     push_name: str | None
     timestamp: int | None
     error: str | None = None
+    duplicate: bool = False
 
     @property
     def text(self) -> str | None:
         return None if self.message is None else text_of(self.message)
 
     def __repr__(self) -> str:
-        state = "undecryptable" if self.error else "ok"
+        state = "duplicate" if self.duplicate else "undecryptable" if self.error else "ok"
         return f"ReceivedMessage({self.key.remote_jid}, id={self.key.id}, {state})"
 
 
@@ -72,7 +87,7 @@ async def decrypt_stanza(
             )
         message = wa_pb2.Message()
         errors: list[str] = []
-        decrypted = 0
+        decrypted = duplicates = 0
         for index, part in enumerate(stanza.parts):
             try:
                 async with keys.transaction(lock):
@@ -81,11 +96,16 @@ async def decrypt_stanza(
                     )
                     await _take_distribution(repository, stanza, part_message)
             except (SignalError, MessagingError) as exc:
+                duplicates += isinstance(exc, DuplicateMessage)
                 errors.append(f"part {index} ({part.kind}): {type(exc).__name__}: {exc}")
                 continue
             decrypted += 1
             # Baileys merges the parts: the skdm part and the skmsg part form one message.
             message.MergeFrom(part_message)
+        if errors and duplicates == len(errors) == len(stanza.parts):
+            return ReceivedMessage(
+                stanza.key, None, stanza.push_name, stanza.timestamp, duplicate=True
+            )
         error = "; ".join(errors) or (None if decrypted else "no decryptable part")
         if error is None:
             data = message.SerializeToString()

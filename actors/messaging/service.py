@@ -13,6 +13,10 @@ The order that makes it crash-safe:
   no ack, so the server delivers again.
 - send: every session change made by encryption is durable (same rule) BEFORE the
   stanza leaves; ``send_message`` returns once the server acked the stanza.
+- a stanza delivered again is answered from its kept copy; one whose copy is gone
+  (every part's message key used: see :mod:`actors.messaging.receive`) is a
+  duplicate of a message already emitted: it gets its delivery receipt and ack again
+  (the first ones may have been lost), no event and no retry receipt.
 - a message that does not decrypt is emitted as undecryptable and answered with a
   retry receipt (count, registration id; from the second retry on, a fresh
   pre-key bundle), at most five per message; a retry receipt for a message we sent
@@ -30,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import structlog
 import trio
 
 from actors.connection.binary.errors import JidError
@@ -48,6 +53,7 @@ from actors.messaging.content import Content, encode_padded, parse_message, to_m
 from actors.messaging.crypto import MessageCrypto
 from actors.messaging.errors import MessagingError, RecipientError, StanzaError
 from actors.messaging.incoming import (
+    IncomingStanza,
     MessageKey,
     RetryKeys,
     ack_for,
@@ -74,6 +80,7 @@ from actors.messaging.receive import ReceivedMessage
 from actors.messaging.send import KeptSend, device_jids
 from actors.signal.session_builder import PreKeyBundle
 from runtime.events import Event
+from runtime.log import Logger
 
 MAX_RETRIES = 5
 """Retry receipts sent for one message at most (Baileys' maxMsgRetryCount)."""
@@ -138,6 +145,7 @@ class MessagingService:
         *,
         retry_keys: Callable[[], Awaitable[RetryKeys]] | None = None,
         registration_id: Callable[[], int],
+        log: Logger | None = None,
     ) -> None:
         self._crypto = crypto
         self._link = link
@@ -145,6 +153,9 @@ class MessagingService:
         self._emit = emit
         self._retry_keys = retry_keys
         self._registration_id = registration_id
+        self._log: Logger = log if log is not None else structlog.get_logger("actors.messaging")
+        self.duplicates = 0
+        """Stanzas answered as duplicates of a message handled before (kept copy gone)."""
         self._retries: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._acks: dict[str, _AckWaiter] = {}
         self._emitted: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -165,6 +176,9 @@ class MessagingService:
             await self._link.send(ack_for(node, me.jid, error=487))
             return None
         received = await self._crypto.decrypt(stanza)
+        if received.duplicate:
+            await self._on_duplicate(node, stanza)
+            return received
         if not self._already_emitted(received):
             self._emit(message_event(received))
         if received.error is None:
@@ -174,6 +188,17 @@ class MessagingService:
             await self._ask_retry(node, stanza.key.id)
         await self._link.send(ack_for(node, me.jid))
         return received
+
+    async def _on_duplicate(self, node: BinaryNode, stanza: IncomingStanza) -> None:
+        """Handled before, its kept copy gone: only the receipt and ack again."""
+        self.duplicates += 1
+        key = stanza.key
+        self._log.debug(
+            "message_duplicate", remote_jid=key.remote_jid, id=key.id, participant=key.participant
+        )
+        self._retries.pop(key.id, None)
+        await self._link.send(delivery_receipt(stanza))
+        await self._link.send(ack_for(node, self._identity().jid))
 
     def _already_emitted(self, received: ReceivedMessage) -> bool:
         """Whether this process emitted the message already (a redelivery after a reconnect).

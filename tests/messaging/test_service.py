@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import structlog
 import trio
 
 from actors.connection.binary.jid import Jid
@@ -469,15 +470,19 @@ async def test_a_new_member_device_gets_the_sender_key_on_the_next_send() -> Non
 
 def delivered_to_bob_again(server: Server, index: int) -> BinaryNode:
     """Bob's copy of Alice's ``index``-th stanza, as the server would deliver it again."""
-    delivered = [n for s, n in server.sent if s == ALICE and n.tag == "message"][index]
-    encs = [
+    delivered = sent_by_alice(server, index)
+    attrs = {"id": delivered.attrs["id"], "from": ALICE, "t": "1"}
+    return BinaryNode("message", attrs, parts_for_bob(delivered))
+
+
+def parts_for_bob(delivered: BinaryNode) -> list[BinaryNode]:
+    return [
         enc
         for p in delivered.children("participants")
         for to in p.children("to")
         if to.attrs["jid"] == BOB
         for enc in to.children("enc")
     ]
-    return BinaryNode("message", {"id": delivered.attrs["id"], "from": ALICE, "t": "1"}, encs)
 
 
 async def test_a_stanza_delivered_again_is_answered_from_the_kept_message() -> None:
@@ -515,6 +520,106 @@ async def test_a_stanza_delivered_again_after_the_sender_moved_to_its_lid_is_sti
     upserts = [m for e in bob.events for m in e.get("messages_upsert", {}).get("messages", [])]
     assert bob.texts() == ["first", "second", "second"], [m.get("undecryptable") for m in upserts]
     assert [n for s, n in server.sent if s == BOB and n.attrs.get("type") == "retry"] == []
+
+
+def sent_by_alice(server: Server, index: int) -> BinaryNode:
+    return [n for s, n in server.sent if s == ALICE and n.tag == "message"][index]
+
+
+def bob_replies(server: Server) -> list[BinaryNode]:
+    """What Bob sent back about Alice's messages: receipts (delivery and retry) and acks."""
+    return [n for s, n in server.sent if s == BOB and n.tag in ("receipt", "ack")]
+
+
+async def test_a_stanza_delivered_again_after_its_kept_copy_was_dropped_is_a_duplicate() -> None:
+    """Emitted, then KEEP later messages of its author push its kept copy out, then it comes
+    again after a restart: every counter used, so it was handled; no second event, no retry
+    receipt, but its delivery receipt and ack again (the first ones may have been lost).
+    The same for a pkmsg (before Bob replied) and a msg (after)."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "m0"})
+    await bob.service.send_message("111@s.whatsapp.net", {"text": "reply"})
+    for i in range(1, KEEP + 2):
+        await alice.service.send_message("222@s.whatsapp.net", {"text": f"m{i}"})
+    await server.restart(bob)
+    for index, kind in ((0, "pkmsg"), (1, "msg")):
+        again = delivered_to_bob_again(server, index)
+        assert [enc.attrs["type"] for enc in again.children("enc")] == [kind]
+        before = len(bob_replies(server))
+        with structlog.testing.capture_logs() as logs:
+            received = await bob.service.on_message(again)
+        assert received is not None and received.duplicate and received.message is None
+        replies = bob_replies(server)[before:]
+        assert [(n.tag, n.attrs.get("type")) for n in replies] == [
+            ("receipt", None),
+            ("ack", None),
+        ]
+        assert all(n.attrs["id"] == again.attrs["id"] for n in replies)
+        assert logs == [
+            {
+                "event": "message_duplicate",
+                "log_level": "debug",
+                "remote_jid": "111@s.whatsapp.net",
+                "id": again.attrs["id"],
+                "participant": None,
+            }
+        ]
+    assert bob.texts() == [f"m{i}" for i in range(KEEP + 2)]
+    assert bob.service.duplicates == 2
+    assert "duplicate" in repr(received)
+
+
+async def test_a_group_stanza_delivered_again_after_its_kept_copy_was_dropped_is_a_duplicate() -> (
+    None
+):
+    """The same for skmsg: the first (with the sender key in a pkmsg) and the second (skmsg
+    alone) come again after KEEP later group messages: no event, no retry, receipt and ack."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    group = "1203@g.us"
+    server.groups[group] = ["111@s.whatsapp.net", "222@s.whatsapp.net"]
+    for i in range(KEEP + 2):
+        await alice.service.send_message(group, {"text": f"g{i}"})
+    await server.restart(bob)
+    for index, kinds in ((0, ["pkmsg", "skmsg"]), (1, ["skmsg"])):
+        again = group_delivered_to_bob_again(server, group, index)
+        assert [enc.attrs["type"] for enc in again.children("enc")] == kinds
+        before = len(bob_replies(server))
+        received = await bob.service.on_message(again)
+        assert received is not None and received.duplicate
+        replies = bob_replies(server)[before:]
+        assert [(n.tag, n.attrs.get("type")) for n in replies] == [
+            ("receipt", None),
+            ("ack", None),
+        ]
+    assert bob.texts() == [f"g{i}" for i in range(KEEP + 2)]
+
+
+async def test_a_used_counter_beside_a_part_that_fails_otherwise_still_asks_for_a_retry() -> None:
+    """One part's counter used, another part unreadable: not a duplicate, an undecryptable
+    message answered with a retry receipt, as any failure."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    for i in range(KEEP + 1):
+        await alice.service.send_message("222@s.whatsapp.net", {"text": f"m{i}"})
+    again = delivered_to_bob_again(server, 0)
+    broken = BinaryNode("enc", {"v": "2", "type": "msg"}, b"\x33not a whisper message")
+    mixed = BinaryNode("message", dict(again.attrs), [*again.children("enc"), broken])
+    received = await bob.service.on_message(mixed)
+    assert received is not None and not received.duplicate
+    assert received.error is not None and "DuplicateMessage" in received.error
+    assert bob.texts()[-1] is None  # emitted as undecryptable
+    retries = [n for s, n in server.sent if s == BOB and n.attrs.get("type") == "retry"]
+    assert [n.attrs["id"] for n in retries] == [again.attrs["id"]]
+    assert bob.service.duplicates == 0
+
+
+def group_delivered_to_bob_again(server: Server, group: str, index: int) -> BinaryNode:
+    """Bob's copy of Alice's ``index``-th group stanza, as the server would deliver it again."""
+    delivered = sent_by_alice(server, index)
+    attrs = {"id": delivered.attrs["id"], "from": group, "participant": ALICE, "t": "1"}
+    return BinaryNode("message", attrs, parts_for_bob(delivered) + delivered.children("enc"))
 
 
 async def test_a_retry_after_a_restart_is_answered_from_the_durable_sent_store() -> None:
