@@ -191,6 +191,7 @@ class Messenger:
             self._emit,
             retry_keys=self._retry_keys,
             registration_id=lambda: self._host.creds.registration_id,
+            log=self._log,
         )
         self._inbox = OnDemandQueue(self._inbox_stanza, live.spawn, INBOX_SIZE)
 

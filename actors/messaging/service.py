@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import structlog
 import trio
 
 from actors.connection.binary.errors import JidError
@@ -145,7 +144,7 @@ class MessagingService:
         *,
         retry_keys: Callable[[], Awaitable[RetryKeys]] | None = None,
         registration_id: Callable[[], int],
-        log: Logger | None = None,
+        log: Logger,
     ) -> None:
         self._crypto = crypto
         self._link = link
@@ -153,7 +152,7 @@ class MessagingService:
         self._emit = emit
         self._retry_keys = retry_keys
         self._registration_id = registration_id
-        self._log: Logger = log if log is not None else structlog.get_logger("actors.messaging")
+        self._log = log
         self.duplicates = 0
         """Stanzas answered as duplicates of a message handled before (kept copy gone)."""
         self._retries: collections.OrderedDict[str, int] = collections.OrderedDict()

@@ -119,6 +119,7 @@ class Server:
             device.events.append,
             retry_keys=device.retry_keys,
             registration_id=lambda: auth.state.creds.registration_id,
+            log=structlog.get_logger(),
         )
 
     def user_devices(self, user: str) -> list[Device]:
