@@ -153,6 +153,7 @@ class MessagingService:
         self._retry_keys = retry_keys
         self._registration_id = registration_id
         self._log = log
+        self._in_doubt: BinaryNode | None = None
         self.duplicates = 0
         """Stanzas answered as duplicates of a message handled before (kept copy gone)."""
         self._retries: collections.OrderedDict[str, int] = collections.OrderedDict()
@@ -166,7 +167,20 @@ class MessagingService:
     # -- receive ---------------------------------------------------------------------
 
     async def on_message(self, node: BinaryNode) -> ReceivedMessage | None:
-        """Handle a ``<message>``: decrypt durably, emit, then receipt and ack."""
+        """Handle a ``<message>``: decrypt durably, emit, then receipt and ack.
+
+        A stanza whose handling failed between its decrypt and its emit (a store
+        timeout: the decrypt may have committed) is handled again first, before any
+        later stanza is decrypted: were KEEP later messages of its author committed
+        before it, its redelivery would find its kept copy gone and be taken for a
+        duplicate of a message never emitted.
+        """
+        doubtful = self._in_doubt
+        if doubtful is not None and doubtful is not node:
+            await self._receive(doubtful)
+        return await self._receive(node)
+
+    async def _receive(self, node: BinaryNode) -> ReceivedMessage | None:
         me = self._identity()
         try:
             stanza = parse_message_stanza(node, [me.jid, me.lid or ""])
@@ -174,12 +188,15 @@ class MessagingService:
             # Baileys' NACK "parsing error": the server stops redelivering it.
             await self._link.send(ack_for(node, me.jid, error=487))
             return None
+        self._in_doubt = node  # until emitted; an exception on the way leaves it set
         received = await self._crypto.decrypt(stanza)
         if received.duplicate:
+            self._in_doubt = None
             await self._on_duplicate(node, stanza)
             return received
         if not self._already_emitted(received):
             self._emit(message_event(received))
+        self._in_doubt = None
         if received.error is None:
             self._retries.pop(stanza.key.id, None)
             await self._link.send(delivery_receipt(stanza))

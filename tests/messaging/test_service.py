@@ -12,10 +12,11 @@ import trio
 
 from actors.connection.binary.jid import Jid
 from actors.connection.binary.node import BinaryNode
-from actors.messaging.crypto import LocalCrypto
+from actors.messaging.crypto import LocalCrypto, MessageCrypto
 from actors.messaging.errors import RecipientError
-from actors.messaging.incoming import RetryKeys
+from actors.messaging.incoming import IncomingStanza, RetryKeys
 from actors.messaging.kept import KEEP, kept_lookup, kept_with
+from actors.messaging.receive import ReceivedMessage
 from actors.messaging.service import (
     AckTimeout,
     Identity,
@@ -24,6 +25,7 @@ from actors.messaging.service import (
     SendUnconfirmed,
 )
 from actors.signal import SignalRepository
+from runtime.errors import ReplyTimeout
 from stores import PersistedAuth, use_memory_auth_state
 from stores.keys import generate_pre_keys
 
@@ -109,11 +111,11 @@ class Server:
         self.devices[jid] = device
         return device
 
-    async def restart(self, device: Device) -> None:
+    async def restart(self, device: Device, crypto: MessageCrypto | None = None) -> None:
         """A new service over the device's store, as after a process restart."""
         auth, repo, jid = device.auth, device.repo, device.jid
         device.service = MessagingService(
-            LocalCrypto(auth.keys, repo),
+            crypto or LocalCrypto(auth.keys, repo),
             Link(self, jid),
             lambda: Identity(jid, None, b"adv"),
             device.events.append,
@@ -614,6 +616,59 @@ async def test_a_used_counter_beside_a_part_that_fails_otherwise_still_asks_for_
     retries = [n for s, n in server.sent if s == BOB and n.attrs.get("type") == "retry"]
     assert [n.attrs["id"] for n in retries] == [again.attrs["id"]]
     assert bob.service.duplicates == 0
+
+
+class CommitsThenTimesOut(LocalCrypto):
+    """The store commits the decrypt, but the answer comes too late (ReplyTimeout)."""
+
+    def __init__(self, device: Device, times: int = 1) -> None:
+        super().__init__(device.auth.keys, device.repo)
+        self.times = times
+
+    async def decrypt(self, stanza: IncomingStanza) -> ReceivedMessage:
+        received = await super().decrypt(stanza)
+        if self.times:
+            self.times -= 1
+            raise ReplyTimeout("the decrypt", 30.0)
+        return received
+
+
+async def test_a_stanza_whose_decrypt_timed_out_is_emitted_before_later_ones_are_decrypted() -> (
+    None
+):
+    """Committed but its answer timed out (not emitted, not acked): the next stanza first
+    handles it again (answered from the kept copy), so KEEP later ones cannot push that
+    copy out before it was emitted and turn its redelivery into a silent duplicate."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await server.restart(bob, CommitsThenTimesOut(bob))
+    with pytest.raises(ReplyTimeout):
+        await alice.service.send_message("222@s.whatsapp.net", {"text": "m0"})
+    assert bob.texts() == []
+    for i in range(1, KEEP + 2):
+        await alice.service.send_message("222@s.whatsapp.net", {"text": f"m{i}"})
+    assert bob.texts() == [f"m{i}" for i in range(KEEP + 2)]
+    acked = [n.attrs["id"] for s, n in server.sent if s == BOB and n.tag == "ack"]
+    assert acked[0] == sent_by_alice(server, 0).attrs["id"]
+    assert [n for s, n in server.sent if s == BOB and n.attrs.get("type") == "retry"] == []
+
+
+async def test_while_a_doubtful_stanza_still_fails_later_ones_are_left_for_the_next_login() -> None:
+    """The store times out again on the doubtful stanza: the later stanza is not decrypted
+    and not acked (the server delivers it again at the next login), and decrypts then."""
+    server = Server()
+    alice, bob = await server.add(ALICE), await server.add(BOB)
+    await server.restart(bob, CommitsThenTimesOut(bob, times=2))
+    for text in ("m0", "m1"):
+        with pytest.raises(ReplyTimeout):
+            await alice.service.send_message("222@s.whatsapp.net", {"text": text})
+    await alice.service.send_message("222@s.whatsapp.net", {"text": "m2"})
+    assert bob.texts() == ["m0", "m2"]
+    acked = [n.attrs["id"] for s, n in server.sent if s == BOB and n.tag == "ack"]
+    assert acked == [sent_by_alice(server, i).attrs["id"] for i in (0, 2)]
+    await server.restart(bob)
+    await bob.service.on_message(delivered_to_bob_again(server, 1))
+    assert bob.texts() == ["m0", "m2", "m1"]
 
 
 def group_delivered_to_bob_again(server: Server, group: str, index: int) -> BinaryNode:
