@@ -7,8 +7,9 @@ native auth folder. Over all runs: 0 messages lost, 0 undecryptable, 0 retry
 receipts either way, every reply the bot sent decrypted at the contact. The first
 tests show the soak's bookkeeping can fail: a message never emitted is counted, one
 still queued is counted apart, a reply that did not decrypt is counted. The last
-ones pin the two bugs the soak found (a backlog over the inbox's size, more
-committed-but-unacknowledged messages than were kept).
+ones pin the bugs the soak found (a backlog over the inbox's size, more
+committed-but-unacknowledged messages than were kept, and more than are kept:
+those answered as duplicates, not as undecryptable).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import trio
 
+from actors.messaging.kept import KEEP
 from bench.soak_messages import (
     DRAIN_IDLE,
     MessageTally,
@@ -137,10 +139,14 @@ async def _until(condition: Any) -> None:
     raise AssertionError("the condition never held")
 
 
-async def _lost_acks_then_login(tmp_path: Path, count: int) -> tuple[list[dict[str, Any]], int]:
+async def _lost_acks_then_login(
+    tmp_path: Path, count: int, again: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """``count`` texts decrypted and committed whose acks the sandbox never gets (as when a
     SIGKILL catches them in the outbound channel), then a new session on the same folder:
-    what it emits."""
+    what it emits once the sandbox has its acks for all (``again`` events awaited, all
+    ``count`` unless said)."""
+    expected = count if again is None else again
     from runtime.app import Config, open_runtime
     from sandbox.server import open_sandbox
 
@@ -176,7 +182,9 @@ async def _lost_acks_then_login(tmp_path: Path, count: int) -> tuple[list[dict[s
             async with open_runtime(config, subscribe=on_event) as rt:
                 await rt.wait_connected(30)
                 device = str((await rt.auth_state()).me["id"])
-                await _until(lambda: not sb.core.pending(device) and len(emitted) >= first + count)
+                await _until(
+                    lambda: not sb.core.pending(device) and len(emitted) >= first + expected
+                )
         retries = sum(1 for r in contact.receipts if r.type == "retry")
         assert [m["key"]["id"] for m in emitted[:first]] == ids
         nursery.cancel_scope.cancel()
@@ -207,3 +215,18 @@ async def test_a_redelivery_of_more_committed_messages_than_kept_is_readable(
         m["undecryptable"] for m in again if m.get("undecryptable")
     ]
     assert [m["text"] for m in again] == [f"t{i}" for i in range(40)] and retries == 0
+
+
+async def test_a_redelivery_of_more_lost_acks_than_kept_is_acked_without_a_retry(
+    tmp_path: Path,
+) -> None:
+    """Acks lost for KEEP + 16 committed texts of one contact: the next session emits the
+    KEEP newest again from their kept copies; the 16 older ones, whose copies were pushed
+    out, were emitted already: answered as duplicates (acked, no event), none undecryptable,
+    no retry receipt."""
+    again, retries = await _lost_acks_then_login(tmp_path, KEEP + 16, again=KEEP)
+    assert not [m for m in again if m.get("undecryptable")], [
+        m["undecryptable"] for m in again if m.get("undecryptable")
+    ]
+    assert [m["text"] for m in again] == [f"t{i}" for i in range(16, KEEP + 16)]
+    assert retries == 0
