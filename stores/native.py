@@ -299,7 +299,7 @@ class NativeBackend:
         state: LoadedState,
         fd: int,
         recovery: NativeRecovery,
-        sizes: LogSettings,
+        settings: LogSettings,
         cipher: RecordCipher | None = None,
     ) -> None:
         self._dir = directory
@@ -323,10 +323,10 @@ class NativeBackend:
         """Where the next record goes: the end of the records, not of the file."""
         self._log_allocated = _file_size(fs, self._log_location)
         """The log file's durable size: zeros from ``_log_bytes`` on."""
-        self._log_chunk_bytes = sizes.log_chunk_bytes
+        self._log_chunk_bytes = settings.log_chunk_bytes
         self._records = len(state.log.records) if state.log else 0
         self._snapshot_bytes = state.snapshot_bytes
-        self._compact_min_bytes = sizes.compact_min_bytes
+        self._compact_min_bytes = settings.compact_min_bytes
         self._fsyncs = 0
         self._compactions = 0
         self._closed = False
@@ -340,7 +340,7 @@ class NativeBackend:
             replaceable=_creds_only,
             supersedes=_carries_creds,
             short_write=self._short_write,
-            inline_below=sizes.inline_write_below,
+            inline_below=settings.inline_write_below,
         )
 
     # --- Persistence ---------------------------------------------------------------
@@ -646,8 +646,8 @@ async def open_native_backend(
     key = await resolve_key(encryption_key)
     if inline_write_below < 0:
         raise ValueError("inline_write_below must not be negative")
-    sizes = LogSettings(compact_min_bytes, log_chunk_bytes, inline_write_below)
-    opener = partial(_open_sync, Path(path), fs or REAL_FS, sizes, recover, key)
+    settings = LogSettings(compact_min_bytes, log_chunk_bytes, inline_write_below)
+    opener = partial(_open_sync, Path(path), fs or REAL_FS, settings, recover, key)
     backend, pending_creds = await trio.to_thread.run_sync(opener)
     if pending_creds is not None:
         # A creds fallback is made the latest durably, so the next open is clean.
@@ -660,14 +660,14 @@ async def open_native_backend(
 
 
 def _open_sync(
-    path: Path, fs: FileSystem, sizes: LogSettings, recover: bool, key: StoreKey | None
+    path: Path, fs: FileSystem, settings: LogSettings, recover: bool, key: StoreKey | None
 ) -> tuple[NativeBackend, AuthCreds | None]:
     listing = classify(path, fs)  # refuse foreign data before creating anything in it
     early = _validate_unlocked(path, fs, listing, recover, key)
     ensure_private_dir(path, fs=fs)
     lock = acquire_lock(path, LOCK_NAME)
     try:
-        return _open_locked(path, fs, lock, sizes, recover, key, early)
+        return _open_locked(path, fs, lock, settings, recover, key, early)
     except BaseException:
         lock.release()
         raise
@@ -717,7 +717,7 @@ def _open_locked(
     path: Path,
     fs: FileSystem,
     lock: LockHandle,
-    sizes: LogSettings,
+    settings: LogSettings,
     recover: bool,
     key: StoreKey | None,
     early: _EarlyLoad | None = None,
@@ -725,7 +725,7 @@ def _open_locked(
     listing = classify(path, fs)  # again, under the lock
     _remove_quietly(fs, path, listing.temps)
     if listing.layout is not Layout.NATIVE:
-        return _create(path, fs, lock, sizes, key), None
+        return _create(path, fs, lock, settings, key), None
     _tighten_modes(fs, path, [*listing.logs.values(), *listing.snapshots.values()])
     if early is not None and early.fingerprint == _fingerprint(path, fs, listing):
         state = early.state
@@ -741,7 +741,7 @@ def _open_locked(
     )
     damaged = state.log is not None and state.log.torn is not None and state.log.torn.damage
     if damaged:
-        return _salvage(path, fs, lock, state, recovery, sizes, cipher), pending
+        return _salvage(path, fs, lock, state, recovery, settings, cipher), pending
     log = path / log_name(state.generation)
     if state.log is None:
         header = FileHeader(
@@ -757,12 +757,12 @@ def _open_locked(
     except BaseException:
         fs.close(fd)
         raise
-    backend = NativeBackend(path, fs, lock, state, fd, recovery, sizes, cipher)
+    backend = NativeBackend(path, fs, lock, state, fd, recovery, settings, cipher)
     return backend, pending
 
 
 def _create(
-    path: Path, fs: FileSystem, lock: LockHandle, sizes: LogSettings, key: StoreKey | None
+    path: Path, fs: FileSystem, lock: LockHandle, settings: LogSettings, key: StoreKey | None
 ) -> NativeBackend:
     cipher = None if key is None else RecordCipher(key, new_encryption(key))
     encryption = None if cipher is None else cipher.encryption
@@ -772,7 +772,7 @@ def _create(
     index = empty_index(None, log)
     state = LoadedState(0, 0, index, None, None, [], None, len(header), 0, [], encryption)
     fd = _open_log(fs, log)
-    return NativeBackend(path, fs, lock, state, fd, NativeRecovery(), sizes, cipher)
+    return NativeBackend(path, fs, lock, state, fd, NativeRecovery(), settings, cipher)
 
 
 def _check_creds(
@@ -816,7 +816,7 @@ def _salvage(
     lock: LockHandle,
     state: LoadedState,
     recovery: NativeRecovery,
-    sizes: LogSettings,
+    settings: LogSettings,
     cipher: RecordCipher | None,
 ) -> NativeBackend:
     """Keep the damaged log aside, then compact the intact prefix into a new generation."""
@@ -835,7 +835,7 @@ def _salvage(
         creds_error=recovery.creds_error,
         removed_files=recovery.removed_files,
     )
-    backend = NativeBackend(path, fs, lock, state, fd, recovery, sizes, cipher)
+    backend = NativeBackend(path, fs, lock, state, fd, recovery, settings, cipher)
     try:
         # Same module, and no writer runs yet during open.
         backend._compact()
