@@ -155,6 +155,8 @@ class SqliteBackend:
         )
         self._wal_pages = 0
         """Estimated WAL pages written since the last checkpoint (under ``_conn_lock``)."""
+        self._checkpoint_failure: DurabilityError | None = None
+        """Why the last checkpoint failed: the next group fails with it, writing nothing."""
         self._creds_writes = 0
 
     def __repr__(self) -> str:
@@ -355,6 +357,8 @@ class SqliteBackend:
         with self._conn_lock:
             if self._closed:
                 raise DurabilityError(self.location, "commit", StoreClosedError("closed"))
+            if self._checkpoint_failure is not None:
+                raise self._checkpoint_failure  # before anything of this group is written
             first = self._write_group_locked(self._conn, group)
             self._wal_pages += _pages(group)
             if self._wal_pages >= CHECKPOINT_PAGES:
@@ -366,12 +370,15 @@ class SqliteBackend:
         return self._wal_pages + _pages(group) < CHECKPOINT_PAGES
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        # After the COMMIT: the group is durable whatever happens here. PASSIVE never
-        # waits for readers; what it cannot copy now the next checkpoint copies.
+        # After the COMMIT: the group is durable whatever happens here, so it is
+        # acknowledged; a failed checkpoint fails the next group instead, before it
+        # writes anything (and the backend turns read-only, as for any failed write).
+        # PASSIVE never waits for readers; what it cannot copy now the next one copies.
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
-            raise DurabilityError(self.location, "sqlite checkpoint", exc) from exc
+            self._checkpoint_failure = DurabilityError(self.location, "sqlite checkpoint", exc)
+            return
         self._wal_pages = 0
 
     def _write_group_locked(self, conn: sqlite3.Connection, group: Sequence[_Pending]) -> int:

@@ -715,3 +715,41 @@ async def test_a_negative_inline_write_bound_is_refused_before_anything_is_made(
     with pytest.raises(ValueError, match="inline_write_below"):
         await open_sqlite_backend(tmp_path / "auth.db", inline_write_below=-1.0)
     assert not (tmp_path / "auth.db").exists()
+
+
+class _FailingCheckpoint(sqlite3.Connection):
+    """A connection whose WAL checkpoint fails like a broken disk once ``armed`` is set."""
+
+    armed = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if type(self).armed and sql.startswith("PRAGMA wal_checkpoint"):
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().execute(sql, *args)
+
+
+async def test_a_failed_checkpoint_acknowledges_its_durable_commit_and_fails_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit before the checkpoint is durable and acknowledged; the next commit
+    gets DurabilityError without writing anything, then the backend is read-only."""
+    monkeypatch.setattr(sqlite_backend, "CHECKPOINT_PAGES", 1)  # every commit checkpoints
+    db = tmp_path / "auth.db"
+    _FailingCheckpoint.armed = False
+    backend = await open_sqlite_backend(db, connection_factory=_FailingCheckpoint)
+    try:
+        await backend.commit(Batch(keys={"session": {"a": b"1"}}))
+        _FailingCheckpoint.armed = True
+        seq = await backend.commit(Batch(keys={"session": {"b": b"2"}}))
+        assert seq == 2
+        with pytest.raises(DurabilityError, match="checkpoint"):
+            await backend.commit(Batch(keys={"session": {"c": b"3"}}))
+        with pytest.raises(StoreReadOnlyError):
+            await backend.commit(Batch(keys={"session": {"d": b"4"}}))
+    finally:
+        _FailingCheckpoint.armed = False
+        await backend.aclose()
+    async with await open_sqlite_backend(db) as reopened:
+        got = await reopened.read_keys("session", ["a", "b", "c", "d"])
+        assert got == {"a": b"1", "b": b"2"}
+        assert reopened.statistics().seq == 2
