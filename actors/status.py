@@ -46,7 +46,7 @@ class SessionStatus:
         self.error: BaseException | None = None
         self.ended = trio.Event()
         self._changed = trio.Event()
-        self._on_end: Callable[[], None] | None = None
+        self._on_end: list[Callable[[], None]] | None = None  # made only when one is given
 
     def __repr__(self) -> str:
         state = self.state.value
@@ -69,17 +69,20 @@ class SessionStatus:
         self._changed.set()
         if first and self._on_end is not None:
             on_end, self._on_end = self._on_end, None
-            on_end()
+            for callback in on_end:
+                callback()
 
     def when_ended(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once when the session ends (at once if it has ended).
 
-        Since 0.2.0.
+        Each callback given is called, in the order given. Since 0.2.0.
         """
         if self.ended.is_set():
             callback()
+        elif self._on_end is None:
+            self._on_end = [callback]
         else:
-            self._on_end = callback
+            self._on_end.append(callback)
 
     async def wait_changed(self) -> None:
         """Return at the next state change or end."""

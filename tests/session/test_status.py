@@ -1,4 +1,4 @@
-"""SessionStatus: the connection's state, how the session ended, and the end's one callback."""
+"""SessionStatus: the connection's state, how the session ended, and the end's callbacks."""
 
 from __future__ import annotations
 
@@ -26,3 +26,14 @@ def test_when_ended_after_the_end_runs_at_once() -> None:
     status.when_ended(lambda: calls.append("ended"))
     status.end(EndReason.STOPPED)
     assert calls == ["ended"]
+
+
+def test_every_callback_given_runs_at_the_end_in_order() -> None:
+    """A second callback does not replace the first: both run, once, in the order given."""
+    status = SessionStatus("a")
+    calls: list[str] = []
+    status.when_ended(lambda: calls.append("runtime"))
+    status.when_ended(lambda: calls.append("app"))
+    status.end(EndReason.STOPPED)
+    status.end(EndReason.STOPPED)
+    assert calls == ["runtime", "app"]
