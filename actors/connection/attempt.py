@@ -271,13 +271,18 @@ class Attempt:
         self._outcome = outcome
         waiters, self._waiters = self._waiters, {}
         for receipt in waiters.values():
-            receipt.fail(ConnectionLost(outcome.code, outcome.detail))
+            receipt.fail(self._lost())
         self._outbound.close()  # a sender waiting for room would wait for ever
         assert self._nursery is not None  # set by run before any task starts
         self._nursery.cancel_scope.cancel()
 
     def _outcome_of(self, code: int, detail: str) -> Outcome:
         return Outcome(code, detail, self.opened)
+
+    def _lost(self) -> ConnectionLost:
+        """What a sender gets once the attempt has ended (``_outcome`` is recorded)."""
+        assert self._outcome is not None
+        return ConnectionLost(self._outcome.code, self._outcome.detail)
 
     def over(self, code: int, detail: str) -> AttemptOver:
         return AttemptOver(self._outcome_of(code, detail))
@@ -288,7 +293,7 @@ class Attempt:
         """Hand what ``produce`` encrypts to the writer, in encryption order."""
         async with self._send_lock:
             if self._outcome is not None:
-                raise ConnectionLost(self._outcome.code, self._outcome.detail)
+                raise self._lost()
             data = produce()
             if data:
                 await self._queue_frame(data)
@@ -306,7 +311,7 @@ class Attempt:
         await take_lock(lock)
         try:
             if self._outcome is not None:
-                raise ConnectionLost(self._outcome.code, self._outcome.detail)
+                raise self._lost()
             data = produce()
             if not data:
                 await trio.lowlevel.checkpoint()
@@ -331,8 +336,7 @@ class Attempt:
         try:
             await self._outbound.put(data)
         except trio.BrokenResourceError:
-            assert self._outcome is not None  # closed by _end only
-            raise ConnectionLost(self._outcome.code, self._outcome.detail) from None
+            raise self._lost() from None  # closed by _end only
 
     def next_id(self) -> str:
         """A fresh stanza id of this connection."""
