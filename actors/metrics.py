@@ -159,6 +159,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.messages_duplicate = Counter(
+            "messages_duplicate",
+            "Stanzas delivered again after their message was handled and its kept copy"
+            " dropped: answered with receipt and ack, no event.",
+            account,
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.store_errors = Counter(
             "store_errors",
             "Backend commits that failed.",
@@ -210,6 +218,7 @@ class Metrics:
             commit_batches=self.commit_batches,
             prekeys=self.prekeys_uploaded.labels(label),
             sent=self.messages_sent.labels(label),
+            duplicates=self.messages_duplicate.labels(label),
         )
 
     # --- sessions ----------------------------------------------------------------------

@@ -29,6 +29,7 @@ class SessionMetrics:
     commit_batches: Observes | None = None
     prekeys: Counts | None = None
     sent: Counts | None = None
+    duplicates: Counts | None = None
 
     def commit(self, seconds: float, batches: int) -> None:
         """One durable backend commit of ``batches`` transactions took ``seconds``."""
@@ -46,6 +47,11 @@ class SessionMetrics:
         """The server acked one message we sent."""
         if self.sent is not None:
             self.sent.inc()
+
+    def message_duplicate(self) -> None:
+        """A stanza came again after its kept copy was dropped: receipt and ack, no event."""
+        if self.duplicates is not None:
+            self.duplicates.inc()
 
 
 NO_METRICS: Final = SessionMetrics()

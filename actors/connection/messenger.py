@@ -192,6 +192,7 @@ class Messenger:
             retry_keys=self._retry_keys,
             registration_id=lambda: self._host.creds.registration_id,
             log=self._log,
+            on_duplicate=self._host.metrics.message_duplicate,
         )
         self._inbox = OnDemandQueue(self._inbox_stanza, live.spawn, INBOX_SIZE)
 

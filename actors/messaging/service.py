@@ -145,6 +145,7 @@ class MessagingService:
         retry_keys: Callable[[], Awaitable[RetryKeys]] | None = None,
         registration_id: Callable[[], int],
         log: Logger,
+        on_duplicate: Callable[[], None] | None = None,
     ) -> None:
         self._crypto = crypto
         self._link = link
@@ -153,6 +154,7 @@ class MessagingService:
         self._retry_keys = retry_keys
         self._registration_id = registration_id
         self._log = log
+        self._count_duplicate = on_duplicate
         self._in_doubt: BinaryNode | None = None
         self.duplicates = 0
         """Stanzas answered as duplicates of a message handled before (kept copy gone)."""
@@ -208,6 +210,8 @@ class MessagingService:
     async def _on_duplicate(self, node: BinaryNode, stanza: IncomingStanza) -> None:
         """Handled before, its kept copy gone: only the receipt and ack again."""
         self.duplicates += 1
+        if self._count_duplicate is not None:
+            self._count_duplicate()
         key = stanza.key
         self._log.debug(
             "message_duplicate", remote_jid=key.remote_jid, id=key.id, participant=key.participant

@@ -141,11 +141,12 @@ async def _until(condition: Any) -> None:
 
 async def _lost_acks_then_login(
     tmp_path: Path, count: int, again: int | None = None
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[dict[str, Any]], int, float]:
     """``count`` texts decrypted and committed whose acks the sandbox never gets (as when a
     SIGKILL catches them in the outbound channel), then a new session on the same folder:
     what it emits once the sandbox has its acks for all (``again`` events awaited, all
-    ``count`` unless said)."""
+    ``count`` unless said), the contact's retry receipts, and the duplicates the new
+    runtime's metrics counted."""
     expected = count if again is None else again
     from runtime.app import Config, open_runtime
     from sandbox.server import open_sandbox
@@ -185,19 +186,33 @@ async def _lost_acks_then_login(
                 await _until(
                     lambda: not sb.core.pending(device) and len(emitted) >= first + expected
                 )
+                duplicates = _metric(rt.metrics.render(), "baileys_trio_messages_duplicate_total")
         retries = sum(1 for r in contact.receipts if r.type == "retry")
         assert [m["key"]["id"] for m in emitted[:first]] == ids
         nursery.cancel_scope.cancel()
-    return emitted[first:], retries
+    return emitted[first:], retries, duplicates
+
+
+def _metric(exposition: bytes, name: str) -> float:
+    """The sum of ``name``'s samples (every account) in a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition.decode())
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 async def test_a_redelivery_of_a_few_committed_messages_is_answered_from_the_kept_ones(
     tmp_path: Path,
 ) -> None:
     """Acks lost for 10 committed texts: the next session emits all 10 again, readable."""
-    again, retries = await _lost_acks_then_login(tmp_path, 10)
+    again, retries, duplicates = await _lost_acks_then_login(tmp_path, 10)
     assert [m["text"] for m in again] == [f"t{i}" for i in range(10)]
     assert not [m for m in again if m.get("undecryptable")] and retries == 0
+    assert duplicates == 0
 
 
 async def test_a_redelivery_of_more_committed_messages_than_kept_is_readable(
@@ -210,7 +225,7 @@ async def test_a_redelivery_of_more_committed_messages_than_kept_is_readable(
     acks can wait in the outbound channel when the process dies (fixed in 5e87a92:
     64 are kept).
     """
-    again, retries = await _lost_acks_then_login(tmp_path, 40)
+    again, retries, _ = await _lost_acks_then_login(tmp_path, 40)
     assert not [m for m in again if m.get("undecryptable")], [
         m["undecryptable"] for m in again if m.get("undecryptable")
     ]
@@ -222,11 +237,12 @@ async def test_a_redelivery_of_more_lost_acks_than_kept_is_acked_without_a_retry
 ) -> None:
     """Acks lost for KEEP + 16 committed texts of one contact: the next session emits the
     KEEP newest again from their kept copies; the 16 older ones, whose copies were pushed
-    out, were emitted already: answered as duplicates (acked, no event), none undecryptable,
-    no retry receipt."""
-    again, retries = await _lost_acks_then_login(tmp_path, KEEP + 16, again=KEEP)
+    out, were emitted already: answered as duplicates (acked, no event, counted in the
+    metrics), none undecryptable, no retry receipt."""
+    again, retries, duplicates = await _lost_acks_then_login(tmp_path, KEEP + 16, again=KEEP)
     assert not [m for m in again if m.get("undecryptable")], [
         m["undecryptable"] for m in again if m.get("undecryptable")
     ]
     assert [m["text"] for m in again] == [f"t{i}" for i in range(16, KEEP + 16)]
     assert retries == 0
+    assert duplicates == 16
