@@ -24,7 +24,9 @@ its lock:
   listing and the open is seen as a vanished file and the read starts again.
 * **sqlite**: SQLite's online backup API copies the database file at one read
   transaction into a private scratch file; the account is read from that copy; the
-  point is the account's ``seq`` there.
+  point is the account's ``seq`` there. The scratch directory is held under an
+  ``flock`` while in use; one left by a killed backup (it holds a copy of the
+  account's keys) is removed by the next backup beside the same target.
 * **postgres** (a ``postgresql://`` URI, the account from ``#account=NAME`` or
   ``account``): one ``REPEATABLE READ READ ONLY`` transaction reads the account's seq,
   creds and keys (``stores.postgres_backup``); the lease is not taken.
@@ -58,6 +60,7 @@ Since 0.2.0.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import importlib
 import os
 import shutil
@@ -432,9 +435,9 @@ async def read_sqlite_image(
     with another, and for a plain account given one); its image is sealed under it.
     """
     where = f"{db_path} account {account!r}"
-    scratch = await trio.to_thread.run_sync(_make_scratch, beside)
+    scratch = await trio.to_thread.run_sync(_Scratch.make, beside)
     try:
-        copy = scratch / db_path.name
+        copy = scratch.path / db_path.name
         await trio.to_thread.run_sync(_sqlite_online_copy, db_path, copy)
         from stores.sqlite import open_sqlite_backend
 
@@ -444,16 +447,100 @@ async def read_sqlite_image(
             snapshot, seq = await backend.snapshot(), backend.statistics().seq
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(shutil.rmtree, scratch, True)
+            await trio.to_thread.run_sync(scratch.remove)
     image = image_of(snapshot, seq, where)
     if key is not None:
         image = dataclasses.replace(image, encryption=new_encryption(key))
     return image
 
 
-def _make_scratch(beside: Path) -> Path:
-    ensure_private_dir(beside.parent)
-    return Path(tempfile.mkdtemp(prefix=f".{beside.name}.backup-", dir=beside.parent))
+SCRATCH_IN_USE = ".in-use"
+"""The file a scratch directory's user holds an ``flock`` on while it lives."""
+
+UNLOCKED_SCRATCH_AGE = 60.0
+"""Seconds after which a scratch directory without its lock file counts as abandoned
+(a kill between making the directory and locking it); a younger one may be one that
+another backup is making right now."""
+
+
+@dataclass
+class _Scratch:
+    """A private directory beside a backup's target for the database copy, locked.
+
+    A backup killed while it held one (SIGKILL, power loss) leaves it behind with a
+    copy of the account's keys in it: the next backup beside the same target
+    removes every such directory whose lock nobody holds any more.
+    """
+
+    path: Path
+    fd: int
+
+    @classmethod
+    def make(cls, beside: Path) -> _Scratch:
+        ensure_private_dir(beside.parent)
+        sweep_abandoned_scratch(beside)
+        path = Path(tempfile.mkdtemp(prefix=_scratch_prefix(beside), dir=beside.parent))
+        # Locked before it has its name: a sweep never sees it unlocked.
+        pending = path / (SCRATCH_IN_USE + ".new")
+        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            _try_flock(fd)  # where flock is not supported, no sweep will judge it
+            os.rename(pending, path / SCRATCH_IN_USE)
+        except BaseException:
+            os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return cls(path, fd)
+
+    def remove(self) -> None:
+        try:
+            shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            os.close(self.fd)
+
+
+def _scratch_prefix(beside: Path) -> str:
+    return f".{beside.name}.backup-"
+
+
+def sweep_abandoned_scratch(beside: Path) -> list[Path]:
+    """Remove the scratch directories of killed backups beside ``beside``; return them."""
+    prefix = _scratch_prefix(beside)
+    try:
+        names = os.listdir(beside.parent)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in sorted(names):
+        path = beside.parent / name
+        if name.startswith(prefix) and path.is_dir() and not path.is_symlink():
+            if _abandoned(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+def _abandoned(scratch: Path) -> bool:
+    try:
+        fd = os.open(scratch / SCRATCH_IN_USE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        try:
+            age = time.time() - scratch.stat().st_mtime
+        except FileNotFoundError:
+            return False  # removed meanwhile by its own backup
+        return age > UNLOCKED_SCRATCH_AGE
+    try:
+        return _try_flock(fd)  # False: a live backup holds it (or locks do not work here)
+    finally:
+        os.close(fd)  # releases the lock taken just to look
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _sqlite_online_copy(db_path: Path, copy: Path) -> None:
