@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -181,9 +181,7 @@ class PersistedAuth:
         """
         backend = self.backend
 
-        async def commit(batch: Batch) -> int:
-            if batch.creds is None and batch.patch is None:
-                return await backend.commit(batch)
+        async def commit_creds(batch: Batch) -> int:
             resolved = batch.resolved(self._latest)
             assert resolved.creds is not None  # a creds change resolves to a snapshot
             self._latest = resolved.creds
@@ -191,6 +189,13 @@ class PersistedAuth:
             if batch.patch is not None:
                 self.state.creds = resolved.creds.copy()
             return seq
+
+        def commit(batch: Batch) -> Awaitable[int]:
+            if batch.creds is None and batch.patch is None:
+                # The backend's own coroutine, awaited by the caller: no frame of this
+                # wrapper on the path of every key commit.
+                return backend.commit(batch)
+            return commit_creds(batch)
 
         if getattr(backend.commit, SEQUENCED_ATTRIBUTE, False) is True:
             return sequenced_on_call(commit)

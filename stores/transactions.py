@@ -74,7 +74,6 @@ waits for it: a deadlock, as waiting on a key lock it holds would be).
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import enum
 import itertools
@@ -170,7 +169,6 @@ class _Absent(enum.Enum):
 
 _ABSENT = _Absent.ABSENT
 _UNCACHED: object = object()
-_NO_SHIELD = contextlib.nullcontext()
 
 
 class _Outcome(enum.Enum):
@@ -316,8 +314,8 @@ def validate_writes(data: KeyWrites) -> dict[Slot, Value | None]:
     for type_, entries in data.items():
         check_key_type(type_)
         for id_, value in entries.items():
-            if not isinstance(id_, str) or not id_:
-                _check_type_and_ids(type_, [id_])  # raises, naming the id
+            if type(id_) is not str or not id_:
+                _check_type_and_ids(type_, [id_])  # raises, naming the id (or takes a str subclass)
             if value is None or type(value) is bytes:
                 # bytes are immutable: nothing to copy (the common case: Signal records)
                 writes[(type_, id_)] = value
@@ -327,16 +325,6 @@ def validate_writes(data: KeyWrites) -> dict[Slot, Value | None]:
             except _NotExactlyPlain:
                 writes[(type_, id_)] = _copy_checked(value, f"{type_}/{id_}")
     return writes
-
-
-def _group(writes: Mapping[Slot, Value | None]) -> dict[str, dict[str, Value | None]]:
-    grouped: dict[str, dict[str, Value | None]] = {}
-    for (type_, id_), value in writes.items():
-        ids = grouped.get(type_)
-        if ids is None:
-            ids = grouped[type_] = {}
-        ids[id_] = value
-    return grouped
 
 
 class _Pending:
@@ -356,6 +344,7 @@ class _Pending:
         "pin",
         "seq",
         "slots",
+        "waited",
         "writes",
     )
 
@@ -374,6 +363,8 @@ class _Pending:
         self.outcome = _Outcome.PENDING
         self.seq: int | None = None
         self.applied = False
+        self.waited = False
+        """Whether a waiter made a wake-up means (``wake`` has someone to wake)."""
         self._event: trio.Event | None = None
         self._parked: list[trio.lowlevel.Task] | None = None
 
@@ -384,6 +375,7 @@ class _Pending:
             return
         if self._event is None:
             self._event = trio.Event()
+            self.waited = True
         await self._event.wait()
 
     async def wait_applied_to_the_end(self) -> None:
@@ -391,11 +383,12 @@ class _Pending:
         if not self.applied:
             if self._parked is None:
                 self._parked = []
+                self.waited = True
             self._parked.append(trio.lowlevel.current_task())
             await trio.lowlevel.wait_task_rescheduled(_not_abortable)
 
-    def set_applied(self) -> None:
-        self.applied = True
+    def wake(self) -> None:
+        """Wake its waiters once it is ``applied`` (the store sets that, then calls this)."""
         if self._event is not None:
             self._event.set()
         if self._parked is not None:
@@ -573,7 +566,11 @@ class StoreTransaction:
         Does not park (a transaction yields once, at its commit); a cancellation point.
         """
         self._check_open()
-        self._writes.update(validate_writes(data))
+        writes = validate_writes(data)  # before anything is staged: a bad value stages nothing
+        if self._writes:
+            self._writes.update(writes)
+        else:
+            self._writes = writes  # a fresh dict: the first set (most often the only one) keeps it
         await trio.lowlevel.checkpoint_if_cancelled()
 
     def set_creds(self, creds: AuthCreds) -> None:
@@ -1134,24 +1131,26 @@ class TransactionalStore:
         # No checkpoint since admission: the validation still holds.
         pending = _Pending(next(self._issues), writes, slots, None if tx is None else tx._pin)
         self._queue.append(pending)
-        writer_of = self._writer_of
-        for slot in slots:
-            writer_of[slot] = pending
+        keys = self._register(pending)
         if creds is None:
-            batch = Batch(keys=_group(writes))
+            batch = Batch(keys=keys)
         else:
-            batch = Batch(keys=_group(writes), creds=creds.creds, patch=creds.patch, rev=creds.rev)
-        # A sequenced commit function queues the batch before its first checkpoint and,
-        # once queued, settles it whatever happens to this task (a cancellation it raises
-        # withdrew the batch): no shield needed, and a cancel scope per commit costs more
-        # than the rest of a small transaction's bookkeeping.
-        with _NO_SHIELD if self._sequenced else trio.CancelScope(shield=True):
-            try:
+            self._writer_of[_CREDS_SLOT] = pending
+            batch = Batch(keys=keys, creds=creds.creds, patch=creds.patch, rev=creds.rev)
+        try:
+            if self._sequenced:
+                # A sequenced commit function queues the batch before its first checkpoint
+                # and, once queued, settles it whatever happens to this task (a cancellation
+                # it raises withdrew the batch): no shield needed, and a cancel scope per
+                # commit costs more than the rest of a small transaction's bookkeeping.
                 seq = await self._commit_fn(batch)
-            except BaseException:
-                pending.outcome = _Outcome.FAILED
-                self._drain()
-                raise
+            else:
+                with trio.CancelScope(shield=True):
+                    seq = await self._commit_fn(batch)
+        except BaseException:
+            pending.outcome = _Outcome.FAILED
+            self._drain()
+            raise
         pending.outcome = _Outcome.ACKED
         pending.seq = seq
         self._drain()
@@ -1216,14 +1215,14 @@ class TransactionalStore:
                 # It holds key locks the escalated one may wait for: it must yield.
                 self._conflicts += 1
                 raise TransactionConflict(key, sorted(guard.slots.intersection(slots)))
+        if not self._writer_of:
+            return _Admission.NOW  # nothing in flight to wait for
         blocker = self._blocker(reads, slots)
         return _Admission.NOW if blocker is None else blocker
 
     def _blocker(self, reads: Mapping[Slot, int], slots: tuple[Slot, ...]) -> _Pending | None:
         """An in-flight commit this one must wait for, if any."""
         writer_of = self._writer_of
-        if not writer_of:
-            return None
         for slot in reads:
             pending = writer_of.get(slot)
             if pending is not None:
@@ -1237,63 +1236,95 @@ class TransactionalStore:
                 return pending
         return None
 
+    def _register(self, pending: _Pending) -> dict[str, dict[str, Value | None]]:
+        """Mark ``pending`` in flight on the slots it writes; its writes grouped for a batch.
+
+        One pass over the writes does both (a transaction's per-slot work is most of
+        its bookkeeping). The creds pseudo-slot is the caller's.
+        """
+        writer_of = self._writer_of
+        grouped: dict[str, dict[str, Value | None]] = {}
+        for slot, value in pending.writes.items():
+            writer_of[slot] = pending
+            ids = grouped.get(slot[0])
+            if ids is None:
+                ids = grouped[slot[0]] = {}
+            ids[slot[1]] = value
+        return grouped
+
     def _drain(self) -> None:
         """Make settled commits visible, strictly in validation order."""
-        queue, writer_of = self._queue, self._writer_of
+        queue = self._queue
         while queue and queue[0].outcome is not _Outcome.PENDING:
             pending = queue.popleft()
             self._tick += 1
-            for slot in pending.slots:
-                if writer_of.get(slot) is pending:
-                    del writer_of[slot]
-            pins = self._pins
-            # An acknowledged commit's transaction is still open (it waits for this),
-            # so its pin is its own; a failed one's may have been released already.
-            own = pending.pin if pending.outcome is _Outcome.ACKED else None
-            if pins and not (len(pins) == 1 and own is not None and pins.get(own) == 1):
-                # Only a pinned reader (a transaction that has read, a read under way)
-                # can ever be invalidated by this commit: with none but the committing
-                # transaction itself (validated already), nothing to log.
-                tick, last_write = self._tick, self._last_write
-                for slot in pending.slots:
-                    last_write[slot] = tick
-                self._log.append((tick, pending.slots))
+            if self._pins:
+                self._log_commit(pending)
             if pending.outcome is _Outcome.ACKED:
-                self._commits += 1
-                # An ordered commit function has settled every earlier batch by now.
-                if self._uncertain:
-                    self._uncertain = {
-                        slot: issue
-                        for slot, issue in self._uncertain.items()
-                        if issue > pending.issue
-                    }
-                self._cache_writes(pending.writes)
+                self._apply(pending)
             else:
-                self._failed_commits += 1
-                for slot in pending.writes:
-                    self._cache.pop(slot, None)
-                    self._uncertain[slot] = pending.issue
-            pending.set_applied()
-        self._prune()
+                self._discard(pending)
+            pending.applied = True
+            if pending.waited:
+                pending.wake()
+        if self._log:
+            self._prune()
 
-    def _cache_writes(self, writes: dict[Slot, Value | None]) -> None:
-        cache = self._cache
-        if len(writes) > WRITE_CACHE_MAX_SLOTS:
-            # A bulk write (812 new pre-keys, a migration) is read back rarely: keeping
-            # it would hold a second copy of the backend's data in every session and
-            # flush the entries that are read. Later reads miss and go to the backend,
-            # which holds the committed values.
-            for slot in writes:
-                cache.pop(slot, None)
+    def _log_commit(self, pending: _Pending) -> None:
+        """Log a commit's slots at the current tick, if a reader may conflict with it."""
+        pins = self._pins
+        # An acknowledged commit's transaction is still open (it waits for this), so its
+        # pin is its own; a failed one's may have been released already.
+        own = pending.pin if pending.outcome is _Outcome.ACKED else None
+        if len(pins) == 1 and own is not None and pins.get(own) == 1:
+            # Only a pinned reader (a transaction that has read, a read under way) can
+            # ever be invalidated by this commit: with none but the committing
+            # transaction itself (validated already), nothing to log.
             return
-        if self._cache_size == 0:
-            return
+        tick, last_write = self._tick, self._last_write
+        for slot in pending.slots:
+            last_write[slot] = tick
+        self._log.append((tick, pending.slots))
+
+    def _apply(self, pending: _Pending) -> None:
+        """An acknowledged commit leaves the in-flight table and enters the cache."""
+        self._commits += 1
+        # An ordered commit function has settled every earlier batch by now.
+        if self._uncertain:
+            self._uncertain = {
+                slot: issue for slot, issue in self._uncertain.items() if issue > pending.issue
+            }
+        writer_of, cache, writes = self._writer_of, self._cache, pending.writes
+        # A bulk write (812 new pre-keys, a migration) is read back rarely: keeping it
+        # would hold a second copy of the backend's data in every session and flush the
+        # entries that are read. Later reads miss and go to the backend, which holds the
+        # committed values.
+        keep = len(writes) <= WRITE_CACHE_MAX_SLOTS and self._cache_size != 0
         for slot, value in writes.items():
-            cache[slot] = _ABSENT if value is None else value
-            cache.move_to_end(slot)
-        if self._cache_size is not None:
-            while len(cache) > self._cache_size:
+            if writer_of.get(slot) is pending:
+                del writer_of[slot]
+            if keep:
+                cache[slot] = _ABSENT if value is None else value
+                cache.move_to_end(slot)
+            else:
+                cache.pop(slot, None)
+        if writer_of.get(_CREDS_SLOT) is pending:
+            del writer_of[_CREDS_SLOT]
+        size = self._cache_size
+        if size is not None:
+            while len(cache) > size:
                 cache.popitem(last=False)
+
+    def _discard(self, pending: _Pending) -> None:
+        """A failed commit may still be durable: its slots are read through until settled."""
+        self._failed_commits += 1
+        writer_of = self._writer_of
+        for slot in pending.slots:
+            if writer_of.get(slot) is pending:
+                del writer_of[slot]
+        for slot in pending.writes:
+            self._cache.pop(slot, None)
+            self._uncertain[slot] = pending.issue
 
 
 class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
@@ -1312,8 +1343,8 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
 
     async def __aenter__(self) -> StoreTransaction:
         store = self._store
-        outer = store._open_transaction()
-        if outer is not None:
+        outer = store._current.get()  # ``_open_transaction``, spelled out on this hot path
+        if outer is not None and outer._phase is _Phase.OPEN:
             await store._lock_more(outer, (self._key, *self._more_keys))
             self._outer = outer
             self._saved = outer._savepoint()
@@ -1353,9 +1384,8 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
                 tx._phase = _Phase.DISCARDED
                 return
             tx._phase = _Phase.COMMITTING
-            tx.commit_seq = await store._commit(
-                tx.key, tx._reads, tx._writes, tx._batch_creds(), tx
-            )
+            creds = None if tx._creds is None and tx._patch is None else tx._batch_creds()
+            tx.commit_seq = await store._commit(tx.key, tx._reads, tx._writes, creds, tx)
             tx._phase = _Phase.COMMITTED
         finally:
             if tx._phase is not _Phase.COMMITTED:
