@@ -4,9 +4,7 @@ Every ``await committer.commit(item)`` joins a queue. The first caller to find n
 write in flight becomes the *leader*: it takes every queued item and hands them to
 the backend's ``write_group`` (one write, one fsync) on the committer's long-lived
 writer thread (``stores.writer_thread``: one queue handoff, no thread hired per
-group; meanwhile the Trio thread runs the backend's optional ``prepare`` of the
-items, work ``apply`` needs that can overlap the fsync), then runs ``apply`` in the
-Trio thread (the backend makes the items visible)
+group), then runs ``apply`` in the Trio thread (the backend makes the items visible)
 and wakes every waiter of the group with its durable sequence number. A lone commit
 is written at once: nothing waits for company. Items queued while a write is in
 flight form the next group; its leader is the first of them, woken by the previous
@@ -73,9 +71,6 @@ WriteGroup = Callable[[Sequence[T]], Sequence[int]]
 ApplyGroup = Callable[[Sequence[T], Sequence[int]], None]
 """Trio thread: make durable items visible (update the in-memory index)."""
 
-PrepareGroup = Callable[[Sequence[T]], None]
-"""Trio thread, while the group is being written: work for ``apply`` done meanwhile."""
-
 ItemTest = Callable[[T], bool]
 """A predicate over items (``replaceable`` / ``supersedes``)."""
 
@@ -135,7 +130,6 @@ class GroupCommitter(Generic[T]):
         *,
         location: str,
         apply: ApplyGroup[T] | None = None,
-        prepare: PrepareGroup[T] | None = None,
         max_group: int = DEFAULT_MAX_GROUP,
         max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
         item_size: Callable[[T], int] | None = None,
@@ -154,7 +148,6 @@ class GroupCommitter(Generic[T]):
             f"baileys-trio writer {location}", idle_exit=idle_exit, inline_below=inline_below
         )
         self._apply = apply
-        self._prepare = prepare
         self._short_write = short_write
         self._location = location
         self._max_group = max_group
@@ -298,16 +291,12 @@ class GroupCommitter(Generic[T]):
             written: Sequence[int]
             if self._may_write_here(items):
                 written = self._thread.run_here(partial(self._write_group, items))
-                early = self._prepare_quietly(items)
                 # The thread path's park, without its cancellation: the write is durable.
                 await trio.lowlevel.cancel_shielded_checkpoint()
             else:
                 # Queued before any checkpoint, and waited for without abort (a shield).
                 self._thread.submit(partial(self._write_group, items))
-                early = self._prepare_quietly(items)
                 written = await trio.lowlevel.wait_task_rescheduled(_not_abortable)
-            if early is not None:
-                raise early  # only now: the write had to end before anything else
             if len(written) != len(items):
                 raise RuntimeError("write_group returned a wrong number of sequence numbers")
             if self._apply is not None:
@@ -342,17 +331,6 @@ class GroupCommitter(Generic[T]):
         return self._thread.may_run_here() and (
             self._short_write is None or self._short_write(items)
         )
-
-    def _prepare_quietly(self, items: list[T]) -> BaseException | None:
-        # The write is queued and will reschedule this task: nothing may raise before
-        # it is waited for, so a failure of prepare is kept for after the wait.
-        if self._prepare is None:
-            return None
-        try:
-            self._prepare(items)
-        except BaseException as exc:
-            return exc
-        return None
 
     def _finish(self, group: list[_Waiter[T]]) -> None:
         for waiter in group:

@@ -184,8 +184,8 @@ from stores.native_values import (
     SNAPSHOT,
     Placement,
     ValueIndex,
-    body_entries,
     empty_index,
+    placed_body,
 )
 from stores.transactions import sequenced_on_call
 from stores.types import Batch, StoreSnapshot, Value
@@ -261,7 +261,7 @@ class _Item:
     creds: bytes | None
     compact: bool = False
     entries: list[Placement] | None = None
-    """Where its key entries lie in ``body``; set while its write is in flight."""
+    """Where its key entries lie in ``body`` (``placed_body``); ``None`` if encoded sealed."""
 
 
 _FRAME_BOUND = 256
@@ -335,7 +335,6 @@ class NativeBackend:
             self._write_group,
             location=str(directory),
             apply=self._apply,
-            prepare=self._prepare,
             item_size=_item_size,
             replaceable=_creds_only,
             supersedes=_carries_creds,
@@ -379,7 +378,11 @@ class NativeBackend:
         if not keys and creds is None:
             await trio.lowlevel.checkpoint()
             return self._durable_seq
-        return await self._committer.commit(_Item(encode_record_body(keys, creds), keys, creds))
+        if self._cipher is not None:
+            # Sealed, its entries are nowhere in the file: their values stay in the index.
+            return await self._committer.commit(_Item(encode_record_body(keys, creds), keys, creds))
+        body, entries = placed_body(keys, creds)
+        return await self._committer.commit(_Item(body, keys, creds, entries=entries))
 
     async def snapshot(self) -> StoreSnapshot:
         """Everything committed, decoded (for migration, inspect and tests)."""
@@ -578,18 +581,6 @@ class NativeBackend:
             old, self._keys, self._compacted = self._keys, self._compacted, None
             old.close()
 
-    def _prepare(self, items: Sequence[_Item]) -> None:
-        """Trio thread, while the group is written: place its entries in their bodies.
-
-        The index update is then a few table changes after the fsync, and one writer
-        spends the rest of it while the disk works.
-        """
-        if self._cipher is not None:
-            return  # sealed bodies hold no entries to place
-        for item in items:
-            if item.keys and item.entries is None:
-                item.entries = body_entries(item.body, item.keys)
-
     def _apply(self, items: Sequence[_Item], seqs: Sequence[int]) -> None:
         """Trio thread, after the group is durable: make it visible."""
         self._install_compacted()
@@ -597,11 +588,12 @@ class NativeBackend:
             placed = self._placed.pop(seq, None) if not item.compact else None
             if placed is not None:
                 offset, frame, body = placed
-                if frame:
-                    entries = item.entries or body_entries(item.body, item.keys)
-                    self._keys.add_placed(LOG, frame, body, offset, entries, item.keys)
+                if frame and item.entries is not None:
+                    self._keys.add_placed(LOG, frame, body, offset, item.entries, item.keys)
                 else:
-                    self._keys.add_frame(LOG, frame, 0, 0, item.keys, base=offset)
+                    # Sealed (no frame: kept in memory), or encoded sealed and written
+                    # plain after a rekey to plain (searched for in its frame).
+                    self._keys.add_frame(LOG, frame, body, len(frame), item.keys, base=offset)
             if item.creds is not None:
                 self._previous_creds, self._creds = self._creds, item.creds
         self._durable_seq = max(self._durable_seq, *seqs)

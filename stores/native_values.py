@@ -43,7 +43,6 @@ Since 0.2.0.
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import threading
 import zlib
@@ -51,11 +50,13 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from hashlib import blake2b
 from pathlib import Path
 
 import cbor2
 
 from stores.errors import CorruptStateError
+from stores.native_format import CBOR_BYTES, CBOR_MAP, CBOR_TEXT, cbor_head
 
 SNAPSHOT = 0
 LOG = 1
@@ -96,64 +97,52 @@ def _locate(data: bytes, entry: bytes, begin: int, end: int) -> int:
     return at
 
 
-def _head_size(length: int) -> int:
-    """Bytes of a CBOR head carrying ``length`` (the shortest form, as cbor2 writes)."""
-    if length < 24:
-        return 1
-    if length < 1 << 8:
-        return 2
-    if length < 1 << 16:
-        return 3
-    return 5 if length < 1 << 32 else 9
-
-
-def _text_size(text: str) -> int:
-    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-    return _head_size(size) + size
-
-
 Placement = tuple[str, str, int, int, int, int]
 """(type, id, digest of the id, offset in the body, length, CRC-32) of one entry;
-length -1: a deletion; offset -1: not placeable from the body alone."""
+length -1: a deletion; offset -1: not placeable (kept in memory)."""
 
 
-def body_entries(body: bytes, keys: Mapping[str, Mapping[str, bytes | None]]) -> list[Placement]:
-    """Where each entry of a record body ``cbor(keys) || ...`` lies, from the body alone.
+def placed_body(
+    keys: Mapping[str, Mapping[str, bytes | None]], creds: bytes | None
+) -> tuple[bytes, list[Placement]]:
+    """A record body ``cbor(keys) || cbor(creds)`` and the place of each entry in it.
 
-    The body was encoded from ``keys`` (cbor2 writes maps in order with the shortest
-    heads), so every entry's place follows from the CBOR lengths: nothing is rebuilt
-    or searched for. Each place is checked against the bytes there (the id's CBOR and
-    the value); one that does not match is marked unplaced. Pure: the backend runs it
-    while the record's write is in flight.
+    The same bytes as ``native_format.encode_record_body`` (cbor2 writes maps in order
+    and every head in its shortest form, as ``cbor_head`` does), laid down entry by
+    entry, so each entry's place, length and CRC-32 are known as it is written: nothing
+    is searched for or checked afterwards, and the committing task pays for it once.
     """
+    parts = [cbor_head(CBOR_MAP, len(keys))]
+    size = len(parts[0])
     out: list[Placement] = []
-    view = memoryview(body)
-    cursor = _head_size(len(keys))
     for type_, entries in keys.items():
-        cursor += _text_size(type_) + _head_size(len(entries))
+        name = type_.encode()
+        head = cbor_head(CBOR_TEXT, len(name)) + name + cbor_head(CBOR_MAP, len(entries))
+        parts.append(head)
+        size += len(head)
         for id_, raw in entries.items():
-            at = cursor
-            cursor += _text_size(id_)
+            key = id_.encode()  # strict, as cbor2: an id with a lone surrogate is refused
+            digest = int.from_bytes(blake2b(key, digest_size=16).digest(), "big")
+            text = cbor_head(CBOR_TEXT, len(key)) + key
             if raw is None:
-                cursor += 1
-                out.append((type_, id_, _digest(id_), at, -1, 0))
+                parts.append(text + b"\xf6")
+                out.append((type_, id_, digest, size, -1, 0))
+                size += len(text) + 1
                 continue
-            value_at = cursor + _head_size(len(raw))
-            cursor = value_at + len(raw)
-            if (
-                cursor - at > PLACEABLE_BYTES
-                or not body.startswith(raw, value_at)
-                or not body.startswith(cbor2.dumps(id_), at)
-            ):
-                out.append((type_, id_, _digest(id_), -1, 0, 0))
-                continue
-            out.append((type_, id_, _digest(id_), at, cursor - at, zlib.crc32(view[at:cursor])))
-    return out
+            entry = text + cbor_head(CBOR_BYTES, len(raw)) + raw
+            parts.append(entry)
+            if len(entry) > PLACEABLE_BYTES:
+                out.append((type_, id_, digest, -1, 0, 0))
+            else:
+                out.append((type_, id_, digest, size, len(entry), zlib.crc32(entry)))
+            size += len(entry)
+    parts.append(b"\xf6" if creds is None else cbor_head(CBOR_BYTES, len(creds)) + creds)
+    return b"".join(parts), out
 
 
 def _digest(id_: str) -> int:
     data = id_.encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
+    return int.from_bytes(blake2b(data, digest_size=16).digest(), "big")
 
 
 class ValueFiles:
@@ -358,7 +347,7 @@ class ValueIndex:
         entries: Sequence[Placement],
         keys: Mapping[str, Mapping[str, bytes | None]],
     ) -> None:
-        """Record a record's entries placed by ``body_entries`` (its body at ``body_start``
+        """Record a record's entries placed by ``placed_body`` (its body at ``body_start``
         of ``frame``, the frame at file offset ``base``); an entry that could not be
         placed there is searched for in the frame as ``add_frame`` does."""
         for type_, id_, digest, at, length, crc in entries:
@@ -467,7 +456,7 @@ __all__ = [
     "Placement",
     "ValueFiles",
     "ValueIndex",
-    "body_entries",
     "empty_index",
     "entry_bytes",
+    "placed_body",
 ]

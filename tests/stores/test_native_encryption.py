@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import cbor2
 import pytest
+import trio
+from trio.testing import wait_all_tasks_blocked
 
 from stores.auth import use_multi_file_auth_state, use_native_file_auth_state
 from stores.encryption import StoreKey
 from stores.errors import CorruptStateError, EncryptionKeyError, WrongKeyError
+from stores.fsio import FileSystem
 from stores.native import open_native_backend
 from stores.native_format import (
     FRAME_OVERHEAD,
@@ -256,3 +260,47 @@ async def test_multi_file_folder_refuses_a_key(tmp_path: Path) -> None:
 def test_header_magic_is_unchanged_for_encrypted_files() -> None:
     """Encrypted files are native files: same magic, so tools still recognise them."""
     assert MAGIC == b"\x89BTN\r\n\x1a\n"
+
+
+class _GatedFileSystem(FileSystem):
+    """Holds every fdatasync at a gate, so the test decides what queues behind it."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.syncing = threading.Event()
+
+    def fdatasync(self, fd: int) -> None:
+        self.syncing.set()
+        self.gate.wait(10)
+        super().fdatasync(fd)
+
+
+@pytest.mark.parametrize("start,end", [("plain", "key"), ("key", "plain")])
+async def test_a_commit_encoded_before_a_rekey_and_written_after_it_reads_back(
+    tmp_path: Path, start: str, end: str
+) -> None:
+    """A commit queued behind a rekey was encoded under the old key and is written under
+    the new one: its values read back, from the log when it is plain, after a reopen too."""
+    keys = {"plain": None, "key": StoreKey.generate()}
+    fs = _GatedFileSystem()
+    path = tmp_path / "auth"
+    value = {"v": b"x" * 300}
+    opened = await open_native_backend(
+        path, fs=fs, encryption_key=keys[start], inline_write_below=0
+    )
+    async with opened as backend:
+        async with trio.open_nursery() as nursery:
+            fs.gate.clear()
+            nursery.start_soon(backend.commit, Batch(keys={"session": {"a": value}}))
+            await trio.to_thread.run_sync(fs.syncing.wait, 10)  # the first group is in flight
+            nursery.start_soon(backend.rekey, keys[end])
+            await wait_all_tasks_blocked()
+            nursery.start_soon(backend.commit, Batch(keys={"session": {"b": value}}))
+            await wait_all_tasks_blocked()
+            fs.gate.set()  # the rekey and the commit after it go in the next group
+        assert backend.statistics().groups == 2
+        assert await backend.read_keys("session", ["a", "b"]) == {"a": value, "b": value}
+        assert backend.statistics().values_in_memory == (0 if end == "plain" else 2)
+    async with await open_native_backend(path, encryption_key=keys[end]) as backend:
+        assert await backend.read_keys("session", ["a", "b"]) == {"a": value, "b": value}

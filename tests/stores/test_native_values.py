@@ -155,27 +155,47 @@ def test_an_entry_is_located_even_when_its_first_bytes_occur_earlier() -> None:
 
 
 @pytest.mark.parametrize("id_length", [1, 23, 24, 255, 256])
-def test_places_computed_from_a_body_are_where_the_entries_are(id_length: int) -> None:
-    """body_entries agrees with each entry's bytes for every CBOR head size, deletions and
-    non-ASCII ids included; a place that does not match the body is left unplaced."""
+@pytest.mark.parametrize("creds", [None, b"", b"c" * 23, b"c" * 300])
+def test_a_placed_body_is_the_cbor_of_its_keys_with_each_entry_where_it_says(
+    id_length: int, creds: bytes | None
+) -> None:
+    """placed_body writes the bytes cbor2 writes for ``keys`` then ``creds`` (every CBOR
+    head size, deletions and non-ASCII ids included), and each place it gives holds
+    exactly that entry's bytes, with their CRC-32."""
     ids = ["a" * id_length, "é" * id_length, "x" + "€" * 9]
     sizes = [0, 1, 22, 23, 24, 255, 256, 65535, 65536]
     keys: dict[str, dict[str, bytes | None]] = {
         "session": {f"{id_}-{n}": cbor2.dumps(bytes([n % 251]) * n) for id_ in ids for n in sizes},
         "pre-key": {id_: None for id_ in ids},
         "t" * 30: {"k": cbor2.dumps({"a": 1})},
+        "ü" * 12: {str(i): cbor2.dumps(i) for i in range(24)},
     }
-    body = cbor2.dumps(keys) + cbor2.dumps(None)
-    places = native_values.body_entries(body, keys)
-    assert len(places) == sum(len(entries) for entries in keys.values())
+    body, places = native_values.placed_body(keys, creds)
+    assert body == cbor2.dumps(keys) + cbor2.dumps(creds)
+    assert [(p[0], p[1]) for p in places] == [(t, i) for t, e in keys.items() for i in e]
     for type_, id_, digest, at, length, crc in places:
         assert digest == native_values._digest(id_)
         raw = keys[type_][id_]
         if raw is None:
-            assert length == -1
+            deletion = cbor2.dumps(id_) + cbor2.dumps(None)
+            assert length == -1 and body[at : at + len(deletion)] == deletion
             continue
         entry = entry_bytes(id_, raw)
         assert body[at : at + length] == entry and crc == zlib.crc32(entry), (type_, id_)
-    altered = body.replace(cbor2.dumps("k"), cbor2.dumps("j"))  # what the keys say is absent
-    last = native_values.body_entries(altered, keys)[-1]
-    assert last[3] == -1, "a place not matching the body must stay unplaced"
+
+
+def test_a_placed_body_of_no_keys_or_an_unencodable_id_is_what_cbor2_makes() -> None:
+    """An empty key map is the one-byte map head; an id cbor2 refuses is refused alike."""
+    assert native_values.placed_body({}, b"x") == (cbor2.dumps({}) + cbor2.dumps(b"x"), [])
+    with pytest.raises(UnicodeEncodeError):
+        cbor2.dumps({"session": {"\ud800": b"v"}})
+    with pytest.raises(UnicodeEncodeError):
+        native_values.placed_body({"session": {"\ud800": b"v"}}, None)
+
+
+def test_an_entry_too_long_to_place_is_left_unplaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry longer than a place can say is marked unplaced (the index keeps it)."""
+    monkeypatch.setattr(native_values, "PLACEABLE_BYTES", 100)
+    keys: dict[str, dict[str, bytes | None]] = {"s": {"short": b"v" * 10, "long": b"v" * 200}}
+    _, places = native_values.placed_body(keys, None)
+    assert [(p[1], p[3]) for p in places] == [("short", 4), ("long", -1)]
