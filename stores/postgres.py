@@ -13,10 +13,11 @@ with ``synchronous_commit = on``. Commits that queue up while one is written are
 grouped into the next single transaction. That transaction is one statement
 (``stores.postgres_commit``): the fence, the sequence and every row in one round trip.
 
-Threads: psycopg 3 has no Trio support, so each backend owns one *writer thread*
-with one synchronous connection. Every read and commit is one job handed over a
-queue; the thread runs it and reschedules the waiting task. Jobs run in the order
-they were queued, so commits are durable in call order (``sequenced_on_call``).
+The writer (``stores.postgres_writer``): each backend owns one connection, used by one
+Trio task in the order work was queued, so commits are durable in call order
+(``sequenced_on_call``). A commit statement is driven from Trio through libpq's
+asynchronous calls (no thread hop); reads and other jobs run psycopg's synchronous
+calls on one writer thread, since psycopg 3 has no Trio support.
 
 Ownership (a lease with fencing):
 
@@ -84,12 +85,15 @@ from stores.errors import (
     StoreError,
 )
 from stores.postgres_commit import (
+    COMMIT_NAME,
     COMMIT_SQL,
+    COMMIT_TYPES,
     PRE_READ_SQL,
     REFUSAL_SQL,
     CommitPlan,
     CredsCopy,
     plan,
+    seq_of,
 )
 from stores.postgres_lease import (
     LeaseInfo,
@@ -100,7 +104,7 @@ from stores.postgres_lease import (
     take_lease,
 )
 from stores.postgres_schema import MIGRATIONS, Migration, prepare
-from stores.postgres_writer import Connect, Writer
+from stores.postgres_writer import Connect, Prepared, Writer, first_value
 from stores.transactions import sequenced_on_call
 from stores.types import Batch, StoreSnapshot, Value, check_key_type
 
@@ -131,6 +135,7 @@ DEFAULT_RECONNECT_TIMEOUT = 10.0
 _MAX_ACCOUNT_LEN = 200
 _CURRENT, _PREVIOUS = 0, 1
 _CONNECT_TIMEOUT = 10
+_COMMIT = Prepared(COMMIT_NAME, COMMIT_SQL.encode(), COMMIT_TYPES)
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,8 @@ class PostgresStatistics:
 class _Pending:
     """A batch encoded in the committing task: CBOR per key (None deletes) and creds.
 
-    Rows are sealed and checksummed on the writer thread, in job order, so a rekey
-    job between encoding and writing cannot mix keys.
+    Rows are sealed and checksummed by the writer, in queue order, so a rekey job
+    between encoding and writing cannot mix keys.
     """
 
     keys: dict[tuple[str, str], bytes | None]
@@ -209,7 +214,7 @@ class PostgresBackend:
         self.lease_lost = trio.Event()
         """Set when the lease is lost (fenced or expired): the session must stop."""
         self._valid_until = valid_until
-        # Writer-thread state: the sequence our last statement made durable (None: read
+        # Writer state: the sequence our last statement made durable (None: read
         # it first) and the creds copy in slot 0 (read before the first creds commit).
         self._known_seq: int | None = seq
         self._creds_now: CredsCopy | None = None
@@ -367,7 +372,7 @@ class PostgresBackend:
             return self._seq
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            seq: int = await self._writer.submit_commit(pending)
+            seq: int = await self._writer.commit(pending)
         except FencedError as exc:
             self._fence(exc)
             raise
@@ -407,37 +412,46 @@ class PostgresBackend:
             return None
         return _Pending(keys=keys, creds=creds)
 
-    def _write_group(self, conn: Any, group: Sequence[_Pending]) -> list[int]:
-        """One statement (one transaction) for the whole group; each batch's seq (thread)."""
-        plan = self._plan(conn, group)
+    async def _write_group(self, group: Sequence[_Pending]) -> list[int]:
+        """One statement (one transaction) for the whole group; each batch's seq (writer)."""
+        if self._needs_pre_read(group):
+            await self._writer.blocking(self._pre_read)
+        plan = self._plan(group)
         try:
-            seq = self._send(conn, plan)
+            seq = await self._send(plan)
         except psycopg.OperationalError as exc:
-            if not conn.broken:
+            if not self._writer.lost():
                 raise DurabilityError(self._location, "postgres commit", exc) from exc
             # No answer: the statement may or may not have landed. It is idempotent (the
             # sequence compare-and-set), so it is sent once more on a new connection.
-            seq = self._send_again(plan, exc)
+            seq = await self._send_again(plan, exc)
         except psycopg.Error as exc:
             raise DurabilityError(self._location, "postgres commit", exc) from exc
         self._landed(plan)
         return list(range(seq - plan.count + 1, seq + 1))
 
-    def _send_again(self, plan: CommitPlan, cause: psycopg.Error) -> int:
+    async def _send_again(self, plan: CommitPlan, cause: psycopg.Error) -> int:
         try:
-            return self._send(self._writer.connection(), plan, again=True)
+            return await self._send(plan, again=True)
         except (psycopg.Error, DurabilityError) as exc:
             self._known_seq = None  # it may still land: read the sequence before the next
             raise DurabilityError(
                 self._location, "postgres commit (outcome unknown: no answer)", exc
             ) from cause
 
-    def _send(self, conn: Any, plan: CommitPlan, *, again: bool = False) -> int:
-        """Run the commit statement; its last seq, or why it wrote nothing raised."""
-        row = conn.execute(COMMIT_SQL, plan.params).fetchone()
-        if row is not None:
-            return int(row[0])
-        return self._refused(conn, plan, again)
+    async def _send(self, plan: CommitPlan, *, again: bool = False) -> int:
+        """Run the commit statement from Trio; its last seq, or why it wrote nothing raised."""
+        seq = seq_of(await self._writer.query(_COMMIT, plan.params))
+        if seq is not None:
+            return seq
+        return await self._writer.blocking(lambda c: self._refused(c, plan, again))
+
+    def _send_blocking(self, conn: Any, plan: CommitPlan) -> int:
+        """``_send`` on the thread, inside a transaction of ``conn`` (blocking)."""
+        formats = [1] * len(plan.params)
+        result = conn.pgconn.exec_params(_COMMIT.sql, plan.params, _COMMIT.types, formats, 1)
+        seq = seq_of(first_value(conn, result))
+        return self._refused(conn, plan, False) if seq is None else seq
 
     def _refused(self, conn: Any, plan: CommitPlan, again: bool) -> int:
         """The statement wrote nothing: fenced, or (sent again) it had landed already."""
@@ -479,16 +493,23 @@ class PostgresBackend:
         if not row[2]:
             raise FencedError(self._location, "lease expired without renewal", self._epoch)
 
-    def _plan(self, conn: Any, group: Sequence[_Pending]) -> CommitPlan:
-        """The statement writing ``group``, sealed under the cipher in force now (thread)."""
+    def _needs_pre_read(self, group: Sequence[_Pending]) -> bool:
+        """Whether ``_pre_read`` must run before ``group`` is planned."""
+        if self._known_seq is None:
+            return True
+        return not self._creds_known and any(p.creds is not None for p in group)
+
+    def _plan(self, group: Sequence[_Pending]) -> CommitPlan:
+        """The statement writing ``group``, sealed under the cipher in force now (writer).
+
+        After ``_pre_read`` when ``_needs_pre_read`` said so.
+        """
         account, cipher = self._account, self._cipher
         keys: dict[tuple[str, str], bytes | None] = {}
         creds: bytes | None = None
         for pending in group:
             keys.update(pending.keys)
             creds = pending.creds or creds
-        if self._known_seq is None or (creds is not None and not self._creds_known):
-            self._pre_read(conn)
         assert self._known_seq is not None
         meta = None
         if self._meta_pending and cipher is not None:
@@ -539,8 +560,10 @@ class PostgresBackend:
             with conn.transaction():
                 if _account_has_rows(conn, self._account):
                     raise MigrationError(f"{self._location} already holds data")
-                plan = self._plan(conn, [pending])
-                seq = self._send(conn, plan)
+                if self._needs_pre_read([pending]):
+                    self._pre_read(conn)
+                plan = self._plan([pending])
+                seq = self._send_blocking(conn, plan)
                 verify(self._decode_snapshot(*self._snapshot_rows_in(conn)))
             self._landed(plan)
             return seq

@@ -3,11 +3,12 @@
 psycopg dumps a Python list by finding its element type and then handing each
 element to a dumper, in Python; for the twelve arrays of the commit statement
 (``stores.postgres_commit``) that was most of the client CPU a commit cost. The
-statement knows each array's type, so it passes ``TextArray``, ``Int8Array``,
+statement knows each array's type, so it builds ``TextArray``, ``Int8Array``,
 ``Int2Array`` and ``ByteaArray`` values instead: each holds the array's binary form
 as the server's ``array_recv`` reads it (dimensions, a NULL flag, the element type,
-then each element's length and bytes), built with ``struct``, and its psycopg
-dumper passes those bytes on unchanged with the array type's oid.
+then each element's length and bytes), built with ``struct``. The commit sends that
+form (``data``) as a binary parameter itself; a psycopg dumper passes it on unchanged
+with the array type's oid when a value is given to psycopg.
 
 The dumpers are registered in psycopg's global adapters when this module is
 imported, so every connection made afterwards knows them, however it was made

@@ -19,59 +19,83 @@ server's COMMIT (``synchronous_commit = on``) made it durable. The statement:
 
 The statement returns the new sequence number, or no row when nothing was written
 (fenced, or the sequence moved): the caller then reads why. The SQL text is fixed
-(empty arrays write nothing), so psycopg prepares it once per connection; its
-parameters go in binary (``%(name)b``), the arrays already encoded
-(``stores.postgres_arrays``): psycopg's own list dumping, which finds each list's
-element type and dumps element by element in Python, cost most of a commit's client
-CPU.
+(empty arrays write nothing), so the writer prepares it once per connection
+(``COMMIT_NAME``, parameter types ``COMMIT_TYPES``) and sends each commit as that
+prepared statement with its parameters already in binary (``CommitPlan.params``):
+the scalars packed here, the arrays built in one pass (``stores.postgres_arrays``).
+No psycopg adaptation runs per commit: dumping lists element by element in Python
+was most of a commit's client CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from stores.postgres_arrays import ByteaArray, Int2Array, Int8Array, TextArray
 
-__all__ = ["COMMIT_SQL", "PRE_READ_SQL", "REFUSAL_SQL", "CommitPlan", "CredsCopy", "plan"]
+_TEXT, _INT8 = 25, 20
+
+COMMIT_NAME = b"baileys_commit"
+"""The name the commit statement is prepared under, on each connection of a writer."""
+
+__all__ = [
+    "COMMIT_NAME",
+    "COMMIT_SQL",
+    "COMMIT_TYPES",
+    "PRE_READ_SQL",
+    "REFUSAL_SQL",
+    "CommitPlan",
+    "CredsCopy",
+    "plan",
+    "seq_of",
+]
 
 COMMIT_SQL = """\
 WITH lease AS MATERIALIZED (
     SELECT 1 FROM baileys_leases
-    WHERE account = %(account)b AND epoch = %(epoch)b AND expires_at > now()
+    WHERE account = $1 AND epoch = $2 AND expires_at > now()
     FOR SHARE
 ), bump AS (
-    UPDATE baileys_accounts SET seq = seq + %(count)b
-    WHERE account = %(account)b AND seq = %(prev)b AND EXISTS (SELECT FROM lease)
+    UPDATE baileys_accounts SET seq = seq + $3
+    WHERE account = $1 AND seq = $4 AND EXISTS (SELECT FROM lease)
     RETURNING seq
 ), upserts AS (
     INSERT INTO baileys_keys (account, type, id, crc, value)
-    SELECT %(account)b, u.t, u.i, u.c, u.v
-    FROM unnest(%(types)b::text[], %(ids)b::text[], %(crcs)b::bigint[], %(values)b::bytea[])
+    SELECT $1, u.t, u.i, u.c, u.v
+    FROM unnest($5::text[], $6::text[], $7::bigint[], $8::bytea[])
         AS u(t, i, c, v)
     WHERE EXISTS (SELECT FROM bump)
     ON CONFLICT (account, type, id) DO UPDATE SET crc = excluded.crc, value = excluded.value
 ), deletes AS (
     DELETE FROM baileys_keys k
-    USING unnest(%(del_types)b::text[], %(del_ids)b::text[]) AS d(t, i)
-    WHERE k.account = %(account)b AND k.type = d.t AND k.id = d.i
+    USING unnest($9::text[], $10::text[]) AS d(t, i)
+    WHERE k.account = $1 AND k.type = d.t AND k.id = d.i
         AND EXISTS (SELECT FROM bump)
 ), creds AS (
     INSERT INTO baileys_creds (account, slot, seq, crc, blob)
-    SELECT %(account)b, r.s, coalesce(r.q, (SELECT seq FROM bump)), r.c, r.b
-    FROM unnest(%(slots)b::smallint[], %(creds_seqs)b::bigint[], %(creds_crcs)b::bigint[],
-        %(blobs)b::bytea[]) AS r(s, q, c, b)
+    SELECT $1, r.s, coalesce(r.q, (SELECT seq FROM bump)), r.c, r.b
+    FROM unnest($11::smallint[], $12::bigint[], $13::bigint[],
+        $14::bytea[]) AS r(s, q, c, b)
     WHERE EXISTS (SELECT FROM bump)
     ON CONFLICT (account, slot) DO UPDATE
         SET seq = excluded.seq, crc = excluded.crc, blob = excluded.blob
 ), meta AS (
     INSERT INTO baileys_store_meta (name, value)
-    SELECT m.n, m.v FROM unnest(%(meta_names)b::text[], %(meta_values)b::text[]) AS m(n, v)
+    SELECT m.n, m.v FROM unnest($15::text[], $16::text[]) AS m(n, v)
     WHERE EXISTS (SELECT FROM bump)
     ON CONFLICT (name) DO UPDATE SET value = excluded.value
 )
 SELECT seq FROM bump"""
+
+COMMIT_TYPES = (
+    *(_TEXT, _INT8, _INT8, _INT8),  # account, epoch, count, prev
+    *(TextArray.OID, TextArray.OID, Int8Array.OID, ByteaArray.OID),  # upserts
+    *(TextArray.OID, TextArray.OID),  # deletes
+    *(Int2Array.OID, Int8Array.OID, Int8Array.OID, ByteaArray.OID),  # creds
+    *(TextArray.OID, TextArray.OID),  # the encryption row
+)
+"""The parameters' type oids, ``$1`` first (all sent in binary)."""
 
 PRE_READ_SQL = (
     "SELECT a.seq, c.seq, c.crc, c.blob FROM baileys_accounts a"
@@ -100,7 +124,8 @@ class CredsCopy:
 class CommitPlan:
     """The parameters of one commit statement, and what it makes durable."""
 
-    params: dict[str, Any]
+    params: tuple[bytes, ...]
+    """``$1``, ``$2``... of ``COMMIT_SQL``, each in binary."""
     prev: int
     count: int
     creds: CredsCopy | None
@@ -159,22 +184,31 @@ def plan(
             creds_seqs.append(previous.seq)
             creds_crcs.append(previous.crc)
             blobs.append(previous.blob)
-    params: dict[str, Any] = {
-        "account": account,
-        "epoch": epoch,
-        "count": count,
-        "prev": prev,
-        "types": TextArray.of(types),
-        "ids": TextArray.of(ids),
-        "crcs": Int8Array.of(crcs),
-        "values": ByteaArray.of(values),
-        "del_types": TextArray.of(del_types),
-        "del_ids": TextArray.of(del_ids),
-        "slots": Int2Array.of(slots),
-        "creds_seqs": Int8Array.of(creds_seqs),
-        "creds_crcs": Int8Array.of(creds_crcs),
-        "blobs": ByteaArray.of(blobs),
-        "meta_names": TextArray.of([] if meta is None else [meta[0]]),
-        "meta_values": TextArray.of([] if meta is None else [meta[1]]),
-    }
+    params = (
+        account.encode(),
+        _int8(epoch),
+        _int8(count),
+        _int8(prev),
+        TextArray.of(types).data,
+        TextArray.of(ids).data,
+        Int8Array.of(crcs).data,
+        ByteaArray.of(values).data,
+        TextArray.of(del_types).data,
+        TextArray.of(del_ids).data,
+        Int2Array.of(slots).data,
+        Int8Array.of(creds_seqs).data,
+        Int8Array.of(creds_crcs).data,
+        ByteaArray.of(blobs).data,
+        TextArray.of([] if meta is None else [meta[0]]).data,
+        TextArray.of([] if meta is None else [meta[1]]).data,
+    )
     return CommitPlan(params=params, prev=prev, count=count, creds=new_copy)
+
+
+def _int8(value: int) -> bytes:
+    return value.to_bytes(8, "big", signed=True)
+
+
+def seq_of(value: bytes | None) -> int | None:
+    """The statement's answer in binary: the new sequence number (``None``: no row)."""
+    return None if value is None else int.from_bytes(value, "big", signed=True)

@@ -23,7 +23,7 @@ from stores.postgres import (
     open_postgres_backend,
     parse_location,
 )
-from stores.postgres_commit import COMMIT_SQL
+from stores.postgres_commit import COMMIT_NAME
 from stores.postgres_schema import BACKEND_MARK, MIGRATIONS, SCHEMA_VERSION, Migration
 from stores.types import Batch, Persistence
 from tests.stores.contract import make_creds
@@ -176,22 +176,28 @@ async def test_idle_connection_killed_by_the_server_is_replaced(
 
 class _FlakyCommit:
     """A connection whose next commit statements lose their answer: after the server ran
-    one ("after"), or instead of sending it ("instead"); modes are popped from the end."""
+    one ("after"), or instead of sending it ("instead"); modes are popped from the end.
+
+    Commits are sent through libpq's asynchronous calls (``pgconn``), so that is where
+    the answer is lost: the connection is closed and the send raises, as libpq does
+    for a peer gone mid-exchange."""
 
     def __init__(self, real: Any, mode: list[str]) -> None:
         self._real = real
         self._mode = mode
         self._broke = False
+        self.pgconn = _FlakyPGconn(self)
 
-    def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
-        if statement is COMMIT_SQL and self._mode:
-            mode = self._mode.pop()
-            if mode == "after":
-                self._real.execute(statement, *args, **kwargs)
-            self._real.close()
-            self._broke = True
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return self._real.execute(statement, *args, **kwargs)
+    def send_commit(self, args: tuple[Any, ...]) -> None:
+        if not self._mode:
+            self._real.pgconn.send_query_prepared(*args)
+            return
+        if self._mode.pop() == "after":
+            result = self._real.pgconn.exec_prepared(*args)  # run and committed
+            assert result.status == psycopg.pq.ExecStatus.TUPLES_OK
+        self._real.close()
+        self._broke = True
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     @property
     def broken(self) -> bool:
@@ -199,6 +205,20 @@ class _FlakyCommit:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+class _FlakyPGconn:
+    def __init__(self, conn: _FlakyCommit) -> None:
+        self._conn = conn
+
+    def send_query_prepared(self, *args: Any) -> None:
+        if args[0] == COMMIT_NAME:
+            self._conn.send_commit(args)
+        else:
+            self._conn._real.pgconn.send_query_prepared(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn._real.pgconn, name)
 
 
 def _flaky(dsn: str, mode: list[str]) -> Callable[[], Any]:

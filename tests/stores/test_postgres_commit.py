@@ -1,15 +1,17 @@
 """The PostgreSQL commit statement: one round trip per group commit, fenced, all or nothing.
 
-The connection is wrapped to count and hold back statements on the writer thread: a
-held commit statement lets the test queue more commits behind it (they form the next
-group) and look at the database from another connection meanwhile; a held answer is a
-statement the server ran and committed whose reply the writer has not read yet (what a
-process stopped by SIGSTOP at that instruction sees when it resumes).
+The connection is wrapped to count statements and hold back commit statements (sent
+from Trio through libpq's asynchronous calls, see ``_Watched``): a held commit
+statement lets the test queue more commits behind it (they form the next group) and
+look at the database from another connection meanwhile; a held answer is a statement
+the server ran and committed whose reply the writer has not read yet (what a process
+stopped by SIGSTOP at that instruction sees when it resumes).
 """
 
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +24,7 @@ import trio
 from stores.creds import AuthCreds
 from stores.errors import DurabilityError, FencedError
 from stores.postgres import PostgresBackend, open_postgres_backend
-from stores.postgres_commit import COMMIT_SQL
+from stores.postgres_commit import COMMIT_NAME, COMMIT_SQL
 from stores.types import Batch
 from tests.stores.contract import make_creds
 from tests.stores.postgres_server import (  # noqa: F401 (fixtures, used by name)
@@ -33,22 +35,90 @@ from tests.stores.postgres_server import run_sql as _sql
 
 
 class _Watched:
-    """A connection that counts statements and can hold the next commit statement."""
+    """A connection that counts statements and can hold the next commit statement.
+
+    Reads and jobs run ``execute`` on the writer thread; a commit statement is sent
+    through libpq's asynchronous calls from Trio (``pgconn``), where it is counted and
+    held: while held, the writer sees a busy connection whose socket never turns
+    readable, and Trio's loop goes on.
+    """
 
     def __init__(self, real: Any, probe: _Probe) -> None:
         self._real = real
         self._probe = probe
+        self.pgconn = _WatchedPGconn(real.pgconn, probe)
 
     def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
         self._probe.statements.append(statement)
-        if statement is COMMIT_SQL and self._probe.hold.is_set():
-            self._probe.hold.clear()
-            self._probe.wait_released()
-        cursor = self._real.execute(statement, *args, **kwargs)
-        if statement is COMMIT_SQL and self._probe.hold_answer.is_set():
-            self._probe.hold_answer.clear()
-            self._probe.wait_released()
-        return cursor
+        return self._real.execute(statement, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _WatchedPGconn:
+    def __init__(self, real: Any, probe: _Probe) -> None:
+        self._real = real
+        self._probe = probe
+        self._gate, self._opener = socket.socketpair()
+
+    def send_prepare(self, *args: Any) -> None:
+        self._probe.statements.append("prepare")
+        self._real.send_prepare(*args)
+
+    def send_query_prepared(self, *args: Any) -> None:
+        probe = self._probe
+        if args[0] != COMMIT_NAME:
+            self._real.send_query_prepared(*args)
+            return
+        probe.statements.append(COMMIT_SQL)
+        self._drain_gate()
+        if probe.hold.is_set():
+            probe.hold.clear()
+            probe.holding = (self, lambda: self._real.send_query_prepared(*args))
+            probe.held.set()
+        elif probe.hold_answer.is_set():
+            probe.hold_answer.clear()
+            # Run and committed by the server; the writer gets the answer once let go.
+            self._answer = [self._real.exec_prepared(*args), None]
+            probe.holding = (self, lambda: None)
+            probe.held.set()
+        else:
+            self._real.send_query_prepared(*args)
+
+    def _drain_gate(self) -> None:
+        self._gate.setblocking(False)
+        try:
+            self._gate.recv(64)
+        except BlockingIOError:
+            pass  # not opened since the last hold
+
+    def let_go(self, send: Callable[[], None]) -> None:
+        send()
+        while self._real.flush():
+            pass
+        self._opener.send(b"x")
+
+    def is_busy(self) -> bool:
+        return self._held() or bool(self._real.is_busy())
+
+    def consume_input(self) -> None:
+        if not self._held():
+            self._real.consume_input()
+
+    def get_result(self) -> Any:
+        answer = getattr(self, "_answer", None)
+        if answer:
+            return answer.pop(0)
+        return self._real.get_result()
+
+    @property
+    def socket(self) -> int:
+        return self._gate.fileno() if self._held() else int(self._real.socket)
+
+    def _held(self) -> bool:
+        holding = self._probe.holding
+        return holding is not None and holding[0] is self
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -59,13 +129,8 @@ class _Probe:
         self.statements: list[Any] = []
         self.hold = threading.Event()
         self.hold_answer = threading.Event()
-        self.held = threading.Event()
-        self.release = threading.Event()
-
-    def wait_released(self) -> None:
-        """On the writer thread: say it is held, wait for the test to let it go."""
-        self.held.set()
-        assert self.release.wait(10), "the held commit was never released"
+        self.held = trio.Event()
+        self.holding: tuple[_WatchedPGconn, Callable[[], None]] | None = None
 
     def connect(self, dsn: str) -> Callable[[], Any]:
         def connect() -> Any:
@@ -74,8 +139,14 @@ class _Probe:
         return connect
 
     async def wait_held(self) -> None:
-        """Real time: the writer thread runs outside trio's clock."""
-        assert await trio.to_thread.run_sync(self.held.wait, 10)
+        with trio.fail_after(10):
+            await self.held.wait()
+
+    def let_go(self) -> None:
+        """Send the held statement (or hand over its answer) to the waiting writer."""
+        assert self.holding is not None, "no commit statement is held"
+        (pgconn, send), self.holding = self.holding, None
+        pgconn.let_go(send)
 
 
 async def _open(dsn: str, probe: _Probe, **kwargs: Any) -> PostgresBackend:
@@ -101,7 +172,7 @@ async def _queue_behind_held(
         for n in range(1, len(batches)):
             nursery.start_soon(one, n)
         await trio.testing.wait_all_tasks_blocked()
-        probe.release.set()
+        probe.let_go()
     return results
 
 
@@ -112,7 +183,8 @@ async def test_a_commit_is_one_statement(postgres_dsn: str) -> None:
         probe.statements.clear()
         await backend.commit(Batch(keys={"session": {"a": b"1", "b": b"2"}}))
         await backend.commit(Batch(keys={"session": {"a": None, "c": b"3"}}))
-        assert probe.statements == [COMMIT_SQL, COMMIT_SQL]
+        # Prepared once per connection, then one statement per commit.
+        assert probe.statements == ["prepare", COMMIT_SQL, COMMIT_SQL]
         probe.statements.clear()
         await backend.commit(Batch(creds=make_creds()))
         assert len(probe.statements) == 2  # slot 0 read once after open
@@ -146,7 +218,7 @@ async def test_grouped_commits_are_acknowledged_only_after_the_server_committed(
             await trio.testing.wait_all_tasks_blocked()
             assert acked == []
             assert _sql(postgres_dsn, "SELECT count(*) FROM baileys_keys") == [(0,)]
-            probe.release.set()
+            probe.let_go()
         assert sorted(acked) == list(range(1, 33))
         assert _sql(postgres_dsn, "SELECT count(*), 0 FROM baileys_keys") == [(32, 0)]
         assert _sql(postgres_dsn, "SELECT seq FROM baileys_accounts") == [(32,)]
@@ -179,7 +251,7 @@ async def test_a_fenced_group_fails_whole_and_writes_nothing(postgres_dsn: str) 
                 nursery.start_soon(one, batch)
             await trio.testing.wait_all_tasks_blocked()
             _sql(postgres_dsn, "UPDATE baileys_leases SET epoch = 2, owner = 'proc-B'")
-            probe.release.set()
+            probe.let_go()
         assert len(results) == 10
         assert all(isinstance(r, FencedError) for r in results)
         assert old.lease_lost.is_set()
@@ -244,7 +316,7 @@ async def test_a_commit_answered_after_a_takeover_had_landed_before_it(
                 assert new.epoch == 2
                 assert await new.read_keys("session", ["x"]) == {"x": b"landed"}
                 assert await new.commit(Batch(keys={"session": {"y": b"new"}})) == 3
-                probe.release.set()
+                probe.let_go()
                 await trio.testing.wait_all_tasks_blocked()
                 with pytest.raises(FencedError, match="proc-B took epoch 2"):
                     await old.commit(Batch(keys={"session": {"x": b"stale"}}))
@@ -317,3 +389,23 @@ async def test_a_burst_made_in_one_turn_of_trio_is_one_group_after_the_first(
         assert sorted(by_seq) == list(range(1, 2001))
         assert backend.statistics().transactions <= 5  # the first alone, then the rest
         assert await backend.read_creds() == by_seq[2000]
+
+
+async def test_a_read_queued_behind_a_commit_in_flight_runs_after_it(postgres_dsn: str) -> None:
+    """Work on the connection runs in queue order: the read waits and sees the commit."""
+    probe = _Probe()
+    async with await _open(postgres_dsn, probe) as backend:
+        got: list[dict[str, object]] = []
+
+        async def read() -> None:
+            got.append(await backend.read_keys("session", ["a"]))
+
+        probe.hold.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backend.commit, Batch(keys={"session": {"a": b"1"}}))
+            await probe.wait_held()
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            probe.let_go()
+        assert got == [{"a": b"1"}]
