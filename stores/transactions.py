@@ -93,7 +93,7 @@ from stores.errors import (
     StoreError,
     TransactionConflict,
 )
-from stores.types import Batch, KeyWrites, Value, check_key_type
+from stores.types import KEY_TYPES, Batch, KeyWrites, Value, check_key_type
 
 if TYPE_CHECKING:
     from stores.creds import AuthCreds, CredsPatch
@@ -153,6 +153,9 @@ def sequenced_on_call(commit: F) -> F:
     setattr(commit, SEQUENCED_ATTRIBUTE, True)  # a function attribute, by name
     return commit
 
+
+_KNOWN_TYPES = frozenset(KEY_TYPES)
+# ``check_key_type``'s test, made here without a call for the types that pass it.
 
 _CREDS_SLOT: Slot = ("creds", "")
 # Creds are write-only for this layer; the pseudo-slot orders creds commits.
@@ -312,7 +315,8 @@ def validate_writes(data: KeyWrites) -> dict[Slot, Value | None]:
     """Check and copy ``{type: {id: value | None}}`` into ``{(type, id): value | None}``."""
     writes: dict[Slot, Value | None] = {}
     for type_, entries in data.items():
-        check_key_type(type_)
+        if type_ not in _KNOWN_TYPES:
+            check_key_type(type_)  # raises, naming it
         for id_, value in entries.items():
             if type(id_) is not str or not id_:
                 _check_type_and_ids(type_, [id_])  # raises, naming the id (or takes a str subclass)
@@ -505,7 +509,8 @@ class StoreTransaction:
         Served from the transaction's own view or the store's cache, it does not park
         (a transaction yields once, at its commit); it is a cancellation point.
         """
-        self._check_open()
+        if self._phase is not _Phase.OPEN:
+            self._check_open()  # raises
         wanted = list(dict.fromkeys(_check_type_and_ids(type, ids)))
         writes, seen = self._writes, self._seen
         missing = [
@@ -565,7 +570,8 @@ class StoreTransaction:
 
         Does not park (a transaction yields once, at its commit); a cancellation point.
         """
-        self._check_open()
+        if self._phase is not _Phase.OPEN:
+            self._check_open()  # raises
         writes = validate_writes(data)  # before anything is staged: a bad value stages nothing
         if self._writes:
             self._writes.update(writes)
@@ -984,7 +990,8 @@ class TransactionalStore:
             pins[pin] = count
             return  # the oldest pin is still there: nothing more to prune
         del pins[pin]
-        self._prune()
+        if self._log:
+            self._prune()
 
     def _prune(self) -> None:
         # Log entries older than every pinned reader can never cause a conflict again.
@@ -1198,9 +1205,10 @@ class TransactionalStore:
 
         A ``_Pending``: after that commit in flight became visible (then ask again).
         """
-        self._check_open()
-        if reads:
-            last_write = self._last_write
+        if self._closed:
+            self._check_open()  # raises
+        last_write = self._last_write
+        if reads and last_write:  # nothing logged (no other reader pinned): no conflict
             conflicts = [slot for slot, seen in reads.items() if last_write.get(slot, 0) > seen]
             if conflicts:
                 self._conflicts += 1
@@ -1258,6 +1266,10 @@ class TransactionalStore:
         while queue and queue[0].outcome is not _Outcome.PENDING:
             pending = queue.popleft()
             self._tick += 1
+            if queue:
+                self._leave(pending)
+            else:
+                self._writer_of.clear()  # nothing else in flight: every entry is this one's
             if self._pins:
                 self._log_commit(pending)
             if pending.outcome is _Outcome.ACKED:
@@ -1269,6 +1281,13 @@ class TransactionalStore:
                 pending.wake()
         if self._log:
             self._prune()
+
+    def _leave(self, pending: _Pending) -> None:
+        """``pending`` is no longer in flight on its slots; later commits' entries stay."""
+        writer_of = self._writer_of
+        for slot in pending.slots:
+            if writer_of.get(slot) is pending:
+                del writer_of[slot]
 
     def _log_commit(self, pending: _Pending) -> None:
         """Log a commit's slots at the current tick, if a reader may conflict with it."""
@@ -1287,29 +1306,26 @@ class TransactionalStore:
         self._log.append((tick, pending.slots))
 
     def _apply(self, pending: _Pending) -> None:
-        """An acknowledged commit leaves the in-flight table and enters the cache."""
+        """An acknowledged commit's values enter the cache."""
         self._commits += 1
         # An ordered commit function has settled every earlier batch by now.
         if self._uncertain:
             self._uncertain = {
                 slot: issue for slot, issue in self._uncertain.items() if issue > pending.issue
             }
-        writer_of, cache, writes = self._writer_of, self._cache, pending.writes
+        cache, writes = self._cache, pending.writes
         # A bulk write (812 new pre-keys, a migration) is read back rarely: keeping it
         # would hold a second copy of the backend's data in every session and flush the
         # entries that are read. Later reads miss and go to the backend, which holds the
         # committed values.
         keep = len(writes) <= WRITE_CACHE_MAX_SLOTS and self._cache_size != 0
-        for slot, value in writes.items():
-            if writer_of.get(slot) is pending:
-                del writer_of[slot]
-            if keep:
-                cache[slot] = _ABSENT if value is None else value
-                cache.move_to_end(slot)
-            else:
+        if not keep:
+            for slot in writes:
                 cache.pop(slot, None)
-        if writer_of.get(_CREDS_SLOT) is pending:
-            del writer_of[_CREDS_SLOT]
+            return
+        for slot, value in writes.items():
+            cache[slot] = _ABSENT if value is None else value
+            cache.move_to_end(slot)
         size = self._cache_size
         if size is not None:
             while len(cache) > size:
@@ -1318,10 +1334,6 @@ class TransactionalStore:
     def _discard(self, pending: _Pending) -> None:
         """A failed commit may still be durable: its slots are read through until settled."""
         self._failed_commits += 1
-        writer_of = self._writer_of
-        for slot in pending.slots:
-            if writer_of.get(slot) is pending:
-                del writer_of[slot]
         for slot in pending.writes:
             self._cache.pop(slot, None)
             self._uncertain[slot] = pending.issue
@@ -1349,7 +1361,8 @@ class _TransactionBlock(AbstractAsyncContextManager[StoreTransaction]):
             self._outer = outer
             self._saved = outer._savepoint()
             return outer
-        store._check_open()
+        if store._closed:
+            store._check_open()  # raises
         tx = StoreTransaction(store, self._key)
         self._tx = tx
         store._active += 1
