@@ -158,6 +158,8 @@ class SqliteBackend:
         self._checkpoint_failure: DurabilityError | None = None
         """Why the last checkpoint failed: the next group fails with it, writing nothing."""
         self._creds_writes = 0
+        self._key_prefixes: dict[str, codec.IdentityPrefix] = {}
+        """Per key type, the identity prefix the writer checksums rows with."""
 
     def __repr__(self) -> str:
         return f"SqliteBackend({str(self._db_path)!r}, account={self._account!r})"
@@ -406,14 +408,7 @@ class SqliteBackend:
                 keys.update(pending.keys)
                 creds = pending.creds or creds
         account, cipher = self._account, self._cipher
-        upserts = []
-        deletes = []
-        for (t, i), v in keys.items():
-            if v is None:
-                deletes.append((account, t, i))
-            else:
-                crc, blob = codec.seal_row(v, _key_identity(account, t, i), cipher)
-                upserts.append((account, t, i, crc, blob))
+        upserts, deletes = codec.seal_key_rows(account, keys, self._key_prefixes, cipher)
         if self._meta_pending and self._cipher is not None:
             # In the account's first transaction: no row is ever sealed without it.
             _write_encryption(conn, self._account, self._cipher.encryption)
@@ -655,7 +650,7 @@ def _keying(
 
 
 def _key_identity(account: str, type: str, key_id: str) -> str:
-    return f"key\0{account}\0{type}\0{key_id}"
+    return codec.key_identity_prefix(account, type) + key_id
 
 
 def _creds_identity(account: str) -> str:

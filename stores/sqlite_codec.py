@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cbor2
@@ -56,6 +56,58 @@ def row_crc(identity: str, blob: bytes) -> int:
 encode: Callable[[Value], bytes] = cbor2.dumps
 """CBOR bytes of a plain value (already checked by ``check_plain``); cbor2's own function,
 called once per value on the commit path, so no wrapper around it."""
+
+
+def key_identity_prefix(account: str, type: str) -> str:
+    """What every key row's identity of one account and type begins with (the id follows)."""
+    return f"key\0{account}\0{type}\0"
+
+
+class IdentityPrefix:
+    """A key identity prefix, encoded and checksummed once for every row that starts with it.
+
+    The CRC of the identity then costs only the id's bytes: a CRC is computed
+    incrementally, so ``crc32(id, crc32(prefix))`` is the CRC of the whole identity.
+    """
+
+    __slots__ = ("crc", "raw")
+
+    def __init__(self, account: str, type: str) -> None:
+        self.raw = key_identity_prefix(account, type).encode()
+        self.crc = zlib.crc32(self.raw)
+
+
+KeyRow = tuple[str, str, str, int, bytes]
+"""``(account, type, id, crc, blob)``: one key row as written."""
+
+
+def seal_key_rows(
+    account: str,
+    writes: Mapping[tuple[str, str], bytes | None],
+    prefixes: dict[str, IdentityPrefix],
+    cipher: RecordCipher | None,
+) -> tuple[list[KeyRow], list[tuple[str, str, str]]]:
+    """The rows to upsert (sealed and checksummed, as ``seal_row``) and the keys to delete.
+
+    ``writes`` maps ``(type, id)`` to a value's CBOR (None deletes); ``prefixes`` caches
+    each type's ``IdentityPrefix`` of this ``account`` across calls. One loop without a
+    call per row: it runs for every key of every commit.
+    """
+    crc32 = zlib.crc32
+    upserts: list[KeyRow] = []
+    deletes: list[tuple[str, str, str]] = []
+    for (t, i), v in writes.items():
+        if v is None:
+            deletes.append((account, t, i))
+            continue
+        prefix = prefixes.get(t)
+        if prefix is None:
+            prefix = prefixes[t] = IdentityPrefix(account, t)
+        tail = i.encode()
+        if cipher is not None:
+            v = cipher.seal(v, prefix.raw + tail)
+        upserts.append((account, t, i, crc32(v, crc32(tail, prefix.crc)), v))
+    return upserts, deletes
 
 
 def seal_row(plain: bytes, identity: str, cipher: RecordCipher | None) -> tuple[int, bytes]:

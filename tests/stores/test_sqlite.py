@@ -370,6 +370,26 @@ async def test_undecodable_blob_with_valid_crc_is_corrupt(tmp_path: Path) -> Non
             await backend.read_keys("pre-key", ["1"])
 
 
+async def test_every_key_row_is_checksummed_over_its_own_identity(tmp_path: Path) -> None:
+    """Each key row's CRC covers its account, type and id before its blob, for rows of
+    several types and accounts written in one commit and in later ones."""
+    from stores.sqlite_codec import row_crc
+
+    db = tmp_path / "auth.db"
+    for account in ("alice", "bob"):
+        async with await open_sqlite_backend(db, account=account) as backend:
+            await backend.commit(
+                Batch(keys={"session": {"s1": b"a", "s22": b"b"}, "pre-key": {"7": b"c"}})
+            )
+            await backend.commit(Batch(keys={"session": {"s1": b"d", "s3": b"e"}}))
+    conn = _raw(db)
+    rows = conn.execute("SELECT account, type, id, crc, value FROM keys").fetchall()
+    conn.close()
+    assert len(rows) == 8
+    for account, type_, key_id, crc, blob in rows:
+        assert crc == row_crc(f"key\0{account}\0{type_}\0{key_id}", blob), (account, key_id)
+
+
 async def test_damaged_database_pages_are_corrupt_state(tmp_path: Path) -> None:
     """Garbage over the database's pages (header intact) raises CorruptStateError at open."""
     db = tmp_path / "auth.db"
