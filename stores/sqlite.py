@@ -72,6 +72,8 @@ CHECKPOINT_PAGES = 1000
 checkpoint (SQLite's ``wal_autocheckpoint`` default)."""
 
 _PAGE_BYTES = 4096
+_PAGES_PER_BATCH = 2
+_SPILL_BYTES = 2 * _PAGE_BYTES
 
 __all__ = ["SqliteBackend", "SqliteStatistics", "open_sqlite_backend"]
 
@@ -110,6 +112,8 @@ class _Pending:
     creds: bytes | None
     size: int
     """Bytes it adds to its group's SQLite transaction (about; ``_size``)."""
+    pages: int
+    """WAL pages its rows take in its group's transaction (an estimate; ``_pages``)."""
 
 
 class SqliteBackend:
@@ -316,6 +320,7 @@ class SqliteBackend:
     def _encode(self, batch: Batch) -> _Pending | None:
         keys: dict[tuple[str, str], bytes | None] = {}
         size = 64
+        encode = codec.encode
         for type, writes in batch.keys.items():
             check_key_type(type)
             for key_id, value in writes.items():
@@ -327,7 +332,7 @@ class SqliteBackend:
                     continue
                 if value.__class__ is not bytes:  # bytes (most values) are plain already
                     codec.check_plain(value, f"{type}/{key_id}")
-                encoded = keys[(type, key_id)] = codec.encode(value)
+                encoded = keys[(type, key_id)] = encode(value)
                 size += len(encoded)
         creds = None
         snapshot = batch.backend_creds()
@@ -343,16 +348,18 @@ class SqliteBackend:
         if not keys:
             # Creds only: a group writes just its newest creds row, so a creds burst is
             # one transaction (each batch still gets its own seq).
-            return None if creds is None else _Pending(keys=keys, creds=creds, size=0)
+            return None if creds is None else _Pending(keys, creds, 0, _PAGES_PER_BATCH)
         if creds is not None:
             size += len(creds)
-        return _Pending(keys=keys, creds=creds, size=size)
+        return _Pending(keys, creds, size, len(keys) + _PAGES_PER_BATCH + size // _SPILL_BYTES)
 
     def _applied(self, group: Sequence[_Pending], seqs: Sequence[int]) -> None:
         self._seq = seqs[-1]
         self._meta_pending = False
-        if any(p.creds is not None for p in group):
-            self._creds_writes += 1
+        for pending in group:
+            if pending.creds is not None:
+                self._creds_writes += 1
+                break
 
     def _write_group(self, group: Sequence[_Pending]) -> list[int]:
         """One SQLite transaction for the whole group; return each batch's seq (blocking)."""
@@ -777,11 +784,14 @@ def _connect(
 
 
 def _pages(group: Sequence[_Pending]) -> int:
-    """An estimate of the WAL pages a group's transaction writes: a leaf page per row,
-    the account's and an interior page, and a page per two pages of bytes (values too
-    large for a leaf spill into overflow pages). About 1.2x what SQLite wrote for the
-    bench's transactions (1-8 rows of 1 KiB: 5.4 frames each)."""
-    return sum(len(p.keys) + 2 + p.size // (2 * _PAGE_BYTES) for p in group)
+    """An estimate of the WAL pages a group's transaction writes: per batch a leaf page
+    per row, the account's and an interior page (``_PAGES_PER_BATCH``), and a page per
+    two pages of bytes (values too large for a leaf spill into overflow pages), counted
+    by ``_encode``. About 1.2x what SQLite wrote for the bench's transactions (1-8 rows
+    of 1 KiB: 5.4 frames each)."""
+    if len(group) == 1:
+        return group[0].pages
+    return sum(p.pages for p in group)
 
 
 def _read_seq(conn: sqlite3.Connection, account: str) -> int:
