@@ -24,6 +24,7 @@ fsynced, never runs there.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -421,13 +422,7 @@ class SqliteBackend:
             _write_encryption(conn, self._account, self._cipher.encryption)
         first = self._written_seq + 1
         last = first + len(group) - 1
-        if upserts:
-            conn.executemany(
-                "INSERT INTO keys (account, type, id, crc, value) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (account, type, id)"
-                " DO UPDATE SET crc = excluded.crc, value = excluded.value",
-                upserts,
-            )
+        _upsert_keys(conn, upserts)
         if deletes:
             conn.executemany("DELETE FROM keys WHERE account = ? AND type = ? AND id = ?", deletes)
         if creds is not None:
@@ -615,6 +610,35 @@ class SqliteBackend:
 def _size(pending: _Pending) -> int:
     """Bytes a batch adds to its group's SQLite transaction (about; counted by ``_encode``)."""
     return pending.size
+
+
+_UPSERT_PARAMS = 5
+_ROWS_PER_UPSERT = 16
+"""Rows per upsert statement at most: one statement per group of a few transactions,
+and never more than this many distinct statements in the connection's cache."""
+
+
+@functools.cache
+def _upsert_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO keys (account, type, id, crc, value) VALUES {values}"
+        " ON CONFLICT (account, type, id) DO UPDATE SET crc = excluded.crc, value = excluded.value"
+    )
+
+
+def _upsert_keys(conn: sqlite3.Connection, params: list[str | int | bytes]) -> None:
+    """Upsert key rows given flat (``seal_key_rows``), up to ``_ROWS_PER_UPSERT`` rows a
+    statement: one multi-row ``VALUES`` is bound and stepped once, where ``executemany``
+    binds, steps and resets once per row."""
+    step = _UPSERT_PARAMS * _ROWS_PER_UPSERT
+    if len(params) <= step:
+        if params:
+            conn.execute(_upsert_sql(len(params) // _UPSERT_PARAMS), params)
+        return
+    for start in range(0, len(params), step):
+        chunk = params[start : start + step]
+        conn.execute(_upsert_sql(len(chunk) // _UPSERT_PARAMS), chunk)
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:

@@ -77,24 +77,22 @@ class IdentityPrefix:
         self.crc = zlib.crc32(self.raw)
 
 
-KeyRow = tuple[str, str, str, int, bytes]
-"""``(account, type, id, crc, blob)``: one key row as written."""
-
-
 def seal_key_rows(
     account: str,
     writes: Mapping[tuple[str, str], bytes | None],
     prefixes: dict[str, IdentityPrefix],
     cipher: RecordCipher | None,
-) -> tuple[list[KeyRow], list[tuple[str, str, str]]]:
-    """The rows to upsert (sealed and checksummed, as ``seal_row``) and the keys to delete.
+) -> tuple[list[str | int | bytes], list[tuple[str, str, str]]]:
+    """The rows to upsert, sealed and checksummed as ``seal_row`` does, and the keys to delete.
 
-    ``writes`` maps ``(type, id)`` to a value's CBOR (None deletes); ``prefixes`` caches
-    each type's ``IdentityPrefix`` of this ``account`` across calls. One loop without a
-    call per row: it runs for every key of every commit.
+    The upserts come flat, five parameters per row (``account, type, id, crc, blob``),
+    ready to bind to a multi-row ``VALUES``. ``writes`` maps ``(type, id)`` to a value's
+    CBOR (None deletes); ``prefixes`` caches each type's ``IdentityPrefix`` of this
+    ``account`` across calls. One loop without a call per row: it runs for every key of
+    every commit.
     """
     crc32 = zlib.crc32
-    upserts: list[KeyRow] = []
+    upserts: list[str | int | bytes] = []
     deletes: list[tuple[str, str, str]] = []
     for (t, i), v in writes.items():
         if v is None:
@@ -106,7 +104,7 @@ def seal_key_rows(
         tail = i.encode()
         if cipher is not None:
             v = cipher.seal(v, prefix.raw + tail)
-        upserts.append((account, t, i, crc32(v, crc32(tail, prefix.crc)), v))
+        upserts += (account, t, i, crc32(v, crc32(tail, prefix.crc)), v)
     return upserts, deletes
 
 

@@ -390,6 +390,27 @@ async def test_every_key_row_is_checksummed_over_its_own_identity(tmp_path: Path
         assert crc == row_crc(f"key\0{account}\0{type_}\0{key_id}", blob), (account, key_id)
 
 
+async def test_a_commit_of_many_keys_lands_whole_across_upsert_statements(
+    tmp_path: Path,
+) -> None:
+    """A commit with more keys than one upsert statement takes (new keys, replaced keys
+    and deletes mixed) lands whole, and reads back the same after a reopen."""
+    db = tmp_path / "auth.db"
+    async with await open_sqlite_backend(db) as backend:
+        await backend.commit(Batch(keys={"session": {str(i): _session(i) for i in range(30)}}))
+        writes: dict[str, bytes | None] = {str(i): _session(i + 100) for i in range(20, 57)}
+        writes.update({str(i): None for i in range(5)})
+        seq = await backend.commit(Batch(keys={"session": writes, "pre-key": {"1": b"p"}}))
+        assert seq == 2
+    want = {str(i): _session(i) for i in range(5, 20)}
+    want.update({str(i): _session(i + 100) for i in range(20, 57)})
+    async with await open_sqlite_backend(db) as backend:
+        got = await backend.read_keys("session", [str(i) for i in range(60)])
+        assert got == want
+        assert await backend.read_keys("pre-key", ["1"]) == {"1": b"p"}
+        assert backend.statistics().seq == 2
+
+
 async def test_damaged_database_pages_are_corrupt_state(tmp_path: Path) -> None:
     """Garbage over the database's pages (header intact) raises CorruptStateError at open."""
     db = tmp_path / "auth.db"
