@@ -237,6 +237,10 @@ class GroupCommitter(Generic[T]):
         return waiter.seq
 
     def _take_group(self) -> list[_Waiter[T]]:
+        if len(self._queue) == 1:
+            # A lone commit (every commit of one writer): the whole queue, bounds or not.
+            group, self._queue = self._queue, []
+            return group
         count = min(len(self._queue), self._max_group)
         if self._item_size is not None:
             size, replaceable = self._item_size, self._replaceable
@@ -268,8 +272,8 @@ class GroupCommitter(Generic[T]):
     def _coalesce(self, items: list[T]) -> tuple[list[T], list[int]]:
         """The items to write, and for every item the index of the written one acking it."""
         keep = list(range(len(items)))
-        if self._replaceable is None or self._supersedes is None:
-            return items, keep
+        if self._replaceable is None or self._supersedes is None or len(items) == 1:
+            return items, keep  # a lone item is never dropped: nothing follows it
         last = next((i for i in range(len(items) - 1, -1, -1) if self._supersedes(items[i])), None)
         if last is None:
             return items, keep

@@ -509,10 +509,14 @@ class NativeBackend:
         Not when the log must grow first (megabytes of zeros and a full fsync) or be
         compacted: those writes stay on the writer thread, away from Trio's loop.
         """
-        if self._compaction_due() or any(item.compact for item in items):
+        if self._compaction_due():
             return False
-        frames = sum(len(item.body) + _FRAME_BOUND for item in items)
-        return self._log_bytes + frames <= self._log_allocated
+        end = self._log_bytes
+        for item in items:
+            if item.compact:
+                return False
+            end += len(item.body) + _FRAME_BOUND
+        return end <= self._log_allocated
 
     def _grow(self, fd: int, needed: int, location: str) -> None:
         """Extend the log with zeros past ``needed`` and make its new size durable.

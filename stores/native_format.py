@@ -71,8 +71,12 @@ def damaged_name(name: str, when: int) -> str:
 # --- frames --------------------------------------------------------------------------
 
 
+_DIGEST_BASE = hashlib.blake2b(digest_size=16, person=DIGEST_PERSON)
+"""Copied per frame: cheaper than setting the hash's parameters up again."""
+
+
 def _digest(length: bytes, payload: bytes | memoryview) -> bytes:
-    h = hashlib.blake2b(digest_size=16, person=DIGEST_PERSON)
+    h = _DIGEST_BASE.copy()
     h.update(length)
     h.update(payload)
     return h.digest()
@@ -81,7 +85,7 @@ def _digest(length: bytes, payload: bytes | memoryview) -> bytes:
 def frame(payload: bytes) -> bytes:
     """Wrap ``payload`` in a checksummed frame."""
     length = struct.pack(">I", len(payload))
-    return FRAME_MARKER + length + _digest(length, payload) + payload
+    return b"".join((FRAME_MARKER, length, _digest(length, payload), payload))
 
 
 def read_frame(data: bytes, offset: int) -> tuple[memoryview, int] | None:

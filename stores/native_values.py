@@ -102,6 +102,10 @@ Placement = tuple[str, str, int, int, int, int]
 length -1: a deletion; offset -1: not placeable (kept in memory)."""
 
 
+_TEXT_HEADS = [cbor_head(CBOR_TEXT, n) for n in range(24)]
+"""The one-byte heads of short ids (most ids), looked up without a call."""
+
+
 def placed_body(
     keys: Mapping[str, Mapping[str, bytes | None]], creds: bytes | None
 ) -> tuple[bytes, list[Placement]]:
@@ -123,7 +127,8 @@ def placed_body(
         for id_, raw in entries.items():
             key = id_.encode()  # strict, as cbor2: an id with a lone surrogate is refused
             digest = int.from_bytes(blake2b(key, digest_size=16).digest(), "big")
-            text = cbor_head(CBOR_TEXT, len(key)) + key
+            n = len(key)
+            text = (_TEXT_HEADS[n] if n < 24 else cbor_head(CBOR_TEXT, n)) + key
             if raw is None:
                 parts.append(text + b"\xf6")
                 out.append((type_, id_, digest, size, -1, 0))
@@ -350,11 +355,13 @@ class ValueIndex:
         """Record a record's entries placed by ``placed_body`` (its body at ``body_start``
         of ``frame``, the frame at file offset ``base``); an entry that could not be
         placed there is searched for in the frame as ``add_frame`` does."""
+        cache = self._cache
         for type_, id_, digest, at, length, crc in entries:
             table = self._tables.get(type_)
             if table is None:
                 table = self._tables[type_] = _Table()
-            self._cache.pop((type_, id_), None)
+            if cache:
+                cache.pop((type_, id_), None)
             if length < 0:
                 table.change(id_, digest, None, None)
                 continue
