@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from stores.errors import StoreClosedError
-from stores.writer_thread import WriterThread
+from stores.writer_thread import WriterThread, runnable_tasks
 
 
 async def test_calls_run_in_submission_order_on_one_other_thread() -> None:
@@ -302,3 +302,15 @@ async def test_a_call_here_raises_in_its_caller_and_a_closed_writer_runs_nothing
     assert not writer.may_run_here()
     with pytest.raises(StoreClosedError):
         writer.run_here(lambda: None)
+
+
+async def test_the_count_of_runnable_tasks_is_trios_own() -> None:
+    """may_run_here's count of runnable tasks agrees with Trio's statistics, with tasks
+    ready to run and without, and is Trio's statistics where its run queue is unknown."""
+    before = trio.lowlevel.current_statistics().tasks_runnable
+    assert runnable_tasks() == before
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(trio.sleep, 0)
+        assert runnable_tasks() == trio.lowlevel.current_statistics().tasks_runnable == before + 3
+        assert runnable_tasks(object()) == before + 3
