@@ -46,6 +46,7 @@ Since 0.2.0.
 from __future__ import annotations
 
 import collections
+import importlib
 import queue
 import threading
 import time
@@ -54,9 +55,20 @@ from typing import Any, Generic, TypeVar
 
 import outcome
 import trio
-from trio._core._run_context import GLOBAL_RUN_CONTEXT
 
 from stores.errors import StoreClosedError
+
+
+def _trio_run_context() -> object:
+    """Trio's private run context (see ``runnable_tasks``), or a stand-in if it moved."""
+    try:
+        module = importlib.import_module("trio._core._run_context")
+    except ImportError:
+        return object()
+    return getattr(module, "GLOBAL_RUN_CONTEXT", object())
+
+
+_RUN_CONTEXT = _trio_run_context()
 
 __all__ = [
     "DEFAULT_IDLE_EXIT",
@@ -346,7 +358,7 @@ class WriterThread(Generic[G]):
         self._delivered.set()
 
 
-def runnable_tasks(context: object = GLOBAL_RUN_CONTEXT) -> int:
+def runnable_tasks(context: object = _RUN_CONTEXT) -> int:
     """``trio.lowlevel.current_statistics().tasks_runnable``, without what the rest costs.
 
     ``current_statistics`` also counts the tasks waiting on every file descriptor the
