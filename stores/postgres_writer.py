@@ -37,7 +37,7 @@ import trio
 from psycopg import pq
 
 from stores.errors import DurabilityError, FencedError, StoreClosedError
-from stores.writer_thread import DEFAULT_MAX_GROUP_BYTES, WriterThread
+from stores.writer_thread import DEFAULT_MAX_GROUP_BYTES, WriterThread, runnable_tasks
 
 __all__ = ["DEFAULT_MAX_GROUP_BYTES", "Connect", "Prepared", "Writer", "copy_error", "first_value"]
 
@@ -265,7 +265,7 @@ class Writer(Generic[G]):
         (16 commits a statement instead of 27 with 32 writers).
         """
         for _ in range(_SETTLE_TURNS):
-            if not trio.lowlevel.current_statistics().tasks_runnable:
+            if not runnable_tasks():
                 return
             await trio.lowlevel.cancel_shielded_checkpoint()
 
