@@ -144,7 +144,7 @@ class GroupCommitter(Generic[T]):
         if (replaceable is None) != (supersedes is None):
             raise ValueError("replaceable and supersedes go together")
         self._write_group = write_group
-        self._thread: WriterThread[None] = WriterThread(
+        self._thread = WriterThread(
             f"baileys-trio writer {location}", idle_exit=idle_exit, inline_below=inline_below
         )
         self._apply = apply

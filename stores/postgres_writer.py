@@ -37,7 +37,8 @@ import trio
 from psycopg import pq
 
 from stores.errors import DurabilityError, FencedError, StoreClosedError
-from stores.writer_thread import DEFAULT_MAX_GROUP_BYTES, WriterThread, runnable_tasks
+from stores.group_commit import DEFAULT_MAX_GROUP_BYTES
+from stores.writer_thread import WriterThread, runnable_tasks
 
 __all__ = ["DEFAULT_MAX_GROUP_BYTES", "Connect", "Prepared", "Writer", "copy_error", "first_value"]
 
@@ -98,7 +99,7 @@ class Writer(Generic[G]):
         self._size = size
         self._max_group_bytes = max_group_bytes
         self._reconnect_timeout = reconnect_timeout
-        self._thread: WriterThread[Any] = WriterThread(f"baileys-trio postgres writer {location}")
+        self._thread = WriterThread(f"baileys-trio postgres writer {location}")
         self._queue: collections.deque[Any] = collections.deque()
         self._parked: trio.lowlevel.Task | None = None
         self._current: list[_Entry] = []

@@ -6,18 +6,6 @@ queued calls one after another and hands each outcome back with one
 would hire a worker, copy the context and pass a capacity limiter every time: the
 difference is most of a commit's CPU cost when the commit itself is small.
 
-Grouped items (optional): a writer made with ``write_group`` also takes *items*
-(``await writer.run_item(item)``). Items queued back to back are handed to
-``write_group`` together, up to about ``max_group_bytes`` as measured by ``size``
-(always at least one), and their outcomes go back in one ``run_sync_soon``: the
-thread never waits for more items when none is queued. A call queued between items
-ends a group, so calls and groups still run in queue order. When items are queued
-before Trio has run the previous group's delivery, the thread waits for that delivery
-(at most ``DELIVERY_WAIT``) before it takes them: commits made in one turn of Trio's
-loop then form one group, as a group committer's leader (a Trio task) would take
-them, instead of the thread picking them up a few at a time as the GIL lets the
-committing tasks run. A lone commit still goes at once.
-
 The thread starts with the first call and ends after ``idle_exit`` seconds without
 work, or at ``close()`` (after the calls already queued, and after the ``then``
 given to it); an owner that never closes leaves no thread behind for long.
@@ -50,8 +38,8 @@ import importlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import outcome
 import trio
@@ -73,20 +61,14 @@ _RUN_CONTEXT = _trio_run_context()
 __all__ = [
     "DEFAULT_IDLE_EXIT",
     "DEFAULT_INLINE_BELOW",
-    "DEFAULT_MAX_GROUP_BYTES",
-    "WriteItems",
     "WriterThread",
     "runnable_tasks",
 ]
 
 T = TypeVar("T")
-G = TypeVar("G")
 
 DEFAULT_IDLE_EXIT = 5.0
 """Seconds the thread waits for work before it ends (the next call starts a new one)."""
-
-DEFAULT_MAX_GROUP_BYTES = 8 << 20
-"""A group of items holds at most about this many bytes (always at least one item)."""
 
 DEFAULT_INLINE_BELOW = 0.001
 """Seconds: calls whose recent average took less may run on the Trio thread (see above).
@@ -98,29 +80,21 @@ and far below anything a peer or a timer of ours would notice.
 _RECENT_WEIGHT = 0.25
 """Weight of the newest duration in the moving average (one slow call counts at once)."""
 
-WriteItems = Callable[[Sequence[G]], Sequence[outcome.Outcome[Any]]]
-"""Blocking, on the thread: handle a group of items, return one outcome per item."""
-
-_NOT_AN_ITEM: Any = object()
 _STOP: Any = object()
-
-DELIVERY_WAIT = 1.0
-"""Seconds the thread waits, at most, for Trio to run a group's delivery (see above)."""
 """Queued by ``close``: the thread ends when it reaches it."""
 
 
 class _Call:
-    __slots__ = ("abandoned", "fn", "item", "task", "token")
+    __slots__ = ("abandoned", "fn", "task", "token")
 
-    def __init__(self, fn: Callable[[], Any] | None, item: Any) -> None:
+    def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
-        self.item = item
         self.task = trio.lowlevel.current_task()
         self.token = trio.lowlevel.current_trio_token()
         self.abandoned = False
 
 
-class WriterThread(Generic[G]):
+class WriterThread:
     """Runs blocking calls on one thread, in submission order (see the module docstring)."""
 
     def __init__(
@@ -128,9 +102,6 @@ class WriterThread(Generic[G]):
         name: str,
         *,
         idle_exit: float = DEFAULT_IDLE_EXIT,
-        write_group: WriteItems[G] | None = None,
-        size: Callable[[G], int] | None = None,
-        max_group_bytes: int = DEFAULT_MAX_GROUP_BYTES,
         inline_below: float = 0.0,
     ) -> None:
         if inline_below < 0:
@@ -142,25 +113,17 @@ class WriterThread(Generic[G]):
         self._pending = 0
         """Calls queued for the thread and not yet run or skipped by it (under ``_lock``)."""
         self._idle_exit = idle_exit
-        self._write_group = write_group
-        self._size = size
-        self._max_group_bytes = max_group_bytes
         # A C queue, not a deque under a Condition: a handoff costs one put and one
         # get, where a Condition allocates a lock per wait and notifies in Python.
         self._lock = threading.Lock()
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._held: Any = None
-        """A call the thread took from the queue but has not run yet (thread only)."""
-        self._delivered = threading.Event()
-        """Set once Trio has run the newest group's delivery."""
-        self._delivered.set()
         self._running: threading.Thread | None = None
         self._last: threading.Thread | None = None
         """The thread most recently started (it may still run ``then`` after ``_running``)."""
         self._closed = False
         self._then: Callable[[], None] | None = None
         self.calls = 0
-        """Calls and groups run since the writer was made (for statistics and tests)."""
+        """Calls run since the writer was made (for statistics and tests)."""
         self.calls_here = 0
         """Of ``calls``, those run on the Trio thread itself (``run_here``)."""
         self.threads_started = 0
@@ -172,7 +135,7 @@ class WriterThread(Generic[G]):
     async def run(self, fn: Callable[[], T], *, cancellable: bool = False) -> T:
         """Run ``fn()`` on the thread; return its result or raise its exception."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        call = self._queue(fn, _NOT_AN_ITEM)
+        call = self._queue(fn)
         if not cancellable:
             result: T = await trio.lowlevel.wait_task_rescheduled(_run_to_the_end)
             return result
@@ -184,13 +147,6 @@ class WriterThread(Generic[G]):
         abandonable: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return abandonable
 
-    async def run_item(self, item: G) -> Any:
-        """Queue ``item`` at once (no checkpoint first); its outcome from ``write_group``."""
-        if self._write_group is None:
-            raise TypeError(f"{self.name}: made without write_group, it takes no items")
-        self._queue(None, item)
-        return await trio.lowlevel.wait_task_rescheduled(_run_to_the_end)
-
     def submit(self, fn: Callable[[], Any]) -> None:
         """Queue ``fn`` for the current task, which must then park until rescheduled.
 
@@ -198,7 +154,7 @@ class WriterThread(Generic[G]):
         first checkpoint and park in their own way (the outcome arrives as the value of
         ``wait_task_rescheduled``).
         """
-        self._queue(fn, _NOT_AN_ITEM)
+        self._queue(fn)
 
     def may_run_here(self) -> bool:
         """Whether a call may run on this Trio thread now (see the module docstring)."""
@@ -246,8 +202,8 @@ class WriterThread(Generic[G]):
 
     # --- the Trio side -------------------------------------------------------------------
 
-    def _queue(self, fn: Callable[[], Any] | None, item: Any) -> _Call:
-        call = _Call(fn, item)
+    def _queue(self, fn: Callable[[], Any]) -> _Call:
+        call = _Call(fn)
         with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.name}: the writer thread is closed")
@@ -263,10 +219,10 @@ class WriterThread(Generic[G]):
             seconds if recent == float("inf") else recent + _RECENT_WEIGHT * (seconds - recent)
         )
 
-    def _settled(self, count: int) -> None:
-        """The thread is done with ``count`` calls (before their outcomes are handed back)."""
+    def _settled(self) -> None:
+        """The thread is done with a call (before its outcome is handed back)."""
         with self._lock:
-            self._pending -= count
+            self._pending -= 1
 
     def _start(self) -> None:
         self.threads_started += 1
@@ -277,85 +233,35 @@ class WriterThread(Generic[G]):
     # --- the thread ----------------------------------------------------------------------
 
     def _main(self) -> None:
-        while (calls := self._take()) is not None:
+        while (call := self._take()) is not None:
             self.calls += 1
-            fn = calls[0].fn
             started = time.perf_counter()
-            if fn is not None:
-                result = outcome.capture(fn)
-                self._observe(time.perf_counter() - started)
-                self._settled(1)
-                _reply(calls[0].token, _deliver, calls[0], result)
-            else:
-                results = self._write_items(calls)
-                self._observe(time.perf_counter() - started)
-                self._settled(len(calls))
-                self._delivered.clear()
-                if not _reply(calls[0].token, self._deliver_group, calls, results):
-                    self._delivered.set()
+            result = outcome.capture(call.fn)
+            self._observe(time.perf_counter() - started)
+            self._settled()
+            _reply(call.token, _deliver, call, result)
         then, self._then = self._then, None
         if then is not None:
             then()
 
-    def _write_items(self, calls: list[_Call]) -> Sequence[outcome.Outcome[Any]]:
-        assert self._write_group is not None
-        try:
-            results = self._write_group([call.item for call in calls])
-            if len(results) != len(calls):
-                raise RuntimeError(f"{self.name}: write_group returned a wrong number of outcomes")
-        except BaseException as exc:
-            # A write_group reports its own failures per item (one exception object per
-            # task); this is for a bug in it, where sharing one object does no harm.
-            return [outcome.Error(exc)] * len(calls)
-        return results
-
-    def _take(self) -> list[_Call] | None:
-        """The next call, or the next group of adjacent items; ``None``: the thread ends."""
+    def _take(self) -> _Call | None:
+        """The next call not abandoned; ``None``: the thread ends."""
         while True:
-            call, self._held = self._held, None
-            if call is None:
-                try:
-                    call = self._calls.get(timeout=self._idle_exit)
-                except queue.Empty:
-                    with self._lock:  # a call queued from now on starts a new thread
-                        if self._calls.empty():
-                            self._running = None
-                            return None
-                    continue
+            try:
+                call = self._calls.get(timeout=self._idle_exit)
+            except queue.Empty:
+                with self._lock:  # a call queued from now on starts a new thread
+                    if self._calls.empty():
+                        self._running = None
+                        return None
+                continue
             if call is _STOP:
                 with self._lock:
                     self._running = None
                 return None
             if not call.abandoned:
-                break
-            self._settled(1)
-        if call.fn is not None:
-            return [call]
-        # Let Trio end the turn that got the last group's outcomes: what it queues
-        # meanwhile joins this group.
-        self._delivered.wait(DELIVERY_WAIT)
-        return self._more_items(call)
-
-    def _more_items(self, first: _Call) -> list[_Call]:
-        group = [first]
-        total = self._size(first.item) if self._size is not None else 0
-        while total < self._max_group_bytes:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                break
-            if call is _STOP or call.fn is not None:
-                self._held = call  # ends the group; runs next
-                break
-            group.append(call)
-            total += self._size(call.item) if self._size is not None else 0
-        return group
-
-
-    def _deliver_group(self, calls: list[_Call], results: Sequence[outcome.Outcome[Any]]) -> None:
-        for call, result in zip(calls, results, strict=True):
-            trio.lowlevel.reschedule(call.task, result)
-        self._delivered.set()
+                return call  # type: ignore[no-any-return]
+            self._settled()
 
 
 def runnable_tasks(context: object = _RUN_CONTEXT) -> int:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
 
-import outcome
 import pytest
 import trio
 import trio.testing
@@ -94,79 +91,9 @@ async def test_a_closed_writer_refuses_new_calls() -> None:
         await writer.run(lambda: None)
 
 
-class Items:
-    """A write_group that records its groups; held at a gate so items can queue behind."""
-
-    def __init__(self) -> None:
-        self.groups: list[list[str]] = []
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def write(self, items: Sequence[str]) -> list[outcome.Outcome[Any]]:
-        self.entered.set()
-        self.gate.wait(10)
-        self.groups.append(list(items))
-        return [outcome.Value(f"{item}!") for item in items]
-
-
-async def queue_in_order(nursery: trio.Nursery, jobs: list[Callable[[], Awaitable[Any]]]) -> None:
-    for job in jobs:
-        nursery.start_soon(job)
-        await trio.testing.wait_all_tasks_blocked()
-
-
-async def test_adjacent_items_form_one_group_and_a_call_between_them_splits_it() -> None:
-    """Items queued back to back are written together; a call keeps its place in the queue."""
-    items = Items()
-    writer: WriterThread[str] = WriterThread("items", write_group=items.write, size=len)
-    order: list[str] = []
-    results: dict[str, Any] = {}
-
-    async def item(name: str) -> None:
-        results[name] = await writer.run_item(name)
-
-    async def call() -> None:
-        await writer.run(lambda: order.append(f"call after {len(items.groups)} groups"))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(item, "first")
-        await trio.to_thread.run_sync(items.entered.wait, 10)
-        await queue_in_order(
-            nursery,
-            [
-                partial(item, "a"),
-                partial(item, "b"),
-                call,
-                partial(item, "c"),
-            ],
-        )
-        items.gate.set()
-    writer.close()
-    assert items.groups == [["first"], ["a", "b"], ["c"]]
-    assert order == ["call after 2 groups"]
-    assert results == {"first": "first!", "a": "a!", "b": "b!", "c": "c!"}
-
-
-async def test_a_group_of_items_is_bound_by_bytes() -> None:
-    """Queued items beyond max_group_bytes go to the next group (at least one per group)."""
-    items = Items()
-    writer: WriterThread[str] = WriterThread(
-        "bytes", write_group=items.write, size=len, max_group_bytes=6
-    )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(writer.run_item, "first")
-        await trio.to_thread.run_sync(items.entered.wait, 10)
-        await queue_in_order(
-            nursery, [partial(writer.run_item, n) for n in ("aaa", "bbb", "ccc", "ddddddddd")]
-        )
-        items.gate.set()
-    writer.close()
-    assert items.groups == [["first"], ["aaa", "bbb"], ["ccc", "ddddddddd"]]
-
-
 async def test_a_cancellable_call_cancelled_before_it_began_is_skipped() -> None:
     """run(..., cancellable=True): the caller leaves at once and the call never runs."""
-    writer: WriterThread[None] = WriterThread("skip")
+    writer = WriterThread("skip")
     gate = threading.Event()
     ran: list[str] = []
 
@@ -184,7 +111,7 @@ async def test_a_cancellable_call_cancelled_before_it_began_is_skipped() -> None
 
 async def test_close_runs_then_last_on_the_thread_and_join_waits_for_it() -> None:
     """close(then=...) runs ``then`` after the queued calls; join returns after it."""
-    writer: WriterThread[None] = WriterThread("then")
+    writer = WriterThread("then")
     seen: list[str] = []
     await writer.run(lambda: seen.append("call"))
     writer.close(then=lambda: seen.append(f"then on {threading.current_thread().name}"))
@@ -195,7 +122,7 @@ async def test_close_runs_then_last_on_the_thread_and_join_waits_for_it() -> Non
 # --- calls on the Trio thread itself (inline_below) ---------------------------------------
 
 
-async def warmed(writer: WriterThread[Any]) -> None:
+async def warmed(writer: WriterThread) -> None:
     """One quick call on the thread, so the writer has measured how long calls take."""
     await writer.run(lambda: None)
     await trio.testing.wait_all_tasks_blocked()
