@@ -173,9 +173,20 @@ class Writer(Generic[G]):
         conn = self.conn
         if conn is None or conn.closed or conn.broken:
             conn = await self._thread.run(self.connection, cancellable=True)
-        pgconn = conn.pgconn
         if self._prepared_on is not conn:
             self._prepared_on, self._prepared = conn, set()
+        try:
+            return await self._query_prepared(conn, statement, params)
+        except psycopg.errors.InvalidSqlStatementName:
+            # The server forgot it (DISCARD ALL, DEALLOCATE): nothing ran, so prepare
+            # it again and send once more.
+            self._prepared.discard(statement.name)
+            return await self._query_prepared(conn, statement, params)
+
+    async def _query_prepared(
+        self, conn: Any, statement: Prepared, params: Sequence[bytes]
+    ) -> bytes | None:
+        pgconn = conn.pgconn
         if statement.name not in self._prepared:
             prepare = partial(pgconn.send_prepare, statement.name, statement.sql, statement.types)
             _check(conn, await _exchange(conn, prepare), pq.ExecStatus.COMMAND_OK)

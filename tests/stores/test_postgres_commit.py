@@ -198,6 +198,21 @@ async def test_a_commit_is_one_statement(postgres_dsn: str) -> None:
         }
 
 
+async def test_a_commit_statement_the_server_forgot_is_prepared_again(postgres_dsn: str) -> None:
+    """A DEALLOCATE (or DISCARD ALL, from an operator or a pooler) drops the prepared commit
+    statement on the connection: the next commit prepares it again and lands, once."""
+    probe = _Probe()
+    async with await _open(postgres_dsn, probe) as backend:
+        await backend.commit(Batch(keys={"session": {"a": b"1"}}))
+        await backend._writer.run(lambda conn: conn.execute("DEALLOCATE ALL"))
+        probe.statements.clear()
+        seq = await backend.commit(Batch(keys={"session": {"b": b"2"}}))
+        assert probe.statements == [COMMIT_SQL, "prepare", COMMIT_SQL]
+        assert await backend.read_keys("session", ["a", "b"]) == {"a": b"1", "b": b"2"}
+    assert seq == 2
+    assert _sql(postgres_dsn, "SELECT seq FROM baileys_accounts") == [(2,)]
+
+
 async def test_grouped_commits_are_acknowledged_only_after_the_server_committed(
     postgres_dsn: str,
 ) -> None:
